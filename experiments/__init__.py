@@ -1,0 +1,1 @@
+"""The experiments bundled with kexp (the top-level `experiments/` folder)."""

@@ -1,0 +1,5 @@
+"""`python -m kexp`: same as the `kexp` command."""
+
+from kexp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,306 @@
+"""Typed experiment configs and strict `--set key=value` overrides.
+
+A config is a tree of frozen dataclasses: one `ExperimentConfig` whose fields
+(`data`, `model`, `train`, ...) are section dataclasses. Fields declare their
+limits with `param(...)`, so parsing and validation need no per-experiment code:
+
+    >>> cfg = ExperimentConfig(data=SomeData(), model=SomeModel(), train=TrainConfig())
+    >>> cfg = apply_overrides(cfg, ["train.epochs=5", "model.units=128"])
+
+This module imports neither TensorFlow nor Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any, Iterable, Mapping, Sequence
+
+from kexp.errors import ConfigError
+
+_MISSING = dataclasses.MISSING
+
+
+def param(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: Sequence[Any] | None = None,
+    help: str = "",
+) -> Any:
+    """Declares a config field with its default, limits and help text.
+
+    Args:
+        default: Default value; its declared annotation gives the parse type.
+        ge: Inclusive lower bound (numbers; for tuples, every element).
+        gt: Exclusive lower bound.
+        le: Inclusive upper bound.
+        lt: Exclusive upper bound.
+        choices: The allowed values (strings usually).
+        help: One line shown by `kexp show`.
+
+    Returns:
+        A `dataclasses.field` carrying the limits in its metadata.
+    """
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "help": help}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError(f"param default must be immutable; received {default!r}")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Settings every experiment's training shares; read by the harness."""
+
+    epochs: int = param(10, ge=1, help="passes over the training data")
+    batch_size: int = param(32, ge=1, help="per-replica batch; global = this x replicas")
+    learning_rate: float = param(1e-3, gt=0, help="optimizer step size")
+    optimizer: str = param("adam", choices=("adam", "sgd", "momentum", "rmsprop", "adamw"))
+    seed: int = param(0, ge=0, help="seeds Python, NumPy, TensorFlow and data shuffling")
+    deterministic: bool = param(False, help="enable TensorFlow op determinism (slower)")
+    steps_per_execution: int = param(
+        0, ge=0, help="batches per compiled call; 0 picks one from the epoch length"
+    )
+    jit_compile: str = param("auto", choices=("auto", "true", "false"), help="XLA compilation")
+    shuffle_buffer: int = param(10_000, ge=1, help="tf.data shuffle buffer size")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The resolved config of one experiment: one dataclass per section.
+
+    Experiments use the sections they need; `eval` is an optional section for
+    evaluation settings (rollout horizon, grid sizes, ...).
+    """
+
+    data: Any
+    model: Any
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: Any = None
+
+    def sections(self) -> dict[str, Any]:
+        """Returns the non-empty sections by name."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+        }
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Returns the config as plain JSON-ready data (tuples become lists)."""
+    return _jsonable(dataclasses.asdict(config))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def flatten(config: ExperimentConfig) -> dict[str, Any]:
+    """Returns `{"section.key": value}` for every field, in declaration order."""
+    flat: dict[str, Any] = {}
+    for section_name, section in config.sections().items():
+        for f in dataclasses.fields(section):
+            flat[f"{section_name}.{f.name}"] = getattr(section, f.name)
+    return flat
+
+
+def describe(config: ExperimentConfig) -> list[str]:
+    """Returns `key = value  # help` lines for `kexp show`."""
+    lines = []
+    for section_name, section in config.sections().items():
+        lines.append(f"[{section_name}]")
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            shown = ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+            if isinstance(shown, bool):
+                shown = str(shown).lower()
+            note = _allowed(f) if f.metadata else ""
+            text = f.metadata.get("help", "") if f.metadata else ""
+            comment = "; ".join(p for p in (text, note) if p)
+            lines.append(f"{section_name}.{f.name} = {shown}" + (f"  # {comment}" if comment else ""))
+    return lines
+
+
+def apply_overrides(config: ExperimentConfig, overrides: Iterable[str]) -> ExperimentConfig:
+    """Applies `section.key=value` strings and validates the result.
+
+    Args:
+        config: The experiment's default config.
+        overrides: Strings such as `"train.epochs=5"`, applied in order.
+
+    Returns:
+        A new, validated config.
+
+    Raises:
+        ConfigError: On a malformed override, an unknown section or key, a
+            value of the wrong type, or a value outside its limits. The
+            message is one line naming the key, the value and what is allowed.
+    """
+    updates: dict[str, dict[str, Any]] = {}
+    sections = config.sections()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=5")
+        key, raw = (part.strip() for part in item.split("=", 1))
+        if key.count(".") != 1:
+            raise ConfigError(
+                f"--set {item!r}: key must be section.name; sections: {', '.join(sections)}"
+            )
+        section_name, field_name = key.split(".")
+        if section_name not in sections:
+            raise ConfigError(
+                f"unknown section {section_name!r} in --set {item!r}; "
+                f"valid sections: {', '.join(sections)}"
+            )
+        section = sections[section_name]
+        fields = {f.name: f for f in dataclasses.fields(section)}
+        if field_name not in fields:
+            raise ConfigError(
+                f"unknown key {key!r}; valid keys of {section_name}: {', '.join(fields)}"
+            )
+        hints = typing.get_type_hints(type(section))
+        value = parse_value(key, raw, hints[field_name])
+        updates.setdefault(section_name, {})[field_name] = value
+    replaced = {
+        name: dataclasses.replace(sections[name], **changes) for name, changes in updates.items()
+    }
+    new_config = dataclasses.replace(config, **replaced)
+    validate(new_config)
+    return new_config
+
+
+def from_dict(config: ExperimentConfig, data: Mapping[str, Any]) -> ExperimentConfig:
+    """Rebuilds a config from `to_dict` output, on top of `config`'s types.
+
+    Args:
+        config: A config of the same experiment (its defaults give the types).
+        data: Nested mapping as written to `config.json`.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: When `data` names keys the experiment does not have.
+    """
+    overrides = []
+    for section_name, values in data.items():
+        for key, value in (values or {}).items():
+            text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+            overrides.append(f"{section_name}.{key}={text}")
+    return apply_overrides(config, overrides)
+
+
+def parse_value(key: str, raw: str, annotation: Any) -> Any:
+    """Parses one override string to the field's declared type.
+
+    Args:
+        key: Dotted key, used in error messages.
+        raw: The string after `=`.
+        annotation: The field's type (int, float, bool, str or tuple of those).
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        ConfigError: When `raw` is not of that type.
+    """
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        item_types = typing.get_args(annotation)
+        item_type = item_types[0]
+        text = raw.strip().strip("[]()")
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if len(item_types) != 2 or item_types[1] is not Ellipsis:
+            if len(parts) != len(item_types):
+                raise ConfigError(
+                    f"{key}: received {raw!r}; allowed: {len(item_types)} comma-separated "
+                    f"{item_type.__name__} values, e.g. {key}=0,100"
+                )
+        elif not parts:
+            raise ConfigError(f"{key}: received {raw!r}; allowed: comma-separated {item_type.__name__} values")
+        return tuple(parse_value(key, p, item_type) for p in parts)
+    if annotation is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: received {raw!r}; allowed: true or false")
+    if annotation is int:
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{key}: received {raw!r}; allowed: an integer") from None
+    if annotation is float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{key}: received {raw!r}; allowed: a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: received {raw!r}; allowed: a finite number")
+        return value
+    if annotation is str:
+        return raw.strip()
+    raise TypeError(f"{key}: unsupported config type {annotation!r}")
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Checks every field against its `param` limits, then section checks.
+
+    A section may define `check(self) -> None` raising `ConfigError` for
+    constraints between fields (e.g. a range whose start must be below its end).
+
+    Raises:
+        ConfigError: Naming the first key that is out of bounds.
+    """
+    for section_name, section in config.sections().items():
+        for f in dataclasses.fields(section):
+            if not f.metadata:
+                continue
+            value = getattr(section, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            for v in values:
+                if not _within(f.metadata, v):
+                    shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+                    raise ConfigError(
+                        f"{section_name}.{f.name}: received {shown!r}; allowed: {_allowed(f)}"
+                    )
+        check = getattr(section, "check", None)
+        if check is not None:
+            check()
+
+
+def _within(meta: Mapping[str, Any], v: Any) -> bool:
+    if meta.get("choices") is not None and v not in meta["choices"]:
+        return False
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return True
+    if meta.get("ge") is not None and not v >= meta["ge"]:
+        return False
+    if meta.get("gt") is not None and not v > meta["gt"]:
+        return False
+    if meta.get("le") is not None and not v <= meta["le"]:
+        return False
+    if meta.get("lt") is not None and not v < meta["lt"]:
+        return False
+    return True
+
+
+def _allowed(f: dataclasses.Field) -> str:
+    meta = f.metadata
+    if meta.get("choices") is not None:
+        return "one of " + ", ".join(str(c) for c in meta["choices"])
+    bounds = []
+    for name, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if meta.get(name) is not None:
+            bounds.append(f"{sym} {meta[name]}")
+    return ("a value " + " and ".join(bounds)) if bounds else ""

@@ -1,0 +1,1 @@
+"""Input data: generated functions, windows of series, bundled and tfds data sets."""

@@ -1,0 +1,18 @@
+"""Exceptions that the CLI turns into exit codes.
+
+Kept free of TensorFlow so that every layer, `kexp list` included, can raise
+and catch them cheaply.
+"""
+
+
+class UsageError(ValueError):
+    """Bad usage, configuration or input: exit code 2 with a one-line message.
+
+    Raised before a run folder exists, or, when raised during a run (for
+    example a data set that is not available offline), the runner removes the
+    half-made run folder before the CLI reports it.
+    """
+
+
+class ConfigError(UsageError):
+    """An override or config value that is unknown, mistyped or impossible."""

@@ -1,0 +1,376 @@
+"""The one fit/evaluate harness every experiment trains through.
+
+It owns the run: the `tf.distribute` strategy, the run folder, seeded
+`tf.data` pipelines, compile and fit inside `strategy.scope()`, the standard
+callbacks (TensorBoard, BackupAndRestore, TerminateOnNaN, CSV history),
+figures, and the atomic `results.json`.
+
+Use it on your own Keras model without writing an experiment file:
+
+    import kexp
+    from kexp.config import TrainConfig
+
+    with kexp.open_run("my_model", train=TrainConfig(epochs=5)) as run:
+        model = run.fit(build_model, (x_train, y_train), (x_val, y_val), loss="mse")
+        run.record(**run.evaluate(model, (x_test, y_test)))
+    print(run.run_dir, run.results["metrics"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import keras
+import tensorflow as tf
+
+from kexp import plots, rundir
+from kexp.callbacks import EpochTimer, ImageWriter
+from kexp.config import ExperimentConfig, TrainConfig, to_dict
+from kexp.errors import UsageError
+from kexp.strategy import describe_devices, is_chief, make_strategy
+
+Data = Any  # a tuple of arrays (x, y) or an unbatched tf.data.Dataset
+
+# Upper bound of batches per compiled call when chosen automatically: enough
+# to amortize Python overhead, small enough that the progress bar still moves.
+_MAX_AUTO_STEPS_PER_EXECUTION = 32
+
+
+class Harness:
+    """Trains and evaluates Keras models for one run, in one strategy.
+
+    Create it with `open_run(...)`, which also writes the run folder's files.
+
+    Attributes:
+        run_dir: The run folder.
+        train: The training settings.
+        strategy: The `tf.distribute.Strategy` everything runs under.
+        strategy_name: The name it was chosen by (`auto`, `mirrored`, ...).
+        metrics: Quality figures recorded so far (`record`).
+        status: `ok`, `diverged`, `interrupted` or `failed`.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        train: TrainConfig,
+        strategy: Any,
+        strategy_name: str,
+        verbose: int | str = "auto",
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.train = train
+        self.strategy = strategy
+        self.strategy_name = strategy_name
+        self.metrics: dict[str, float] = {}
+        self.status = "ok"
+        self.results: dict[str, Any] = {}
+        self.is_chief = is_chief(strategy)
+        self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose
+        self._train_seconds = 0.0
+        self._train_samples = 0
+        self._images: ImageWriter | None = None
+        self._fits = 0
+
+    @property
+    def num_replicas(self) -> int:
+        """Number of replicas training in sync."""
+        return int(self.strategy.num_replicas_in_sync)
+
+    @property
+    def global_batch_size(self) -> int:
+        """Per-replica batch size times the number of replicas."""
+        return self.train.batch_size * self.num_replicas
+
+    @property
+    def train_samples_per_s(self) -> float:
+        """Training throughput over steady-state epochs (first epoch of each fit excluded)."""
+        return self._train_samples / self._train_seconds if self._train_seconds > 0 else 0.0
+
+    # -- data -------------------------------------------------------------
+
+    def dataset(self, data: Data, *, training: bool, batch_size: int | None = None) -> tf.data.Dataset:
+        """Returns a cached, batched, prefetched `tf.data` pipeline.
+
+        Args:
+            data: A tuple of arrays `(x, y)` (or `(x,)`) or an unbatched dataset.
+            training: Shuffle (seeded, reshuffled each epoch) when True.
+            batch_size: Global batch size; defaults to `global_batch_size`.
+
+        Returns:
+            The batched dataset.
+        """
+        ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(tuple(data))
+        ds = ds.cache()
+        if training:
+            ds = ds.shuffle(self.train.shuffle_buffer, seed=self.train.seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size or self.global_batch_size).prefetch(tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        # In-memory data shards by element across workers, not by file.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return ds.with_options(options)
+
+    # -- model ------------------------------------------------------------
+
+    def optimizer(self, learning_rate: float | None = None) -> keras.optimizers.Optimizer:
+        """Returns a fresh optimizer as named by `train.optimizer`."""
+        lr = learning_rate or self.train.learning_rate
+        name = self.train.optimizer
+        if name == "adam":
+            return keras.optimizers.Adam(lr)
+        if name == "adamw":
+            return keras.optimizers.AdamW(lr)
+        if name == "sgd":
+            return keras.optimizers.SGD(lr)
+        if name == "momentum":
+            return keras.optimizers.SGD(lr, momentum=0.9)
+        return keras.optimizers.RMSprop(lr)
+
+    def compile(
+        self,
+        model: keras.Model,
+        *,
+        loss: Any,
+        metrics: Sequence[Any] | None = None,
+        optimizer: keras.optimizers.Optimizer | None = None,
+        steps_per_epoch: int | None = None,
+    ) -> keras.Model:
+        """Compiles `model` with the train config's optimizer and speed settings.
+
+        Call inside `strategy.scope()` (`fit` does).
+
+        Args:
+            model: The model to compile.
+            loss: Keras loss.
+            metrics: Keras metrics.
+            optimizer: Overrides the optimizer named in the train config.
+            steps_per_epoch: Lets `steps_per_execution=0` pick a value.
+
+        Returns:
+            The compiled model.
+        """
+        model.compile(
+            optimizer=optimizer or self.optimizer(),
+            loss=loss,
+            metrics=list(metrics or []),
+            steps_per_execution=self._steps_per_execution(steps_per_epoch),
+            jit_compile={"auto": "auto", "true": True, "false": False}[self.train.jit_compile],
+        )
+        return model
+
+    def _steps_per_execution(self, steps_per_epoch: int | None) -> int:
+        if self.train.steps_per_execution:
+            return self.train.steps_per_execution
+        if not steps_per_epoch:
+            return 1
+        return max(1, min(steps_per_epoch, _MAX_AUTO_STEPS_PER_EXECUTION))
+
+    def fit(
+        self,
+        build_model: Callable[[], keras.Model],
+        train: Data,
+        validation: Data | None = None,
+        *,
+        loss: Any = None,
+        metrics: Sequence[Any] | None = None,
+        epochs: int | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        name: str | None = None,
+    ) -> keras.Model:
+        """Builds, compiles and fits a model inside the strategy's scope.
+
+        Args:
+            build_model: Returns a new `keras.Model`. Called inside
+                `strategy.scope()` so that its variables are mirrored. If it
+                returns a compiled model, that compilation is kept.
+            train: Training data, `(x, y)` arrays or an unbatched dataset.
+            validation: Validation data of the same kind, or None.
+            loss: Loss for `compile` (ignored for a model already compiled).
+            metrics: Metrics for `compile`.
+            epochs: Overrides `train.epochs`.
+            callbacks: Extra callbacks, run after the standard ones.
+            name: Sub-folder for this fit's TensorBoard logs, history and
+                backups when a run trains several models.
+
+        Returns:
+            The trained model.
+        """
+        epochs = epochs or self.train.epochs
+        n_train = _num_examples(train)
+        steps_per_epoch = max(1, math.ceil(n_train / self.global_batch_size))
+        train_ds = self.dataset(train, training=True)
+        val_ds = self.dataset(validation, training=False) if validation is not None else None
+        self._fits += 1
+        sub = self.run_dir / name if name else self.run_dir
+        timer = EpochTimer()
+        standard = [
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.BackupAndRestore(str(self.run_dir / "backup" / (name or "model"))),
+            timer,
+        ]
+        if self.is_chief:
+            sub.mkdir(parents=True, exist_ok=True)
+            standard += [
+                keras.callbacks.TensorBoard(log_dir=str(sub), write_graph=False),
+                keras.callbacks.CSVLogger(str(sub / "history.csv")),
+            ]
+        with self.strategy.scope():
+            model = build_model()
+            if not model.compiled:
+                if loss is None:
+                    raise ValueError("fit needs `loss` for a model that is not compiled")
+                self.compile(model, loss=loss, metrics=metrics, steps_per_epoch=steps_per_epoch)
+            history = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=epochs,
+                callbacks=standard + list(callbacks),
+                verbose=self.verbose,
+            )
+        losses = history.history.get("loss", [])
+        if any(not math.isfinite(v) for v in losses):
+            self.status = "diverged"
+        steady = timer.durations[1:] or timer.durations
+        self._train_seconds += sum(steady)
+        self._train_samples += n_train * len(steady)
+        return model
+
+    def evaluate(self, model: keras.Model, data: Data, prefix: str = "test_") -> dict[str, float]:
+        """Evaluates `model` on held-out data inside the strategy's scope.
+
+        Returns:
+            `{prefix + metric_name: value}`, e.g. `{"test_loss": 0.01}`.
+        """
+        ds = self.dataset(data, training=False)
+        with self.strategy.scope():
+            values = model.evaluate(ds, verbose=0, return_dict=True)
+        return {f"{prefix}{k}": float(v) for k, v in values.items()}
+
+    # -- outputs ----------------------------------------------------------
+
+    def record(self, **metrics: float) -> None:
+        """Adds quality figures to the run's `results.json` `metrics`."""
+        for key, value in metrics.items():
+            self.metrics[key] = float(value)
+
+    def log_figure(self, name: str, fig: Any, step: int = 0) -> Path:
+        """Saves a matplotlib figure as `NAME.png` and as a TensorBoard image.
+
+        Args:
+            name: File stem and TensorBoard tag.
+            fig: A matplotlib figure; it is closed afterwards.
+            step: TensorBoard step (e.g. the epoch).
+
+        Returns:
+            The PNG's path.
+        """
+        path = self.run_dir / f"{name}.png"
+        png = plots.save(fig, path)
+        if self.is_chief:
+            self.images.write_png(name, png, step=step)
+        return path
+
+    @property
+    def images(self) -> ImageWriter:
+        """TensorBoard writer for images and text (the run's `plots` folder)."""
+        if self._images is None:
+            self._images = ImageWriter(self.run_dir / "plots")
+        return self._images
+
+    def close(self) -> None:
+        if self._images is not None:
+            self._images.close()
+
+
+def _num_examples(data: Data) -> int:
+    if isinstance(data, tf.data.Dataset):
+        n = int(data.cardinality())
+        if n < 0:
+            n = int(data.reduce(0, lambda count, _: count + 1))
+        return n
+    return len(data[0])
+
+
+@contextlib.contextmanager
+def open_run(
+    name: str,
+    *,
+    logdir: str | Path = "logs",
+    train: TrainConfig | None = None,
+    strategy: str = "auto",
+    config: ExperimentConfig | None = None,
+    verbose: int | str = "auto",
+) -> Iterator[Harness]:
+    """Opens a run folder and yields the `Harness` that trains in it.
+
+    On exit it writes `results.json` (atomically) with the recorded metrics
+    and the run's status. A `UsageError` raised inside (bad data request,
+    say) removes the run folder again before it propagates.
+
+    Args:
+        name: Experiment name; the run folder is `logdir/name/RUN_ID`.
+        logdir: Root of all runs.
+        train: Training settings; defaults to `TrainConfig()`.
+        strategy: A name from `kexp.strategy.STRATEGIES`.
+        config: The full experiment config written to `config.json`.
+        verbose: Keras verbosity; `auto` shows a progress bar on a terminal
+            and one line per epoch otherwise.
+
+    Yields:
+        The harness. After the block, `harness.results` holds what was written.
+    """
+    train = train or (config.train if config is not None else TrainConfig())
+    tf_strategy = make_strategy(strategy)
+    keras.utils.set_random_seed(train.seed)
+    if train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    run_dir = rundir.create_run_dir(logdir, name)
+    config_data = to_dict(config) if config is not None else {"train": to_dict(train)}
+    harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose)
+    started = time.perf_counter()
+    try:
+        rundir.write_json(run_dir / "config.json", config_data)
+        yield harness
+    except UsageError:
+        harness.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    except KeyboardInterrupt:
+        harness.status = "interrupted"
+        raise
+    except BaseException:
+        harness.status = "failed"
+        raise
+    finally:
+        if run_dir.exists():
+            harness.close()
+            harness.results = _results(harness, name, config_data, time.perf_counter() - started)
+            if harness.is_chief:
+                rundir.write_json(run_dir / "results.json", harness.results)
+            else:
+                shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _results(harness: Harness, name: str, config: dict, wall_time_s: float) -> dict[str, Any]:
+    if harness.status == "ok" and any(not math.isfinite(v) for v in harness.metrics.values()):
+        harness.status = "diverged"
+    return {
+        "experiment": name,
+        "run_id": harness.run_dir.name,
+        "status": harness.status,
+        "metrics": harness.metrics,
+        "config": config,
+        "wall_time_s": round(wall_time_s, 3),
+        "train_samples_per_s": round(harness.train_samples_per_s, 1),
+        "strategy": harness.strategy_name,
+        "num_replicas": harness.num_replicas,
+        "devices": describe_devices(harness.strategy),
+        "versions": rundir.versions(),
+        "run_dir": str(harness.run_dir),
+    }

@@ -1,0 +1,137 @@
+"""Recurrent models: SimpleRNN, GRU and LSTM, stacked and bidirectional.
+
+Sequence-to-sequence (`return_sequences=True`, a time-distributed Dense head
+per step) and sequence-to-one heads; optional token embedding input.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+
+CELLS = {"simple": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
+
+
+def _check(cell: str, units: Sequence[int], output_size: int) -> None:
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}; received: cell={cell!r}")
+    if not units or any(int(u) < 1 for u in units):
+        raise ValueError(f"units must be a non-empty list of positive sizes; received: units={list(units)}")
+    if output_size < 1:
+        raise ValueError(f"output_size must be >= 1; received: output_size={output_size}")
+
+
+def rnn_layers(
+    output_size: int,
+    *,
+    cell: str = "lstm",
+    units: Sequence[int] = (64,),
+    bidirectional: bool = False,
+    return_sequences: bool = True,
+    vocab_size: int | None = None,
+    embedding_dim: int = 32,
+    output_activation: str | None = None,
+) -> list[keras.layers.Layer]:
+    """Returns the layer stack shared by `rnn` and `rnn_sequential`.
+
+    Args:
+        output_size: Units of the Dense head (per step when `return_sequences`).
+        cell: `simple`, `gru` or `lstm`.
+        units: Units of each recurrent layer, bottom to top (several = deep RNN).
+        bidirectional: Wrap each recurrent layer in `Bidirectional`.
+        return_sequences: Sequence-to-sequence head when True, else sequence-to-one.
+        vocab_size: When set, inputs are token ids embedded to `embedding_dim`.
+        embedding_dim: Embedding width for token inputs.
+        output_activation: Activation of the head (None = linear / logits).
+
+    Returns:
+        The layers, input to output.
+    """
+    _check(cell, units, output_size)
+    layers: list[keras.layers.Layer] = []
+    if vocab_size is not None:
+        layers.append(keras.layers.Embedding(vocab_size, embedding_dim, name="embedding"))
+    for i, width in enumerate(units):
+        last = i == len(units) - 1
+        layer = CELLS[cell](int(width), return_sequences=return_sequences or not last, name=f"{cell}_{i}")
+        if bidirectional:
+            layer = keras.layers.Bidirectional(layer, name=f"bi_{cell}_{i}")
+        layers.append(layer)
+    head = keras.layers.Dense(output_size, activation=output_activation, name="head")
+    layers.append(keras.layers.TimeDistributed(head, name="per_step_head") if return_sequences else head)
+    return layers
+
+
+def rnn(
+    input_shape: Sequence[int | None],
+    output_size: int,
+    *,
+    cell: str = "lstm",
+    units: Sequence[int] = (64,),
+    bidirectional: bool = False,
+    return_sequences: bool = True,
+    vocab_size: int | None = None,
+    embedding_dim: int = 32,
+    output_activation: str | None = None,
+    name: str = "rnn",
+) -> keras.Model:
+    """Builds a recurrent model in functional form.
+
+    Example: `rnn((None, 32), 32, cell="lstm", units=(64,))` is the seed's sine
+    forecaster: an LSTM over steps of 32 samples, a Dense(32) per step.
+
+    Args:
+        input_shape: `(time, features)`, or `(time,)` with `vocab_size` set;
+            `time` may be None for variable-length sequences.
+        output_size: See `rnn_layers`.
+        cell: See `rnn_layers`.
+        units: See `rnn_layers`.
+        bidirectional: See `rnn_layers`.
+        return_sequences: See `rnn_layers`.
+        vocab_size: See `rnn_layers`.
+        embedding_dim: See `rnn_layers`.
+        output_activation: See `rnn_layers`.
+        name: Model name.
+
+    Returns:
+        A `keras.Model`.
+    """
+    layers = rnn_layers(
+        output_size,
+        cell=cell,
+        units=units,
+        bidirectional=bidirectional,
+        return_sequences=return_sequences,
+        vocab_size=vocab_size,
+        embedding_dim=embedding_dim,
+        output_activation=output_activation,
+    )
+    inputs = keras.Input(tuple(input_shape), dtype="int32" if vocab_size else "float32", name="inputs")
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def rnn_sequential(
+    input_shape: Sequence[int | None],
+    output_size: int,
+    *,
+    name: str = "rnn",
+    **kwargs: object,
+) -> keras.Sequential:
+    """Builds the same model as `rnn` as a `keras.Sequential` stack.
+
+    Args:
+        input_shape: See `rnn`.
+        output_size: See `rnn`.
+        name: Model name.
+        **kwargs: The keyword arguments of `rnn_layers`.
+
+    Returns:
+        A `keras.Sequential`.
+    """
+    dtype = "int32" if kwargs.get("vocab_size") else "float32"
+    layers = rnn_layers(output_size, **kwargs)  # type: ignore[arg-type]
+    return keras.Sequential([keras.Input(tuple(input_shape), dtype=dtype), *layers], name=name)

@@ -1,0 +1,141 @@
+"""Choosing a `tf.distribute` strategy, and logical CPU devices for testing.
+
+Strategy names accepted everywhere (CLI `--strategy`, `open_run(strategy=)`):
+
+- `auto`: `MirroredStrategy` over all GPUs when more than one, `OneDeviceStrategy`
+  on one GPU, the default strategy on CPU.
+- `default`: TensorFlow's default (no-op) strategy.
+- `one_device`: `OneDeviceStrategy` on the first GPU, else the CPU.
+- `mirrored`: `MirroredStrategy` over all GPUs; with no GPU, over all logical
+  CPU devices (see `KEXP_CPU_DEVICES`).
+- `multi_worker`: `MultiWorkerMirroredStrategy` configured by `TF_CONFIG`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from kexp.errors import UsageError
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+CPU_DEVICES_ENV = "KEXP_CPU_DEVICES"
+
+
+def configure_cpu_devices(count: int) -> None:
+    """Splits the physical CPU into `count` logical devices.
+
+    Must run before TensorFlow initializes its devices; two logical CPU
+    devices make `MirroredStrategy` testable without GPUs.
+
+    Args:
+        count: Number of logical CPU devices, at least 1.
+
+    Raises:
+        UsageError: When `count` is not a positive integer.
+        RuntimeError: When TensorFlow's devices were already initialized with
+            a different count.
+    """
+    if count < 1:
+        raise UsageError(f"{CPU_DEVICES_ENV}: received {count}; allowed: an integer >= 1")
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count
+        )
+    except RuntimeError:
+        # Devices are already initialized; fine if they match the request.
+        if len(tf.config.list_logical_devices("CPU")) != count:
+            raise
+
+
+def configure_from_env() -> None:
+    """Applies `KEXP_CPU_DEVICES=N` from the environment, if set."""
+    raw = os.environ.get(CPU_DEVICES_ENV, "").strip()
+    if not raw:
+        return
+    try:
+        count = int(raw)
+    except ValueError:
+        raise UsageError(f"{CPU_DEVICES_ENV}: received {raw!r}; allowed: an integer >= 1") from None
+    configure_cpu_devices(count)
+
+
+def make_strategy(name: str) -> Any:
+    """Returns the `tf.distribute.Strategy` for a strategy name.
+
+    Args:
+        name: One of `STRATEGIES`.
+
+    Returns:
+        A `tf.distribute.Strategy`.
+
+    Raises:
+        UsageError: For an unknown name, or `multi_worker` without a valid
+            `TF_CONFIG`.
+    """
+    if name not in STRATEGIES:
+        raise UsageError(f"--strategy: received {name!r}; allowed: {', '.join(STRATEGIES)}")
+    if name == "multi_worker":
+        _check_tf_config()
+    import tensorflow as tf
+
+    configure_from_env()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "one_device" if gpus else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=cpus)
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _check_tf_config() -> None:
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw:
+        raise UsageError(
+            "--strategy multi_worker needs TF_CONFIG (cluster and task) in the environment; "
+            "see README 'Training on several machines'"
+        )
+    try:
+        tf_config = json.loads(raw)
+        tf_config["cluster"]["worker"]
+        tf_config["task"]["type"], tf_config["task"]["index"]
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(
+            f"TF_CONFIG: received {raw[:80]!r}; allowed: JSON with cluster.worker and task.type/index"
+        ) from None
+
+
+def is_chief(strategy: Any) -> bool:
+    """Returns whether this process writes the run folder.
+
+    Under `MultiWorkerMirroredStrategy` only the chief (worker 0, or the task
+    of type `chief`) writes; every other strategy runs one process.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type == "chief" or (task_type == "worker" and task_id == 0)
+
+
+def describe_devices(strategy: Any) -> list[str]:
+    """Returns the devices the strategy computes on."""
+    try:
+        return list(strategy.extended.worker_devices)
+    except RuntimeError:
+        # The default strategy places ops itself: first GPU if any, else the CPU.
+        import tensorflow as tf
+
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return [devices[0].name]
