@@ -59,6 +59,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with its C++ start-up log lines hidden.
+
+    TensorFlow 2.21 logs through absl before its log level is read, so
+    TF_CPP_MIN_LOG_LEVEL alone cannot hide those lines; the CLI's stderr is
+    kept for kexp's own one-line errors. Set TF_CPP_MIN_LOG_LEVEL=0 to see them.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _list() -> int:
     from kexp import registry
 
@@ -79,11 +100,13 @@ def _show(name: str, overrides: Sequence[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from kexp.runner import resolve, run_experiment
+    from kexp.strategy import check_name
 
-    resolve(args.name, args.overrides)  # bad input fails here, before TensorFlow loads
+    # Bad input fails here, before TensorFlow loads.
+    resolve(args.name, args.overrides)
+    check_name(args.strategy)
+    _import_tensorflow_quietly()
     results = run_experiment(args.name, args.overrides, logdir=args.logdir, strategy=args.strategy)
     for key, value in results["metrics"].items():
         print(f"{key}: {value:.6g}")

@@ -23,6 +23,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -107,6 +108,12 @@ class Harness:
             The batched dataset.
         """
         ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(tuple(data))
+        if self.num_replicas > 1:
+            # Keras 3.15 fails (AddN shape mismatch) when a batch does not
+            # split evenly over replicas; dropping at most replicas - 1
+            # examples makes every batch, the last one too, divisible.
+            n = _num_examples(ds)
+            ds = ds.take(n - n % self.num_replicas)
         ds = ds.cache()
         if training:
             ds = ds.shuffle(self.train.shuffle_buffer, seed=self.train.seed, reshuffle_each_iteration=True)
@@ -165,6 +172,17 @@ class Harness:
         return model
 
     def _steps_per_execution(self, steps_per_epoch: int | None) -> int:
+        if self.num_replicas > 1:
+            # Keras 3.15's multi-step loop fails under MirroredStrategy with
+            # "You must feed a value for placeholder tensor" (seen on 2
+            # logical CPUs); one step per call is the working setting.
+            if self.train.steps_per_execution > 1:
+                warnings.warn(
+                    f"train.steps_per_execution={self.train.steps_per_execution} is not supported "
+                    f"with {self.num_replicas} replicas in Keras {keras.__version__}; using 1",
+                    stacklevel=3,
+                )
+            return 1
         if self.train.steps_per_execution:
             return self.train.steps_per_execution
         if not steps_per_epoch:
@@ -232,6 +250,7 @@ class Harness:
                 epochs=epochs,
                 callbacks=standard + list(callbacks),
                 verbose=self.verbose,
+                shuffle=False,  # the pipeline already shuffles, seeded
             )
         losses = history.history.get("loss", [])
         if any(not math.isfinite(v) for v in losses):

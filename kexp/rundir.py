@@ -26,7 +26,7 @@ def create_run_dir(logdir: str | os.PathLike, name: str) -> Path:
     Raises:
         UsageError: When `logdir` cannot be written to.
     """
-    parent = Path(logdir) / name
+    parent = Path(logdir).absolute() / name
     try:
         parent.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=parent, prefix=".probe-", delete=True)

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from kexp import registry
 from kexp.config import ExperimentConfig, apply_overrides
+from kexp.strategy import check_name
 
 
 def resolve(name: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -45,10 +46,11 @@ def run_experiment(
         UsageError: Bad name, override, logdir or data request (no run folder
             is left behind).
     """
-    from kexp.harness import open_run
-
     module = registry.load(name)
     config = apply_overrides(module.CONFIG, overrides)
+    check_name(strategy)  # before TensorFlow loads: bad input fails fast
+    from kexp.harness import open_run
+
     with open_run(name, logdir=logdir, strategy=strategy, config=config, verbose=verbose) as harness:
         harness.record(**module.run(config, harness))
     return harness.results

@@ -64,6 +64,18 @@ def configure_from_env() -> None:
     configure_cpu_devices(count)
 
 
+def check_name(name: str) -> None:
+    """Checks a strategy name (and `TF_CONFIG` for `multi_worker`) without TensorFlow.
+
+    Raises:
+        UsageError: For an unknown name or a missing/invalid `TF_CONFIG`.
+    """
+    if name not in STRATEGIES:
+        raise UsageError(f"--strategy: received {name!r}; allowed: {', '.join(STRATEGIES)}")
+    if name == "multi_worker":
+        _check_tf_config()
+
+
 def make_strategy(name: str) -> Any:
     """Returns the `tf.distribute.Strategy` for a strategy name.
 
@@ -77,10 +89,7 @@ def make_strategy(name: str) -> Any:
         UsageError: For an unknown name, or `multi_worker` without a valid
             `TF_CONFIG`.
     """
-    if name not in STRATEGIES:
-        raise UsageError(f"--strategy: received {name!r}; allowed: {', '.join(STRATEGIES)}")
-    if name == "multi_worker":
-        _check_tf_config()
+    check_name(name)
     import tensorflow as tf
 
     configure_from_env()

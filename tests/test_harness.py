@@ -1,0 +1,108 @@
+"""The shared harness on a user's own model: strategies, run folder, TensorBoard, status."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import kexp
+from conftest import read_events
+from kexp.config import TrainConfig
+
+
+def _linear_data(n: int = 256, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size=(n, 3)).astype("float32")
+    y = (x @ np.array([[1.5], [-2.0], [0.5]], dtype="float32") + 0.3).astype("float32")
+    return x, y
+
+
+def _build():
+    import keras
+
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)], name="linear")
+
+
+@pytest.mark.parametrize("strategy, replicas", [("default", 1), ("mirrored", 2)])
+def test_fit_evaluate_own_model_under_strategy(logdir, strategy, replicas):
+    x, y = _linear_data()
+    train = TrainConfig(epochs=40, batch_size=16, learning_rate=0.05)
+    with kexp.open_run("own", logdir=logdir, train=train, strategy=strategy, verbose=0) as run:
+        # 193 and 63 examples: the last batches do not split evenly over 2 replicas.
+        model = run.fit(_build, (x[:193], y[:193]), (x[193:], y[193:]), loss="mse")
+        run.record(**run.evaluate(model, (x[193:], y[193:])))
+        assert run.global_batch_size == 16 * replicas
+    results = json.loads((run.run_dir / "results.json").read_text())
+    assert results["status"] == "ok"
+    assert results["num_replicas"] == replicas
+    assert results["strategy"] == strategy
+    assert len(results["devices"]) == replicas
+    assert results["metrics"]["test_loss"] < 1e-3  # a linear map is learned exactly
+    assert results["train_samples_per_s"] > 0
+    assert set(results["versions"]) == {"python", "tensorflow", "keras", "kexp"}
+    config = json.loads((run.run_dir / "config.json").read_text())
+    assert config == {"train": results["config"]["train"]}
+    assert config["train"]["epochs"] == 40
+
+
+def test_tensorboard_scalars_and_images_are_written(logdir):
+    x, y = _linear_data()
+    with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=3), verbose=0) as run:
+        run.fit(_build, (x, y), (x[:64], y[:64]), loss="mse")
+        from kexp import plots
+
+        fig, ax = plots.figure()
+        ax.plot([0, 1], [1, 0])
+        run.log_figure("line", fig)
+    train_events = read_events(run.run_dir / "train")
+    val_events = read_events(run.run_dir / "validation")
+    assert [step for step, _ in train_events["epoch_loss"]] == [0, 1, 2]
+    assert [step for step, _ in val_events["epoch_loss"]] == [0, 1, 2]
+    images = read_events(run.run_dir / "plots")
+    assert "line" in images
+    width, height = (int(v) for v in images["line"][0][1][:2])
+    assert width > 100 and height > 100
+    assert (run.run_dir / "line.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = (run.run_dir / "history.csv").read_text().splitlines()
+    assert history[0].split(",")[:2] == ["epoch", "loss"] and len(history) == 4
+
+
+def test_two_runs_get_two_folders(logdir):
+    x, y = _linear_data(64)
+    dirs = []
+    for _ in range(2):
+        with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+            run.fit(_build, (x, y), loss="mse")
+        dirs.append(run.run_dir)
+    assert dirs[0] != dirs[1]
+    assert all((d / "results.json").exists() for d in dirs)
+    assert sorted(p.name for p in (logdir / "own").iterdir()) == sorted(d.name for d in dirs)
+
+
+def test_diverging_run_is_marked_diverged(logdir):
+    x, y = _linear_data()
+    y = y * 1e30
+    train = TrainConfig(epochs=5, learning_rate=1e6, optimizer="sgd")
+    with kexp.open_run("own", logdir=logdir, train=train, verbose=0) as run:
+        run.fit(_build, (x, y), loss="mse")
+    results = json.loads((run.run_dir / "results.json").read_text())
+    assert results["status"] == "diverged"
+
+
+def test_usage_error_inside_run_removes_the_run_folder(logdir):
+    from kexp.errors import UsageError
+
+    with pytest.raises(UsageError, match="data not here"):
+        with kexp.open_run("own", logdir=logdir, verbose=0):
+            raise UsageError("data not here")
+    assert list((logdir / "own").iterdir()) == []
+
+
+def test_failed_run_writes_status_failed(logdir):
+    with pytest.raises(RuntimeError):
+        with kexp.open_run("own", logdir=logdir, verbose=0) as run:
+            raise RuntimeError("boom")
+    results = json.loads((run.run_dir / "results.json").read_text())
+    assert results["status"] == "failed"
