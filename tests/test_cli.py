@@ -21,7 +21,8 @@ def test_list_names_experiments_without_importing_tensorflow():
     lines = proc.stdout.splitlines()
     names = [line.split()[0] for line in lines]
     assert "lstm_sine" in names
-    assert any(line.startswith("lstm_sine  LSTM forecasts sin(x)") for line in lines)
+    descriptions = dict(line.split(None, 1) for line in lines)
+    assert descriptions["lstm_sine"].startswith("LSTM forecasts sin(x)")
 
 
 def test_show_prints_resolved_config_with_overrides():
