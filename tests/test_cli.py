@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +71,16 @@ def test_unwritable_logdir_exits_2(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("kexp: error: --logdir "), proc.stderr
     assert "not writable" in lines[-1]
+
+
+def test_diverged_run_exits_1_with_status_diverged(logdir):
+    proc = run_cli(
+        "run", "lstm_sine", "--logdir", str(logdir), "--set", "train.optimizer=sgd",
+        "--set", "train.learning_rate=1e9", "--set", "train.epochs=3", "--set", "model.units=8",
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "status: diverged" in proc.stdout
+    run_dir = Path(proc.stdout.strip().splitlines()[-1].removeprefix("run_dir: "))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "diverged"
+    assert results["metrics"]["rollout_mse"] is None  # NaN is written as null
