@@ -21,6 +21,7 @@ from kexp.errors import UsageError
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 CPU_DEVICES_ENV = "KEXP_CPU_DEVICES"
+_CREATED: dict[str, Any] = {}
 
 
 def configure_cpu_devices(count: int) -> None:
@@ -100,12 +101,16 @@ def make_strategy(name: str) -> Any:
         return tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-    if name == "mirrored":
-        if gpus:
-            return tf.distribute.MirroredStrategy()
-        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=cpus)
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    if name not in _CREATED:
+        # One instance per process: a second MirroredStrategy over the same
+        # devices reuses collective instance keys, and its all-reduces then
+        # collide with the first one's ("Shape mismatch in the collective").
+        if name == "mirrored":
+            devices = None if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
+            _CREATED[name] = tf.distribute.MirroredStrategy(devices=devices)
+        else:
+            _CREATED[name] = tf.distribute.MultiWorkerMirroredStrategy()
+    return _CREATED[name]
 
 
 def _check_tf_config() -> None:

@@ -10,16 +10,9 @@ from typing import Sequence
 
 import keras
 
+from kexp.models.common import assemble, check_choice, check_range, check_sizes
+
 CELLS = {"simple": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
-
-
-def _check(cell: str, units: Sequence[int], output_size: int) -> None:
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {', '.join(CELLS)}; received: cell={cell!r}")
-    if not units or any(int(u) < 1 for u in units):
-        raise ValueError(f"units must be a non-empty list of positive sizes; received: units={list(units)}")
-    if output_size < 1:
-        raise ValueError(f"output_size must be >= 1; received: output_size={output_size}")
 
 
 def rnn_layers(
@@ -33,7 +26,7 @@ def rnn_layers(
     embedding_dim: int = 32,
     output_activation: str | None = None,
 ) -> list[keras.layers.Layer]:
-    """Returns the layer stack shared by `rnn` and `rnn_sequential`.
+    """Returns the layers of a recurrent model, input to output.
 
     Args:
         output_size: Units of the Dense head (per step when `return_sequences`).
@@ -46,11 +39,14 @@ def rnn_layers(
         output_activation: Activation of the head (None = linear / logits).
 
     Returns:
-        The layers, input to output.
+        The layers.
     """
-    _check(cell, units, output_size)
+    check_choice("cell", cell, tuple(CELLS))
+    check_sizes("units", units)
+    check_range("output_size", output_size, low=1)
     layers: list[keras.layers.Layer] = []
     if vocab_size is not None:
+        check_range("vocab_size", vocab_size, low=1)
         layers.append(keras.layers.Embedding(vocab_size, embedding_dim, name="embedding"))
     for i, width in enumerate(units):
         last = i == len(units) - 1
@@ -74,9 +70,10 @@ def rnn(
     vocab_size: int | None = None,
     embedding_dim: int = 32,
     output_activation: str | None = None,
+    sequential: bool = False,
     name: str = "rnn",
 ) -> keras.Model:
-    """Builds a recurrent model in functional form.
+    """Builds a recurrent model.
 
     Example: `rnn((None, 32), 32, cell="lstm", units=(64,))` is the seed's sine
     forecaster: an LSTM over steps of 32 samples, a Dense(32) per step.
@@ -92,46 +89,16 @@ def rnn(
         vocab_size: See `rnn_layers`.
         embedding_dim: See `rnn_layers`.
         output_activation: See `rnn_layers`.
+        sequential: Return a `keras.Sequential` instead of a functional model.
         name: Model name.
 
     Returns:
         A `keras.Model`.
     """
     layers = rnn_layers(
-        output_size,
-        cell=cell,
-        units=units,
-        bidirectional=bidirectional,
-        return_sequences=return_sequences,
-        vocab_size=vocab_size,
-        embedding_dim=embedding_dim,
-        output_activation=output_activation,
+        output_size, cell=cell, units=units, bidirectional=bidirectional,
+        return_sequences=return_sequences, vocab_size=vocab_size,
+        embedding_dim=embedding_dim, output_activation=output_activation,
     )
-    inputs = keras.Input(tuple(input_shape), dtype="int32" if vocab_size else "float32", name="inputs")
-    x = inputs
-    for layer in layers:
-        x = layer(x)
-    return keras.Model(inputs, x, name=name)
-
-
-def rnn_sequential(
-    input_shape: Sequence[int | None],
-    output_size: int,
-    *,
-    name: str = "rnn",
-    **kwargs: object,
-) -> keras.Sequential:
-    """Builds the same model as `rnn` as a `keras.Sequential` stack.
-
-    Args:
-        input_shape: See `rnn`.
-        output_size: See `rnn`.
-        name: Model name.
-        **kwargs: The keyword arguments of `rnn_layers`.
-
-    Returns:
-        A `keras.Sequential`.
-    """
-    dtype = "int32" if kwargs.get("vocab_size") else "float32"
-    layers = rnn_layers(output_size, **kwargs)  # type: ignore[arg-type]
-    return keras.Sequential([keras.Input(tuple(input_shape), dtype=dtype), *layers], name=name)
+    dtype = "int32" if vocab_size else "float32"
+    return assemble(layers, input_shape, name=name, sequential=sequential, dtype=dtype)

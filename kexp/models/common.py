@@ -1,0 +1,68 @@
+"""Helpers every builder shares: assembling a layer stack, argument checks."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "softplus", "elu", "gelu", "linear")
+INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal", "random_normal")
+
+
+def assemble(
+    layers: Sequence[keras.layers.Layer],
+    input_shape: Sequence[int | None],
+    *,
+    name: str,
+    sequential: bool = False,
+    dtype: str = "float32",
+) -> keras.Model:
+    """Chains layers into a model, Sequential or functional.
+
+    Args:
+        layers: Layers from input to output.
+        input_shape: Shape of one example (no batch dimension).
+        name: Model name.
+        sequential: Return `keras.Sequential` instead of a functional `keras.Model`.
+        dtype: Input dtype (`int32` for token ids).
+
+    Returns:
+        The model; both forms hold the same layers and parameter count.
+    """
+    if sequential:
+        return keras.Sequential([keras.Input(tuple(input_shape), dtype=dtype), *layers], name=name)
+    inputs = keras.Input(tuple(input_shape), dtype=dtype, name="inputs")
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def check_choice(arg: str, value: Any, allowed: Sequence[Any]) -> None:
+    """Raises ValueError naming `arg`, `value` and `allowed` when value is not allowed."""
+    if value not in allowed:
+        raise ValueError(f"{arg} must be one of {', '.join(map(str, allowed))}; received: {arg}={value!r}")
+
+
+def check_sizes(arg: str, values: Sequence[int], *, allow_empty: bool = False) -> None:
+    """Raises ValueError unless `values` is a sequence of positive integers."""
+    values = list(values)
+    if (not values and not allow_empty) or any(int(v) != v or v < 1 for v in values):
+        need = "a list of positive integers" if allow_empty else "a non-empty list of positive integers"
+        raise ValueError(f"{arg} must be {need}; received: {arg}={values}")
+
+
+def check_range(arg: str, value: float, *, low: float, high: float | None = None, high_open: bool = False) -> None:
+    """Raises ValueError unless `low <= value <= high` (or `< high` when `high_open`)."""
+    above = high is not None and (value >= high if high_open else value > high)
+    if value < low or above:
+        upper = "" if high is None else (f" and < {high}" if high_open else f" and <= {high}")
+        raise ValueError(f"{arg} must be >= {low}{upper}; received: {arg}={value}")
+
+
+def activation_layer(name: str, layer_name: str | None = None) -> keras.layers.Layer:
+    """Returns the activation as a layer (LeakyReLU with slope 0.2 for `leaky_relu`)."""
+    if name == "leaky_relu":
+        return keras.layers.LeakyReLU(negative_slope=0.2, name=layer_name)
+    return keras.layers.Activation(name, name=layer_name)
