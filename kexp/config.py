@@ -60,6 +60,8 @@ class TrainConfig:
     batch_size: int = param(32, ge=1, help="per-replica batch; global = this x replicas")
     learning_rate: float = param(1e-3, gt=0, help="optimizer step size")
     optimizer: str = param("adam", choices=("adam", "sgd", "momentum", "rmsprop", "adamw"))
+    lr_schedule: str = param("constant", choices=("constant", "cosine"),
+                             help="cosine decays the learning rate to 0 over all training steps")
     seed: int = param(0, ge=0, help="seeds Python, NumPy, TensorFlow and data shuffling")
     deterministic: bool = param(False, help="enable TensorFlow op determinism (slower)")
     steps_per_execution: int = param(
@@ -304,3 +306,14 @@ def _allowed(f: dataclasses.Field) -> str:
         if meta.get(name) is not None:
             bounds.append(f"{sym} {meta[name]}")
     return ("a value " + " and ".join(bounds)) if bounds else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDataConfig:
+    """Image classification data, shared by the classifier and DCGAN experiments."""
+
+    name: str = param("digits", choices=("digits", "fashion_mnist", "mnist", "cifar10"),
+                      help="digits is bundled (scikit-learn); the others load through tensorflow-datasets")
+    data_dir: str = param("", help="tensorflow-datasets folder; empty = TFDS_DATA_DIR or ~/tensorflow_datasets")
+    test_fraction: float = param(0.2, gt=0, lt=1, help="held-out share of digits (seeded, stratified)")
+    image_size: int = param(0, ge=0, help="resize images to this side (bilinear); 0 keeps their size")

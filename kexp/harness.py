@@ -125,9 +125,16 @@ class Harness:
 
     # -- model ------------------------------------------------------------
 
-    def optimizer(self, learning_rate: float | None = None) -> keras.optimizers.Optimizer:
-        """Returns a fresh optimizer as named by `train.optimizer`."""
-        lr = learning_rate or self.train.learning_rate
+    def optimizer(self, learning_rate: float | None = None, total_steps: int | None = None) -> keras.optimizers.Optimizer:
+        """Returns a fresh optimizer as named by `train.optimizer` and `train.lr_schedule`.
+
+        Args:
+            learning_rate: Overrides `train.learning_rate`.
+            total_steps: Training steps the cosine schedule decays over.
+        """
+        lr: Any = learning_rate or self.train.learning_rate
+        if self.train.lr_schedule == "cosine" and total_steps:
+            lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
         name = self.train.optimizer
         if name == "adam":
             return keras.optimizers.Adam(lr)
@@ -147,6 +154,7 @@ class Harness:
         metrics: Sequence[Any] | None = None,
         optimizer: keras.optimizers.Optimizer | None = None,
         steps_per_epoch: int | None = None,
+        epochs: int | None = None,
     ) -> keras.Model:
         """Compiles `model` with the train config's optimizer and speed settings.
 
@@ -158,12 +166,14 @@ class Harness:
             metrics: Keras metrics.
             optimizer: Overrides the optimizer named in the train config.
             steps_per_epoch: Lets `steps_per_execution=0` pick a value.
+            epochs: With `steps_per_epoch`, the length of a cosine schedule.
 
         Returns:
             The compiled model.
         """
         model.compile(
-            optimizer=optimizer or self.optimizer(),
+            optimizer=optimizer or self.optimizer(
+                total_steps=steps_per_epoch * (epochs or self.train.epochs) if steps_per_epoch else None),
             loss=loss,
             metrics=list(metrics or []),
             steps_per_execution=self._steps_per_execution(steps_per_epoch),
@@ -243,7 +253,7 @@ class Harness:
             if not model.compiled:
                 if loss is None:
                     raise ValueError("fit needs `loss` for a model that is not compiled")
-                self.compile(model, loss=loss, metrics=metrics, steps_per_epoch=steps_per_epoch)
+                self.compile(model, loss=loss, metrics=metrics, steps_per_epoch=steps_per_epoch, epochs=epochs)
             history = model.fit(
                 train_ds,
                 validation_data=val_ds,

@@ -68,3 +68,122 @@ def forecast_figure(
     bottom.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def confusion_figure(matrix: Any, class_names: Any, title: str = "") -> Any:
+    """Returns a confusion-matrix heat map (rows: true class, columns: predicted)."""
+    import numpy as np
+
+    matrix = np.asarray(matrix)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if matrix[i, j] > threshold else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: Any, titles: Any = None, ncols: int = 10, title: str = "") -> Any:
+    """Returns a grid of images (values in [0, 1]; one channel shown grey)."""
+    import numpy as np
+
+    images = np.asarray(images)
+    count = max(1, len(images))
+    ncols = min(ncols, count)
+    nrows = int(np.ceil(count / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.3 * nrows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            image = np.clip(images[k], 0, 1)
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+            if titles is not None:
+                ax.set_title(titles[k], fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def surface_comparison_figure(
+    x: Any, y: Any, truth: Any, learned: Any, *, level: float, box: float, title: str = ""
+) -> Any:
+    """Returns true vs learned surface on a grid, and their level-`level` curves overlaid.
+
+    Args:
+        x: 1-D grid coordinates along x.
+        y: 1-D grid coordinates along y.
+        truth: True values, shape `(len(y), len(x))`.
+        learned: Model values, same shape.
+        level: The level set drawn in the third panel (the heart: f = 1).
+        box: Half-width of the training square, drawn as a dashed outline.
+        title: Figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    # One colour scale for both surfaces, so differences show as colour.
+    levels = np.linspace(float(np.min(truth)), float(np.percentile(truth, 99)), 30)
+    for ax, values, name in ((axes[0], truth, "true f(x, y)"), (axes[1], learned, "learned f̂(x, y)")):
+        image = ax.contourf(x, y, np.clip(values, levels[0], levels[-1]), levels=levels, cmap="viridis")
+        fig.colorbar(image, ax=ax)
+        ax.set_title(name)
+    axes[2].contour(x, y, truth, levels=[level], colors="C0", linewidths=2)
+    axes[2].contour(x, y, learned, levels=[level], colors="C3", linestyles="--", linewidths=2)
+    axes[2].plot([], [], color="C0", label=f"true f = {level:g}")
+    axes[2].plot([], [], color="C3", linestyle="--", label=f"learned f̂ = {level:g}")
+    axes[2].legend(loc="lower left", fontsize="small")
+    axes[2].set_title("the heart: level curves")
+    for ax in axes:
+        ax.plot([-box, box, box, -box, -box], [-box, -box, box, box, -box], "w--" if ax is not axes[2] else "k--",
+                linewidth=1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def decision_boundary_figure(panels: Any, points: Any, labels: Any, *, extent: float = 0.5) -> Any:
+    """Returns one panel per classifier: its P(class 1) over the plane and the data points.
+
+    Args:
+        panels: `[(title, predict_fn), ...]`; `predict_fn(xy) -> probabilities` of shape `(n,)`.
+        points: `(n, 2)` inputs.
+        labels: `(n,)` 0/1 labels.
+        extent: Margin around the points.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import numpy as np
+
+    points, labels = np.asarray(points), np.asarray(labels).ravel()
+    lo, hi = points.min() - extent, points.max() + extent
+    axis = np.linspace(lo, hi, 200, dtype="float32")
+    gx, gy = np.meshgrid(axis, axis)
+    grid = np.stack([gx.ravel(), gy.ravel()], 1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4), squeeze=False)
+    for ax, (title, predict) in zip(axes[0], panels):
+        prob = np.asarray(predict(grid)).reshape(gx.shape)
+        image = ax.contourf(gx, gy, prob, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
+        ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1.5)
+        ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="RdBu_r", edgecolors="k", s=120, vmin=0, vmax=1)
+        ax.set_title(title)
+        ax.set_aspect("equal")
+        fig.colorbar(image, ax=ax, label="P(class 1)")
+    fig.tight_layout()
+    return fig

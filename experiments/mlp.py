@@ -1,0 +1,46 @@
+"""The seed's feed-forward net (one hidden layer of 500) classifies handwritten digits (seed 000).
+
+What it shows: one hidden ReLU layer of 500 units, Adam lr 1e-3, batch 100,
+beats softmax regression. Default data is scikit-learn's bundled 8x8 digits
+(seeded, stratified 80/20 split); `--set data.name=fashion_mnist` (or mnist,
+cifar10) loads through tensorflow-datasets from `data.data_dir`.
+
+Command:  python -m kexp run mlp
+Expected: test_accuracy ~0.98 on digits (bar: >= 0.97). The seed's PyTorch FNN
+          reached 86.64% test accuracy after 2 epochs on Fashion-MNIST:
+          `--set data.name=fashion_mnist --set train.epochs=2` where the data is available.
+Runtime:  about 15 s on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
+
+
+@dataclasses.dataclass(frozen=True)
+class FNNConfig:
+    """The hidden layer."""
+
+    hidden: int = param(500, ge=1, help="hidden units (seed: 500)")
+    activation: str = param("relu", choices=("relu", "tanh", "sigmoid", "leaky_relu", "softplus"))
+    dropout: float = param(0.0, ge=0, lt=1, help="dropout after the hidden layer")
+
+
+CONFIG = ExperimentConfig(
+    data=ImageDataConfig(),
+    model=FNNConfig(),
+    train=TrainConfig(epochs=60, batch_size=100, learning_rate=1e-3, optimizer="adam"),
+)
+
+
+def run(config: ExperimentConfig, harness) -> dict[str, float]:
+    """Fits flatten -> Dense(hidden) -> Dense(classes)."""
+    from kexp.classify import train_classifier
+    from kexp.models import mlp
+
+    m = config.model
+    _, metrics = train_classifier(config, harness, lambda shape, classes: mlp(
+        shape, classes, hidden=(m.hidden,), activation=m.activation, dropout=m.dropout, name="fnn"))
+    return metrics

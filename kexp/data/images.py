@@ -1,0 +1,134 @@
+"""Image classification data: bundled scikit-learn digits, or tensorflow-datasets.
+
+Default data is scikit-learn's 8x8 handwritten digits (1,797 real images, no
+download). Fashion-MNIST, MNIST and CIFAR-10 come through tensorflow-datasets
+from `data_dir`; when they are not prepared there, loading fails at once with
+a message on how to provide them, never trying the network (tfds's
+`download=False` can still reach cloud storage, tensorflow/datasets#3962).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kexp.errors import UsageError
+
+TFDS_NAMES = ("fashion_mnist", "mnist", "cifar10")
+NAMES = ("digits", *TFDS_NAMES)
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@dataclasses.dataclass
+class ImageSplits:
+    """Images in [0, 1], shape `(n, height, width, channels)`, with integer labels.
+
+    Attributes:
+        name: Data set name.
+        x_train: Training images, float32.
+        y_train: Training labels, int32.
+        x_test: Test images, float32.
+        y_test: Test labels, int32.
+        class_names: One name per class.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+
+def default_tfds_dir() -> Path:
+    """Returns tensorflow-datasets' default folder (`TFDS_DATA_DIR` or ~/tensorflow_datasets)."""
+    return Path(os.environ.get("TFDS_DATA_DIR", Path.home() / "tensorflow_datasets"))
+
+
+def load(name: str, *, data_dir: str = "", test_fraction: float = 0.2, seed: int = 0) -> ImageSplits:
+    """Loads an image classification data set into memory.
+
+    Args:
+        name: `digits`, `fashion_mnist`, `mnist` or `cifar10`.
+        data_dir: tensorflow-datasets folder; empty for its default.
+        test_fraction: Held-out share for `digits` (tfds sets have their own test split).
+        seed: Seed of the stratified `digits` split.
+
+    Returns:
+        The train and test splits.
+
+    Raises:
+        UsageError: For an unknown name, or tfds data that is not prepared in `data_dir`.
+    """
+    if name == "digits":
+        return _digits(test_fraction, seed)
+    if name in TFDS_NAMES:
+        return _tfds(name, data_dir)
+    raise UsageError(f"data.name: received {name!r}; allowed: one of {', '.join(NAMES)}")
+
+
+def _digits(test_fraction: float, seed: int) -> ImageSplits:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    # Pixel values are 0..16 in this data set.
+    images = (digits.images / 16.0).astype("float32")[..., np.newaxis]
+    labels = digits.target.astype("int32")
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=test_fraction, random_state=seed, stratify=labels
+    )
+    return ImageSplits("digits", x_train, y_train, x_test, y_test, tuple(str(d) for d in range(10)))
+
+
+def _tfds(name: str, data_dir: str) -> ImageSplits:
+    import tensorflow_datasets as tfds
+
+    root = Path(data_dir) if data_dir else default_tfds_dir()
+    builder = tfds.builder(name, data_dir=str(root))
+    if not (Path(builder.data_dir) / "dataset_info.json").exists():
+        raise UsageError(
+            f"data.name={name}: not prepared under {root} (looked for {builder.data_dir}); this machine cannot "
+            f"download it. On a machine with internet run "
+            f"python -c \"import tensorflow_datasets as tfds; tfds.load('{name}', data_dir='DIR')\", "
+            f"copy DIR here and pass --set data.data_dir=DIR"
+        )
+    splits = {}
+    for split in ("train", "test"):
+        ds = builder.as_dataset(split=split, as_supervised=True, batch_size=-1)
+        images, labels = tfds.as_numpy(ds)
+        splits[split] = ((images.astype("float32") / 255.0), labels.astype("int32"))
+    classes = FASHION_CLASSES if name == "fashion_mnist" else CIFAR10_CLASSES if name == "cifar10" else tuple(
+        str(d) for d in range(10))
+    return ImageSplits(name, *splits["train"], *splits["test"], classes)
+
+
+def resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Resizes square images to `size x size` with bilinear interpolation.
+
+    Args:
+        images: `(n, h, w, c)` float array.
+        size: New side length.
+
+    Returns:
+        `(n, size, size, c)` float32 array.
+    """
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    import tensorflow as tf
+
+    return tf.image.resize(images, (size, size), method="bilinear").numpy().astype("float32")
