@@ -77,7 +77,8 @@ class Harness:
         self._train_seconds = 0.0
         self._train_samples = 0
         self._images: ImageWriter | None = None
-        self._fits = 0
+        self._steps_per_epoch: int | None = None
+        self._epochs: int | None = None
 
     @property
     def num_replicas(self) -> int:
@@ -125,16 +126,26 @@ class Harness:
 
     # -- model ------------------------------------------------------------
 
+    def learning_rate(self, total_steps: int | None = None) -> Any:
+        """Returns `train.learning_rate`, or its cosine schedule over the fit in progress.
+
+        Args:
+            total_steps: Steps the cosine schedule decays over; defaults to
+                the steps of the fit in progress.
+        """
+        total_steps = total_steps or ((self._steps_per_epoch or 0) * (self._epochs or self.train.epochs))
+        if self.train.lr_schedule == "cosine" and total_steps:
+            return keras.optimizers.schedules.CosineDecay(self.train.learning_rate, decay_steps=total_steps)
+        return self.train.learning_rate
+
     def optimizer(self, learning_rate: float | None = None, total_steps: int | None = None) -> keras.optimizers.Optimizer:
         """Returns a fresh optimizer as named by `train.optimizer` and `train.lr_schedule`.
 
         Args:
-            learning_rate: Overrides `train.learning_rate`.
+            learning_rate: Overrides `train.learning_rate` (no schedule then).
             total_steps: Training steps the cosine schedule decays over.
         """
-        lr: Any = learning_rate or self.train.learning_rate
-        if self.train.lr_schedule == "cosine" and total_steps:
-            lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
+        lr: Any = learning_rate or self.learning_rate(total_steps)
         name = self.train.optimizer
         if name == "adam":
             return keras.optimizers.Adam(lr)
@@ -171,15 +182,26 @@ class Harness:
         Returns:
             The compiled model.
         """
+        self._steps_per_epoch = steps_per_epoch or self._steps_per_epoch
         model.compile(
             optimizer=optimizer or self.optimizer(
                 total_steps=steps_per_epoch * (epochs or self.train.epochs) if steps_per_epoch else None),
             loss=loss,
             metrics=list(metrics or []),
-            steps_per_execution=self._steps_per_execution(steps_per_epoch),
-            jit_compile={"auto": "auto", "true": True, "false": False}[self.train.jit_compile],
+            **self.compile_options(),
         )
         return model
+
+    def compile_options(self) -> dict[str, Any]:
+        """Returns the `steps_per_execution` and `jit_compile` arguments for `Model.compile`.
+
+        For models that compile themselves inside `build_model` (a GAN with
+        two optimizers, say), so they get the same speed settings as the rest.
+        """
+        return {
+            "steps_per_execution": self._steps_per_execution(self._steps_per_epoch),
+            "jit_compile": {"auto": "auto", "true": True, "false": False}[self.train.jit_compile],
+        }
 
     def _steps_per_execution(self, steps_per_epoch: int | None) -> int:
         if self.num_replicas > 1:
@@ -232,9 +254,10 @@ class Harness:
         epochs = epochs or self.train.epochs
         n_train = _num_examples(train)
         steps_per_epoch = max(1, math.ceil(n_train / self.global_batch_size))
+        self._steps_per_epoch = steps_per_epoch
+        self._epochs = epochs
         train_ds = self.dataset(train, training=True)
         val_ds = self.dataset(validation, training=False) if validation is not None else None
-        self._fits += 1
         sub = self.run_dir / name if name else self.run_dir
         timer = EpochTimer()
         standard = [

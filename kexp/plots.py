@@ -187,3 +187,32 @@ def decision_boundary_figure(panels: Any, points: Any, labels: Any, *, extent: f
         fig.colorbar(image, ax=ax, label="P(class 1)")
     fig.tight_layout()
     return fig
+
+
+def gan_1d_figure(snapshots: Any, mu: float, sigma: float) -> Any:
+    """Returns one panel per snapshot: data density, generator density and D(x) (Goodfellow et al., fig. 1).
+
+    Args:
+        snapshots: `[(title, x_grid, generated_samples, d_of_x), ...]`.
+        mu: Data mean.
+        sigma: Data standard deviation.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(snapshots), figsize=(5 * len(snapshots), 3.8), squeeze=False, sharey=True)
+    for ax, (title, grid, samples, d_of_x) in zip(axes[0], snapshots):
+        pdf = np.exp(-0.5 * ((grid - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+        ax.plot(grid, pdf, color="k", linestyle=":", label="data density")
+        ax.hist(np.clip(samples, grid[0], grid[-1]), bins=60, range=(grid[0], grid[-1]), density=True,
+                color="C2", alpha=0.5, label="generator density")
+        ax.plot(grid, d_of_x, color="C0", label="D(x)")
+        ax.axhline(0.5, color="C0", linewidth=0.5, linestyle="--")
+        ax.set_title(title)
+        ax.set_xlabel("x")
+        ax.set_ylim(0, max(1.05, 1.2 * pdf.max()))
+    axes[0][0].legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    return fig
