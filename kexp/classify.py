@@ -33,7 +33,14 @@ def load_data(config: ExperimentConfig) -> images.ImageSplits:
 
 
 def train_classifier(
-    config: ExperimentConfig, harness: Harness, build: BuildFn, data: images.ImageSplits | None = None
+    config: ExperimentConfig,
+    harness: Harness,
+    build: BuildFn,
+    data: images.ImageSplits | None = None,
+    *,
+    name: str | None = None,
+    epochs: int | None = None,
+    optimizer: Callable[[], keras.optimizers.Optimizer] | None = None,
 ) -> tuple[keras.Model, dict[str, float]]:
     """Fits a classifier, evaluates it, logs its figures and returns its metrics.
 
@@ -42,6 +49,9 @@ def train_classifier(
         harness: The run's harness.
         build: Returns the uncompiled model (logits out) for an image shape and class count.
         data: Already loaded data; loaded from the config when None.
+        name: Sub-folder and figure prefix when the run trains other models too.
+        epochs: Overrides `train.epochs`.
+        optimizer: Returns the optimizer; defaults to the train config's.
 
     Returns:
         The model and `test_accuracy`, `train_accuracy`, `test_loss`.
@@ -54,10 +64,13 @@ def train_classifier(
         (data.x_test, data.y_test),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=metrics,
+        name=name,
+        epochs=epochs,
+        optimizer=optimizer,
     )
     test = harness.evaluate(model, (data.x_test, data.y_test), prefix="test_")
     train = harness.evaluate(model, (data.x_train, data.y_train), prefix="train_")
-    report(harness, model, data)
+    report(harness, model, data, prefix=f"{name}_" if name else "")
     return model, {
         "test_accuracy": test["test_accuracy"],
         "train_accuracy": train["train_accuracy"],
@@ -72,15 +85,22 @@ def predict_classes(model: keras.Model, x: np.ndarray, batch_size: int = 512) ->
     return probs.argmax(axis=-1), probs
 
 
-def report(harness: Harness, model: keras.Model, data: images.ImageSplits, max_errors: int = 30) -> None:
-    """Logs the test confusion matrix and a grid of misclassified test images."""
+def report(harness: Harness, model: keras.Model, data: images.ImageSplits, max_errors: int = 30,
+           prefix: str = "") -> None:
+    """Logs the test confusion matrix and a grid of misclassified test images.
+
+    Images are shown as stored when in [0, 1], and mapped from [-1, 1] otherwise.
+    """
     predicted, _ = predict_classes(model, data.x_test)
     n = data.num_classes
     confusion = np.zeros((n, n), dtype=int)
     np.add.at(confusion, (data.y_test, predicted), 1)
-    harness.log_figure("confusion_matrix", plots.confusion_figure(
+    harness.log_figure(f"{prefix}confusion_matrix", plots.confusion_figure(
         confusion, data.class_names, title=f"{data.name} test, accuracy {np.trace(confusion) / confusion.sum():.3f}"))
     wrong = np.flatnonzero(predicted != data.y_test)[:max_errors]
     titles = [f"{data.class_names[data.y_test[i]]}→{data.class_names[predicted[i]]}" for i in wrong]
-    harness.log_figure("misclassified", plots.image_grid(
-        data.x_test[wrong], titles, title=f"misclassified (true→predicted), {len(wrong)} shown"))
+    shown = data.x_test[wrong]
+    if shown.size and shown.min() < 0:
+        shown = (shown + 1) / 2
+    harness.log_figure(f"{prefix}misclassified", plots.image_grid(
+        shown, titles, title=f"misclassified (true→predicted), {len(wrong)} shown"))

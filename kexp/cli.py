@@ -60,11 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow with its C++ start-up log lines hidden.
+    """Imports TensorFlow and finds its devices with the C++ start-up log lines hidden.
 
-    TensorFlow 2.21 logs through absl before its log level is read, so
-    TF_CPP_MIN_LOG_LEVEL alone cannot hide those lines; the CLI's stderr is
-    kept for kexp's own one-line errors. Set TF_CPP_MIN_LOG_LEVEL=0 to see them.
+    TensorFlow 2.21 logs through absl before its log level is read (and a
+    CPU-only machine gets a "failed call to cuInit" error line when devices
+    are listed), so TF_CPP_MIN_LOG_LEVEL alone cannot hide those lines; the
+    CLI's stderr is kept for kexp's own one-line errors. Set
+    TF_CPP_MIN_LOG_LEVEL=0 to see them.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" or "tensorflow" in sys.modules:
@@ -74,7 +76,10 @@ def _import_tensorflow_quietly() -> None:
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            # Physical devices only: logical ones may still be configured.
+            tensorflow.config.list_physical_devices()
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -232,6 +232,7 @@ class Harness:
         epochs: int | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
         name: str | None = None,
+        optimizer: keras.optimizers.Optimizer | None = None,
     ) -> keras.Model:
         """Builds, compiles and fits a model inside the strategy's scope.
 
@@ -247,6 +248,8 @@ class Harness:
             callbacks: Extra callbacks, run after the standard ones.
             name: Sub-folder for this fit's TensorBoard logs, history and
                 backups when a run trains several models.
+            optimizer: Overrides the optimizer named in the train config
+                (e.g. for an auxiliary model); created inside the scope if callable.
 
         Returns:
             The trained model.
@@ -276,7 +279,8 @@ class Harness:
             if not model.compiled:
                 if loss is None:
                     raise ValueError("fit needs `loss` for a model that is not compiled")
-                self.compile(model, loss=loss, metrics=metrics, steps_per_epoch=steps_per_epoch, epochs=epochs)
+                self.compile(model, loss=loss, metrics=metrics, steps_per_epoch=steps_per_epoch, epochs=epochs,
+                             optimizer=optimizer() if callable(optimizer) else optimizer)
             history = model.fit(
                 train_ds,
                 validation_data=val_ds,
@@ -311,18 +315,21 @@ class Harness:
         for key, value in metrics.items():
             self.metrics[key] = float(value)
 
-    def log_figure(self, name: str, fig: Any, step: int = 0) -> Path:
+    def log_figure(self, name: str, fig: Any, step: int = 0, filename: str | None = None) -> Path:
         """Saves a matplotlib figure as `NAME.png` and as a TensorBoard image.
 
         Args:
             name: File stem and TensorBoard tag.
             fig: A matplotlib figure; it is closed afterwards.
             step: TensorBoard step (e.g. the epoch).
+            filename: PNG path relative to the run folder, instead of `NAME.png`
+                (e.g. one file per epoch).
 
         Returns:
             The PNG's path.
         """
-        path = self.run_dir / f"{name}.png"
+        path = self.run_dir / (filename or f"{name}.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
         png = plots.save(fig, path)
         if self.is_chief:
             self.images.write_png(name, png, step=step)

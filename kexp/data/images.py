@@ -109,9 +109,13 @@ def _tfds(name: str, data_dir: str) -> ImageSplits:
         )
     splits = {}
     for split in ("train", "test"):
-        ds = builder.as_dataset(split=split, as_supervised=True, batch_size=-1)
-        images, labels = tfds.as_numpy(ds)
-        splits[split] = ((images.astype("float32") / 255.0), labels.astype("int32"))
+        # Batched iteration rather than batch_size=-1: the latter aborts on
+        # generator-backed datasets (tfds.testing.mock_data) in TF 2.21.
+        ds = builder.as_dataset(split=split, as_supervised=True).batch(10_000)
+        batches = list(tfds.as_numpy(ds))
+        images = np.concatenate([b[0] for b in batches]).astype("float32") / 255.0
+        labels = np.concatenate([b[1] for b in batches]).astype("int32")
+        splits[split] = (images, labels)
     classes = FASHION_CLASSES if name == "fashion_mnist" else CIFAR10_CLASSES if name == "cifar10" else tuple(
         str(d) for d in range(10))
     return ImageSplits(name, *splits["train"], *splits["test"], classes)

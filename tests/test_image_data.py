@@ -1,0 +1,69 @@
+"""Image data: bundled digits split, tensorflow-datasets through mock_data, and absent data."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kexp
+from conftest import run_cli
+from kexp.data import images
+from kexp.errors import UsageError
+
+
+def test_digits_split_is_seeded_stratified_and_scaled():
+    a = images.load("digits", test_fraction=0.2, seed=0)
+    b = images.load("digits", test_fraction=0.2, seed=0)
+    assert a.x_train.shape == (1437, 8, 8, 1) and a.x_test.shape == (360, 8, 8, 1)
+    assert a.x_train.dtype == np.float32 and 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert np.bincount(a.y_test).min() >= 35  # stratified: every digit ~36 times
+    assert images.resize(a.x_test[:3], 32).shape == (3, 32, 32, 1)
+
+
+def _prepare_metadata(name: str, data_dir: Path) -> None:
+    """Writes the data set's real metadata, as a prepared folder has it; records stay mocked."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=str(data_dir))
+    Path(builder.data_dir).mkdir(parents=True)
+    builder.info.write_to_directory(builder.data_dir)
+
+
+def test_tfds_path_loads_fashion_mnist_with_mock_data(tmp_path: Path, logdir):
+    import tensorflow_datasets as tfds
+
+    _prepare_metadata("fashion_mnist", tmp_path)
+    with tfds.testing.mock_data(num_examples=64, data_dir=str(tmp_path)):
+        data = images.load("fashion_mnist", data_dir=str(tmp_path))
+        assert data.x_train.shape == (64, 28, 28, 1) and data.x_test.shape == (64, 28, 28, 1)
+        assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+        assert data.class_names[0] == "T-shirt/top" and data.num_classes == 10
+        results = kexp.run("softmax", ["data.name=fashion_mnist", f"data.data_dir={tmp_path}", "train.epochs=1"],
+                           logdir=logdir, verbose=0)
+    assert results["status"] == "ok"
+    assert results["config"]["data"]["name"] == "fashion_mnist"
+    assert 0.0 <= results["metrics"]["test_accuracy"] <= 1.0
+
+
+def test_absent_tfds_data_is_a_usage_error_naming_the_fix(tmp_path: Path):
+    with pytest.raises(UsageError) as info:
+        images.load("mnist", data_dir=str(tmp_path))
+    text = str(info.value)
+    assert text.startswith(f"data.name=mnist: not prepared under {tmp_path}")
+    assert "--set data.data_dir=DIR" in text and "tfds.load('mnist'" in text
+
+
+def test_cli_exits_2_fast_when_dataset_is_unavailable(tmp_path: Path, logdir):
+    started = time.monotonic()
+    proc = run_cli("run", "lenet", "--set", "data.name=cifar10", "--set", f"data.data_dir={tmp_path}",
+                   "--logdir", str(logdir))
+    assert proc.returncode == 2, proc.stderr
+    assert time.monotonic() - started < 60  # no hang on the network
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("kexp: error: data.name=cifar10: not prepared under")
+    assert [p for p in logdir.rglob("*") if p.is_file()] == []
