@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from kexp.models import cnn, gan, mlp, rnn
+import kexp.models as km
 from kexp.strategy import make_strategy
 
 
@@ -43,39 +43,39 @@ def res_block(cin, cout):
 
 
 CASES = {
-    "mlp_fnn": (lambda s: mlp.mlp((784,), 10, hidden=(500,), sequential=s), (784,), (10,),
+    "mlp_fnn": (lambda s: km.mlp((784,), 10, hidden=(500,), sequential=s), (784,), (10,),
                 dense(784, 500) + dense(500, 10)),
-    "mlp_bn_dropout": (lambda s: mlp.mlp((2,), 1, hidden=(16, 8), batch_norm=True, dropout=0.2, l2=1e-4, sequential=s),
+    "mlp_bn_dropout": (lambda s: km.mlp((2,), 1, hidden=(16, 8), batch_norm=True, dropout=0.2, l2=1e-4, sequential=s),
                        (2,), (1,), dense(2, 16, False) + bn(16) + dense(16, 8, False) + bn(8) + dense(8, 1)),
-    "lenet5": (lambda s: cnn.lenet5((32, 32, 3), sequential=s), (32, 32, 3), (10,),
+    "lenet5": (lambda s: km.lenet5((32, 32, 3), sequential=s), (32, 32, 3), (10,),
                conv(5, 3, 6) + conv(5, 6, 16) + dense(5 * 5 * 16, 120) + dense(120, 84) + dense(84, 10)),
-    "alexnet": (lambda s: cnn.alexnet(sequential=s), (32, 32, 3), (10,),
+    "alexnet": (lambda s: km.alexnet(sequential=s), (32, 32, 3), (10,),
                 conv(3, 3, 32) + conv(3, 32, 64) + conv(3, 64, 96) + conv(3, 96, 96) + conv(3, 96, 64)
                 + dense(4 * 4 * 64, 256) + dense(256, 256) + dense(256, 10)),
-    "vgg": (lambda s: cnn.vgg(sequential=s), (32, 32, 3), (10,),
+    "vgg": (lambda s: km.vgg(sequential=s), (32, 32, 3), (10,),
             conv(3, 3, 32) + conv(3, 32, 64) + conv(3, 64, 128) + conv(3, 128, 128) + dense(4 * 4 * 128, 256) + dense(256, 10)),
-    "nin": (lambda s: cnn.nin(sequential=s), (32, 32, 3), (10,),
+    "nin": (lambda s: km.nin(sequential=s), (32, 32, 3), (10,),
             conv(5, 3, 32) + 2 * conv(1, 32, 32) + conv(3, 32, 64) + 2 * conv(1, 64, 64)
             + conv(3, 64, 96) + 2 * conv(1, 96, 96) + conv(3, 96, 10) + 2 * conv(1, 10, 10)),
-    "googlenet": (lambda s: cnn.googlenet(), (32, 32, 3), (10,),
+    "googlenet": (lambda s: km.googlenet(), (32, 32, 3), (10,),
                   conv(3, 3, 32) + inception(32, 16, (24, 32), (4, 8), 8) + inception(64, 32, (32, 48), (8, 24), 16)
                   + inception(120, 48, (24, 52), (4, 12), 16) + dense(128, 10)),
-    "resnet": (lambda s: cnn.resnet(), (32, 32, 3), (10,),
+    "resnet": (lambda s: km.resnet(), (32, 32, 3), (10,),
                conv(3, 3, 16, False) + bn(16) + res_block(16, 16) + res_block(16, 32) + res_block(32, 64) + dense(64, 10)),
-    "lstm_seq2seq": (lambda s: rnn.rnn((None, 32), 32, sequential=s), (20, 32), (20, 32), lstm(32, 64) + dense(64, 32)),
-    "deep_bigru_to_one": (lambda s: rnn.rnn((12, 4), 3, cell="gru", units=(8, 6), bidirectional=True,
+    "lstm_seq2seq": (lambda s: km.rnn((None, 32), 32, sequential=s), (20, 32), (20, 32), lstm(32, 64) + dense(64, 32)),
+    "deep_bigru_to_one": (lambda s: km.rnn((12, 4), 3, cell="gru", units=(8, 6), bidirectional=True,
                                             return_sequences=False, sequential=s),
                           (12, 4), (3,), 2 * gru(4, 8) + 2 * gru(16, 6) + dense(12, 3)),
-    "simple_rnn_tokens": (lambda s: rnn.rnn((None,), 50, cell="simple", units=(16,), vocab_size=50, embedding_dim=8,
+    "simple_rnn_tokens": (lambda s: km.rnn((None,), 50, cell="simple", units=(16,), vocab_size=50, embedding_dim=8,
                                             sequential=s), (10,), (10, 50),
                           50 * 8 + (16 * (8 + 16) + 16) + dense(16, 50)),
-    "gan_1d_generator": (lambda s: gan.gan_1d_generator(), (1,), (1,), dense(1, 32) + dense(32, 32) + dense(32, 1)),
-    "dcgan_generator_28": (lambda s: gan.dcgan_generator(28, 1, sequential=s), (100,), (28, 28, 1),
+    "gan_1d_generator": (lambda s: km.gan_1d_generator(), (1,), (1,), dense(1, 32) + dense(32, 32) + dense(32, 1)),
+    "dcgan_generator_28": (lambda s: km.dcgan_generator(28, 1, sequential=s), (100,), (28, 28, 1),
                            dense(100, 7 * 7 * 128, False) + bn(7 * 7 * 128) + conv(4, 128, 128, False) + bn(128)
                            + conv(4, 128, 64, False) + bn(64) + conv(3, 64, 1)),
-    "dcgan_discriminator_28": (lambda s: gan.dcgan_discriminator(28, 1, sequential=s), (28, 28, 1), (1,),
+    "dcgan_discriminator_28": (lambda s: km.dcgan_discriminator(28, 1, sequential=s), (28, 28, 1), (1,),
                                conv(4, 1, 64) + conv(4, 64, 128, False) + bn(128) + dense(7 * 7 * 128, 1)),
-    "dcgan_generator_64_rgb": (lambda s: gan.dcgan_generator(64, 3, noise_dim=16, base_filters=8), (16,), (64, 64, 3),
+    "dcgan_generator_64_rgb": (lambda s: km.dcgan_generator(64, 3, noise_dim=16, base_filters=8), (16,), (64, 64, 3),
                                dense(16, 4 * 4 * 64, False) + bn(4 * 4 * 64) + conv(4, 64, 64, False) + bn(64)
                                + conv(4, 64, 32, False) + bn(32) + conv(4, 32, 16, False) + bn(16)
                                + conv(4, 16, 8, False) + bn(8) + conv(3, 8, 3)),
@@ -108,11 +108,11 @@ def test_sequential_and_functional_forms_match(case):
 
 
 def test_lenet_first_layers_match_seed_001():
-    model = cnn.lenet5((32, 32, 3))
+    model = km.lenet5((32, 32, 3))
     conv1, pool1 = model.get_layer("conv1"), model.get_layer("pool1")
     assert tuple(conv1.output.shape[1:]) == (28, 28, 6) and conv1.count_params() == (5 * 5 * 3 + 1) * 6 == 456
     assert tuple(pool1.output.shape[1:]) == (14, 14, 6) and pool1.count_params() == 0
-    classic, modern = cnn.lenet5(variant="classic"), cnn.lenet5(variant="modern")
+    classic, modern = km.lenet5(variant="classic"), km.lenet5(variant="modern")
     assert classic.get_layer("conv1").activation.__name__ == "sigmoid"
     assert isinstance(classic.get_layer("pool1"), keras.layers.AveragePooling2D)
     assert modern.get_layer("conv1").activation.__name__ == "relu"
@@ -131,7 +131,7 @@ def test_save_and_load_round_trip(case, tmp_path: Path):
 
 
 def _gan(d_steps=1):
-    return gan.GAN(gan.gan_1d_generator(), gan.gan_1d_discriminator(), d_steps=d_steps, noise="uniform")
+    return km.GAN(km.gan_1d_generator(), km.gan_1d_discriminator(), d_steps=d_steps, noise="uniform")
 
 
 def test_gan_save_and_load_round_trip(tmp_path: Path):
@@ -141,7 +141,7 @@ def test_gan_save_and_load_round_trip(tmp_path: Path):
     z = np.linspace(-1, 1, 16, dtype="float32")[:, None]
     model.save(tmp_path / "gan.keras")
     loaded = keras.models.load_model(tmp_path / "gan.keras")
-    assert isinstance(loaded, gan.GAN) and loaded.d_steps == 3 and loaded.noise == "uniform"
+    assert isinstance(loaded, km.GAN) and loaded.d_steps == 3 and loaded.noise == "uniform"
     np.testing.assert_array_equal(np.asarray(loaded(z)), np.asarray(model(z)))
     np.testing.assert_array_equal(
         np.asarray(loaded.discriminator(z)), np.asarray(model.discriminator(z))
@@ -192,8 +192,8 @@ def test_one_training_step_under_mirrored_strategy(case):
 def test_gan_trains_under_mirrored_strategy():
     strategy = make_strategy("mirrored")
     with strategy.scope():
-        model = gan.GAN(gan.dcgan_generator(8, 1, noise_dim=8, base_filters=4),
-                        gan.dcgan_discriminator(8, 1, base_filters=4), d_steps=2)
+        model = km.GAN(km.dcgan_generator(8, 1, noise_dim=8, base_filters=4),
+                        km.dcgan_discriminator(8, 1, base_filters=4), d_steps=2)
         model.compile()
         before = [w.copy() for w in model.generator.get_weights()]
         history = model.fit(np.random.default_rng(0).uniform(-1, 1, (8, 8, 8, 1)).astype("float32"),
@@ -206,19 +206,19 @@ def test_gan_trains_under_mirrored_strategy():
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: cnn.lenet5((8, 8, 1)), "input_shape too small for LeNet-5: height and width must be >= 16"),
-        (lambda: cnn.lenet5((32, 32)), "input_shape must be (height, width, channels); received: input_shape=(32, 32)"),
-        (lambda: cnn.lenet5(variant="fancy"), "variant must be one of classic, modern; received: variant='fancy'"),
-        (lambda: cnn.vgg((4, 4, 3)), "input_shape too small for VGG: height and width must be >= 8"),
-        (lambda: cnn.alexnet(filters=(8, 8)), "alexnet has 5 conv and 2 hidden FC layers"),
-        (lambda: gan.dcgan_generator(30, 1), "received: image_size=30"),
-        (lambda: gan.dcgan_generator(7, 1), "received: image_size=7"),
-        (lambda: gan.dcgan_discriminator(28, 2), "channels must be one of 1, 3; received: channels=2"),
-        (lambda: mlp.mlp((2,), 1, dropout=1.0), "dropout must be >= 0.0 and < 1.0; received: dropout=1.0"),
-        (lambda: mlp.mlp((2,), 1, activation="swish2"), "activation must be one of relu, tanh"),
-        (lambda: mlp.mlp((2,), 1, hidden=(8, 0)), "hidden must be a list of positive integers; received: hidden=[8, 0]"),
-        (lambda: rnn.rnn((None, 3), 1, cell="transformer"), "cell must be one of simple, gru, lstm"),
-        (lambda: gan.GAN(gan.gan_1d_generator(), gan.gan_1d_discriminator(), d_steps=0), "d_steps must be >= 1"),
+        (lambda: km.lenet5((8, 8, 1)), "input_shape too small for LeNet-5: height and width must be >= 16"),
+        (lambda: km.lenet5((32, 32)), "input_shape must be (height, width, channels); received: input_shape=(32, 32)"),
+        (lambda: km.lenet5(variant="fancy"), "variant must be one of classic, modern; received: variant='fancy'"),
+        (lambda: km.vgg((4, 4, 3)), "input_shape too small for VGG: height and width must be >= 8"),
+        (lambda: km.alexnet(filters=(8, 8)), "alexnet has 5 conv and 2 hidden FC layers"),
+        (lambda: km.dcgan_generator(30, 1), "received: image_size=30"),
+        (lambda: km.dcgan_generator(7, 1), "received: image_size=7"),
+        (lambda: km.dcgan_discriminator(28, 2), "channels must be one of 1, 3; received: channels=2"),
+        (lambda: km.mlp((2,), 1, dropout=1.0), "dropout must be >= 0.0 and < 1.0; received: dropout=1.0"),
+        (lambda: km.mlp((2,), 1, activation="swish2"), "activation must be one of relu, tanh"),
+        (lambda: km.mlp((2,), 1, hidden=(8, 0)), "hidden must be a list of positive integers; received: hidden=[8, 0]"),
+        (lambda: km.rnn((None, 3), 1, cell="transformer"), "cell must be one of simple, gru, lstm"),
+        (lambda: km.GAN(km.gan_1d_generator(), km.gan_1d_discriminator(), d_steps=0), "d_steps must be >= 1"),
     ],
 )
 def test_impossible_requests_fail_at_build_time(build, message):

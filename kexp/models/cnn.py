@@ -87,6 +87,8 @@ def alexnet(
     FC, FC, FC with dropout), with 3x3 "same" convolutions and 2x2 pools in
     place of the 11x11/stride-4 stem that only suits 224x224 inputs.
 
+    Example: `alexnet((32, 32, 3), 10)` has 543,946 parameters.
+
     Args:
         input_shape: `(height, width, channels)`, height and width >= 8.
         num_classes: Logits out.
@@ -133,6 +135,8 @@ def vgg(
     name: str = "vgg",
 ) -> keras.Model:
     """Builds a VGG net: blocks of 3x3 convolutions, each block ending in a 2x2 max pool.
+
+    Example: `vgg((32, 32, 3), 10, batch_norm=True)` adds BatchNorm after every conv.
 
     Args:
         input_shape: `(height, width, channels)`; height and width >= 2**len(blocks).
@@ -187,6 +191,8 @@ def nin(
     block maps to `num_classes` channels that global average pooling turns
     into logits (no dense layer, as in Lin et al. 2013).
 
+    Example: `nin((32, 32, 3), 10)` has 114,246 parameters and no Dense layer.
+
     Args:
         input_shape: `(height, width, channels)`; height and width >= 2**len(blocks).
         num_classes: Logits out.
@@ -228,6 +234,8 @@ def inception_block(
 ) -> keras.KerasTensor:
     """Applies a GoogLeNet Inception block: four parallel branches, concatenated.
 
+    Example: `y = inception_block(x, 16, (24, 32), (4, 8), 8, "inc")` gives 64 channels.
+
     Args:
         x: Input tensor.
         c1: Filters of the 1x1 branch.
@@ -264,6 +272,8 @@ def googlenet(
     inception(4a) -> global average pool -> dropout -> logits. Block widths
     are those of GoogLeNet's 3a/3b/4a divided by four.
 
+    Example: `googlenet((32, 32, 3), 10).get_layer("inception3a_concat")` reaches a block's output.
+
     Args:
         input_shape: `(height, width, channels)`, height and width >= 4.
         num_classes: Logits out.
@@ -293,6 +303,17 @@ def residual_block(x: keras.KerasTensor, filters: int, stride: int, name: str) -
     """Applies a ResNet basic block: conv-BN-ReLU-conv-BN plus shortcut, then ReLU.
 
     The shortcut is the identity, or a strided 1x1 conv + BN when the shape changes.
+
+    Example: `y = residual_block(x, 32, 2, "down")` halves the resolution.
+
+    Args:
+        x: Input tensor.
+        filters: Output channels.
+        stride: 1, or 2 to halve height and width.
+        name: Prefix of the block's layer names.
+
+    Returns:
+        The block's output tensor.
     """
     y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
     y = keras.layers.BatchNormalization(name=f"{name}_bn1")(y)
@@ -318,6 +339,8 @@ def resnet(
 
     Each stage after the first halves the resolution in its first block.
     `stages=((16, 3), (32, 3), (64, 3))` is ResNet-20 (He et al. 2016).
+
+    Example: `resnet((32, 32, 3), 10, stages=((16, 3), (32, 3), (64, 3)))` builds ResNet-20.
 
     Args:
         input_shape: `(height, width, channels)`; height and width >= 2**(len(stages) - 1).

@@ -23,6 +23,8 @@ def mlp_layers(
 ) -> list[keras.layers.Layer]:
     """Returns the layers of an MLP, input to output.
 
+    Example: `keras.Sequential([keras.Input((2,)), *mlp_layers(1, hidden=(8,))])`.
+
     Each hidden layer is Dense -> [BatchNorm] -> activation -> [Dropout]. With
     batch norm the Dense has no bias (BatchNorm's beta replaces it).
 

@@ -28,6 +28,8 @@ def rnn_layers(
 ) -> list[keras.layers.Layer]:
     """Returns the layers of a recurrent model, input to output.
 
+    Example: `rnn_layers(10, cell="gru", units=(32, 32), return_sequences=False)`.
+
     Args:
         output_size: Units of the Dense head (per step when `return_sequences`).
         cell: `simple`, `gru` or `lstm`.
