@@ -79,7 +79,7 @@ def run(config: ExperimentConfig, harness) -> dict[str, float]:
         def adam():
             return keras.optimizers.Adam(harness.learning_rate(), beta_1=m.beta_1)
 
-        gan.compile(d_optimizer=adam(), g_optimizer=adam(), **harness.compile_options())
+        gan.compile(d_optimizer=adam(), g_optimizer=adam(), **harness.compile_options(gan))
         return gan
 
     sampler = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: show_samples(epoch, sampler.model)

@@ -68,7 +68,7 @@ def run(config: ExperimentConfig, harness) -> dict[str, float]:
         def adam():
             return keras.optimizers.Adam(harness.learning_rate(), beta_1=m.beta_1)
 
-        gan.compile(d_optimizer=adam(), g_optimizer=adam(), **harness.compile_options())
+        gan.compile(d_optimizer=adam(), g_optimizer=adam(), **harness.compile_options(gan))
         return gan
 
     snapshots = []

@@ -39,7 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--logdir", default="logs", help="root of run folders (default: ./logs)")
     run.add_argument("--strategy", default="auto", choices=STRATEGIES, help="tf.distribute strategy")
+    bench = sub.add_parser("bench", help="measure training throughput against plain model.fit")
+    bench.add_argument("name", nargs="?", default=None, help="benchmark case: fnn, heart_mlp or xor")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--repeats", type=_positive, default=3, help="fits per method (default 3)")
+    bench.add_argument("--epochs", type=_positive, default=3, help="epochs per fit; the first is excluded")
+    bench.add_argument("--examples", type=_positive, default=None, help="training examples")
+    bench.add_argument("--width", type=_positive, default=500, help="hidden width of fnn")
+    bench.add_argument("--strategy", default="default", choices=STRATEGIES)
+    bench.add_argument("--no-compare", dest="compare", action="store_false",
+                       help="harness only: skip the baseline, the bare loop and the loss check")
+    bench.add_argument("--sweep", action="store_true",
+                       help="scaling report (batch size, width, replicas, rollout horizon) into LOGDIR/bench_sweep")
+    bench.add_argument("--logdir", default="logs", help="where --sweep writes its run folder")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"received {text!r}; allowed: an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"received {value}; allowed: an integer >= 1")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list()
         if args.command == "show":
             return _show(args.name, args.overrides)
+        if args.command == "bench":
+            return _bench(args)
         return _run(args)
     except UsageError as err:
         print(f"kexp: error: {err}", file=sys.stderr)
@@ -122,3 +147,39 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(f"run_dir: {results['run_dir']}")
     return 0 if results["status"] == "ok" else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from kexp import bench
+    from kexp.strategy import check_name
+
+    if args.sweep == bool(args.name):
+        raise UsageError(f"bench: give a case ({', '.join(bench.CASES)}) or --sweep, not both or neither")
+    if args.name and args.name not in bench.CASES:
+        raise UsageError(f"bench: unknown case {args.name!r}; allowed: {', '.join(bench.CASES)}")
+    check_name(args.strategy)
+    _import_tensorflow_quietly()
+    if args.sweep:
+        run_dir, sweep = bench.run_sweep(args.logdir, examples=args.examples or 30_000)
+        if args.json:
+            print(json.dumps({**sweep, "run_dir": str(run_dir)}))
+        else:
+            for key in ("batch_size", "width", "replicas"):
+                for row in sweep[key]:
+                    print(f"{key}={row[key]}: {row['harness_examples_per_s']:.0f} examples/s "
+                          f"(steps_per_execution={row['harness_steps_per_execution']}, "
+                          f"jit_compile={row['harness_jit_compile']})")
+            for row in sweep["rollout"]:
+                print(f"rollout {row['horizon_pi']}*pi: {row['points']} points, {row['model_calls']} model calls, "
+                      f"{row['seconds']:.3f} s")
+            print(f"run_dir: {run_dir}")
+        return 0
+    result = bench.run_bench(args.name, repeats=args.repeats, epochs=args.epochs, strategy=args.strategy,
+                             examples=args.examples, width=args.width, compare=args.compare)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("\n".join(bench.format_result(result)))
+    return 0

@@ -67,7 +67,15 @@ class TrainConfig:
     steps_per_execution: int = param(
         0, ge=0, help="batches per compiled call; 0 picks one from the epoch length"
     )
-    jit_compile: str = param("auto", choices=("auto", "true", "false"), help="XLA compilation")
+    jit_compile: str = param(
+        "auto", choices=("auto", "true", "false"),
+        help="XLA; auto: on for dense-only nets of >= 50k parameters on CPU, Keras' choice on GPU",
+    )
+    precision: str = param(
+        "float32", choices=("float32", "mixed_float16", "mixed_bfloat16"),
+        help="Keras dtype policy while the run builds and trains models (mixed_* for GPUs)",
+    )
+    shuffle: bool = param(True, help="reshuffle training data every epoch")
     shuffle_buffer: int = param(10_000, ge=1, help="tf.data shuffle buffer size")
 
 

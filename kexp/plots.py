@@ -216,3 +216,24 @@ def gan_1d_figure(snapshots: Any, mu: float, sigma: float) -> Any:
     axes[0][0].legend(loc="upper left", fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def sweep_figure(sweep: Any) -> Any:
+    """Returns the four panels of `kexp bench --sweep`: batch, width, replicas, rollout horizon."""
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    panels = (("batch_size", "batch size", True), ("width", "hidden width", True), ("replicas", "replicas", False))
+    for ax, (key, label, log) in zip(axes, panels):
+        rows = sweep[key]
+        ax.plot([r[key] for r in rows], [r["harness_examples_per_s"] for r in rows], "o-")
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("examples/s (harness)")
+        ax.set_title(f"seed FNN: throughput vs {label}")
+    rows = sweep["rollout"]
+    axes[3].plot([r["horizon_pi"] for r in rows], [r["seconds"] for r in rows], "o-")
+    axes[3].set_xlabel("rollout horizon (multiples of pi)")
+    axes[3].set_ylabel("seconds")
+    axes[3].set_title("lstm_sine rollout time vs horizon")
+    fig.tight_layout()
+    return fig

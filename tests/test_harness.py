@@ -106,3 +106,32 @@ def test_failed_run_writes_status_failed(logdir):
             raise RuntimeError("boom")
     results = json.loads((run.run_dir / "results.json").read_text())
     assert results["status"] == "failed"
+
+
+def test_jit_auto_turns_xla_on_for_big_dense_nets_only(logdir):
+    import keras
+
+    from kexp.models import lenet5, mlp
+
+    x = np.zeros((32, 784), "float32")
+    y = np.zeros((32,), "int32")
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+        fnn = run.fit(lambda: mlp((784,), 10, hidden=(500,)), (x, y), loss=loss)
+        small = run.fit(lambda: mlp((784,), 10, hidden=(8,)), (x, y), loss=loss)
+        conv = run.fit(lambda: lenet5((28, 28, 1)), (x.reshape(32, 28, 28, 1), y), loss=loss)
+    assert (fnn.jit_compile, small.jit_compile, conv.jit_compile) == (True, False, False)
+    assert fnn.steps_per_execution == 1  # one batch of 32 per epoch
+
+
+def test_mixed_precision_policy_applies_inside_the_run_only(logdir):
+    import keras
+
+    x, y = _linear_data(64)
+    train = TrainConfig(epochs=1, precision="mixed_bfloat16")
+    with kexp.open_run("own", logdir=logdir, train=train, verbose=0) as run:
+        model = run.fit(_build, (x, y), loss="mse")
+    assert model.layers[-1].compute_dtype == "bfloat16"
+    assert model.layers[-1].variable_dtype == "float32"
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    assert run.results["status"] == "ok"

@@ -1,0 +1,318 @@
+"""Throughput benchmarks: the harness against Keras' defaults and a bare tf.function loop.
+
+`kexp bench CASE` trains the same model on the same data three ways, in one
+process, and reports steady-state examples/s (first epoch of every fit, which
+includes tracing and compilation, left out; median and spread over repeats):
+
+- harness: `kexp.open_run(...).fit` with its defaults (cached, prefetched
+  tf.data, automatic `steps_per_execution`, `jit_compile=auto`, and all its
+  callbacks: TensorBoard, BackupAndRestore, CSV history, TerminateOnNaN);
+- baseline: a plain `model.fit(x, y)` at Keras defaults (steps_per_execution 1,
+  no XLA, NumPy arrays passed directly);
+- bare: a compiled `tf.function` training step called once per batch from Python.
+
+It also checks that faster is not different: with shuffling off in both, the
+harness's per-epoch losses must match the baseline's to float tolerance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import resource
+import statistics
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+CASES = ("fnn", "heart_mlp", "xor")
+
+
+@dataclasses.dataclass
+class Case:
+    """One benchmark: a model builder, its data and its training settings."""
+
+    name: str
+    build: Callable[[], Any]
+    x: np.ndarray
+    y: np.ndarray
+    loss: Any
+    batch_size: int
+    learning_rate: float
+
+
+def make_case(name: str, *, examples: int | None = None, width: int = 500, batch_size: int | None = None) -> Case:
+    """Returns a benchmark case.
+
+    Args:
+        name: `fnn` (seed 000's 784-500-10 net on Fashion-MNIST-shaped data),
+            `heart_mlp` or `xor` (the tiny models of those experiments).
+        examples: Training examples (defaults: 60,000 / 20,000 / 256).
+        width: Hidden width of `fnn`.
+        batch_size: Overrides the case's batch size.
+
+    Returns:
+        The case.
+    """
+    case = _make_case(name, examples, width)
+    if batch_size:
+        case.batch_size = batch_size
+    return case
+
+
+def _make_case(name: str, examples: int | None, width: int) -> Case:
+    import keras
+
+    from kexp.data.functions import heart
+    from kexp.models import mlp
+
+    rng = np.random.default_rng(0)
+    if name == "fnn":
+        n = examples or 60_000
+        x = rng.random((n, 784), dtype=np.float32)
+        # Labels from a fixed random linear teacher: learnable, so loss curves move.
+        teacher = rng.normal(size=(784, 10)).astype("float32")
+        y = np.argmax((x - 0.5) @ teacher, axis=1).astype("int32")
+        return Case(name, lambda: mlp((784,), 10, hidden=(width,), name="fnn"), x, y,
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True), 100, 1e-3)
+    if name == "heart_mlp":
+        n = examples or 20_000
+        x = rng.uniform(-1.75, 1.75, size=(n, 2)).astype("float32")
+        y = heart(x[:, 0], x[:, 1])[:, None].astype("float32")
+        return Case(name, lambda: mlp((2,), 1, hidden=(64, 64, 64), activation="tanh", name="heart"), x, y,
+                    "mse", 64, 3e-3)
+    if name == "xor":
+        n = examples or 256
+        points = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype="float32")
+        x = np.tile(points, (math.ceil(n / 4), 1))[:n]
+        y = (x[:, :1] != x[:, 1:]).astype("float32")
+        return Case(name, lambda: mlp((2,), 1, hidden=(8,), activation="tanh", output_activation="sigmoid",
+                                      name="xor"), x, y, "binary_crossentropy", 16, 0.05)
+    from kexp.errors import UsageError
+
+    raise UsageError(f"unknown benchmark {name!r}; allowed: {', '.join(CASES)}")
+
+
+def _steady(durations: list[float]) -> float:
+    steady = durations[1:] or durations
+    return statistics.median(steady)
+
+
+def _harness_run(case: Case, epochs: int, logdir: str, shuffle: bool, strategy: str) -> tuple[float, list[float], Any]:
+    from kexp.config import TrainConfig
+    from kexp.harness import open_run
+
+    train = TrainConfig(epochs=epochs, batch_size=case.batch_size, learning_rate=case.learning_rate, shuffle=shuffle)
+    with open_run(f"bench_{case.name}", logdir=logdir, train=train, strategy=strategy, verbose=0) as run:
+        model = run.fit(case.build, (case.x, case.y), loss=case.loss)
+        history = model.history.history["loss"]
+    return run.train_samples_per_s, history, {
+        "steps_per_execution": int(model.steps_per_execution), "jit_compile": bool(model.jit_compile),
+        "num_replicas": run.num_replicas, "global_batch_size": run.global_batch_size,
+    }
+
+
+def _baseline_run(case: Case, epochs: int, shuffle: bool = True) -> tuple[float, list[float]]:
+    import keras
+
+    from kexp.callbacks import EpochTimer
+
+    keras.utils.set_random_seed(0)
+    model = case.build()
+    model.compile(keras.optimizers.Adam(case.learning_rate), case.loss, steps_per_execution=1, jit_compile=False)
+    timer = EpochTimer()
+    history = model.fit(case.x, case.y, batch_size=case.batch_size, epochs=epochs, shuffle=shuffle, verbose=0,
+                        callbacks=[timer])
+    return len(case.x) / _steady(timer.durations), history.history["loss"]
+
+
+def _bare_run(case: Case, epochs: int) -> float:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = case.build()
+    optimizer = keras.optimizers.Adam(case.learning_rate)
+    loss_fn = keras.losses.get(case.loss) if isinstance(case.loss, str) else case.loss
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(loss_fn(y, model(x, training=True)))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    ds = tf.data.Dataset.from_tensor_slices((case.x, case.y)).cache().batch(case.batch_size).prefetch(
+        tf.data.AUTOTUNE)
+    durations = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for xb, yb in ds:
+            loss = step(xb, yb)
+        float(loss)  # wait for the last step
+        durations.append(time.perf_counter() - start)
+    return len(case.x) / _steady(durations)
+
+
+def peak_rss_mb() -> float:
+    """Returns this process's peak resident memory in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_bench(
+    name: str, *, repeats: int = 3, epochs: int = 3, strategy: str = "default", examples: int | None = None,
+    width: int = 500, batch_size: int | None = None, compare: bool = True,
+) -> dict[str, Any]:
+    """Benchmarks one case and returns the figures.
+
+    Args:
+        name: One of `CASES`.
+        repeats: Independent fits per method; median and spread are reported.
+        epochs: Epochs per fit (the first is excluded from throughput).
+        strategy: Harness strategy (`mirrored` with `KEXP_CPU_DEVICES=2` for two replicas).
+        examples: Training examples (case default when None).
+        width: Hidden width of `fnn`.
+        batch_size: Per-replica batch size (case default when None).
+        compare: Also run the baseline, the bare loop and the loss-curve check.
+
+    Returns:
+        `harness_examples_per_s`, `baseline_examples_per_s`, `ratio`,
+        `bare_examples_per_s`, `bare_over_harness`, `max_loss_rel_diff`,
+        `peak_rss_mb` and the settings the harness chose.
+    """
+    case = make_case(name, examples=examples, width=width, batch_size=batch_size)
+    harness, baseline, bare = [], [], []
+    with tempfile.TemporaryDirectory(prefix="kexp-bench-") as logdir:
+        settings: dict[str, Any] = {}
+        for _ in range(repeats):
+            throughput, _, settings = _harness_run(case, epochs, logdir, shuffle=True, strategy=strategy)
+            harness.append(throughput)
+            if compare:
+                baseline.append(_baseline_run(case, epochs)[0])
+                bare.append(_bare_run(case, epochs))
+        result: dict[str, Any] = {
+            "case": name,
+            "examples": len(case.x),
+            "batch_size": case.batch_size,
+            "epochs": epochs,
+            "repeats": repeats,
+            "harness_examples_per_s": statistics.median(harness),
+            "harness_spread": [min(harness), max(harness)],
+            "harness_steps_per_s": statistics.median(harness) / settings.get("global_batch_size", case.batch_size),
+            **{f"harness_{k}": v for k, v in settings.items()},
+        }
+        if compare:
+            # Same order of examples in both (no shuffling): the curves must agree.
+            _, harness_losses, _ = _harness_run(case, 2, logdir, shuffle=False, strategy=strategy)
+            _, baseline_losses = _baseline_run(case, 2, shuffle=False)
+            result.update({
+                "baseline_examples_per_s": statistics.median(baseline),
+                "baseline_spread": [min(baseline), max(baseline)],
+                "ratio": statistics.median(harness) / statistics.median(baseline),
+                "bare_examples_per_s": statistics.median(bare),
+                "bare_spread": [min(bare), max(bare)],
+                "bare_over_harness": statistics.median(bare) / statistics.median(harness),
+                "harness_losses": harness_losses,
+                "baseline_losses": baseline_losses,
+                "max_loss_rel_diff": max(abs(a - b) / abs(b) for a, b in zip(harness_losses, baseline_losses)),
+            })
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def format_result(result: dict[str, Any]) -> list[str]:
+    """Returns the human-readable lines for one benchmark result."""
+    lines = [
+        f"case: {result['case']}  ({result['examples']} examples, batch {result['batch_size']}, "
+        f"{result['epochs']} epochs x {result['repeats']} repeats, first epoch excluded)",
+        f"harness : {result['harness_examples_per_s']:>10.0f} examples/s  "
+        f"(spread {result['harness_spread'][0]:.0f}-{result['harness_spread'][1]:.0f}; "
+        f"{result['harness_steps_per_s']:.0f} steps/s; steps_per_execution={result['harness_steps_per_execution']}, "
+        f"jit_compile={result['harness_jit_compile']}, replicas={result['harness_num_replicas']})",
+    ]
+    if "baseline_examples_per_s" in result:
+        lines += [
+            f"baseline: {result['baseline_examples_per_s']:>10.0f} examples/s  (plain model.fit, Keras defaults)",
+            f"bare    : {result['bare_examples_per_s']:>10.0f} examples/s  (compiled tf.function step per batch)",
+            f"ratio harness/baseline: {result['ratio']:.2f}x   bare/harness: {result['bare_over_harness']:.2f}x   "
+            f"loss curves max relative difference: {result['max_loss_rel_diff']:.1e}",
+        ]
+    lines.append(f"peak_rss_mb: {result['peak_rss_mb']:.0f}")
+    return lines
+
+
+def run_sweep(logdir: str, *, examples: int = 30_000) -> tuple[Any, dict[str, Any]]:
+    """Measures how throughput scales, and writes `sweep.json` and `sweep.png` to a run folder.
+
+    Harness throughput of the seed FNN against batch size, hidden width and
+    number of replicas (1, and 2 logical CPU devices under MirroredStrategy,
+    each in its own process), and the time of lstm_sine's autoregressive
+    rollout against its horizon.
+
+    Args:
+        logdir: Root of run folders; results go to `logdir/bench_sweep/RUN_ID`.
+        examples: Training examples per FNN measurement.
+
+    Returns:
+        The run folder and the sweep results.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from kexp import plots, rundir
+
+    run_dir = rundir.create_run_dir(logdir, "bench_sweep")
+    common = {"repeats": 1, "epochs": 3, "examples": examples, "compare": False}
+    sweep: dict[str, Any] = {"examples": examples, "epochs": 3, "first_epoch_excluded": True}
+    sweep["batch_size"] = [
+        {"batch_size": b, **_pick(run_bench("fnn", batch_size=b, **common))} for b in (32, 100, 256, 1024)]
+    sweep["width"] = [{"width": w, **_pick(run_bench("fnn", width=w, **common))} for w in (128, 500, 2000)]
+    sweep["replicas"] = []
+    for replicas in (1, 2):
+        env = {**os.environ, "KEXP_CPU_DEVICES": str(replicas), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        args = [sys.executable, "-m", "kexp", "bench", "fnn", "--json", "--repeats", "1", "--epochs", "3",
+                "--examples", str(examples), "--no-compare", "--strategy", "mirrored" if replicas > 1 else "default"]
+        out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+        sweep["replicas"].append({"replicas": replicas, **_pick(json.loads(out))})
+    sweep["rollout"] = rollout_timing()
+    rundir.write_json(run_dir / "sweep.json", sweep)
+    plots.save(plots.sweep_figure(sweep), run_dir / "sweep.png")
+    return run_dir, sweep
+
+
+def _pick(result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("harness_examples_per_s", "harness_steps_per_s", "harness_steps_per_execution", "harness_jit_compile",
+            "harness_num_replicas", "harness_global_batch_size", "peak_rss_mb")
+    return {k: result[k] for k in keys}
+
+
+def rollout_timing(horizons_pi: tuple[int, ...] = (2, 4, 8, 16, 32)) -> list[dict[str, float]]:
+    """Times lstm_sine's autoregressive rollout for horizons of k*pi, with its default model.
+
+    The weights are untrained: the time of a rollout does not depend on them.
+
+    Returns:
+        One row per horizon: `horizon_pi`, `points`, `model_calls`, `seconds`.
+    """
+    from kexp import registry
+    from kexp.forecast import rollout
+    from kexp.models import rnn
+
+    config = registry.load("lstm_sine").CONFIG
+    d = config.data
+    model = rnn((None, d.feature_length), d.feature_length, units=(config.model.units,))
+    history = np.sin(np.arange(2_000) * d.interval).astype("float32")
+    rollout(model, history, d.feature_length, d.feature_length, d.seq_length)  # warm-up: tracing
+    rows = []
+    for k in horizons_pi:
+        points = math.ceil(k * math.pi / d.interval)
+        start = time.perf_counter()
+        rollout(model, history, points, d.feature_length, d.seq_length)
+        rows.append({"horizon_pi": k, "points": points, "model_calls": math.ceil(points / (d.feature_length // 2)),
+                     "seconds": time.perf_counter() - start})
+    return rows

@@ -1,0 +1,54 @@
+"""`kexp bench`: the figures it reports and the errors it gives (speed targets live in the README, not here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+
+def test_bench_json_reports_harness_baseline_bare_and_loss_agreement():
+    proc = run_cli("bench", "xor", "--json", "--repeats", "2", "--epochs", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    for key in ("harness_examples_per_s", "baseline_examples_per_s", "bare_examples_per_s", "peak_rss_mb"):
+        assert result[key] > 0
+    assert result["ratio"] == pytest.approx(result["harness_examples_per_s"] / result["baseline_examples_per_s"])
+    lo, hi = result["harness_spread"]
+    assert lo <= result["harness_examples_per_s"] <= hi
+    assert result["examples"] == 256 and result["repeats"] == 2
+    # 256 examples / batch 16 = 16 steps: automatic steps_per_execution takes the whole epoch.
+    assert result["harness_steps_per_execution"] == 16 and result["harness_jit_compile"] is False
+    # Without shuffling, the harness trains exactly like plain model.fit.
+    assert len(result["harness_losses"]) == len(result["baseline_losses"]) == 2
+    assert result["max_loss_rel_diff"] < 1e-5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "resnet152"], "bench: unknown case 'resnet152'; allowed: fnn, heart_mlp, xor"),
+    (["bench"], "bench: give a case (fnn, heart_mlp, xor) or --sweep, not both or neither"),
+    (["bench", "xor", "--repeats", "0"], "kexp bench: argument --repeats: received 0; allowed: an integer >= 1"),
+])
+def test_bench_bad_input_exits_2(args, message):
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"kexp: error: {message}"]
+
+
+@pytest.mark.slow
+def test_sweep_writes_its_report_with_one_and_two_replicas(tmp_path: Path):
+    proc = run_cli("bench", "--sweep", "--json", "--examples", "2000", "--logdir", str(tmp_path), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = json.loads(proc.stdout)
+    run_dir = Path(sweep["run_dir"])
+    assert run_dir.parent == tmp_path / "bench_sweep"
+    assert json.loads((run_dir / "sweep.json").read_text())["batch_size"] == sweep["batch_size"]
+    assert (run_dir / "sweep.png").stat().st_size > 10_000
+    assert [r["batch_size"] for r in sweep["batch_size"]] == [32, 100, 256, 1024]
+    assert [r["harness_num_replicas"] for r in sweep["replicas"]] == [1, 2]
+    assert sweep["replicas"][1]["harness_global_batch_size"] == 200
+    calls = [r["model_calls"] for r in sweep["rollout"]]
+    assert calls == sorted(calls) and calls[-1] > 10 * calls[0]
