@@ -12,7 +12,7 @@ from typing import Sequence
 
 import keras
 
-from kexp.models.common import assemble, check_choice, check_range, check_sizes
+from kexp.models.common import assemble, check_choice, check_pairs, check_range, check_sizes
 
 Shape = Sequence[int]
 
@@ -152,10 +152,7 @@ def vgg(
     Returns:
         A `keras.Model`.
     """
-    if not blocks:
-        raise ValueError(f"blocks must be a non-empty list of (num_convs, filters); received: blocks={list(blocks)}")
-    for n, f in blocks:
-        check_sizes("blocks", (n, f))
+    check_pairs("blocks", blocks, "(num_convs, filters)")
     check_sizes("dense", dense, allow_empty=True)
     _image_shape(input_shape, 2 ** len(blocks), "VGG", f"{len(blocks)} 2x2 pools")
     layers: list[keras.layers.Layer] = []
@@ -204,10 +201,7 @@ def nin(
     Returns:
         A `keras.Model`.
     """
-    if not blocks:
-        raise ValueError(f"blocks must be a non-empty list of (filters, kernel); received: blocks={list(blocks)}")
-    for f, k in blocks:
-        check_sizes("blocks", (f, k))
+    check_pairs("blocks", blocks, "(filters, kernel)")
     _image_shape(input_shape, 2 ** len(blocks), "NiN", f"{len(blocks)} 2x2 pools")
 
     def nin_block(filters: int, kernel: int, tag: str) -> list[keras.layers.Layer]:
@@ -351,10 +345,7 @@ def resnet(
     Returns:
         A functional `keras.Model`.
     """
-    if not stages:
-        raise ValueError(f"stages must be a non-empty list of (filters, num_blocks); received: stages={list(stages)}")
-    for f, n in stages:
-        check_sizes("stages", (f, n))
+    check_pairs("stages", stages, "(filters, num_blocks)")
     shape = _image_shape(input_shape, 2 ** (len(stages) - 1), "ResNet", f"{len(stages) - 1} stride-2 stages")
     inputs = keras.Input(shape, name="inputs")
     x = keras.layers.Conv2D(int(stages[0][0]), 3, padding="same", use_bias=False, name="stem_conv")(inputs)

@@ -53,6 +53,14 @@ def check_sizes(arg: str, values: Sequence[int], *, allow_empty: bool = False) -
         raise ValueError(f"{arg} must be {need}; received: {arg}={values}")
 
 
+def check_pairs(arg: str, pairs: Sequence[Sequence[int]], meaning: str) -> None:
+    """Raises ValueError unless `pairs` is a non-empty list of pairs of positive integers."""
+    if not pairs or any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"{arg} must be a non-empty list of {meaning} pairs; received: {arg}={list(pairs)}")
+    for pair in pairs:
+        check_sizes(arg, pair)
+
+
 def check_range(arg: str, value: float, *, low: float, high: float | None = None, high_open: bool = False) -> None:
     """Raises ValueError unless `low <= value <= high` (or `< high` when `high_open`)."""
     above = high is not None and (value >= high if high_open else value > high)
