@@ -259,7 +259,7 @@ class Harness:
         epochs: int | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
         name: str | None = None,
-        optimizer: keras.optimizers.Optimizer | None = None,
+        optimizer: keras.optimizers.Optimizer | Callable[[], keras.optimizers.Optimizer] | None = None,
     ) -> keras.Model:
         """Builds, compiles and fits a model inside the strategy's scope.
 
