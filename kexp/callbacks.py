@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -9,33 +10,185 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from kexp import checkpoint
+from kexp.interrupt import StopRequest
+
 
 class EpochTimer(keras.callbacks.Callback):
     """Records the training time of each epoch, validation excluded.
 
+    Put it last in the callback list: the epoch-end work of the callbacks
+    before it (history, TensorBoard, the state file) then counts as part of
+    the epoch, as a user waiting for it would count it.
+
     Attributes:
-        durations: Seconds spent training in each finished epoch.
+        durations: Seconds spent in each finished epoch, validation excluded.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.durations: list[float] = []
         self._start: float | None = None
+        self._elapsed = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self._elapsed = 0.0
         self._start = time.perf_counter()
 
     def on_test_begin(self, logs: Any = None) -> None:
-        # Validation inside fit starts here; stop the epoch's training clock.
-        self._stop()
+        # Validation inside fit starts here: pause the epoch's clock.
+        if self._start is not None:
+            self._elapsed += time.perf_counter() - self._start
+            self._start = None
+
+    def on_test_end(self, logs: Any = None) -> None:
+        if self._elapsed:
+            self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        self._stop()
-
-    def _stop(self) -> None:
         if self._start is not None:
-            self.durations.append(time.perf_counter() - self._start)
+            self._elapsed += time.perf_counter() - self._start
             self._start = None
+        self.durations.append(self._elapsed)
+
+
+class EpochGate(keras.callbacks.Callback):
+    """Decides, once per epoch end, whether the epoch completed.
+
+    An epoch cut short by a stop request must leave no trace (no history row,
+    no TensorBoard point, no saved state): `--resume` runs it again from its
+    start, and its curves must not hold the same epoch twice. Put it first in
+    the callback list; the callbacks that log epochs ask `complete`.
+
+    Args:
+        stop: The run's stop request.
+    """
+
+    def __init__(self, stop: StopRequest) -> None:
+        super().__init__()
+        self.stop = stop
+        self.complete = True
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self.complete = True
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self.complete = not self.stop.requested
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """Stops `fit` at the next step boundary once the run's stop request fires."""
+
+    def __init__(self, stop: StopRequest) -> None:
+        super().__init__()
+        self.stop = stop
+        self._remove: Any = None
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self._remove = self.stop.on_request(self._request)
+        if self.stop.requested:
+            self._request()
+
+    def _request(self) -> None:
+        # Called from the signal watcher thread; Keras reads the flag between steps.
+        self.model.stop_training = True
+
+    def on_train_end(self, logs: Any = None) -> None:
+        if self._remove is not None:
+            self._remove()
+
+
+class TensorBoardLogger(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback that flushes every completed epoch and skips cut-short ones.
+
+    Keras' writers flush every two minutes; a process killed in between
+    would lose the curves of the epochs its saved state says are done.
+
+    Args:
+        gate: The fit's `EpochGate`.
+        **kwargs: Passed to `keras.callbacks.TensorBoard`.
+    """
+
+    def __init__(self, gate: EpochGate, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = gate
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if not self.gate.complete:
+            return
+        super().on_epoch_end(epoch, logs)
+        for writer in self._writers.values():
+            writer.flush()
+
+
+class HistoryCSV(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger that appends (a resumed fit continues the file) and skips cut-short epochs.
+
+    Args:
+        gate: The fit's `EpochGate`.
+        filename: The CSV file.
+    """
+
+    def __init__(self, gate: EpochGate, filename: str) -> None:
+        super().__init__(filename, append=True)
+        self.gate = gate
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if self.gate.complete:
+            super().on_epoch_end(epoch, logs)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the fit's state (`kexp.checkpoint`) after every completed epoch.
+
+    It restores nothing itself: the harness reads the state before `fit`, to
+    start the data and the epoch counter where the state left off, and
+    `restore_from` is applied here when training begins, after Keras has built
+    the optimizer.
+
+    Args:
+        backup_dir: The fit's backup folder.
+        gate: The fit's `EpochGate`.
+        epochs: Epochs the fit runs for.
+        restore_from: A loaded state to restore at train begin, or None.
+        write: False on non-chief workers of a multi-worker run, which keep no files.
+    """
+
+    def __init__(
+        self,
+        backup_dir: Path,
+        gate: EpochGate,
+        epochs: int,
+        restore_from: checkpoint.TrainingState | None = None,
+        write: bool = True,
+    ) -> None:
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+        self.gate = gate
+        self.epochs = epochs
+        self.restore_from = restore_from
+        self.write = write
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        if self.restore_from is not None:
+            checkpoint.restore(self.model, self.restore_from, checkpoint.state_path(self.backup_dir))
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if not self.gate.complete or not self.write:
+            return
+        if not _all_finite(logs):
+            return  # diverged: keep the last good state
+        checkpoint.save(self.backup_dir, self.model, epoch + 1, self.epochs)
+
+
+def _all_finite(logs: Any) -> bool:
+    for value in (logs or {}).values():
+        try:
+            if not math.isfinite(float(value)):
+                return False
+        except (TypeError, ValueError):
+            continue
+    return True
 
 
 class ImageWriter:

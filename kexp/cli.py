@@ -1,7 +1,8 @@
 """The `kexp` command line: parsing, exit codes and printing only.
 
 Exit codes: 0 ok; 2 bad usage, config or input (one line on stderr, no run
-folder left); 1 the run failed or diverged. TensorFlow is imported only by
+folder left); 1 the run failed or diverged; 130 / 143 stopped by SIGINT /
+SIGTERM (continue with `--resume RUN_DIR`). TensorFlow is imported only by
 commands that train.
 """
 
@@ -12,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from kexp.errors import UsageError
+from kexp.errors import RunError, UsageError
 from kexp.strategy import STRATEGIES
 
 
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--logdir", default="logs", help="root of run folders (default: ./logs)")
     run.add_argument("--strategy", default="auto", choices=STRATEGIES, help="tf.distribute strategy")
+    run.add_argument("--resume", metavar="RUN_DIR", default=None,
+                     help="continue an interrupted run in its own folder, from its last completed epoch")
     bench = sub.add_parser("bench", help="measure training throughput against plain model.fit")
     bench.add_argument("name", nargs="?", default=None, help="benchmark case: fnn, heart_mlp or xor")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -79,9 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"kexp: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("kexp: interrupted", file=sys.stderr)
-        return 130
+    except RunError as err:
+        print(f"kexp: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:
+        code = getattr(err, "exit_code", 130)
+        print(f"kexp: interrupted ({'SIGTERM' if code == 143 else 'SIGINT'}); "
+              "continue with --resume RUN_DIR", file=sys.stderr)
+        return code
 
 
 def _import_tensorflow_quietly() -> None:
@@ -130,14 +138,15 @@ def _show(name: str, overrides: Sequence[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kexp.runner import resolve, run_experiment
+    from kexp.runner import request_config, run_experiment
     from kexp.strategy import check_name
 
     # Bad input fails here, before TensorFlow loads.
-    resolve(args.name, args.overrides)
+    request_config(args.name, args.overrides, args.resume)
     check_name(args.strategy)
     _import_tensorflow_quietly()
-    results = run_experiment(args.name, args.overrides, logdir=args.logdir, strategy=args.strategy)
+    results = run_experiment(args.name, args.overrides, logdir=args.logdir, strategy=args.strategy,
+                             resume=args.resume)
     for key, value in results["metrics"].items():
         print(f"{key}: {value:.6g}")
     print(
@@ -145,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         f"train_samples_per_s: {results['train_samples_per_s']:.0f}  "
         f"replicas: {results['num_replicas']}"
     )
-    print(f"run_dir: {results['run_dir']}")
+    print(f"run_dir: {results['run_dir'] or 'none (not the chief worker; the chief writes the run folder)'}")
     return 0 if results["status"] == "ok" else 1
 
 

@@ -16,3 +16,7 @@ class UsageError(ValueError):
 
 class ConfigError(UsageError):
     """An override or config value that is unknown, mistyped or impossible."""
+
+
+class RunError(RuntimeError):
+    """The run itself failed in a way the user can act on (e.g. its results could not be saved): exit code 1."""

@@ -22,6 +22,7 @@ import contextlib
 import math
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -30,10 +31,14 @@ from typing import Any, Callable, Iterator, Sequence
 import keras
 import tensorflow as tf
 
-from kexp import plots, rundir
-from kexp.callbacks import EpochTimer, ImageWriter
+from kexp import checkpoint, plots, rundir
+from kexp.callbacks import (
+    EpochCheckpoint, EpochGate, EpochTimer, HistoryCSV, ImageWriter, StopOnRequest, TensorBoardLogger,
+)
+from kexp.compat import is_multi_worker, prepare_multi_worker_fit
 from kexp.config import ExperimentConfig, TrainConfig, to_dict
-from kexp.errors import UsageError
+from kexp.errors import RunError, UsageError
+from kexp.interrupt import StopRequest
 from kexp.strategy import describe_devices, is_chief, make_strategy
 
 Data = Any  # a tuple of arrays (x, y) or an unbatched tf.data.Dataset
@@ -43,6 +48,7 @@ Data = Any  # a tuple of arrays (x, y) or an unbatched tf.data.Dataset
 # the progress bar still moves. `kexp bench fnn` measured the seed FNN on 2 CPU
 # cores at 1.2x the plain-fit throughput with 32 and more with 100 (README).
 _MAX_AUTO_STEPS_PER_EXECUTION = 100
+_MIN_AUTO_DIVISOR = 20
 
 # Layers XLA fuses well on CPU. Convolutions run slower under XLA than with
 # oneDNN there (LeNet: 0.7x), and recurrent nets gain throughput but lose more
@@ -68,6 +74,7 @@ class Harness:
         strategy_name: The name it was chosen by (`auto`, `mirrored`, ...).
         metrics: Quality figures recorded so far (`record`).
         status: `ok`, `diverged`, `interrupted` or `failed`.
+        stop: The run's SIGINT/SIGTERM stop request.
     """
 
     def __init__(
@@ -77,8 +84,10 @@ class Harness:
         strategy: Any,
         strategy_name: str,
         verbose: int | str = "auto",
+        stop: StopRequest | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.stop = stop or StopRequest()
         self.train = train
         self.strategy = strategy
         self.strategy_name = strategy_name
@@ -92,6 +101,7 @@ class Harness:
         self._images: ImageWriter | None = None
         self._steps_per_epoch: int | None = None
         self._epochs: int | None = None
+        self._data_epoch: tf.Variable | None = None
 
     @property
     def num_replicas(self) -> int:
@@ -110,32 +120,96 @@ class Harness:
 
     # -- data -------------------------------------------------------------
 
-    def dataset(self, data: Data, *, training: bool, batch_size: int | None = None) -> tf.data.Dataset:
+    @property
+    def data_epoch(self) -> tf.Variable:
+        """The epoch whose order training datasets yield; `fit` sets it as each epoch begins.
+
+        A shuffled epoch's order is a function of `(train.seed, epoch)` only,
+        not of how many iterators were made before (Keras makes two per epoch),
+        so a resumed fit sees exactly the batches an uninterrupted one would.
+        Set it yourself when iterating a training dataset outside `fit`.
+        """
+        if self._data_epoch is None:
+            self._data_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="kexp_data_epoch")
+        return self._data_epoch
+
+    def dataset(
+        self, data: Data, *, training: bool, batch_size: int | None = None, epochs: tuple[int, int] | None = None,
+    ) -> tf.data.Dataset:
         """Returns a cached, batched, prefetched `tf.data` pipeline.
 
         Args:
             data: A tuple of arrays `(x, y)` (or `(x,)`) or an unbatched dataset.
-            training: Shuffle (seeded, reshuffled each epoch) when True.
+            training: Shuffle when True (and `train.shuffle`): in-memory arrays
+                get a full permutation each epoch, gathered a batch at a time;
+                datasets go through a `train.shuffle_buffer` buffer. Both are
+                seeded by `(train.seed, data_epoch)`.
             batch_size: Global batch size; defaults to `global_batch_size`.
+            epochs: `(first, end)`: for a shuffled training set, one stream of
+                the batches of epochs `first .. end - 1`, to be read by a fit
+                with `steps_per_epoch` through a single iterator. Without it,
+                every iteration is one epoch, the one `data_epoch` names.
+                Keras makes two iterators per epoch, and making one costs about
+                15 ms once the pipeline holds functions (measured here): the
+                stream pays that once per fit.
 
         Returns:
             The batched dataset.
         """
-        ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(tuple(data))
+        batch_size = batch_size or self.global_batch_size
+        n = _num_examples(data)
         if self.num_replicas > 1:
             # Keras 3.15 fails (AddN shape mismatch) when a batch does not
             # split evenly over replicas; dropping at most replicas - 1
             # examples makes every batch, the last one too, divisible.
-            n = _num_examples(ds)
-            ds = ds.take(n - n % self.num_replicas)
-        ds = ds.cache()
-        if training and self.train.shuffle:
-            ds = ds.shuffle(self.train.shuffle_buffer, seed=self.train.seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size or self.global_batch_size).prefetch(tf.data.AUTOTUNE)
+            n -= n % self.num_replicas
+        shuffle = training and self.train.shuffle
+        if shuffle and not isinstance(data, tf.data.Dataset):
+            ds = self._permuted_batches(tuple(data), n, batch_size, epochs)
+        else:
+            ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(tuple(data))
+            ds = ds.take(n).cache()
+            if shuffle:
+                examples, seed = ds, self.train.seed * 1_000_003
+                ds = self._per_epoch(
+                    lambda epoch: examples.shuffle(self.train.shuffle_buffer, seed=seed + epoch).batch(batch_size),
+                    math.ceil(n / batch_size), epochs)
+            else:
+                ds = ds.batch(batch_size)
+        ds = ds.prefetch(tf.data.AUTOTUNE)
         options = tf.data.Options()
         # In-memory data shards by element across workers, not by file.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return ds.with_options(options)
+
+    def _permuted_batches(self, arrays: tuple, n: int, batch_size: int, epochs: tuple[int, int] | None
+                          ) -> tf.data.Dataset:
+        tensors = tuple(tf.convert_to_tensor(a[:n]) for a in arrays)
+        seed = tf.constant(self.train.seed, tf.int64)
+
+        def batch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
+            order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([seed, epoch]))
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+        # One gather per batch instead of a shuffle buffer of single examples:
+        # less work per step, and a full permutation.
+        # Op determinism turns a parallel map into a sequential one and logs an
+        # error line about it; ask for the sequential map directly then.
+        parallel = None if self.train.deterministic else tf.data.AUTOTUNE
+        return self._per_epoch(batch_indices, math.ceil(n / batch_size), epochs).map(
+            lambda idx: tuple(tf.gather(t, idx) for t in tensors), num_parallel_calls=parallel)
+
+    def _per_epoch(
+        self, make: Callable[[tf.Tensor], tf.data.Dataset], per_epoch: int, epochs: tuple[int, int] | None,
+    ) -> tf.data.Dataset:
+        """Returns `make(epoch)` for the epochs of a stream, or for `data_epoch` at each iteration."""
+        if epochs is not None:
+            first, end = epochs
+            ds = tf.data.Dataset.range(first, end).flat_map(make)
+            return ds.apply(tf.data.experimental.assert_cardinality(per_epoch * (end - first)))
+        epoch = self.data_epoch
+        ds = tf.data.Dataset.from_tensors(0).flat_map(lambda _: make(epoch.read_value()))
+        return ds.apply(tf.data.experimental.assert_cardinality(per_epoch))
 
     # -- model ------------------------------------------------------------
 
@@ -246,7 +320,13 @@ class Harness:
             return self.train.steps_per_execution
         if not steps_per_epoch:
             return 1
-        return max(1, min(steps_per_epoch, _MAX_AUTO_STEPS_PER_EXECUTION))
+        if steps_per_epoch <= _MAX_AUTO_STEPS_PER_EXECUTION:
+            return steps_per_epoch
+        # A divisor of the epoch lets one input stream serve the whole fit
+        # (see `dataset`); when the epoch length has none big enough, the
+        # largest setting wins and the data is iterated epoch by epoch.
+        divisor = max(d for d in range(1, _MAX_AUTO_STEPS_PER_EXECUTION + 1) if steps_per_epoch % d == 0)
+        return divisor if divisor >= _MIN_AUTO_DIVISOR else _MAX_AUTO_STEPS_PER_EXECUTION
 
     def fit(
         self,
@@ -272,7 +352,8 @@ class Harness:
             loss: Loss for `compile` (ignored for a model already compiled).
             metrics: Metrics for `compile`.
             epochs: Overrides `train.epochs`.
-            callbacks: Extra callbacks, run after the standard ones.
+            callbacks: Extra callbacks, run after the standard logging ones
+                and before the epoch's state is saved.
             name: Sub-folder for this fit's TensorBoard logs, history and
                 backups when a run trains several models.
             optimizer: Overrides the optimizer named in the train config
@@ -280,27 +361,29 @@ class Harness:
 
         Returns:
             The trained model.
+
+        Raises:
+            RunInterrupted: SIGINT/SIGTERM stopped the fit (the last completed
+                epoch's state is on disk).
+
+        A fit whose state file exists in the run folder (a resumed run)
+        restores it and trains only the epochs still to do; one that had
+        finished trains none and returns the trained model.
         """
+        self.stop.check()
         epochs = epochs or self.train.epochs
         n_train = _num_examples(train)
+        n_train -= n_train % self.num_replicas  # as `dataset` does
         steps_per_epoch = max(1, math.ceil(n_train / self.global_batch_size))
         self._steps_per_epoch = steps_per_epoch
         self._epochs = epochs
-        train_ds = self.dataset(train, training=True)
-        val_ds = self.dataset(validation, training=False) if validation is not None else None
+        backup_dir = self.run_dir / "backup" / (name or "model")
+        state = None
+        if checkpoint.state_path(backup_dir).exists():
+            state = checkpoint.load(checkpoint.state_path(backup_dir))
+        initial_epoch = min(state.epochs_done, epochs) if state else 0
         sub = self.run_dir / name if name else self.run_dir
-        timer = EpochTimer()
-        standard = [
-            keras.callbacks.TerminateOnNaN(),
-            keras.callbacks.BackupAndRestore(str(self.run_dir / "backup" / (name or "model"))),
-            timer,
-        ]
-        if self.is_chief:
-            sub.mkdir(parents=True, exist_ok=True)
-            standard += [
-                keras.callbacks.TensorBoard(log_dir=str(sub), write_graph=False),
-                keras.callbacks.CSVLogger(str(sub / "history.csv")),
-            ]
+        data_epoch = self.data_epoch  # made outside the scope: a plain, unmirrored variable
         with self.strategy.scope():
             model = build_model()
             if not model.compiled:
@@ -308,14 +391,50 @@ class Harness:
                     raise ValueError("fit needs `loss` for a model that is not compiled")
                 self.compile(model, loss=loss, metrics=metrics, steps_per_epoch=steps_per_epoch, epochs=epochs,
                              optimizer=optimizer() if callable(optimizer) else optimizer)
+        # One input stream for the whole fit when a compiled call never spans
+        # two epochs; else one iteration per epoch.
+        stream = self.train.shuffle and steps_per_epoch % int(model.steps_per_execution) == 0
+        # (A finished fit still gets its last epoch's stream: Keras may peek at a batch.)
+        stream_epochs = (min(initial_epoch, epochs - 1), epochs)
+        train_ds = self.dataset(train, training=True, epochs=stream_epochs if stream else None)
+        val_ds = self.dataset(validation, training=False) if validation is not None else None
+        if is_multi_worker(self.strategy):
+            prepare_multi_worker_fit(model, self.strategy, train_ds)
+        gate = EpochGate(self.stop)
+        timer = EpochTimer()
+        logging: list[keras.callbacks.Callback] = []
+        if self.is_chief:
+            sub.mkdir(parents=True, exist_ok=True)
+            logging = [
+                TensorBoardLogger(gate, log_dir=str(sub), write_graph=False),
+                HistoryCSV(gate, str(sub / "history.csv")),
+            ]
+        # Order matters at epoch end: the gate decides first whether the epoch
+        # counts; logs are written before the state that says the epoch is done
+        # (a crash in between repeats at most the last epoch's points); the
+        # timer comes last so that all of it counts as epoch time.
+        all_callbacks = [
+            gate,
+            keras.callbacks.TerminateOnNaN(),
+            StopOnRequest(self.stop),
+            keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: data_epoch.assign(epoch)),
+            *logging,
+            *callbacks,
+            EpochCheckpoint(backup_dir, gate, epochs, restore_from=state, write=self.is_chief),
+            timer,
+        ]
+        with self.strategy.scope():
             history = model.fit(
                 train_ds,
                 validation_data=val_ds,
                 epochs=epochs,
-                callbacks=standard + list(callbacks),
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch if stream else None,
+                callbacks=all_callbacks,
                 verbose=self.verbose,
                 shuffle=False,  # the pipeline already shuffles, seeded
             )
+        self.stop.check()
         losses = history.history.get("loss", [])
         if any(not math.isfinite(v) for v in losses):
             self.status = "diverged"
@@ -330,6 +449,7 @@ class Harness:
         Returns:
             `{prefix + metric_name: value}`, e.g. `{"test_loss": 0.01}`.
         """
+        self.stop.check()
         ds = self.dataset(data, training=False)
         with self.strategy.scope():
             values = model.evaluate(ds, verbose=0, return_dict=True)
@@ -403,12 +523,16 @@ def open_run(
     strategy: str = "auto",
     config: ExperimentConfig | None = None,
     verbose: int | str = "auto",
+    resume: str | Path | None = None,
 ) -> Iterator[Harness]:
     """Opens a run folder and yields the `Harness` that trains in it.
 
     On exit it writes `results.json` (atomically) with the recorded metrics
     and the run's status. A `UsageError` raised inside (bad data request,
-    say) removes the run folder again before it propagates.
+    say) removes a new run folder again before it propagates, and leaves a
+    resumed one as it was. While the block runs, SIGINT and SIGTERM stop
+    training cleanly (`kexp.interrupt`); the block then ends with
+    `RunInterrupted` and status `interrupted`.
 
     Args:
         name: Experiment name; the run folder is `logdir/name/RUN_ID`.
@@ -418,6 +542,8 @@ def open_run(
         config: The full experiment config written to `config.json`.
         verbose: Keras verbosity; `auto` shows a progress bar on a terminal
             and one line per epoch otherwise.
+        resume: An existing run folder to continue in (see `kexp.resume`);
+            each fit restarts from its last completed epoch.
 
     Yields:
         The harness. After the block, `harness.results` holds what was written.
@@ -427,18 +553,34 @@ def open_run(
     keras.utils.set_random_seed(train.seed)
     if train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    run_dir = rundir.create_run_dir(logdir, name)
+    chief = is_chief(tf_strategy)
+    if not chief:
+        # Other workers of a multi-worker run compute, but keep their files
+        # (state, logs) out of the shared run folders.
+        run_dir = Path(tempfile.mkdtemp(prefix=f"kexp-{name}-worker-"))
+    elif resume is not None:
+        run_dir = Path(resume).absolute()
+    else:
+        run_dir = rundir.create_run_dir(logdir, name)
+    new_folder = resume is None or not chief
     config_data = to_dict(config) if config is not None else {"train": to_dict(train)}
     previous_policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy(train.precision)
-    harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose)
+    stop = StopRequest()
+    harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop)
     started = time.perf_counter()
+    write_results = True
     try:
-        rundir.write_json(run_dir / "config.json", config_data)
-        yield harness
+        with stop:
+            if new_folder:
+                rundir.write_json(run_dir / "config.json", config_data)
+            yield harness
+            stop.check()
     except UsageError:
         harness.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        write_results = False
+        if new_folder:
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
     except KeyboardInterrupt:
         harness.status = "interrupted"
@@ -448,11 +590,15 @@ def open_run(
         raise
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
-        if run_dir.exists():
+        if write_results and run_dir.exists():
             harness.close()
             harness.results = _results(harness, name, config_data, time.perf_counter() - started)
-            if harness.is_chief:
-                rundir.write_json(run_dir / "results.json", harness.results)
+            if chief:
+                try:
+                    rundir.write_json(run_dir / "results.json", harness.results)
+                except OSError as err:
+                    raise RunError(f"could not write {run_dir / 'results.json'} ({err.strerror or err}); "
+                                   "the trained state is in the run folder's backup/") from None
             else:
                 shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -472,5 +618,6 @@ def _results(harness: Harness, name: str, config: dict, wall_time_s: float) -> d
         "num_replicas": harness.num_replicas,
         "devices": describe_devices(harness.strategy),
         "versions": rundir.versions(),
-        "run_dir": str(harness.run_dir),
+        # Other workers of a multi-worker run keep no folder.
+        "run_dir": str(harness.run_dir) if harness.is_chief else None,
     }

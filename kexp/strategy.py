@@ -94,6 +94,10 @@ def make_strategy(name: str) -> Any:
     import tensorflow as tf
 
     configure_from_env()
+    if name == "multi_worker" and name not in _CREATED:
+        # Before anything lists logical devices: that starts TensorFlow's
+        # context, and collective ops must be configured before it starts.
+        _CREATED[name] = tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "one_device" if gpus else "default"

@@ -1,0 +1,171 @@
+"""Training state on disk: what `--resume` continues from.
+
+Each fit of a run keeps one file, `RUN_DIR/backup/FIT/state.npz`, rewritten
+at the end of every completed epoch. It holds the values of the model's
+variables (trainable, non-trainable and random-seed state) and of every
+built optimizer the model carries (a GAN has two), plus a small JSON header:
+the epochs completed and the names and shapes it was saved with.
+
+The file is written to a temp name and renamed, so a process killed at any
+moment leaves either the previous epoch's state or the new one, never a
+torn file. Saving is a copy of variable values into NumPy and one `np.savez`:
+about 1 ms for a tiny net where `model.save_weights` (HDF5) took 15 ms per
+epoch (measured in this repository, 2-core CPU), which on 30 ms epochs was
+the difference between overhead and math.
+
+This module imports NumPy only at load time; Keras is touched only through
+the model objects passed in, so the CLI can validate a run folder before
+TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kexp.errors import UsageError
+
+STATE_FILE = "state.npz"
+_FORMAT = 1
+_HEADER = "__kexp_state__"
+
+
+@dataclass
+class TrainingState:
+    """A fit's saved state.
+
+    Attributes:
+        epochs_done: Epochs completed when it was saved.
+        epochs: Epochs the fit was asked for.
+        arrays: Variable values by key (`model/INDEX` or `optimizer:ATTR/INDEX`).
+        names: Variable path of each key, as saved (for error messages).
+    """
+
+    epochs_done: int
+    epochs: int
+    arrays: dict[str, np.ndarray]
+    names: dict[str, str]
+
+
+def state_path(backup_dir: Path) -> Path:
+    """Returns the state file inside a fit's backup folder."""
+    return Path(backup_dir) / STATE_FILE
+
+
+def _optimizers(model: Any) -> dict[str, Any]:
+    """Returns the model's built optimizers by attribute name, `optimizer` first."""
+    found: dict[str, Any] = {}
+    seen: set[int] = set()
+    candidates = [("optimizer", getattr(model, "optimizer", None))]
+    candidates += sorted((k, v) for k, v in vars(model).items() if k != "optimizer" and not k.startswith("__"))
+    for attr, value in candidates:
+        if value is None or id(value) in seen or not hasattr(value, "apply_gradients"):
+            continue
+        if not getattr(value, "built", False):
+            continue
+        seen.add(id(value))
+        found[attr.lstrip("_")] = value
+    return found
+
+
+def _variables(model: Any) -> dict[str, Any]:
+    variables = {f"model/{i}": v for i, v in enumerate(model.variables)}
+    for attr, optimizer in _optimizers(model).items():
+        variables.update({f"optimizer:{attr}/{i}": v for i, v in enumerate(optimizer.variables)})
+    return variables
+
+
+def save(backup_dir: Path, model: Any, epochs_done: int, epochs: int) -> Path:
+    """Writes the model's and its optimizers' state atomically.
+
+    Args:
+        backup_dir: The fit's backup folder (created if missing).
+        model: A built, compiled Keras model.
+        epochs_done: Epochs completed.
+        epochs: Epochs the fit runs for.
+
+    Returns:
+        The state file's path.
+    """
+    backup_dir = Path(backup_dir)
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    variables = _variables(model)
+    arrays = {key: np.asarray(v.numpy()) for key, v in variables.items()}
+    header = {
+        "format": _FORMAT,
+        "epochs_done": int(epochs_done),
+        "epochs": int(epochs),
+        "names": {key: str(getattr(v, "path", getattr(v, "name", key))) for key, v in variables.items()},
+    }
+    arrays[_HEADER] = np.array(json.dumps(header))
+    path = state_path(backup_dir)
+    fd, tmp = tempfile.mkstemp(dir=backup_dir, prefix=".state-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: Path) -> TrainingState:
+    """Reads a state file.
+
+    Raises:
+        UsageError: When the file is not a readable kexp state file.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        header = json.loads(str(arrays.pop(_HEADER)))
+        if header.get("format") != _FORMAT:
+            raise ValueError(f"format {header.get('format')!r}")
+        return TrainingState(int(header["epochs_done"]), int(header["epochs"]), arrays, dict(header["names"]))
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        raise UsageError(f"--resume: {path} is not a readable kexp training state ({err}); "
+                         "allowed: a run folder written by kexp run") from None
+
+
+def restore(model: Any, state: TrainingState, where: Path) -> None:
+    """Assigns saved values to the model's and its optimizers' variables.
+
+    Optimizers named in the state but not yet built are built first, on the
+    model's trainable variables, as `keras.callbacks.BackupAndRestore` does.
+
+    Args:
+        model: The freshly built, compiled model of the same experiment.
+        state: What `load` returned.
+        where: The state file, for error messages.
+
+    Raises:
+        UsageError: When the saved variables do not match the model's (a
+            folder from another experiment or other settings).
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if any(k.startswith("optimizer:optimizer/") for k in state.arrays) and optimizer is not None \
+            and not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    variables = _variables(model)
+    missing = sorted(set(state.arrays) ^ set(variables))
+    mismatched = [k for k in variables if k in state.arrays and tuple(variables[k].shape) != state.arrays[k].shape]
+    if missing or mismatched:
+        key = (missing or mismatched)[0]
+        saved = f"{state.names.get(key, '(absent)')} {getattr(state.arrays.get(key), 'shape', '')}".strip()
+        ours = variables.get(key)
+        current = f"{getattr(ours, 'path', '(absent)')} {tuple(ours.shape) if ours is not None else ''}".strip()
+        raise UsageError(
+            f"--resume: {where} does not match this model ({len(state.arrays)} saved variables, "
+            f"{len(variables)} in the model; first difference: saved {saved}, model {current}); "
+            "allowed: a run folder of the same experiment and config"
+        )
+    for key, variable in variables.items():
+        variable.assign(state.arrays[key])

@@ -1,0 +1,70 @@
+"""Work-arounds for Keras 3.15 under `MultiWorkerMirroredStrategy`.
+
+Keras 3's `fit` does not run under TensorFlow's multi-worker strategy as
+shipped (keras-team/keras#20585, tensorflow/tensorflow#72388), for two
+reasons found here with two worker processes on 127.0.0.1:
+
+1. Before training, `_maybe_symbolic_build` peeks at one distributed batch
+   and averages it across workers with an eager `strategy.reduce` of a tuple
+   of per-replica values, which fails ("Attempt to convert a value
+   (PerReplica...) to a Tensor"). The batch only gives shapes, so kexp builds
+   the model from a local batch itself and skips that step for the model.
+2. Each step's logs are averaged across workers with
+   `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalar loss
+   and metric values ("Invalid reduction dimension 0 for input with 0
+   dimensions"). Scalars are averaged with `axis=None` instead.
+
+Both patches touch Keras internals; they apply only in multi-worker mode and
+are checked by the two-process test (`tests/test_multiworker.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PATCHED = False
+
+
+def is_multi_worker(strategy: Any) -> bool:
+    """Returns whether `strategy` spans several worker processes."""
+    return bool(getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)())
+
+
+def prepare_multi_worker_fit(model: Any, strategy: Any, dataset: Any) -> None:
+    """Makes `model.fit/evaluate/predict` work under a multi-worker strategy.
+
+    Args:
+        model: A compiled Keras model created in `strategy.scope()`.
+        strategy: The `MultiWorkerMirroredStrategy`.
+        dataset: A batched, undistributed dataset of the model's inputs
+            (one batch is read, for shapes).
+    """
+    _patch_log_reduction()
+    with strategy.scope():
+        model._symbolic_build(data_batch=next(iter(dataset.take(1))))
+    # An instance attribute shadows the method for this model only.
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def _patch_log_reduction() -> None:
+    global _PATCHED
+    if _PATCHED:
+        return
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+
+    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+            def mean(value: Any) -> Any:
+                if not trainer._is_per_replica_instance(value):
+                    return value
+                rank = value.values[0].shape.rank
+                return strategy.reduce("MEAN", value, axis=0 if rank else None)
+
+            return tree.map_structure(mean, values)
+        return original(values, strategy, reduction)
+
+    trainer.reduce_per_replica = reduce_per_replica
+    _PATCHED = True

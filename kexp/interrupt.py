@@ -1,0 +1,124 @@
+"""Clean stops on SIGINT / SIGTERM while a run trains.
+
+The first SIGINT (Ctrl-C) or SIGTERM asks the run to stop: the model in
+training stops at its next step boundary (with `steps_per_execution=N`, within
+N steps: Keras checks between compiled calls), the epoch in progress is
+dropped, the last completed epoch's state stays on disk for `--resume`, and
+`results.json` gets status `interrupted`. A second SIGINT ends the process at
+once.
+
+Python runs signal handlers in the main thread only between bytecodes, so a
+handler would wait for a long compiled TensorFlow call to return. The signal
+is therefore delivered through `signal.set_wakeup_fd` to a watcher thread,
+which acts immediately: TensorFlow releases the GIL while it computes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from types import FrameType
+from typing import Any, Callable
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Raised in the main thread when a signal asked the run to stop.
+
+    Attributes:
+        signum: The signal that asked (SIGINT or SIGTERM).
+        exit_code: 130 for SIGINT, 143 for SIGTERM.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = EXIT_CODES.get(signum, 130)
+
+
+class StopRequest:
+    """Catches SIGINT/SIGTERM for the duration of a `with` block.
+
+    Attributes:
+        signum: The first signal received, or None.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._previous: dict[int, Any] = {}
+        self._previous_fd: int | None = None
+        self._sockets: tuple[socket.socket, socket.socket] | None = None
+        self._thread: threading.Thread | None = None
+        self.active = False
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop was asked for."""
+        return self.signum is not None
+
+    def on_request(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Calls `listener()` (from the watcher thread) when a stop is asked; returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def check(self) -> None:
+        """Raises `RunInterrupted` if a stop was asked for."""
+        if self.signum is not None:
+            raise RunInterrupted(self.signum)
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals reach the main thread only; nothing to catch here
+        reader, writer = socket.socketpair()
+        reader.setblocking(True)
+        writer.setblocking(False)
+        self._sockets = (reader, writer)
+        self._previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        for signum in EXIT_CODES:
+            self._previous[signum] = signal.signal(signum, _ignore_in_main_thread)
+        self._thread = threading.Thread(target=self._watch, name="kexp-signal-watcher", daemon=True)
+        self._thread.start()
+        self.active = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.active:
+            return
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        signal.set_wakeup_fd(self._previous_fd if self._previous_fd is not None else -1)
+        reader, writer = self._sockets  # type: ignore[misc]
+        writer.close()  # wakes the watcher with end-of-file
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        reader.close()
+        self.active = False
+
+    def _watch(self) -> None:
+        reader = self._sockets[0]  # type: ignore[index]
+        while True:
+            try:
+                data = reader.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum not in EXIT_CODES:
+                    continue
+                if self.signum is None:
+                    self.signum = signum
+                    for listener in list(self._listeners):
+                        listener()
+                elif signum == signal.SIGINT:
+                    os._exit(130)  # second Ctrl-C: the user wants out now
+
+
+def _ignore_in_main_thread(signum: int, frame: FrameType | None) -> None:
+    # The watcher thread handles the signal; installing a Python-level
+    # handler is what makes CPython write its number to the wakeup fd.
+    pass
