@@ -141,37 +141,22 @@ class HistoryCSV(keras.callbacks.CSVLogger):
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves the fit's state (`kexp.checkpoint`) after every completed epoch.
 
-    It restores nothing itself: the harness reads the state before `fit`, to
-    start the data and the epoch counter where the state left off, and
-    `restore_from` is applied here when training begins, after Keras has built
-    the optimizer.
+    Restoring is the harness's job, before `fit` starts: it needs the saved
+    epoch to start the data and the epoch counter there.
 
     Args:
         backup_dir: The fit's backup folder.
         gate: The fit's `EpochGate`.
         epochs: Epochs the fit runs for.
-        restore_from: A loaded state to restore at train begin, or None.
         write: False on non-chief workers of a multi-worker run, which keep no files.
     """
 
-    def __init__(
-        self,
-        backup_dir: Path,
-        gate: EpochGate,
-        epochs: int,
-        restore_from: checkpoint.TrainingState | None = None,
-        write: bool = True,
-    ) -> None:
+    def __init__(self, backup_dir: Path, gate: EpochGate, epochs: int, write: bool = True) -> None:
         super().__init__()
         self.backup_dir = Path(backup_dir)
         self.gate = gate
         self.epochs = epochs
-        self.restore_from = restore_from
         self.write = write
-
-    def on_train_begin(self, logs: Any = None) -> None:
-        if self.restore_from is not None:
-            checkpoint.restore(self.model, self.restore_from, checkpoint.state_path(self.backup_dir))
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if not self.gate.complete or not self.write:

@@ -131,11 +131,10 @@ def load(path: Path) -> TrainingState:
             raise ValueError(f"format {header.get('format')!r}")
         return TrainingState(int(header["epochs_done"]), int(header["epochs"]), arrays, dict(header["names"]))
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
-        raise UsageError(f"--resume: {path} is not a readable kexp training state ({err}); "
-                         "allowed: a run folder written by kexp run") from None
+        raise UsageError(f"{path} is not a readable kexp training state ({err})") from None
 
 
-def restore(model: Any, state: TrainingState, where: Path) -> None:
+def restore(model: Any, state: TrainingState, where: str) -> None:
     """Assigns saved values to the model's and its optimizers' variables.
 
     Optimizers named in the state but not yet built are built first, on the
@@ -144,7 +143,7 @@ def restore(model: Any, state: TrainingState, where: Path) -> None:
     Args:
         model: The freshly built, compiled model of the same experiment.
         state: What `load` returned.
-        where: The state file, for error messages.
+        where: What to name the state by in error messages.
 
     Raises:
         UsageError: When the saved variables do not match the model's (a
@@ -163,7 +162,7 @@ def restore(model: Any, state: TrainingState, where: Path) -> None:
         ours = variables.get(key)
         current = f"{getattr(ours, 'path', '(absent)')} {tuple(ours.shape) if ours is not None else ''}".strip()
         raise UsageError(
-            f"--resume: {where} does not match this model ({len(state.arrays)} saved variables, "
+            f"{where}: its state does not match this model ({len(state.arrays)} saved variables, "
             f"{len(variables)} in the model; first difference: saved {saved}, model {current}); "
             "allowed: a run folder of the same experiment and config"
         )

@@ -102,6 +102,7 @@ class Harness:
         self._steps_per_epoch: int | None = None
         self._epochs: int | None = None
         self._data_epoch: tf.Variable | None = None
+        self._fits: dict[str, int] = {}
 
     @property
     def num_replicas(self) -> int:
@@ -377,7 +378,7 @@ class Harness:
         steps_per_epoch = max(1, math.ceil(n_train / self.global_batch_size))
         self._steps_per_epoch = steps_per_epoch
         self._epochs = epochs
-        backup_dir = self.run_dir / "backup" / (name or "model")
+        backup_dir = self.run_dir / "backup" / self._backup_name(name or "model")
         state = None
         if checkpoint.state_path(backup_dir).exists():
             state = checkpoint.load(checkpoint.state_path(backup_dir))
@@ -391,6 +392,9 @@ class Harness:
                     raise ValueError("fit needs `loss` for a model that is not compiled")
                 self.compile(model, loss=loss, metrics=metrics, steps_per_epoch=steps_per_epoch, epochs=epochs,
                              optimizer=optimizer() if callable(optimizer) else optimizer)
+            if state is not None:
+                # Before any callback writes: a state that does not fit fails with the folder untouched.
+                checkpoint.restore(model, state, f"--resume {str(self.run_dir)!r}")
         # One input stream for the whole fit when a compiled call never spans
         # two epochs; else one iteration per epoch.
         stream = self.train.shuffle and steps_per_epoch % int(model.steps_per_execution) == 0
@@ -420,7 +424,7 @@ class Harness:
             keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: data_epoch.assign(epoch)),
             *logging,
             *callbacks,
-            EpochCheckpoint(backup_dir, gate, epochs, restore_from=state, write=self.is_chief),
+            EpochCheckpoint(backup_dir, gate, epochs, write=self.is_chief),
             timer,
         ]
         with self.strategy.scope():
@@ -442,6 +446,12 @@ class Harness:
         self._train_seconds += sum(steady)
         self._train_samples += n_train * len(steady)
         return model
+
+    def _backup_name(self, name: str) -> str:
+        # Fits of a run get their state files in call order (model, model_2,
+        # ...), so a resumed run maps each fit to its own state.
+        self._fits[name] = self._fits.get(name, 0) + 1
+        return name if self._fits[name] == 1 else f"{name}_{self._fits[name]}"
 
     def evaluate(self, model: keras.Model, data: Data, prefix: str = "test_") -> dict[str, float]:
         """Evaluates `model` on held-out data inside the strategy's scope.

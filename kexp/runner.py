@@ -70,7 +70,10 @@ def resume_config(name: str, run_dir: str | Path) -> ExperimentConfig:
     except ConfigError as err:
         raise UsageError(f"{prefix}: config.json does not fit experiment {name!r} ({err}); {allowed}") from None
     for state in sorted(folder.glob(f"backup/*/{checkpoint.STATE_FILE}")):
-        checkpoint.load(state)  # a torn or foreign state file fails here, before training
+        try:
+            checkpoint.load(state)  # a torn state file fails here, before training
+        except UsageError as err:
+            raise UsageError(f"{prefix}: {err}; {allowed}") from None
     return config
 
 

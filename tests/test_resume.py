@@ -103,7 +103,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     assert _history_epochs(run_dir) == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_cleanly_and_resume_finishes(tmp_path, signum, code):
     proc = _start("lstm_sine", "--logdir", str(tmp_path), "--set", "train.epochs=6", *SMALL)
     _signal_at(proc, "Epoch 3/6", signum)
