@@ -6,7 +6,8 @@ includes tracing and compilation, left out; median and spread over repeats):
 
 - harness: `kexp.open_run(...).fit` with its defaults (cached, prefetched
   tf.data, automatic `steps_per_execution`, `jit_compile=auto`, and all its
-  callbacks: TensorBoard, BackupAndRestore, CSV history, TerminateOnNaN);
+  callbacks: TensorBoard, the per-epoch state file, CSV history, TerminateOnNaN,
+  the stop-on-signal check);
 - baseline: a plain `model.fit(x, y)` at Keras defaults (steps_per_execution 1,
   no XLA, NumPy arrays passed directly);
 - bare: a compiled `tf.function` training step called once per batch from Python.

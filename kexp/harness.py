@@ -2,7 +2,8 @@
 
 It owns the run: the `tf.distribute` strategy, the run folder, seeded
 `tf.data` pipelines, compile and fit inside `strategy.scope()`, the standard
-callbacks (TensorBoard, BackupAndRestore, TerminateOnNaN, CSV history),
+callbacks (TensorBoard, the per-epoch state file `--resume` continues from,
+TerminateOnNaN, CSV history, clean stops on SIGINT/SIGTERM),
 figures, and the atomic `results.json`.
 
 Use it on your own Keras model without writing an experiment file:
@@ -75,6 +76,9 @@ class Harness:
         metrics: Quality figures recorded so far (`record`).
         status: `ok`, `diverged`, `interrupted` or `failed`.
         stop: The run's SIGINT/SIGTERM stop request.
+        backup_root: Where each fit's state file is read from (and, on the
+            chief, written to): `run_dir/backup`, or on other workers of a
+            resumed multi-worker run, the chief's folder's.
     """
 
     def __init__(
@@ -85,8 +89,10 @@ class Harness:
         strategy_name: str,
         verbose: int | str = "auto",
         stop: StopRequest | None = None,
+        backup_root: Path | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.backup_root = Path(backup_root) if backup_root else self.run_dir / "backup"
         self.stop = stop or StopRequest()
         self.train = train
         self.strategy = strategy
@@ -378,7 +384,7 @@ class Harness:
         steps_per_epoch = max(1, math.ceil(n_train / self.global_batch_size))
         self._steps_per_epoch = steps_per_epoch
         self._epochs = epochs
-        backup_dir = self.run_dir / "backup" / self._backup_name(name or "model")
+        backup_dir = self.backup_root / self._backup_name(name or "model")
         state = None
         if checkpoint.state_path(backup_dir).exists():
             state = checkpoint.load(checkpoint.state_path(backup_dir))
@@ -577,7 +583,9 @@ def open_run(
     previous_policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy(train.precision)
     stop = StopRequest()
-    harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop)
+    # Every worker of a resumed multi-worker run restores the chief's state.
+    backup_root = Path(resume).absolute() / "backup" if resume is not None else None
+    harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, backup_root=backup_root)
     started = time.perf_counter()
     write_results = True
     try:

@@ -214,8 +214,9 @@ class GAN(keras.Model):
     ) -> None:
         """Sets the two optimizers (default Adam(2e-4, beta_1=0.5), as in DCGAN) and builds them.
 
-        Building both now matters: `BackupAndRestore` builds only
-        `model.optimizer`, so restored state needs both to exist first.
+        Building both now matters: restoring saved state (`kexp.checkpoint`,
+        or Keras' `BackupAndRestore`, which builds only `model.optimizer`)
+        needs both optimizers' variables to exist first.
 
         Args:
             d_optimizer: The discriminator's optimizer.
