@@ -350,6 +350,10 @@ class Harness:
     ) -> keras.Model:
         """Builds, compiles and fits a model inside the strategy's scope.
 
+        A fit whose state file exists in the run folder (a resumed run)
+        restores it and trains only the epochs still to do; one that had
+        finished trains none and returns the trained model.
+
         Args:
             build_model: Returns a new `keras.Model`. Called inside
                 `strategy.scope()` so that its variables are mirrored. If it
@@ -372,10 +376,6 @@ class Harness:
         Raises:
             RunInterrupted: SIGINT/SIGTERM stopped the fit (the last completed
                 epoch's state is on disk).
-
-        A fit whose state file exists in the run folder (a resumed run)
-        restores it and trains only the epochs still to do; one that had
-        finished trains none and returns the trained model.
         """
         self.stop.check()
         epochs = epochs or self.train.epochs
