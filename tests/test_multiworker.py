@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_events
+from kexp import checkpoint
 
 
 def _free_ports(count: int) -> list[int]:
@@ -26,16 +27,15 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-@pytest.mark.slow
-def test_two_workers_train_lstm_sine_and_only_the_chief_writes(tmp_path: Path):
+def _start_workers(tmp_path: Path, *args: str) -> list[subprocess.Popen]:
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    logdir = tmp_path / "logs"
     workers = []
     for index in range(2):
         env = {
             **os.environ,
             "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONUNBUFFERED": "1",
             "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
             # One CPU device per process: two replicas in all, one per worker.
             "KEXP_CPU_DEVICES": "1",
@@ -44,21 +44,36 @@ def test_two_workers_train_lstm_sine_and_only_the_chief_writes(tmp_path: Path):
             "TF_NUM_INTEROP_THREADS": "1",
         }
         workers.append(subprocess.Popen(
-            [sys.executable, "-m", "kexp", "run", "lstm_sine", "--strategy", "multi_worker",
-             "--logdir", str(logdir), "--set", "train.epochs=20", "--set", "train.batch_size=16"],
+            [sys.executable, "-m", "kexp", "run", "lstm_sine", "--strategy", "multi_worker", *args],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))
+    return workers
+
+
+def _wait_all(workers: list[subprocess.Popen], timeout: float = 420) -> list[tuple[int, str, str]]:
     outputs = []
-    deadline = time.monotonic() + 420
+    deadline = time.monotonic() + timeout
     try:
         for proc in workers:
             out, err = proc.communicate(timeout=max(1, deadline - time.monotonic()))
             outputs.append((proc.returncode, out, err))
     finally:
-        for proc in workers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        _kill_all(workers)
+    return outputs
+
+
+def _kill_all(workers: list[subprocess.Popen]) -> None:
+    for proc in workers:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_two_workers_train_lstm_sine_and_only_the_chief_writes(tmp_path: Path):
+    logdir = tmp_path / "logs"
+    outputs = _wait_all(_start_workers(tmp_path, "--logdir", str(logdir), "--set", "train.epochs=20",
+                                       "--set", "train.batch_size=16"))
     for index, (code, out, err) in enumerate(outputs):
         assert code == 0, f"worker {index}: {err[-3000:]}"
 
@@ -67,7 +82,7 @@ def test_two_workers_train_lstm_sine_and_only_the_chief_writes(tmp_path: Path):
     assert len(runs) == 1, runs
     run_dir = runs[0]
     assert outputs[0][1].strip().splitlines()[-1] == f"run_dir: {run_dir}"
-    assert list(logdir.rglob("*worker*")) == []
+    assert outputs[1][1].strip().splitlines()[-1].startswith("run_dir: none (not the chief worker")
     results = json.loads((run_dir / "results.json").read_text())
     assert results["strategy"] == "multi_worker"
     assert results["num_replicas"] == 2
@@ -77,5 +92,33 @@ def test_two_workers_train_lstm_sine_and_only_the_chief_writes(tmp_path: Path):
     assert results["metrics"]["test_mse"] <= 1e-3
     train = read_events(run_dir / "train")
     assert [step for step, _ in train["epoch_loss"]] == list(range(20))
-    # Both workers trained every step: the other reports the same test loss.
-    assert "test_mse" in outputs[1][1]
+    # Both workers trained the same model in step: the other reports the same test loss.
+    assert f"test_mse: {results['metrics']['test_mse']:.6g}" in outputs[1][1]
+
+
+@pytest.mark.slow
+def test_killed_workers_resume_together_from_the_chiefs_state(tmp_path: Path):
+    logdir = tmp_path / "logs"
+    workers = _start_workers(tmp_path, "--logdir", str(logdir), "--set", "train.epochs=6",
+                             "--set", "data.train_range=0,300")
+    try:
+        deadline = time.monotonic() + 300
+        for line in workers[0].stdout:  # type: ignore[union-attr]
+            if line.startswith("Epoch 3/6"):
+                break
+            assert time.monotonic() < deadline, "no epoch 3 in time"
+        else:
+            pytest.fail(f"chief ended early: {workers[0].stderr.read()[-2000:]}")  # type: ignore[union-attr]
+    finally:
+        _kill_all(workers)  # SIGKILL both, as when the machines go down
+    run_dir = next((logdir / "lstm_sine").iterdir())
+    assert checkpoint.load(checkpoint.state_path(run_dir / "backup" / "model")).epochs_done == 2
+
+    outputs = _wait_all(_start_workers(tmp_path, "--resume", str(run_dir)))
+    for index, (code, out, err) in enumerate(outputs):
+        assert code == 0, f"worker {index}: {err[-3000:]}"
+        assert "Epoch 1/6" not in out and "Epoch 6/6" in out  # both went on from epoch 3
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "ok" and results["num_replicas"] == 2
+    assert [step for step, _ in read_events(run_dir / "train")["epoch_loss"]] == list(range(6))
+    assert (run_dir / "history.csv").read_text().count("\n") == 7  # header and six epochs
