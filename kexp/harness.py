@@ -141,7 +141,13 @@ class Harness:
         return self._data_epoch
 
     def dataset(
-        self, data: Data, *, training: bool, batch_size: int | None = None, epochs: tuple[int, int] | None = None,
+        self,
+        data: Data,
+        *,
+        training: bool,
+        batch_size: int | None = None,
+        epochs: tuple[int, int] | None = None,
+        num_examples: int | None = None,
     ) -> tf.data.Dataset:
         """Returns a cached, batched, prefetched `tf.data` pipeline.
 
@@ -159,18 +165,24 @@ class Harness:
                 Keras makes two iterators per epoch, and making one costs about
                 15 ms once the pipeline holds functions (measured here): the
                 stream pays that once per fit.
+            num_examples: The number of examples in `data`, when the caller
+                knows it (a dataset of unknown cardinality is counted otherwise).
 
         Returns:
             The batched dataset.
         """
         batch_size = batch_size or self.global_batch_size
-        n = _num_examples(data)
+        shuffle = training and self.train.shuffle
+        if not shuffle and self.num_replicas == 1:
+            # Nothing needs the count: no epoch length to declare, nothing to trim.
+            ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(tuple(data))
+            return self._finish(ds.cache().batch(batch_size))
+        n = num_examples if num_examples is not None else _num_examples(data)
         if self.num_replicas > 1:
             # Keras 3.15 fails (AddN shape mismatch) when a batch does not
             # split evenly over replicas; dropping at most replicas - 1
             # examples makes every batch, the last one too, divisible.
             n -= n % self.num_replicas
-        shuffle = training and self.train.shuffle
         if shuffle and not isinstance(data, tf.data.Dataset):
             ds = self._permuted_batches(tuple(data), n, batch_size, epochs)
         else:
@@ -183,11 +195,14 @@ class Harness:
                     math.ceil(n / batch_size), epochs)
             else:
                 ds = ds.batch(batch_size)
-        ds = ds.prefetch(tf.data.AUTOTUNE)
+        return self._finish(ds)
+
+    @staticmethod
+    def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
         options = tf.data.Options()
         # In-memory data shards by element across workers, not by file.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        return ds.with_options(options)
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
     def _permuted_batches(self, arrays: tuple, n: int, batch_size: int, epochs: tuple[int, int] | None
                           ) -> tf.data.Dataset:
@@ -379,8 +394,8 @@ class Harness:
         """
         self.stop.check()
         epochs = epochs or self.train.epochs
-        n_train = _num_examples(train)
-        n_train -= n_train % self.num_replicas  # as `dataset` does
+        n_all = _num_examples(train)
+        n_train = n_all - n_all % self.num_replicas  # as `dataset` does
         steps_per_epoch = max(1, math.ceil(n_train / self.global_batch_size))
         self._steps_per_epoch = steps_per_epoch
         self._epochs = epochs
@@ -406,7 +421,7 @@ class Harness:
         stream = self.train.shuffle and steps_per_epoch % int(model.steps_per_execution) == 0
         # (A finished fit still gets its last epoch's stream: Keras may peek at a batch.)
         stream_epochs = (min(initial_epoch, epochs - 1), epochs)
-        train_ds = self.dataset(train, training=True, epochs=stream_epochs if stream else None)
+        train_ds = self.dataset(train, training=True, epochs=stream_epochs if stream else None, num_examples=n_all)
         val_ds = self.dataset(validation, training=False) if validation is not None else None
         if is_multi_worker(self.strategy):
             prepare_multi_worker_fit(model, self.strategy, train_ds)
