@@ -80,8 +80,10 @@ def run(config: ExperimentConfig, harness) -> dict[str, float]:
 
     epochs = config.train.epochs
     middle = max(1, epochs // 2)
+    # Epoch-indexed, so that a resumed run (which starts past epoch 0) does
+    # not label its restored generator "start".
     recorder = keras.callbacks.LambdaCallback(
-        on_train_begin=lambda logs: snapshot("start", recorder.model),
+        on_epoch_begin=lambda epoch, logs: snapshot("start", recorder.model) if epoch == 0 else None,
         on_epoch_end=lambda epoch, logs: snapshot(f"middle (epoch {middle})", recorder.model)
         if epoch + 1 == middle else None,
     )

@@ -120,6 +120,8 @@ def test_signal_stops_cleanly_and_resume_finishes(tmp_path, signum, code):
     assert _history_epochs(run_dir) == list(range(done))
     assert [s for s, _ in read_events(run_dir / "train")["epoch_loss"]] == list(range(done))
 
+    if signum == signal.SIGTERM:
+        return  # resuming is the same after either signal; once is enough for the suite's time
     resumed = run_cli("run", "lstm_sine", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((run_dir / "results.json").read_text())["status"] == "ok"
