@@ -573,7 +573,8 @@ def open_run(
         config: The full experiment config written to `config.json`.
         verbose: Keras verbosity; `auto` shows a progress bar on a terminal
             and one line per epoch otherwise.
-        resume: An existing run folder to continue in (see `kexp.resume`);
+        resume: An existing run folder to continue in (`kexp.runner.resume_config`
+            checks it; `kexp.checkpoint` holds the state format);
             each fit restarts from its last completed epoch.
 
     Yields:
