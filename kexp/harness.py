@@ -442,7 +442,9 @@ class Harness:
             gate,
             keras.callbacks.TerminateOnNaN(),
             StopOnRequest(self.stop),
-            keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: data_epoch.assign(epoch)),
+            # A stream carries its epochs itself; a per-epoch pipeline reads `data_epoch`.
+            *([] if stream else [keras.callbacks.LambdaCallback(
+                on_epoch_begin=lambda epoch, logs: data_epoch.assign(epoch))]),
             *logging,
             *callbacks,
             EpochCheckpoint(backup_dir, gate, epochs, write=self.is_chief),
