@@ -5,7 +5,7 @@ process, and reports steady-state examples/s (first epoch of every fit, which
 includes tracing and compilation, left out; median and spread over repeats):
 
 - harness: `kexp.open_run(...).fit` with its defaults (cached, prefetched
-  tf.data, automatic `steps_per_execution`, `jit_compile=auto`, and all its
+  tf.data, automatic `steps_per_execution`, fused steps, `jit_compile=auto`, and all its
   callbacks: TensorBoard, the per-epoch state file, CSV history, TerminateOnNaN,
   the stop-on-signal check);
 - baseline: a plain `model.fit(x, y)` at Keras defaults (steps_per_execution 1,
@@ -110,8 +110,7 @@ def _harness_run(case: Case, epochs: int, logdir: str, shuffle: bool, strategy: 
         model = run.fit(case.build, (case.x, case.y), loss=case.loss)
         history = model.history.history["loss"]
     return run.train_samples_per_s, history, {
-        "steps_per_execution": int(model.steps_per_execution), "jit_compile": bool(model.jit_compile),
-        "num_replicas": run.num_replicas, "global_batch_size": run.global_batch_size,
+        **run.fit_settings["model"], "num_replicas": run.num_replicas, "global_batch_size": run.global_batch_size,
     }
 
 
@@ -239,7 +238,8 @@ def format_result(result: dict[str, Any]) -> list[str]:
         f"harness : {result['harness_examples_per_s']:>10.0f} examples/s  "
         f"(spread {result['harness_spread'][0]:.0f}-{result['harness_spread'][1]:.0f}; "
         f"{result['harness_steps_per_s']:.0f} steps/s; steps_per_execution={result['harness_steps_per_execution']}, "
-        f"jit_compile={result['harness_jit_compile']}, replicas={result['harness_num_replicas']})",
+        f"jit_compile={result['harness_jit_compile']}, fused_steps={result['harness_fused_steps']}, "
+        f"replicas={result['harness_num_replicas']})",
     ]
     if "baseline_examples_per_s" in result:
         lines += [
@@ -296,7 +296,7 @@ def run_sweep(logdir: str, *, examples: int = 30_000) -> tuple[Any, dict[str, An
 
 def _pick(result: dict[str, Any]) -> dict[str, Any]:
     keys = ("harness_examples_per_s", "harness_steps_per_s", "harness_steps_per_execution", "harness_jit_compile",
-            "harness_num_replicas", "harness_global_batch_size", "peak_rss_mb")
+            "harness_fused_steps", "harness_num_replicas", "harness_global_batch_size", "peak_rss_mb")
     return {k: result[k] for k in keys}
 
 

@@ -71,6 +71,9 @@ class TrainConfig:
         "auto", choices=("auto", "true", "false"),
         help="XLA; auto: on for dense-only nets of >= 50k parameters on CPU, Keras' choice on GPU",
     )
+    fuse_steps: bool = param(
+        True, help="run a compiled call's batches in one loop inside it (Keras' own train_step, full batches)",
+    )
     precision: str = param(
         "float32", choices=("float32", "mixed_float16", "mixed_bfloat16"),
         help="Keras dtype policy while the run builds and trains models (mixed_* for GPUs)",

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import keras
 import tensorflow as tf
 
-from kexp import checkpoint, plots, rundir
+from kexp import checkpoint, fused, plots, rundir
 from kexp.callbacks import (
     EpochCheckpoint, EpochGate, EpochTimer, HistoryCSV, ImageWriter, StopOnRequest, TensorBoardLogger,
 )
@@ -79,6 +79,10 @@ class Harness:
         backup_root: Where each fit's state file is read from (and, on the
             chief, written to): `run_dir/backup`, or on other workers of a
             resumed multi-worker run, the chief's folder's.
+        fit_settings: The speed settings each `fit` ran with, by its state
+            name (`model`, `model_2`, or its `name`): `steps_per_execution`,
+            `jit_compile` and `fused_steps` (whether its batches ran fused);
+            `results.json` holds them as `fits`.
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class Harness:
         self._epochs: int | None = None
         self._data_epoch: tf.Variable | None = None
         self._fits: dict[str, int] = {}
+        self.fit_settings: dict[str, dict[str, Any]] = {}
 
     @property
     def num_replicas(self) -> int:
@@ -148,32 +153,38 @@ class Harness:
         batch_size: int | None = None,
         epochs: tuple[int, int] | None = None,
         num_examples: int | None = None,
+        group: int = 1,
     ) -> tf.data.Dataset:
         """Returns a cached, batched, prefetched `tf.data` pipeline.
 
         Args:
             data: A tuple of arrays `(x, y)` (or `(x,)`) or an unbatched dataset.
-            training: Shuffle when True (and `train.shuffle`): in-memory arrays
-                get a full permutation each epoch, gathered a batch at a time;
-                datasets go through a `train.shuffle_buffer` buffer. Both are
-                seeded by `(train.seed, data_epoch)`.
+            training: Shuffle when True (and `train.shuffle`): arrays, and
+                datasets whose examples have one fixed shape (held in memory
+                as tensors), get a full permutation each epoch seeded by
+                `(train.seed, epoch)`, gathered a batch at a time; datasets of
+                varying shapes go through a `train.shuffle_buffer` buffer
+                seeded once per stream.
             batch_size: Global batch size; defaults to `global_batch_size`.
-            epochs: `(first, end)`: for a shuffled training set, one stream of
-                the batches of epochs `first .. end - 1`, to be read by a fit
-                with `steps_per_epoch` through a single iterator. Without it,
-                every iteration is one epoch, the one `data_epoch` names.
-                Keras makes two iterators per epoch, and making one costs about
-                15 ms once the pipeline holds functions (measured here): the
-                stream pays that once per fit.
+            epochs: `(first, end)`: one stream of the batches of epochs
+                `first .. end - 1`, to be read by a fit with `steps_per_epoch`
+                through a single iterator. Without it, every iteration is one
+                epoch, the one `data_epoch` names. Keras makes two iterators
+                per epoch, and making one costs about 15 ms once the pipeline
+                holds functions (measured here): the stream pays that once
+                per fit.
             num_examples: The number of examples in `data`, when the caller
                 knows it (a dataset of unknown cardinality is counted otherwise).
+            group: Batches stacked into one element (`[group, batch, ...]`),
+                for fused steps (`kexp.fused`). Needs a stream whose batches
+                are all full, `group` of them per epoch or a multiple.
 
         Returns:
             The batched dataset.
         """
         batch_size = batch_size or self.global_batch_size
         shuffle = training and self.train.shuffle
-        if not shuffle and self.num_replicas == 1:
+        if not shuffle and self.num_replicas == 1 and epochs is None:
             # Nothing needs the count: no epoch length to declare, nothing to trim.
             ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(tuple(data))
             return self._finish(ds.cache().batch(batch_size))
@@ -183,18 +194,41 @@ class Harness:
             # split evenly over replicas; dropping at most replicas - 1
             # examples makes every batch, the last one too, divisible.
             n -= n % self.num_replicas
-        if shuffle and not isinstance(data, tf.data.Dataset):
-            ds = self._permuted_batches(tuple(data), n, batch_size, epochs)
+        per_epoch = math.ceil(n / batch_size)
+        if group > 1 and (n % batch_size or per_epoch % group or epochs is None):
+            raise ValueError(f"group={group} needs full batches and a stream of whole groups; got {n} examples, "
+                             f"batch_size={batch_size}, epochs={epochs}")
+        tensors = None
+        if shuffle and isinstance(data, tf.data.Dataset) and _fixed_shapes(data):
+            # The pipeline would cache it in memory anyway; as tensors, it gets
+            # the same exact, seeded permutation per epoch as arrays do.
+            tensors = data.take(n).batch(max(n, 1)).get_single_element()
+        elif shuffle and not isinstance(data, tf.data.Dataset):
+            tensors = tuple(data)
+        if tensors is not None:
+            ds = self._permuted_batches(tensors, n, batch_size, epochs, group)
         else:
             ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(tuple(data))
             ds = ds.take(n).cache()
             if shuffle:
-                examples, seed = ds, self.train.seed * 1_000_003
-                ds = self._per_epoch(
-                    lambda epoch: examples.shuffle(self.train.shuffle_buffer, seed=seed + epoch).batch(batch_size),
-                    math.ceil(n / batch_size), epochs)
+                # Examples of varying shapes: a shuffle buffer, whose seed must
+                # be a Python number, so it is seeded once per stream: the same
+                # orders run to run, but a resumed fit sees other ones.
+                first, end = epochs or (0, 1)
+                ds = ds.shuffle(self.train.shuffle_buffer, seed=self.train.seed * 1_000_003 + first)
+                ds = ds.batch(batch_size).repeat(end - first)
+                ds = ds.apply(tf.data.experimental.assert_cardinality(per_epoch * (end - first)))
             else:
                 ds = ds.batch(batch_size)
+                if epochs is not None:
+                    ds = ds.repeat(epochs[1] - epochs[0])
+            if group > 1:
+                ds = ds.batch(group, drop_remainder=True)
+        if group > 1:
+            # Keras checks its step count (K per element) against a known
+            # cardinality (elements); an unknown one it leaves to
+            # `steps_per_epoch`, which the fit of a stream passes.
+            ds = ds.filter(lambda *_: True)
         return self._finish(ds)
 
     @staticmethod
@@ -204,22 +238,31 @@ class Harness:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
-    def _permuted_batches(self, arrays: tuple, n: int, batch_size: int, epochs: tuple[int, int] | None
-                          ) -> tf.data.Dataset:
-        tensors = tuple(tf.convert_to_tensor(a[:n]) for a in arrays)
+    def _permuted_batches(self, arrays: Any, n: int, batch_size: int, epochs: tuple[int, int] | None,
+                          group: int = 1) -> tf.data.Dataset:
+        """Returns batches of a seeded permutation per epoch of `arrays` (a nest of arrays or tensors)."""
+        tensors = tf.nest.map_structure(lambda a: tf.convert_to_tensor(a[:n]), arrays)
         seed = tf.constant(self.train.seed, tf.int64)
 
         def batch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
             order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([seed, epoch]))
-            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size * group)
+
+        def gather(idx: tf.Tensor) -> Any:
+            if group == 1:
+                return tf.nest.map_structure(lambda t: tf.gather(t, idx), tensors)
+            # One gather for the whole group, then a free reshape: cheaper
+            # than `group` small gathers and a stacking copy.
+            return tf.nest.map_structure(
+                lambda t: tf.reshape(tf.gather(t, idx), [group, batch_size, *t.shape[1:]]), tensors)
 
         # One gather per batch instead of a shuffle buffer of single examples:
         # less work per step, and a full permutation.
         # Op determinism turns a parallel map into a sequential one and logs an
         # error line about it; ask for the sequential map directly then.
         parallel = None if self.train.deterministic else tf.data.AUTOTUNE
-        return self._per_epoch(batch_indices, math.ceil(n / batch_size), epochs).map(
-            lambda idx: tuple(tf.gather(t, idx) for t in tensors), num_parallel_calls=parallel)
+        return self._per_epoch(batch_indices, math.ceil(n / (batch_size * group)), epochs).map(
+            gather, num_parallel_calls=parallel)
 
     def _per_epoch(
         self, make: Callable[[tf.Tensor], tf.data.Dataset], per_epoch: int, epochs: tuple[int, int] | None,
@@ -418,10 +461,20 @@ class Harness:
                 checkpoint.restore(model, state, f"--resume {str(self.run_dir)!r}")
         # One input stream for the whole fit when a compiled call never spans
         # two epochs; else one iteration per epoch.
-        stream = self.train.shuffle and steps_per_epoch % int(model.steps_per_execution) == 0
+        steps_per_execution = int(model.steps_per_execution)
+        stream = steps_per_epoch % steps_per_execution == 0
+        # A compiled call's batches in one loop inside it where the model allows (`kexp.fused`).
+        group = steps_per_execution if (
+            self.train.fuse_steps and stream and steps_per_execution > 1 and n_train % self.global_batch_size == 0
+            and not is_multi_worker(self.strategy) and fused.supports(model)) else 1
         # (A finished fit still gets its last epoch's stream: Keras may peek at a batch.)
         stream_epochs = (min(initial_epoch, epochs - 1), epochs)
-        train_ds = self.dataset(train, training=True, epochs=stream_epochs if stream else None, num_examples=n_all)
+        train_ds = self.dataset(train, training=True, epochs=stream_epochs if stream else None, num_examples=n_all,
+                                group=group)
+        self.fit_settings[backup_dir.name] = {
+            "steps_per_execution": steps_per_execution, "jit_compile": bool(model.jit_compile),
+            "fused_steps": group > 1,
+        }
         val_ds = self.dataset(validation, training=False) if validation is not None else None
         if is_multi_worker(self.strategy):
             prepare_multi_worker_fit(model, self.strategy, train_ds)
@@ -450,7 +503,8 @@ class Harness:
             EpochCheckpoint(backup_dir, gate, epochs, write=self.is_chief),
             timer,
         ]
-        with self.strategy.scope():
+        fusing = fused.fused_steps(model, group, train_ds.element_spec) if group > 1 else contextlib.nullcontext()
+        with self.strategy.scope(), fusing:
             history = model.fit(
                 train_ds,
                 validation_data=val_ds,
@@ -536,6 +590,12 @@ def _dense_only(model: keras.Model) -> bool:
         elif type(layer).__name__ not in _XLA_FRIENDLY_LAYERS:
             return False
     return True
+
+
+def _fixed_shapes(dataset: tf.data.Dataset) -> bool:
+    """Returns whether every example of `dataset` is dense tensors of one fixed shape."""
+    specs = tf.nest.flatten(dataset.element_spec)
+    return all(isinstance(spec, tf.TensorSpec) and spec.shape.is_fully_defined() for spec in specs)
 
 
 def _num_examples(data: Data) -> int:
@@ -653,6 +713,7 @@ def _results(harness: Harness, name: str, config: dict, wall_time_s: float) -> d
         "strategy": harness.strategy_name,
         "num_replicas": harness.num_replicas,
         "devices": describe_devices(harness.strategy),
+        "fits": harness.fit_settings,
         "versions": rundir.versions(),
         # Other workers of a multi-worker run keep no folder.
         "run_dir": str(harness.run_dir) if harness.is_chief else None,

@@ -1,0 +1,149 @@
+"""Fused steps (`kexp.fused`): a compiled call's batches in one loop, trained exactly as step by step."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import kexp
+from kexp.config import TrainConfig
+
+
+def _data(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    y = (x[:, :3].sum(axis=1) > 0).astype("int32")
+    return x, y
+
+
+def _build():
+    import keras
+
+    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dropout(0.2), keras.layers.Dense(2)], name="small")
+
+
+def _fit(logdir, data, fuse: bool, **train_args):
+    settings = dict(epochs=3, batch_size=20, learning_rate=0.01, fuse_steps=fuse)
+    settings.update(train_args)
+    with kexp.open_run("fused", logdir=logdir, train=TrainConfig(**settings), strategy="default", verbose=0) as run:
+        model = run.fit(_build, data, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    results = json.loads((run.run_dir / "results.json").read_text())
+    return model, results["fits"]["model"]
+
+
+@pytest.mark.parametrize("jit, shuffle", [("false", True), ("true", True), ("false", False)])
+def test_fused_steps_train_bit_for_bit_like_plain_steps(logdir, jit, shuffle):
+    data = _data(600)  # 30 full batches of 20: one fused call per epoch
+    plain, plain_fit = _fit(logdir, data, fuse=False, jit_compile=jit, shuffle=shuffle)
+    fused, fused_fit = _fit(logdir, data, fuse=True, jit_compile=jit, shuffle=shuffle)
+    assert plain_fit == {"steps_per_execution": 30, "jit_compile": jit == "true", "fused_steps": False}
+    assert fused_fit == {"steps_per_execution": 30, "jit_compile": jit == "true", "fused_steps": True}
+    # Dropout's seed state, Adam's moments and step counter, every weight: the same bits.
+    assert len(plain.variables) == len(fused.variables)
+    for a, b in zip(plain.variables, fused.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    for a, b in zip(plain.optimizer.variables, fused.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    assert int(fused.optimizer.iterations) == 3 * 30
+    assert plain.history.history == fused.history.history
+    losses = fused.history.history["loss"]
+    assert losses[-1] < 0.8 * losses[0]  # it trains
+
+
+def test_a_dataset_input_is_fused_too(logdir):
+    import tensorflow as tf
+
+    x, y = _data(400)
+    plain, _ = _fit(logdir, tf.data.Dataset.from_tensor_slices((x, y)), fuse=False, steps_per_execution=10)
+    fused, settings = _fit(logdir, tf.data.Dataset.from_tensor_slices((x, y)), fuse=True, steps_per_execution=10)
+    assert settings["fused_steps"] is True
+    assert plain.history.history == fused.history.history
+    for a, b in zip(plain.weights, fused.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_after_a_fused_fit_the_model_trains_and_saves_as_usual(logdir, tmp_path):
+    import keras
+
+    x, y = _data(600)
+    model, settings = _fit(logdir, (x, y), fuse=True)
+    assert settings["fused_steps"] is True
+    # Plain batches, not stacked ones: the fused train function is gone.
+    history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    path = tmp_path / "small.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["partial_last_batch", "one_step_per_call", "custom_train_step", "two_replicas"])
+def test_fits_that_cannot_fuse_run_step_by_step(logdir, case):
+    import keras
+
+    x, y = _data(600)
+    train = dict(epochs=2, batch_size=20, learning_rate=0.01)
+    build, strategy = _build, "default"
+    if case == "partial_last_batch":
+        x, y = x[:590], y[:590]  # 29 full batches and one of 10: stacking needs one shape
+    elif case == "one_step_per_call":
+        train["steps_per_execution"] = 1
+    elif case == "custom_train_step":
+        class Custom(keras.Sequential):
+            def train_step(self, data):
+                return super().train_step(data)
+
+        def build():
+            return Custom([keras.Input((6,)), keras.layers.Dense(2)])
+    else:
+        strategy = "mirrored"
+    with kexp.open_run("fused", logdir=logdir, train=TrainConfig(**train), strategy=strategy, verbose=0) as run:
+        model = run.fit(build, (x, y), loss="sparse_categorical_crossentropy")
+    assert run.fit_settings["model"]["fused_steps"] is False
+    assert len(model.history.history["loss"]) == 2
+
+
+def test_dataset_refuses_a_group_that_does_not_tile_the_stream(logdir):
+    x, y = _data(590)
+    with kexp.open_run("fused", logdir=logdir, train=TrainConfig(batch_size=20), verbose=0) as run:
+        with pytest.raises(ValueError, match="group=10 needs full batches"):
+            run.dataset((x, y), training=True, epochs=(0, 2), group=10)
+        ds = run.dataset((x[:400], y[:400]), training=True, epochs=(0, 2), group=10)
+        shapes = [tuple(t.shape) for t in next(iter(ds))]
+    assert shapes == [(10, 20, 6), (10, 20)]
+
+
+def test_shuffled_datasets_get_the_arrays_permutation_or_a_seeded_buffer(logdir):
+    import tensorflow as tf
+
+    x, y = _data(100)
+    with kexp.open_run("fused", logdir=logdir, train=TrainConfig(batch_size=25, seed=3), verbose=0) as run:
+        from_arrays = [b[0].numpy() for b in run.dataset((x, y), training=True, epochs=(0, 2))]
+        # Fixed shapes: held as tensors, the very batches the arrays give; a
+        # single-tensor example stays a single tensor.
+        from_dataset = [b[0].numpy() for b in run.dataset(
+            tf.data.Dataset.from_tensor_slices((x, y)), training=True, epochs=(0, 2))]
+        only_x = list(run.dataset(tf.data.Dataset.from_tensor_slices(x), training=True, epochs=(0, 2)))
+        # Varying lengths: a seeded shuffle buffer, the same order each time it is made.
+        ragged = tf.data.Dataset.from_generator(
+            lambda: (np.arange(i % 3 + 1, dtype="float32") + 10 * i for i in range(100)),
+            output_signature=tf.TensorSpec((None,), tf.float32))
+
+        def firsts():
+            ds = run.dataset(ragged.map(lambda t: t[:1]), training=True, epochs=(0, 2))
+            return [float(t[0]) for batch in ds for t in batch]
+
+        first_run, second_run = firsts(), firsts()
+    assert len(from_arrays) == 8  # 4 batches x 2 epochs
+    for a, b in zip(from_arrays, from_dataset):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(from_arrays[0], from_arrays[4])  # epoch 1 is another order
+    np.testing.assert_array_equal(np.concatenate(from_arrays[:4])[np.argsort(np.concatenate(from_arrays[:4])[:, 0])],
+                                  x[np.argsort(x[:, 0])])  # a permutation of all examples
+    assert [tuple(t.shape) for t in only_x] == [(25, 6)] * 8
+    assert first_run == second_run
+    assert sorted(first_run[:100]) == [10.0 * i for i in range(100)]
+    assert first_run[:100] != [10.0 * i for i in range(100)]
