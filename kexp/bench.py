@@ -29,6 +29,8 @@ from typing import Any, Callable
 import numpy as np
 
 CASES = ("fnn", "heart_mlp", "xor")
+# Training settings a case fixes for all three methods alike; `--set` may not change them.
+BENCH_OWN_KEYS = ("epochs", "batch_size", "learning_rate", "shuffle")
 
 
 @dataclasses.dataclass
@@ -101,11 +103,13 @@ def _steady(durations: list[float]) -> float:
     return statistics.median(steady)
 
 
-def _harness_run(case: Case, epochs: int, logdir: str, shuffle: bool, strategy: str) -> tuple[float, list[float], Any]:
+def _harness_run(case: Case, epochs: int, logdir: str, shuffle: bool, strategy: str,
+                 **train_settings: Any) -> tuple[float, list[float], Any]:
     from kexp.config import TrainConfig
     from kexp.harness import open_run
 
-    train = TrainConfig(epochs=epochs, batch_size=case.batch_size, learning_rate=case.learning_rate, shuffle=shuffle)
+    train = TrainConfig(**{**train_settings, "epochs": epochs, "batch_size": case.batch_size,
+                           "learning_rate": case.learning_rate, "shuffle": shuffle})
     with open_run(f"bench_{case.name}", logdir=logdir, train=train, strategy=strategy, verbose=0) as run:
         model = run.fit(case.build, (case.x, case.y), loss=case.loss)
         history = model.history.history["loss"]
@@ -164,7 +168,7 @@ def peak_rss_mb() -> float:
 
 def run_bench(
     name: str, *, repeats: int = 3, epochs: int = 3, strategy: str = "default", examples: int | None = None,
-    width: int = 500, batch_size: int | None = None, compare: bool = True,
+    width: int = 500, batch_size: int | None = None, compare: bool = True, train_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Benchmarks one case and returns the figures.
 
@@ -177,6 +181,9 @@ def run_bench(
         width: Hidden width of `fnn`.
         batch_size: Per-replica batch size (case default when None).
         compare: Also run the baseline, the bare loop and the loss-curve check.
+        train_settings: `TrainConfig` fields for the harness runs (e.g.
+            `{"fuse_steps": False}`), other than those the case sets
+            (`BENCH_OWN_KEYS`).
 
     Returns:
         `harness_examples_per_s`, `baseline_examples_per_s`, `ratio` (median
@@ -190,7 +197,8 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="kexp-bench-") as logdir:
         settings: dict[str, Any] = {}
         for _ in range(repeats):
-            throughput, _, settings = _harness_run(case, epochs, logdir, shuffle=True, strategy=strategy)
+            throughput, _, settings = _harness_run(case, epochs, logdir, shuffle=True, strategy=strategy,
+                                                   **(train_settings or {}))
             harness.append(throughput)
             if compare:
                 baseline.append(_baseline_run(case, epochs)[0])
@@ -208,7 +216,8 @@ def run_bench(
         }
         if compare:
             # Same order of examples in both (no shuffling): the curves must agree.
-            _, harness_losses, _ = _harness_run(case, 2, logdir, shuffle=False, strategy=strategy)
+            _, harness_losses, _ = _harness_run(case, 2, logdir, shuffle=False, strategy=strategy,
+                                                **(train_settings or {}))
             _, baseline_losses = _baseline_run(case, 2, shuffle=False)
             result.update({
                 "baseline_examples_per_s": statistics.median(baseline),
@@ -253,7 +262,12 @@ def format_result(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_sweep(logdir: str, *, examples: int = 30_000) -> tuple[Any, dict[str, Any]]:
+# 25,600 = 1024 x 25: every swept batch size (32 to 1024) tiles it with full
+# batches, so every row runs with fused steps (a partial batch turns them off).
+SWEEP_EXAMPLES = 25_600
+
+
+def run_sweep(logdir: str, *, examples: int = SWEEP_EXAMPLES) -> tuple[Any, dict[str, Any]]:
     """Measures how throughput scales, and writes `sweep.json` and `sweep.png` to a run folder.
 
     Harness throughput of the seed FNN against batch size, hidden width and

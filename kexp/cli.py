@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from kexp.errors import RunError, UsageError
 from kexp.strategy import STRATEGIES
@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sweep", action="store_true",
                        help="scaling report (batch size, width, replicas, rollout horizon) into LOGDIR/bench_sweep")
     bench.add_argument("--logdir", default="logs", help="where --sweep writes its run folder")
+    bench.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="train.KEY=VALUE",
+        help="a harness training setting, e.g. train.fuse_steps=false (repeatable)",
+    )
     return parser
 
 
@@ -158,6 +162,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if results["status"] == "ok" else 1
 
 
+def _bench_train_settings(overrides: Sequence[str]) -> dict[str, Any]:
+    """Returns the `train.*` fields that `bench --set` changes, validated like `run --set`."""
+    import dataclasses
+
+    from kexp.bench import BENCH_OWN_KEYS
+    from kexp.config import ExperimentConfig, TrainConfig, apply_overrides
+
+    config = apply_overrides(ExperimentConfig(data=None, model=None), overrides)
+    default = TrainConfig()
+    changed = {f.name: getattr(config.train, f.name) for f in dataclasses.fields(TrainConfig)
+               if getattr(config.train, f.name) != getattr(default, f.name)}
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key.split(".")[-1] in BENCH_OWN_KEYS:
+            raise UsageError(f"bench --set {item!r}: {key} is fixed by the case for all three methods; "
+                             f"settable: train.* except {', '.join(BENCH_OWN_KEYS)}")
+    return changed
+
+
 def _bench(args: argparse.Namespace) -> int:
     import json
 
@@ -169,9 +192,12 @@ def _bench(args: argparse.Namespace) -> int:
     if args.name and args.name not in bench.CASES:
         raise UsageError(f"bench: unknown case {args.name!r}; allowed: {', '.join(bench.CASES)}")
     check_name(args.strategy)
+    train_settings = _bench_train_settings(args.overrides)
+    if args.sweep and train_settings:
+        raise UsageError("bench: --set applies to a case, not to --sweep")
     _import_tensorflow_quietly()
     if args.sweep:
-        run_dir, sweep = bench.run_sweep(args.logdir, examples=args.examples or 30_000)
+        run_dir, sweep = bench.run_sweep(args.logdir, examples=args.examples or bench.SWEEP_EXAMPLES)
         if args.json:
             print(json.dumps({**sweep, "run_dir": str(run_dir)}))
         else:
@@ -179,14 +205,15 @@ def _bench(args: argparse.Namespace) -> int:
                 for row in sweep[key]:
                     print(f"{key}={row[key]}: {row['harness_examples_per_s']:.0f} examples/s "
                           f"(steps_per_execution={row['harness_steps_per_execution']}, "
-                          f"jit_compile={row['harness_jit_compile']})")
+                          f"jit_compile={row['harness_jit_compile']}, fused_steps={row['harness_fused_steps']})")
             for row in sweep["rollout"]:
                 print(f"rollout {row['horizon_pi']}*pi: {row['points']} points, {row['model_calls']} model calls, "
                       f"{row['seconds']:.3f} s")
             print(f"run_dir: {run_dir}")
         return 0
     result = bench.run_bench(args.name, repeats=args.repeats, epochs=args.epochs, strategy=args.strategy,
-                             examples=args.examples, width=args.width, compare=args.compare)
+                             examples=args.examples, width=args.width, compare=args.compare,
+                             train_settings=train_settings)
     if args.json:
         print(json.dumps(result))
     else:

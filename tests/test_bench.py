@@ -28,13 +28,30 @@ def test_bench_json_reports_harness_baseline_bare_and_loss_agreement():
     assert result["examples"] == 256 and result["repeats"] == 2
     # 256 examples / batch 16 = 16 steps: automatic steps_per_execution takes the whole epoch.
     assert result["harness_steps_per_execution"] == 16 and result["harness_jit_compile"] is False
-    # Without shuffling, the harness trains exactly like plain model.fit.
+    # 16 full batches: the epoch's steps run fused in one loop.
+    assert result["harness_fused_steps"] is True
+    # Without shuffling, the harness (fused) trains exactly like plain model.fit.
     assert len(result["harness_losses"]) == len(result["baseline_losses"]) == 2
     assert result["max_loss_rel_diff"] < 1e-5
 
 
+def test_bench_set_changes_the_harness_settings_only():
+    proc = run_cli("bench", "xor", "--json", "--repeats", "1", "--epochs", "2", "--no-compare",
+                   "--set", "train.fuse_steps=false", "--set", "train.steps_per_execution=8")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["harness_fused_steps"] is False
+    assert result["harness_steps_per_execution"] == 8
+    assert result["harness_examples_per_s"] > 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["bench", "resnet152"], "bench: unknown case 'resnet152'; allowed: fnn, heart_mlp, xor"),
+    (["bench", "xor", "--set", "train.batch_size=4"],
+     "bench --set 'train.batch_size=4': train.batch_size is fixed by the case for all three methods; "
+     "settable: train.* except epochs, batch_size, learning_rate, shuffle"),
+    (["bench", "xor", "--set", "model.units=4"], "unknown section 'model' in --set 'model.units=4'; valid sections: train"),
+    (["bench", "--sweep", "--set", "train.fuse_steps=false"], "bench: --set applies to a case, not to --sweep"),
     (["bench"], "bench: give a case (fnn, heart_mlp, xor) or --sweep, not both or neither"),
     (["bench", "xor", "--repeats", "0"], "kexp bench: argument --repeats: received 0; allowed: an integer >= 1"),
 ])
