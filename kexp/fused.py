@@ -16,7 +16,8 @@ the arithmetic of every step is the same, so the losses are too.
 
 Used only where that holds: the model trains with Keras' own `train_step`
 (custom steps, a GAN's, may keep Python state per call), on one replica, with
-every batch full (stacking needs one shape).
+every batch full or the data held as tensors (a partial last batch then
+travels beside the stacked full ones and is trained on after them).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def supports(model: keras.Model) -> bool:
 
 
 @contextlib.contextmanager
-def fused_steps(model: keras.Model, steps: int, element_spec: Any) -> Iterator[None]:
+def fused_steps(model: keras.Model, steps: int, element_spec: Any, tail: bool = False) -> Iterator[None]:
     """Makes `model.fit` run `steps` batches per call in one loop, for the duration of the block.
 
     The data passed to `fit` must yield elements of `steps` stacked batches,
@@ -56,18 +57,23 @@ def fused_steps(model: keras.Model, steps: int, element_spec: Any) -> Iterator[N
             `steps_per_execution` equals `steps`.
         steps: Batches per element (and per call).
         element_spec: The stacked dataset's `element_spec`: each leaf's shape
-            is `[steps, batch, ...]`.
+            is `[steps, batch, ...]`; with `tail`, a pair of such a nest and
+            one of a batch's shape.
+        tail: Elements are `(stacked, tail)`: `stacked` holds up to `steps`
+            full batches, and `tail`, a partial batch, is trained on after
+            them when it is not empty (an epoch's last, partial batch).
 
     Yields:
         Nothing; fit the model inside the block.
     """
-    batch_spec = tf.nest.map_structure(lambda spec: tf.TensorSpec(spec.shape[1:], spec.dtype), element_spec)
+    stacked_spec = element_spec[0] if tail else element_spec
+    batch_spec = tf.nest.map_structure(lambda spec: tf.TensorSpec(spec.shape[1:], spec.dtype), stacked_spec)
     with model.distribute_strategy.scope():
         # Keras builds a model by peeking at one element of the fit's data,
         # which is K batches here; build it from one batch's shapes instead.
         model._symbolic_build(data_batch=batch_spec)
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    model.train_function = _make_train_function(model, steps)
+    model.train_function = _make_train_function(model, tail)
     try:
         yield
     finally:
@@ -75,19 +81,28 @@ def fused_steps(model: keras.Model, steps: int, element_spec: Any) -> Iterator[N
         model.train_function = None
 
 
-def _make_train_function(model: keras.Model, steps: int) -> Callable[[Any], Any]:
+def _make_train_function(model: keras.Model, tail: bool) -> Callable[[Any], Any]:
     strategy = model.distribute_strategy
 
     # Like Keras' own step functions, not converted by AutoGraph: the loop is
     # written with tf.while_loop, and `train_step` must trace as Keras traces it.
     @tf.autograph.experimental.do_not_convert
     def run_steps(data: Any) -> Any:
+        stacked, rest = data if tail else (data, None)
+        steps = tf.shape(tf.nest.flatten(stacked)[0])[0]
+
         def body(i: tf.Tensor) -> tf.Tensor:
-            model.train_step(tf.nest.map_structure(lambda t: t[i], data))
+            model.train_step(tf.nest.map_structure(lambda t: t[i], stacked))
             return i + 1
 
         # One step at a time: every step reads the variables the one before wrote.
         tf.while_loop(lambda i: i < steps, body, [tf.constant(0)], parallel_iterations=1)
+        if rest is not None:
+            def train_on_rest() -> tf.Tensor:
+                model.train_step(rest)
+                return tf.constant(0)
+
+            tf.cond(tf.shape(tf.nest.flatten(rest)[0])[0] > 0, train_on_rest, lambda: tf.constant(0))
         # What Keras' `train_step` returns for the last batch.
         return model.get_metrics_result()
 

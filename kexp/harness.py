@@ -176,8 +176,11 @@ class Harness:
             num_examples: The number of examples in `data`, when the caller
                 knows it (a dataset of unknown cardinality is counted otherwise).
             group: Batches stacked into one element (`[group, batch, ...]`),
-                for fused steps (`kexp.fused`). Needs a stream whose batches
-                are all full, `group` of them per epoch or a multiple.
+                for fused steps (`kexp.fused`). Needs a stream with a multiple
+                of `group` batches per epoch. Data of fixed shapes (arrays,
+                and datasets whose examples have one shape) may end each epoch
+                in a partial batch: elements are then `(stacked, tail)`, see
+                `_permuted_batches`; other data needs full batches.
 
         Returns:
             The batched dataset.
@@ -195,18 +198,19 @@ class Harness:
             # examples makes every batch, the last one too, divisible.
             n -= n % self.num_replicas
         per_epoch = math.ceil(n / batch_size)
-        if group > 1 and (n % batch_size or per_epoch % group or epochs is None):
-            raise ValueError(f"group={group} needs full batches and a stream of whole groups; got {n} examples, "
-                             f"batch_size={batch_size}, epochs={epochs}")
+        gatherable = not isinstance(data, tf.data.Dataset) or _fixed_shapes(data)
+        if group > 1 and (per_epoch % group or epochs is None or (n % batch_size and not gatherable)):
+            raise ValueError(f"group={group} needs a stream of whole groups, and full batches unless the data has "
+                             f"fixed shapes; got {n} examples, batch_size={batch_size}, epochs={epochs}")
         tensors = None
-        if shuffle and isinstance(data, tf.data.Dataset) and _fixed_shapes(data):
-            # The pipeline would cache it in memory anyway; as tensors, it gets
-            # the same exact, seeded permutation per epoch as arrays do.
-            tensors = data.take(n).batch(max(n, 1)).get_single_element()
-        elif shuffle and not isinstance(data, tf.data.Dataset):
-            tensors = tuple(data)
+        if (shuffle or group > 1) and gatherable:
+            # The pipeline would cache it in memory anyway; as tensors, a
+            # dataset gets the same exact, seeded permutation per epoch as
+            # arrays do (and fused groups the same gathers).
+            tensors = tuple(data) if not isinstance(data, tf.data.Dataset) else (
+                data.take(n).batch(max(n, 1)).get_single_element())
         if tensors is not None:
-            ds = self._permuted_batches(tensors, n, batch_size, epochs, group)
+            ds = self._permuted_batches(tensors, n, batch_size, epochs, group, shuffle)
         else:
             ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(tuple(data))
             ds = ds.take(n).cache()
@@ -239,22 +243,38 @@ class Harness:
         return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
     def _permuted_batches(self, arrays: Any, n: int, batch_size: int, epochs: tuple[int, int] | None,
-                          group: int = 1) -> tf.data.Dataset:
-        """Returns batches of a seeded permutation per epoch of `arrays` (a nest of arrays or tensors)."""
+                          group: int = 1, shuffle: bool = True) -> tf.data.Dataset:
+        """Returns batches of `arrays` (a nest of arrays or tensors), in a seeded permutation per epoch.
+
+        With `group > 1`, each element holds `group` batches stacked
+        (`[group, batch, ...]`); when the epoch ends in a partial batch, each
+        element is `(stacked_full_batches, tail)`, where `tail` is that
+        partial batch in the epoch's last element and empty in the others.
+        """
         tensors = tf.nest.map_structure(lambda a: tf.convert_to_tensor(a[:n]), arrays)
         seed = tf.constant(self.train.seed, tf.int64)
+        has_tail = group > 1 and n % batch_size != 0
 
         def batch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
-            order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([seed, epoch]))
+            order = tf.range(n, dtype=tf.int64)
+            if shuffle:
+                order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed, epoch]))
             return tf.data.Dataset.from_tensor_slices(order).batch(batch_size * group)
+
+        def stack(t: tf.Tensor, idx: tf.Tensor, batches: int) -> tf.Tensor:
+            # One gather for the whole group, then a free reshape: cheaper
+            # than `group` small gathers and a stacking copy.
+            return tf.reshape(tf.gather(t, idx), [batches, batch_size, *t.shape[1:]])
 
         def gather(idx: tf.Tensor) -> Any:
             if group == 1:
                 return tf.nest.map_structure(lambda t: tf.gather(t, idx), tensors)
-            # One gather for the whole group, then a free reshape: cheaper
-            # than `group` small gathers and a stacking copy.
-            return tf.nest.map_structure(
-                lambda t: tf.reshape(tf.gather(t, idx), [group, batch_size, *t.shape[1:]]), tensors)
+            if not has_tail:
+                return tf.nest.map_structure(lambda t: stack(t, idx, group), tensors)
+            batches = tf.size(idx) // batch_size
+            full = batches * batch_size
+            return (tf.nest.map_structure(lambda t: stack(t, idx[:full], batches), tensors),
+                    tf.nest.map_structure(lambda t: tf.gather(t, idx[full:]), tensors))
 
         # One gather per batch instead of a shuffle buffer of single examples:
         # less work per step, and a full permutation.
@@ -465,7 +485,10 @@ class Harness:
         stream = steps_per_epoch % steps_per_execution == 0
         # A compiled call's batches in one loop inside it where the model allows (`kexp.fused`).
         group = steps_per_execution if (
-            self.train.fuse_steps and stream and steps_per_execution > 1 and n_train % self.global_batch_size == 0
+            self.train.fuse_steps and stream and steps_per_execution > 1
+            # A partial last batch rides along as a separate tail, for data held as tensors.
+            and (n_train % self.global_batch_size == 0 or not isinstance(train, tf.data.Dataset)
+                 or _fixed_shapes(train))
             and not is_multi_worker(self.strategy) and fused.supports(model)) else 1
         # (A finished fit still gets its last epoch's stream: Keras may peek at a batch.)
         stream_epochs = (min(initial_epoch, epochs - 1), epochs)
@@ -503,7 +526,8 @@ class Harness:
             EpochCheckpoint(backup_dir, gate, epochs, write=self.is_chief),
             timer,
         ]
-        fusing = fused.fused_steps(model, group, train_ds.element_spec) if group > 1 else contextlib.nullcontext()
+        fusing = fused.fused_steps(model, group, train_ds.element_spec, tail=n_train % self.global_batch_size != 0
+                                   ) if group > 1 else contextlib.nullcontext()
         with self.strategy.scope(), fusing:
             history = model.fit(
                 train_ds,

@@ -34,9 +34,13 @@ def _fit(logdir, data, fuse: bool, **train_args):
     return model, results["fits"]["model"]
 
 
-@pytest.mark.parametrize("jit, shuffle", [("false", True), ("true", True), ("false", False)])
-def test_fused_steps_train_bit_for_bit_like_plain_steps(logdir, jit, shuffle):
-    data = _data(600)  # 30 full batches of 20: one fused call per epoch
+@pytest.mark.parametrize("jit, shuffle, n", [
+    ("false", True, 600), ("true", True, 600), ("false", False, 600),
+    # 29 full batches and one of 10: the partial batch rides beside the stacked ones.
+    ("false", True, 590), ("true", True, 590), ("true", False, 590),
+])
+def test_fused_steps_train_bit_for_bit_like_plain_steps(logdir, jit, shuffle, n):
+    data = _data(n)  # 30 batches of (up to) 20: one fused call per epoch
     plain, plain_fit = _fit(logdir, data, fuse=False, jit_compile=jit, shuffle=shuffle)
     fused, fused_fit = _fit(logdir, data, fuse=True, jit_compile=jit, shuffle=shuffle)
     assert plain_fit == {"steps_per_execution": 30, "jit_compile": jit == "true", "fused_steps": False}
@@ -53,10 +57,11 @@ def test_fused_steps_train_bit_for_bit_like_plain_steps(logdir, jit, shuffle):
     assert losses[-1] < 0.8 * losses[0]  # it trains
 
 
-def test_a_dataset_input_is_fused_too(logdir):
+@pytest.mark.parametrize("n", [400, 390])
+def test_a_dataset_input_is_fused_too(logdir, n):
     import tensorflow as tf
 
-    x, y = _data(400)
+    x, y = _data(n)
     plain, _ = _fit(logdir, tf.data.Dataset.from_tensor_slices((x, y)), fuse=False, steps_per_execution=10)
     fused, settings = _fit(logdir, tf.data.Dataset.from_tensor_slices((x, y)), fuse=True, steps_per_execution=10)
     assert settings["fused_steps"] is True
@@ -80,15 +85,22 @@ def test_after_a_fused_fit_the_model_trains_and_saves_as_usual(logdir, tmp_path)
     np.testing.assert_allclose(loaded.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0), rtol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["partial_last_batch", "one_step_per_call", "custom_train_step", "two_replicas"])
+@pytest.mark.parametrize("case", ["varying_shapes_partial_batch", "one_step_per_call", "custom_train_step",
+                                  "two_replicas"])
 def test_fits_that_cannot_fuse_run_step_by_step(logdir, case):
     import keras
+    import tensorflow as tf
 
     x, y = _data(600)
+    data = (x, y)
     train = dict(epochs=2, batch_size=20, learning_rate=0.01)
     build, strategy = _build, "default"
-    if case == "partial_last_batch":
-        x, y = x[:590], y[:590]  # 29 full batches and one of 10: stacking needs one shape
+    if case == "varying_shapes_partial_batch":
+        # Examples of no fixed shape are not held as tensors, and a partial
+        # batch (29 of 20 and one of 10) cannot be stacked with full ones.
+        data = tf.data.Dataset.from_generator(
+            lambda: zip(x[:590], y[:590]),
+            output_signature=(tf.TensorSpec((None,), tf.float32), tf.TensorSpec((), tf.int32)))
     elif case == "one_step_per_call":
         train["steps_per_execution"] = 1
     elif case == "custom_train_step":
@@ -101,19 +113,25 @@ def test_fits_that_cannot_fuse_run_step_by_step(logdir, case):
     else:
         strategy = "mirrored"
     with kexp.open_run("fused", logdir=logdir, train=TrainConfig(**train), strategy=strategy, verbose=0) as run:
-        model = run.fit(build, (x, y), loss="sparse_categorical_crossentropy")
+        model = run.fit(build, data, loss="sparse_categorical_crossentropy")
     assert run.fit_settings["model"]["fused_steps"] is False
     assert len(model.history.history["loss"]) == 2
 
 
-def test_dataset_refuses_a_group_that_does_not_tile_the_stream(logdir):
+def test_dataset_stacks_groups_and_refuses_ones_that_do_not_tile_the_stream(logdir):
     x, y = _data(590)
     with kexp.open_run("fused", logdir=logdir, train=TrainConfig(batch_size=20), verbose=0) as run:
-        with pytest.raises(ValueError, match="group=10 needs full batches"):
-            run.dataset((x, y), training=True, epochs=(0, 2), group=10)
+        with pytest.raises(ValueError, match="group=7 needs a stream of whole groups"):
+            run.dataset((x, y), training=True, epochs=(0, 2), group=7)  # 30 batches an epoch
         ds = run.dataset((x[:400], y[:400]), training=True, epochs=(0, 2), group=10)
         shapes = [tuple(t.shape) for t in next(iter(ds))]
+        # 590 = 29 x 20 + 10: three elements an epoch, the last 9 full batches and a tail of 10.
+        elements = list(run.dataset((x, y), training=True, epochs=(0, 1), group=10))
     assert shapes == [(10, 20, 6), (10, 20)]
+    assert [(tuple(s[0].shape), tuple(t[0].shape)) for s, t in elements] == [
+        ((10, 20, 6), (0, 6)), ((10, 20, 6), (0, 6)), ((9, 20, 6), (10, 6))]
+    seen = np.concatenate([np.concatenate([s[0].numpy().reshape(-1, 6), t[0].numpy()]) for s, t in elements])
+    np.testing.assert_array_equal(np.sort(seen[:, 0]), np.sort(x[:, 0]))  # every example once
 
 
 def test_shuffled_datasets_get_the_arrays_permutation_or_a_seeded_buffer(logdir):
