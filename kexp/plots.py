@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 
 def figure(ncols: int = 1, nrows: int = 1, *, width: float = 6.0, height: float = 4.0) -> tuple[Any, Any]:
@@ -224,9 +225,13 @@ def sweep_figure(sweep: Any) -> Any:
     panels = (("batch_size", "batch size", True), ("width", "hidden width", True), ("replicas", "replicas", False))
     for ax, (key, label, log) in zip(axes, panels):
         rows = sweep[key]
-        ax.plot([r[key] for r in rows], [r["harness_examples_per_s"] for r in rows], "o-")
+        values = [r[key] for r in rows]
+        ax.plot(values, [r["harness_examples_per_s"] for r in rows], "o-")
         if log:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # minor labels overlapped
+        # Label exactly the measured settings.
+        ax.set_xticks(values, [str(v) for v in values])
         ax.set_xlabel(label)
         ax.set_ylabel("examples/s (harness)")
         ax.set_title(f"seed FNN: throughput vs {label}")
