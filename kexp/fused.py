@@ -45,23 +45,22 @@ def supports(model: keras.Model) -> bool:
 
 
 @contextlib.contextmanager
-def fused_steps(model: keras.Model, steps: int, element_spec: Any, tail: bool = False) -> Iterator[None]:
-    """Makes `model.fit` run `steps` batches per call in one loop, for the duration of the block.
+def fused_steps(model: keras.Model, element_spec: Any, tail: bool = False) -> Iterator[None]:
+    """Makes `model.fit` run each element's stacked batches in one loop, for the duration of the block.
 
-    The data passed to `fit` must yield elements of `steps` stacked batches,
-    and `fit` must get `steps_per_epoch` (a multiple of `steps`). Afterwards the
-    model trains as usual again (its train function is rebuilt on next use).
+    The data passed to `fit` must yield elements of K = `steps_per_execution`
+    stacked batches, and `fit` must get `steps_per_epoch` (a multiple of K).
+    Afterwards the model trains as usual again (its train function is rebuilt
+    on next use).
 
     Args:
-        model: A compiled model for which `supports(model)` holds, whose
-            `steps_per_execution` equals `steps`.
-        steps: Batches per element (and per call).
+        model: A compiled model for which `supports(model)` holds.
         element_spec: The stacked dataset's `element_spec`: each leaf's shape
-            is `[steps, batch, ...]`; with `tail`, a pair of such a nest and
-            one of a batch's shape.
-        tail: Elements are `(stacked, tail)`: `stacked` holds up to `steps`
-            full batches, and `tail`, a partial batch, is trained on after
-            them when it is not empty (an epoch's last, partial batch).
+            is `[K, batch, ...]`; with `tail`, a pair of such a nest and one
+            of a batch's shape.
+        tail: Elements are `(stacked, tail)`: `stacked` holds up to K full
+            batches, and `tail`, a partial batch, is trained on after them
+            when it is not empty (an epoch's last, partial batch).
 
     Yields:
         Nothing; fit the model inside the block.

@@ -526,7 +526,7 @@ class Harness:
             EpochCheckpoint(backup_dir, gate, epochs, write=self.is_chief),
             timer,
         ]
-        fusing = fused.fused_steps(model, group, train_ds.element_spec, tail=n_train % self.global_batch_size != 0
+        fusing = fused.fused_steps(model, train_ds.element_spec, tail=n_train % self.global_batch_size != 0
                                    ) if group > 1 else contextlib.nullcontext()
         with self.strategy.scope(), fusing:
             history = model.fit(
