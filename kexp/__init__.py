@@ -24,7 +24,7 @@ def run(name: str, overrides: Any = (), **kwargs: Any) -> dict:
 
 
 def open_run(name: str, **kwargs: Any) -> Any:
-    """Opens a run for your own model; see `kexp.harness.open_run`."""
-    from kexp.harness import open_run as _open_run
+    """Opens a run for your own model; see `kexp.session.open_run`."""
+    from kexp.session import open_run as _open_run
 
     return _open_run(name, **kwargs)

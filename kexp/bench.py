@@ -106,7 +106,7 @@ def _steady(durations: list[float]) -> float:
 def _harness_run(case: Case, epochs: int, logdir: str, shuffle: bool, strategy: str,
                  **train_settings: Any) -> tuple[float, list[float], Any]:
     from kexp.config import TrainConfig
-    from kexp.harness import open_run
+    from kexp.session import open_run
 
     train = TrainConfig(**{**train_settings, "epochs": epochs, "batch_size": case.batch_size,
                            "learning_rate": case.learning_rate, "shuffle": shuffle})

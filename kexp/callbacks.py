@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from kexp import checkpoint
+from kexp.errors import WriteError
 from kexp.interrupt import StopRequest
 
 
@@ -134,8 +135,12 @@ class HistoryCSV(keras.callbacks.CSVLogger):
         self.gate = gate
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        if self.gate.complete:
+        if not self.gate.complete:
+            return
+        try:
             super().on_epoch_end(epoch, logs)
+        except OSError as err:
+            raise WriteError(self.filename, err) from None
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -149,21 +154,25 @@ class EpochCheckpoint(keras.callbacks.Callback):
         gate: The fit's `EpochGate`.
         epochs: Epochs the fit runs for.
         write: False on non-chief workers of a multi-worker run, which keep no files.
+        run_info: What the run trains under (experiment and config), saved
+            with the state so that a resume can check `config.json` against it.
     """
 
-    def __init__(self, backup_dir: Path, gate: EpochGate, epochs: int, write: bool = True) -> None:
+    def __init__(self, backup_dir: Path, gate: EpochGate, epochs: int, write: bool = True,
+                 run_info: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.backup_dir = Path(backup_dir)
         self.gate = gate
         self.epochs = epochs
         self.write = write
+        self.run_info = run_info
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if not self.gate.complete or not self.write:
             return
         if not _all_finite(logs):
             return  # diverged: keep the last good state
-        checkpoint.save(self.backup_dir, self.model, epoch + 1, self.epochs)
+        checkpoint.save(self.backup_dir, self.model, epoch + 1, self.epochs, run=self.run_info)
 
 
 def _all_finite(logs: Any) -> bool:

@@ -30,9 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from kexp.errors import UsageError
+from kexp.errors import UsageError, WriteError
+from kexp.rundir import fsync_dir
 
 STATE_FILE = "state.npz"
+_TEMP_PREFIX = ".state-"
 _FORMAT = 1
 _HEADER = "__kexp_state__"
 
@@ -46,12 +48,16 @@ class TrainingState:
         epochs: Epochs the fit was asked for.
         arrays: Variable values by key (`model/INDEX` or `optimizer:ATTR/INDEX`).
         names: Variable path of each key, as saved (for error messages).
+        run: What the state was trained under: `{"experiment": NAME,
+            "config": CONFIG_DICT}` (None in states of library runs that
+            passed no config); a resume compares it with `config.json`.
     """
 
     epochs_done: int
     epochs: int
     arrays: dict[str, np.ndarray]
     names: dict[str, str]
+    run: dict[str, Any] | None = None
 
 
 def state_path(backup_dir: Path) -> Path:
@@ -82,14 +88,18 @@ def _variables(model: Any) -> dict[str, Any]:
     return variables
 
 
-def save(backup_dir: Path, model: Any, epochs_done: int, epochs: int) -> Path:
-    """Writes the model's and its optimizers' state atomically.
+def save(backup_dir: Path, model: Any, epochs_done: int, epochs: int, run: dict[str, Any] | None = None) -> Path:
+    """Writes the model's and its optimizers' state atomically and durably.
+
+    The file is fsynced before it is renamed over the old one and the folder
+    after, so that a power cut leaves the previous state or the new one.
 
     Args:
         backup_dir: The fit's backup folder (created if missing).
         model: A built, compiled Keras model.
         epochs_done: Epochs completed.
         epochs: Epochs the fit runs for.
+        run: What the run trains under (`TrainingState.run`).
 
     Returns:
         The state file's path.
@@ -103,18 +113,32 @@ def save(backup_dir: Path, model: Any, epochs_done: int, epochs: int) -> Path:
         "epochs_done": int(epochs_done),
         "epochs": int(epochs),
         "names": {key: str(getattr(v, "path", getattr(v, "name", key))) for key, v in variables.items()},
+        "run": run,
     }
     arrays[_HEADER] = np.array(json.dumps(header))
     path = state_path(backup_dir)
-    fd, tmp = tempfile.mkstemp(dir=backup_dir, prefix=".state-", suffix=".npz")
+    remove_temp_files(backup_dir)
+    fd, tmp = tempfile.mkstemp(dir=backup_dir, prefix=_TEMP_PREFIX, suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as out:
             np.savez(out, **arrays)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, path)
+        fsync_dir(backup_dir)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(path, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_temp_files(backup_dir: Path) -> None:
+    """Removes temp files that a process killed while saving left in a backup folder."""
+    for leftover in Path(backup_dir).glob(f"{_TEMP_PREFIX}*.npz"):
+        leftover.unlink(missing_ok=True)
 
 
 def load(path: Path) -> TrainingState:
@@ -127,10 +151,15 @@ def load(path: Path) -> TrainingState:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
         header = json.loads(str(arrays.pop(_HEADER)))
+        if not isinstance(header, dict):  # valid JSON, but not the header's object
+            raise ValueError(f"header is a JSON {type(header).__name__}, not an object")
         if header.get("format") != _FORMAT:
             raise ValueError(f"format {header.get('format')!r}")
-        return TrainingState(int(header["epochs_done"]), int(header["epochs"]), arrays, dict(header["names"]))
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        run = header.get("run")
+        if run is not None and not isinstance(run, dict):
+            raise ValueError(f"run is a JSON {type(run).__name__}, not an object")
+        return TrainingState(int(header["epochs_done"]), int(header["epochs"]), arrays, dict(header["names"]), run)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as err:
         raise UsageError(f"{path} is not a readable kexp training state ({err})") from None
 
 

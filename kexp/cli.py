@@ -91,8 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as err:
         code = getattr(err, "exit_code", 130)
-        print(f"kexp: interrupted ({'SIGTERM' if code == 143 else 'SIGINT'}); "
-              "continue with --resume RUN_DIR", file=sys.stderr)
+        signal_name = "SIGTERM" if code == 143 else "SIGINT"
+        run_dir = getattr(err, "run_dir", None)
+        if run_dir is None:
+            print(f"kexp: interrupted ({signal_name}) before a run folder was created; nothing to resume",
+                  file=sys.stderr)
+            return code
+        print(f"kexp: interrupted ({signal_name}); continue with --resume {run_dir}", file=sys.stderr)
+        print(f"status: interrupted\nrun_dir: {run_dir}", flush=True)
         return code
 
 

@@ -20,3 +20,17 @@ class ConfigError(UsageError):
 
 class RunError(RuntimeError):
     """The run itself failed in a way the user can act on (e.g. its results could not be saved): exit code 1."""
+
+
+class WriteError(RunError):
+    """A run's file could not be written (disk full, say): exit code 1, naming the file.
+
+    Attributes:
+        path: The file that failed.
+        os_error: The `OSError` it failed with.
+    """
+
+    def __init__(self, path: object, err: OSError, note: str = "") -> None:
+        super().__init__(f"could not write {path} ({err.strerror or err}){note}")
+        self.path = path
+        self.os_error = err

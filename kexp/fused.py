@@ -36,12 +36,16 @@ def supports(model: keras.Model) -> bool:
         model: A compiled model.
 
     Returns:
-        True for models that use Keras' own `train_step` on one replica.
+        True for models that use Keras' own `train_step` on one replica, outside `MirroredStrategy`.
     """
     own_step = getattr(type(model), "train_step", None) is getattr(keras.Model, "train_step", None)
     overridden = "train_step" in vars(model) or model.train_function is not None
-    return (own_step and not overridden and not model.run_eagerly
-            and model.distribute_strategy.num_replicas_in_sync == 1)
+    strategy = model.distribute_strategy
+    # A MirroredStrategy over one device still syncs gradients through
+    # `merge_call`, which a `tf.while_loop` inside `strategy.run` cannot hold.
+    mirrored = isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
+    return (own_step and not overridden and not model.run_eagerly and not mirrored
+            and strategy.num_replicas_in_sync == 1)
 
 
 @contextlib.contextmanager

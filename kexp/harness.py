@@ -21,26 +21,24 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import sys
-import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from kexp import checkpoint, fused, plots, rundir
+from kexp import checkpoint, fitlogs, fused, pipeline, plots, rundir
 from kexp.callbacks import (
     EpochCheckpoint, EpochGate, EpochTimer, HistoryCSV, ImageWriter, StopOnRequest, TensorBoardLogger,
 )
 from kexp.compat import is_multi_worker, prepare_multi_worker_fit
-from kexp.config import ExperimentConfig, TrainConfig, to_dict
-from kexp.errors import RunError, UsageError
+from kexp.config import TrainConfig
+from kexp.errors import UsageError
 from kexp.interrupt import StopRequest
-from kexp.strategy import describe_devices, is_chief, make_strategy
+from kexp.strategy import is_chief
 
 Data = Any  # a tuple of arrays (x, y) or an unbatched tf.data.Dataset
 
@@ -94,6 +92,8 @@ class Harness:
         verbose: int | str = "auto",
         stop: StopRequest | None = None,
         backup_root: Path | None = None,
+        run_info: dict[str, Any] | None = None,
+        resumed: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.backup_root = Path(backup_root) if backup_root else self.run_dir / "backup"
@@ -114,6 +114,8 @@ class Harness:
         self._data_epoch: tf.Variable | None = None
         self._fits: dict[str, int] = {}
         self.fit_settings: dict[str, dict[str, Any]] = {}
+        self.run_info = run_info
+        self.resumed = resumed
 
     @property
     def num_replicas(self) -> int:
@@ -187,16 +189,15 @@ class Harness:
         """
         batch_size = batch_size or self.global_batch_size
         shuffle = training and self.train.shuffle
-        if not shuffle and self.num_replicas == 1 and epochs is None:
-            # Nothing needs the count: no epoch length to declare, nothing to trim.
-            ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(tuple(data))
+        data = pipeline.normalize(data, "train" if training else "data")
+        if num_examples is None:
+            num_examples = pipeline.count_examples(data, "train" if training else "data")
+        if not shuffle and epochs is None and (self.num_replicas == 1 or not training):
+            # Nothing to declare or trim: evaluation scores every example,
+            # also in batches that leave some replicas short or empty.
+            ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(data)
             return self._finish(ds.cache().batch(batch_size))
-        n = num_examples if num_examples is not None else _num_examples(data)
-        if self.num_replicas > 1:
-            # Keras 3.15 fails (AddN shape mismatch) when a batch does not
-            # split evenly over replicas; dropping at most replicas - 1
-            # examples makes every batch, the last one too, divisible.
-            n -= n % self.num_replicas
+        n = self._trained_examples(num_examples) if training else num_examples
         per_epoch = math.ceil(n / batch_size)
         gatherable = not isinstance(data, tf.data.Dataset) or _fixed_shapes(data)
         if group > 1 and (per_epoch % group or epochs is None or (n % batch_size and not gatherable)):
@@ -207,12 +208,12 @@ class Harness:
             # The pipeline would cache it in memory anyway; as tensors, a
             # dataset gets the same exact, seeded permutation per epoch as
             # arrays do (and fused groups the same gathers).
-            tensors = tuple(data) if not isinstance(data, tf.data.Dataset) else (
+            tensors = data if not isinstance(data, tf.data.Dataset) else (
                 data.take(n).batch(max(n, 1)).get_single_element())
         if tensors is not None:
             ds = self._permuted_batches(tensors, n, batch_size, epochs, group, shuffle)
         else:
-            ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(tuple(data))
+            ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(data)
             ds = ds.take(n).cache()
             if shuffle:
                 # Examples of varying shapes: a shuffle buffer, whose seed must
@@ -234,6 +235,25 @@ class Harness:
             # `steps_per_epoch`, which the fit of a stream passes.
             ds = ds.filter(lambda *_: True)
         return self._finish(ds)
+
+    def _trained_examples(self, n: int) -> int:
+        """Returns how many of `n` examples an epoch trains on: all, or under several replicas a multiple of them.
+
+        Keras 3.15 averages replicas' gradients as if their batches were of
+        equal size, so a batch that does not split evenly over replicas
+        trains wrong weights (and a replica with no examples fails the
+        all-reduce); dropping at most `replicas - 1` examples makes every
+        batch, the last one too, divisible. `results.json` `fits` records
+        the count.
+
+        Raises:
+            UsageError: When fewer examples than replicas remain.
+        """
+        trained = n - n % self.num_replicas
+        if trained == 0:
+            raise UsageError(f"train: received {n} examples, fewer than the {self.num_replicas} replicas of "
+                             f"--strategy {self.strategy_name}; allowed: at least one example per replica")
+        return trained
 
     @staticmethod
     def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -457,17 +477,26 @@ class Harness:
         """
         self.stop.check()
         epochs = epochs or self.train.epochs
-        n_all = _num_examples(train)
-        n_train = n_all - n_all % self.num_replicas  # as `dataset` does
+        train = pipeline.normalize(train, "train")
+        n_all = pipeline.count_examples(train, "train")
+        n_train = self._trained_examples(n_all)  # as `dataset` does
+        if validation is not None:
+            validation = pipeline.normalize(validation, "validation")
+            n_validation = pipeline.count_examples(validation, "validation")
         steps_per_epoch = max(1, math.ceil(n_train / self.global_batch_size))
         self._steps_per_epoch = steps_per_epoch
         self._epochs = epochs
-        backup_dir = self.backup_root / self._backup_name(name or "model")
+        if name is not None:
+            rundir.check_name(name, "fit name")
+        fit_name = self._backup_name(name or "model")
+        backup_dir = self.backup_root / fit_name
         state = None
         if checkpoint.state_path(backup_dir).exists():
             state = checkpoint.load(checkpoint.state_path(backup_dir))
         initial_epoch = min(state.epochs_done, epochs) if state else 0
-        sub = self.run_dir / name if name else self.run_dir
+        # Each fit logs into its own folder: the run folder for the first
+        # unnamed one, else RUN_DIR/FIT (the name its state is kept under).
+        sub = self.run_dir if fit_name == "model" else self.run_dir / fit_name
         data_epoch = self.data_epoch  # made outside the scope: a plain, unmirrored variable
         with self.strategy.scope():
             model = build_model()
@@ -496,9 +525,9 @@ class Harness:
                                 group=group)
         self.fit_settings[backup_dir.name] = {
             "steps_per_execution": steps_per_execution, "jit_compile": bool(model.jit_compile),
-            "fused_steps": group > 1,
+            "fused_steps": group > 1, "train_examples": n_all, "trained_examples_per_epoch": n_train,
         }
-        val_ds = self.dataset(validation, training=False) if validation is not None else None
+        val_ds = self.dataset(validation, training=False, num_examples=n_validation) if validation is not None else None
         if is_multi_worker(self.strategy):
             prepare_multi_worker_fit(model, self.strategy, train_ds)
         gate = EpochGate(self.stop)
@@ -506,6 +535,13 @@ class Harness:
         logging: list[keras.callbacks.Callback] = []
         if self.is_chief:
             sub.mkdir(parents=True, exist_ok=True)
+            # The backup folder marks the fit as started: a resume that finds
+            # it without a state file retrains from epoch 0 over no history.
+            backup_dir.mkdir(parents=True, exist_ok=True)
+            if self.resumed:
+                # Logs written past the saved state (a kill between the two
+                # writes, a failed state save) are dropped: no epoch twice.
+                fitlogs.truncate(sub, initial_epoch)
             logging = [
                 TensorBoardLogger(gate, log_dir=str(sub), write_graph=False),
                 HistoryCSV(gate, str(sub / "history.csv")),
@@ -523,11 +559,11 @@ class Harness:
                 on_epoch_begin=lambda epoch, logs: data_epoch.assign(epoch))]),
             *logging,
             *callbacks,
-            EpochCheckpoint(backup_dir, gate, epochs, write=self.is_chief),
+            EpochCheckpoint(backup_dir, gate, epochs, write=self.is_chief, run_info=self.run_info),
             timer,
         ]
         fusing = fused.fused_steps(model, train_ds.element_spec, tail=n_train % self.global_batch_size != 0
-                                   ) if group > 1 else contextlib.nullcontext()
+                                   ) if group > 1 else self._built_locally(model, train_ds)
         with self.strategy.scope(), fusing:
             history = model.fit(
                 train_ds,
@@ -541,12 +577,35 @@ class Harness:
             )
         self.stop.check()
         losses = history.history.get("loss", [])
-        if any(not math.isfinite(v) for v in losses):
+        if any(not math.isfinite(v) for v in losses) or not _finite_weights(model):
+            # NaN in the inputs can leave finite logged losses but NaN weights.
             self.status = "diverged"
         steady = timer.durations[1:] or timer.durations
         self._train_seconds += sum(steady)
         self._train_samples += n_train * len(steady)
         return model
+
+    @contextlib.contextmanager
+    def _built_locally(self, model: keras.Model, dataset: tf.data.Dataset) -> Iterator[None]:
+        """Under several replicas, builds `model` from one local batch and keeps Keras from peeking again.
+
+        Before each `fit` and `evaluate`, Keras 3.15 builds the model's
+        metrics from one batch of the data, distributed and then summed
+        across replicas; a batch that leaves a replica short or empty fails
+        there ("Inputs to operation AddN ... must have the same size"),
+        while the steps themselves handle it exactly. One replica needs none
+        of this.
+        """
+        if self.num_replicas == 1 or is_multi_worker(self.strategy):
+            yield  # multi-worker fits get `prepare_multi_worker_fit`
+            return
+        with self.strategy.scope():
+            model._symbolic_build(data_batch=next(iter(dataset.take(1))))
+        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+        try:
+            yield
+        finally:
+            del model._maybe_symbolic_build
 
     def _backup_name(self, name: str) -> str:
         # Fits of a run get their state files in call order (model, model_2,
@@ -562,7 +621,7 @@ class Harness:
         """
         self.stop.check()
         ds = self.dataset(data, training=False)
-        with self.strategy.scope():
+        with self.strategy.scope(), self._built_locally(model, ds):
             values = model.evaluate(ds, verbose=0, return_dict=True)
         return {f"{prefix}{k}": float(v) for k, v in values.items()}
 
@@ -622,123 +681,6 @@ def _fixed_shapes(dataset: tf.data.Dataset) -> bool:
     return all(isinstance(spec, tf.TensorSpec) and spec.shape.is_fully_defined() for spec in specs)
 
 
-def _num_examples(data: Data) -> int:
-    if isinstance(data, tf.data.Dataset):
-        n = int(data.cardinality())
-        if n < 0:
-            n = int(data.reduce(0, lambda count, _: count + 1))
-        return n
-    return len(data[0])
-
-
-@contextlib.contextmanager
-def open_run(
-    name: str,
-    *,
-    logdir: str | Path = "logs",
-    train: TrainConfig | None = None,
-    strategy: str = "auto",
-    config: ExperimentConfig | None = None,
-    verbose: int | str = "auto",
-    resume: str | Path | None = None,
-) -> Iterator[Harness]:
-    """Opens a run folder and yields the `Harness` that trains in it.
-
-    On exit it writes `results.json` (atomically) with the recorded metrics
-    and the run's status. A `UsageError` raised inside (bad data request,
-    say) removes a new run folder again before it propagates, and leaves a
-    resumed one as it was. While the block runs, SIGINT and SIGTERM stop
-    training cleanly (`kexp.interrupt`); the block then ends with
-    `RunInterrupted` and status `interrupted`.
-
-    Args:
-        name: Experiment name; the run folder is `logdir/name/RUN_ID`.
-        logdir: Root of all runs.
-        train: Training settings; defaults to `TrainConfig()`.
-        strategy: A name from `kexp.strategy.STRATEGIES`.
-        config: The full experiment config written to `config.json`.
-        verbose: Keras verbosity; `auto` shows a progress bar on a terminal
-            and one line per epoch otherwise.
-        resume: An existing run folder to continue in (`kexp.runner.resume_config`
-            checks it; `kexp.checkpoint` holds the state format);
-            each fit restarts from its last completed epoch.
-
-    Yields:
-        The harness. After the block, `harness.results` holds what was written.
-    """
-    train = train or (config.train if config is not None else TrainConfig())
-    tf_strategy = make_strategy(strategy)
-    keras.utils.set_random_seed(train.seed)
-    if train.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    chief = is_chief(tf_strategy)
-    if not chief:
-        # Other workers of a multi-worker run compute, but keep their files
-        # (state, logs) out of the shared run folders.
-        run_dir = Path(tempfile.mkdtemp(prefix=f"kexp-{name}-worker-"))
-    elif resume is not None:
-        run_dir = Path(resume).absolute()
-    else:
-        run_dir = rundir.create_run_dir(logdir, name)
-    new_folder = resume is None or not chief
-    config_data = to_dict(config) if config is not None else {"train": to_dict(train)}
-    previous_policy = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(train.precision)
-    stop = StopRequest()
-    # Every worker of a resumed multi-worker run restores the chief's state.
-    backup_root = Path(resume).absolute() / "backup" if resume is not None else None
-    harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, backup_root=backup_root)
-    started = time.perf_counter()
-    write_results = True
-    try:
-        with stop:
-            if new_folder:
-                rundir.write_json(run_dir / "config.json", config_data)
-            yield harness
-            stop.check()
-    except UsageError:
-        harness.close()
-        write_results = False
-        if new_folder:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    except KeyboardInterrupt:
-        harness.status = "interrupted"
-        raise
-    except BaseException:
-        harness.status = "failed"
-        raise
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous_policy)
-        if write_results and run_dir.exists():
-            harness.close()
-            harness.results = _results(harness, name, config_data, time.perf_counter() - started)
-            if chief:
-                try:
-                    rundir.write_json(run_dir / "results.json", harness.results)
-                except OSError as err:
-                    raise RunError(f"could not write {run_dir / 'results.json'} ({err.strerror or err}); "
-                                   "the trained state is in the run folder's backup/") from None
-            else:
-                shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _results(harness: Harness, name: str, config: dict, wall_time_s: float) -> dict[str, Any]:
-    if harness.status == "ok" and any(not math.isfinite(v) for v in harness.metrics.values()):
-        harness.status = "diverged"
-    return {
-        "experiment": name,
-        "run_id": harness.run_dir.name,
-        "status": harness.status,
-        "metrics": harness.metrics,
-        "config": config,
-        "wall_time_s": round(wall_time_s, 3),
-        "train_samples_per_s": round(harness.train_samples_per_s, 1),
-        "strategy": harness.strategy_name,
-        "num_replicas": harness.num_replicas,
-        "devices": describe_devices(harness.strategy),
-        "fits": harness.fit_settings,
-        "versions": rundir.versions(),
-        # Other workers of a multi-worker run keep no folder.
-        "run_dir": str(harness.run_dir) if harness.is_chief else None,
-    }
+def _finite_weights(model: keras.Model) -> bool:
+    """Returns whether every floating-point weight of `model` is finite."""
+    return all(bool(np.isfinite(w).all()) for w in model.get_weights() if np.issubdtype(w.dtype, np.floating))

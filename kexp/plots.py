@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
+from kexp.errors import WriteError  # noqa: E402
+
 
 def figure(ncols: int = 1, nrows: int = 1, *, width: float = 6.0, height: float = 4.0) -> tuple[Any, Any]:
     """Returns a new `(figure, axes)` sized `width x height` inches per panel."""
@@ -26,10 +28,18 @@ def to_png(fig: Any, dpi: int = 100) -> bytes:
 
 
 def save(fig: Any, path: Path, dpi: int = 100) -> bytes:
-    """Writes the figure to `path` as PNG, closes it and returns the bytes."""
+    """Writes the figure to `path` as PNG, closes it and returns the bytes.
+
+    Raises:
+        WriteError: Naming `path`, when it cannot be written.
+    """
     data = to_png(fig, dpi=dpi)
-    Path(path).write_bytes(data)
     plt.close(fig)
+    try:
+        Path(path).write_bytes(data)
+    except OSError as err:
+        Path(path).unlink(missing_ok=True)  # no half-written PNG
+        raise WriteError(path, err) from None
     return data
 
 

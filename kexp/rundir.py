@@ -11,13 +11,14 @@ import json
 import math
 import os
 import platform
+import re
 import secrets
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from kexp.errors import UsageError
+from kexp.errors import UsageError, WriteError
 
 
 def create_run_dir(logdir: str | os.PathLike, name: str) -> Path:
@@ -47,10 +48,16 @@ def create_run_dir(logdir: str | os.PathLike, name: str) -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Writes `data` as JSON atomically; non-finite floats become null."""
+    """Writes `data` as JSON atomically and durably; non-finite floats become null.
+
+    Raises:
+        WriteError: Naming `path`, when it cannot be written (disk full, say).
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_temp_files(path)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         # mkstemp creates 0600; give the file the permissions open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -59,10 +66,84 @@ def write_json(path: Path, data: Any) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as err:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise WriteError(path, err) from None
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_temp_files(path: Path) -> None:
+    """Removes the temp files that writers of `path` killed mid-write left beside it."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flushes a folder's entries (a rename in it) to disk, where the platform allows."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems do not fsync folders
+    finally:
+        os.close(fd)
+
+
+class RunLock:
+    """An exclusive `fcntl` lock on a run folder, held while a process trains in it.
+
+    The lock file `RUN_DIR/.lock` stays in the folder; the lock itself goes
+    with the process (a killed process frees it), so a stale file never
+    blocks a resume.
+
+    Args:
+        run_dir: The run folder.
+        what: How to name the folder in the error (e.g. `--resume 'PATH'`).
+
+    Raises:
+        UsageError: When another process holds the lock.
+    """
+
+    def __init__(self, run_dir: Path, what: str) -> None:
+        import fcntl
+
+        self._file = open(Path(run_dir) / LOCK_FILE, "a+b")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            raise UsageError(f"{what}: in use by another kexp process (its run folder is locked); "
+                             "allowed: a run folder no process is training in") from None
+
+    def release(self) -> None:
+        """Releases the lock (closing the file releases it)."""
+        self._file.close()
+
+
+LOCK_FILE = ".lock"
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def check_name(name: Any, what: str) -> str:
+    """Checks that a run or fit name is a single path component and returns it.
+
+    Raises:
+        UsageError: (a `ValueError`) for anything but letters, digits, `_`,
+            `-` and `.` not leading: names stay inside the logdir.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > 200:
+        raise UsageError(f"{what}: received {str(name)[:80]!r}; allowed: letters, digits, '_', '-' and "
+                         "'.' (not first), at most 200 characters: one folder name")
+    return name
 
 
 def _umask() -> int:

@@ -59,7 +59,16 @@ def resume_config(name: str, run_dir: str | Path) -> ExperimentConfig:
     if not folder.is_dir():
         raise UsageError(f"{prefix}: not a folder; {allowed}")
     results = _read_json(folder / "results.json", prefix, allowed, required=False)
-    experiment = results.get("experiment") if results else folder.absolute().parent.name
+    states = {}
+    for state_file in sorted(folder.glob(f"backup/*/{checkpoint.STATE_FILE}")):
+        try:
+            states[state_file.parent.name] = checkpoint.load(state_file)  # a torn state fails here, before training
+        except UsageError as err:
+            raise UsageError(f"{prefix}: {err}; {allowed}") from None
+    trained_under = [state.run for state in states.values() if state.run]
+    # The name a state was trained under survives a moved or linked folder.
+    experiment = (results.get("experiment") if results else None) or (
+        trained_under[0].get("experiment") if trained_under else folder.absolute().parent.name)
     if experiment != name:
         raise UsageError(f"{prefix}: a run of {experiment!r}, not {name!r}; {allowed}")
     if results and results.get("status") == "ok":
@@ -69,12 +78,51 @@ def resume_config(name: str, run_dir: str | Path) -> ExperimentConfig:
         config = from_dict(module.CONFIG, saved)
     except ConfigError as err:
         raise UsageError(f"{prefix}: config.json does not fit experiment {name!r} ({err}); {allowed}") from None
-    for state in sorted(folder.glob(f"backup/*/{checkpoint.STATE_FILE}")):
-        try:
-            checkpoint.load(state)  # a torn state file fails here, before training
-        except UsageError as err:
-            raise UsageError(f"{prefix}: {err}; {allowed}") from None
+    for fit, state in states.items():
+        if state.run and state.run.get("config") is not None and state.run["config"] != saved:
+            key, ours, theirs = _first_difference(saved, state.run["config"])
+            raise UsageError(
+                f"{prefix}: config.json differs from the config backup/{fit} was trained with "
+                f"({key}: {_cut(ours)} in config.json, {_cut(theirs)} in its state); "
+                "allowed: the run's config.json as it was written")
+    _check_history_has_state(folder, set(states), prefix)
     return config
+
+
+def _check_history_has_state(folder: Path, fits_with_state: set[str], prefix: str) -> None:
+    """Refuses a folder whose logged epochs have no saved state to continue from (its backup/ deleted).
+
+    A fit that started keeps a folder in `backup/` (its state file comes with
+    its first completed epoch), so a fit with history rows and no backup
+    folder lost its state: retraining it would log its epochs a second time.
+    """
+    for history in sorted([folder / "history.csv", *folder.glob("*/history.csv")]):
+        fit = "model" if history.parent == folder else history.parent.name
+        if fit in fits_with_state or (folder / "backup" / fit).is_dir():
+            continue
+        try:
+            rows = [line for line in history.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+        except OSError:
+            continue
+        if rows:
+            raise UsageError(
+                f"{prefix}: {history.relative_to(folder)} holds {len(rows)} epochs but backup/{fit} "
+                "with their saved state is missing; resuming would train and log them again; "
+                "allowed: a run folder with its backup/ as the run left it")
+
+
+def _first_difference(ours: Any, theirs: Any, key: str = "") -> tuple[str, Any, Any]:
+    """Returns the first dotted key where two config dicts differ, with both values."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for k in [*ours, *(k for k in theirs if k not in ours)]:
+            if ours.get(k) != theirs.get(k):
+                return _first_difference(ours.get(k), theirs.get(k), f"{key}.{k}" if key else k)
+    return key or "(config)", ours, theirs
+
+
+def _cut(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _read_json(path: Path, prefix: str, allowed: str, *, required: bool) -> dict[str, Any]:
@@ -124,7 +172,7 @@ def run_experiment(
     module = registry.load(name)
     config = request_config(name, overrides, resume)
     check_name(strategy)  # before TensorFlow loads: bad input fails fast
-    from kexp.harness import open_run
+    from kexp.session import open_run
 
     with open_run(name, logdir=logdir, strategy=strategy, config=config, verbose=verbose,
                   resume=resume) as harness:

@@ -1,0 +1,220 @@
+"""Internal: cuts a fit's logs back to the epochs its saved state says are done.
+
+A fit writes, in its folder SUB, per completed epoch: a row of
+`SUB/history.csv` (Keras' CSVLogger format: a header line, then one row per
+epoch whose first column is the 0-based epoch) and TensorBoard points at
+step = epoch in the event files under `SUB/train/` and `SUB/validation/`. The
+logs are written before the state file that says the epoch is done, so a
+process killed in between leaves logs one epoch ahead of its state. A resumed
+fit trains that epoch again and logs it again: the history would read
+0, 1, 1, 2 and the curves would hold step 1 twice.
+
+`truncate(SUB, epochs_done)`, called at resume before the fit's loggers open,
+drops what was logged for every epoch >= epochs_done.
+
+Which epoch an event-file point belongs to: most summaries are written at
+step = epoch (`epoch_*`, histograms, images). Keras' TensorBoard callback also
+writes `evaluation_*_vs_iterations` into `validation/` at step = the
+optimizer's iteration count (and, with `update_freq` set, `batch_*` points at
+step = global batch): those steps are not epochs. Such a point is written
+during its epoch, before that epoch's `epoch_*` points in the same file, so it
+belongs to the epoch of the next `epoch_*` point that follows it in its file;
+with none after it, its epoch's end was never logged (a kill, or an epoch cut
+short) and it goes too. Events without summary values (file_version, graph,
+run metadata) are kept whatever their step.
+
+Why rewrite ("purge") the event files instead of leaving it to TensorBoard's
+own orphan purge: TensorBoard purges orphaned points only on a restart it can
+see. For the TF2 event files Keras writes (file_version `brain.Event:2`) that
+is a `SessionLog.START` event, which Keras never writes; the out-of-order-step
+check applies to old-format files only. Left alone, the repeated epoch shows
+up twice in every curve (and in any other reader of the files). So the files
+are rewritten, each under its own name, keeping every record except the
+points of epochs >= epochs_done (as attributed above): TensorBoard, which
+reads a folder's files in name order, sees the same files as before, and the
+resumed fit's writer adds a new one after them.
+
+This module does not import TensorFlow at import time; `truncate` imports it
+when it has event files to read.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["truncate"]
+
+HISTORY = "history.csv"
+# Sub-folders of a fit folder that hold no epoch-indexed logs of this fit.
+_SKIP = frozenset({"backup", "models", "plots"})
+_EVENTS = "events.out.tfevents."
+# Summary tags Keras' TensorBoard callback writes at step = epoch ...
+_EPOCH = "epoch_"
+# ... and at step = optimizer iterations / global batch instead.
+_VS_ITERATIONS = "_vs_iterations"
+_BATCH = "batch_"
+
+
+def truncate(sub: Path, epochs_done: int) -> None:
+    """Drops what a fit logged for epochs >= epochs_done: history.csv rows and TensorBoard points.
+
+    Files with nothing to drop are left untouched, byte for byte. A last line
+    or record torn by a kill mid-write is dropped too. Each changed file is
+    replaced atomically (a temporary file in the same folder, fsynced, then
+    `os.replace`d over the original name).
+
+    Args:
+        sub: The fit's folder (the run folder, or RUN_DIR/NAME for a named fit).
+            Sub-folders that are other fits' folders (they hold a history.csv)
+            and `backup`, `models`, `plots` are not touched.
+        epochs_done: Epochs the saved state says are complete (epochs 0..epochs_done-1).
+    """
+    sub = Path(sub)
+    epochs_done = int(epochs_done)
+    if epochs_done < 0:
+        raise ValueError(f"epochs_done must be >= 0, got {epochs_done}")
+    _truncate_history(sub / HISTORY, epochs_done)
+    for folder in _event_folders(sub):
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(_EVENTS) and path.is_file():
+                _truncate_events(path, epochs_done)
+
+
+def _event_folders(sub: Path) -> list[Path]:
+    """Direct sub-folders of `sub` whose event files belong to this fit."""
+    if not sub.is_dir():
+        return []
+    folders = []
+    for child in sorted(sub.iterdir()):
+        if not child.is_dir() or child.is_symlink() or child.name in _SKIP:
+            continue
+        if (child / HISTORY).exists():  # another (named) fit's folder
+            continue
+        folders.append(child)
+    return folders
+
+
+# --- history.csv -------------------------------------------------------------
+
+
+def _truncate_history(path: Path, epochs_done: int) -> None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    # Lines end in b"\n" (CSVLogger writes "\r\n"); a last piece without one
+    # is a line torn by a kill mid-write, and goes.
+    lines = [line + b"\n" for line in data.split(b"\n")[:-1]]
+    kept = []
+    for line in lines:
+        epoch = _row_epoch(line)
+        if epoch is not None and epoch >= epochs_done:
+            continue
+        kept.append(line)
+    new = b"".join(kept)
+    if new == data:
+        return
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as out:
+            out.write(new)
+            out.flush()
+            os.fsync(out.fileno())
+
+    _replace(path, write)
+
+
+def _row_epoch(line: bytes) -> int | None:
+    """The epoch of a history row; None for the header (or anything not a row)."""
+    first = line.split(b",", 1)[0].strip().strip(b'"')
+    try:
+        return int(first)
+    except ValueError:
+        return None
+
+
+# --- TensorBoard event files -------------------------------------------------
+
+
+def _truncate_events(path: Path, epochs_done: int) -> None:
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    records: list[tuple[bytes, Any]] = []
+    torn = False
+    try:
+        for record in tf.data.TFRecordDataset(str(path)):
+            raw = record.numpy()
+            records.append((raw, event_pb2.Event.FromString(raw)))
+    except tf.errors.DataLossError:
+        # A record torn by a kill mid-write (or corrupt): keep what came before it.
+        torn = True
+    keep = _keep(records, epochs_done)
+    if not torn and all(keep):
+        return
+    kept = [raw for (raw, _), flag in zip(records, keep) if flag]
+
+    def write(tmp: str) -> None:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for raw in kept:
+                writer.write(raw)
+        with open(tmp, "rb+") as out:
+            os.fsync(out.fileno())
+
+    _replace(path, write)
+
+
+def _keep(records: list[tuple[bytes, Any]], epochs_done: int) -> list[bool]:
+    """Whether to keep each (raw, Event) of one event file, in file order."""
+    keep = [True] * len(records)
+    next_epoch: int | None = None  # step of the nearest epoch_* point after the one at hand
+    for index in range(len(records) - 1, -1, -1):
+        event = records[index][1]
+        tags = [value.tag for value in event.summary.value] if event.HasField("summary") else []
+        if not tags:
+            continue  # file_version, graph, metadata: kept
+        if all(tag.startswith(_EPOCH) for tag in tags):
+            next_epoch = int(event.step)
+            epoch: int | None = next_epoch
+        elif any(tag.endswith(_VS_ITERATIONS) or tag.startswith(_BATCH) for tag in tags):
+            epoch = next_epoch  # stepped by iterations: the epoch it was written in
+        else:
+            epoch = int(event.step)
+        keep[index] = epoch is not None and epoch < epochs_done
+    return keep
+
+
+# --- atomic replace ----------------------------------------------------------
+
+
+def _replace(path: Path, write: Callable[[str], None]) -> None:
+    """Writes a new `path` through `write(tmp)` and swaps it in atomically and durably."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    # The temporary name has no "tfevents" in it: TensorBoard must not read it as an event file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".fitlogs-", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # no directory handles (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

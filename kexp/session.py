@@ -1,0 +1,197 @@
+"""A run's lifecycle: open and lock its folder, yield the `Harness`, write `results.json`.
+
+    import kexp
+    with kexp.open_run("my_model") as run:
+        model = run.fit(build_model, (x, y), loss="mse")
+    print(run.results["status"], run.run_dir)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import keras
+import tensorflow as tf
+
+from kexp import checkpoint, rundir
+from kexp.config import ExperimentConfig, TrainConfig, to_dict
+from kexp.errors import RunError, UsageError, WriteError
+from kexp.harness import Harness
+from kexp.interrupt import RunInterrupted, StopRequest
+from kexp.strategy import describe_devices, is_chief, make_strategy
+
+
+@contextlib.contextmanager
+def open_run(
+    name: str,
+    *,
+    logdir: str | Path = "logs",
+    train: TrainConfig | None = None,
+    strategy: str = "auto",
+    config: ExperimentConfig | None = None,
+    verbose: int | str = "auto",
+    resume: str | Path | None = None,
+) -> Iterator[Harness]:
+    """Opens a run folder and yields the `Harness` that trains in it.
+
+    The folder is locked while the block runs (`RUN_DIR/.lock`, an `fcntl`
+    lock): a second process on it fails with a `UsageError`. On exit it
+    writes `results.json` (atomically) with the recorded metrics and the
+    run's status. A `UsageError` raised inside (bad data, say) removes a new
+    run folder again before it propagates, and leaves a resumed one as it
+    was. While the block runs, and while `results.json` is written, SIGINT
+    and SIGTERM stop training cleanly (`kexp.interrupt`); the block then ends
+    with `RunInterrupted` (whose `run_dir` names the folder) and status
+    `interrupted`. A `SystemExit` inside is a failed run (`RunError`).
+
+    Args:
+        name: Experiment name; the run folder is `logdir/name/RUN_ID`. One
+            folder name: letters, digits, `_`, `-` and `.` (not first).
+        logdir: Root of all runs.
+        train: Training settings; defaults to `TrainConfig()`.
+        strategy: A name from `kexp.strategy.STRATEGIES`.
+        config: The full experiment config written to `config.json`.
+        verbose: Keras verbosity; `auto` shows a progress bar on a terminal
+            and one line per epoch otherwise.
+        resume: An existing run folder to continue in (`kexp.runner.resume_config`
+            checks it; `kexp.checkpoint` holds the state format);
+            each fit restarts from its last completed epoch.
+
+    Yields:
+        The harness. After the block, `harness.results` holds what was written.
+
+    Raises:
+        UsageError: A bad name or strategy, or a folder in use.
+        WriteError: A file of the run could not be written (names the file).
+    """
+    rundir.check_name(name, "open_run name")
+    train = train or (config.train if config is not None else TrainConfig())
+    tf_strategy = make_strategy(strategy)
+    keras.utils.set_random_seed(train.seed)
+    if train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    chief = is_chief(tf_strategy)
+    config_data = to_dict(config) if config is not None else {"train": to_dict(train)}
+    run_dir, lock = _open_folder(name, logdir, resume, chief, config_data)
+    new_folder = resume is None or not chief
+    previous_policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(train.precision)
+    stop = StopRequest()
+    # Every worker of a resumed multi-worker run restores the chief's state.
+    backup_root = Path(resume).absolute() / "backup" if resume is not None else None
+    harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, backup_root=backup_root,
+                      run_info={"experiment": name, "config": config_data}, resumed=resume is not None)
+    started = time.perf_counter()
+    try:
+        # Signals stay caught until results.json is written: a stop then
+        # still leaves a results.json, with status interrupted.
+        with stop:
+            try:
+                yield harness
+                stop.check()
+            except UsageError:
+                harness.close()
+                if new_folder:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                raise
+            except KeyboardInterrupt as err:
+                harness.status = "interrupted"
+                err.run_dir = run_dir if chief else None  # type: ignore[attr-defined]
+                raise
+            except SystemExit as err:
+                harness.status = "failed"
+                raise RunError(f"the experiment exited (sys.exit({err.code!r})) before it finished") from None
+            except BaseException:
+                harness.status = "failed"
+                raise
+            finally:
+                keras.mixed_precision.set_dtype_policy(previous_policy)
+                if run_dir.exists():
+                    _write_results(harness, name, config_data, time.perf_counter() - started, chief,
+                                   failing=sys.exc_info()[1] is not None)
+            if stop.requested:
+                # A signal that arrived while results.json was written.
+                harness.status = "interrupted"
+                _write_results(harness, name, config_data, time.perf_counter() - started, chief)
+                interrupted = RunInterrupted(stop.signum)  # type: ignore[arg-type]
+                interrupted.run_dir = run_dir if chief else None  # type: ignore[attr-defined]
+                raise interrupted
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _open_folder(name: str, logdir: str | Path, resume: str | Path | None, chief: bool,
+                 config_data: dict) -> tuple[Path, rundir.RunLock | None]:
+    """Returns the run folder, locked, with its `config.json`: a new one, or the resumed one cleaned of temp files."""
+    if not chief:
+        # Other workers of a multi-worker run compute, but keep their files
+        # (state, logs) out of the shared run folders.
+        return Path(tempfile.mkdtemp(prefix=f"kexp-{name}-worker-")), None
+    if resume is not None:
+        run_dir = Path(resume).absolute()
+        lock = rundir.RunLock(run_dir, f"--resume {str(resume)!r}")
+        # Left by a process killed mid-write; never read, and they would pile up.
+        for path in (run_dir / "results.json", run_dir / "config.json"):
+            rundir.remove_temp_files(path)
+        for backup in (run_dir / "backup").glob("*"):
+            checkpoint.remove_temp_files(backup)
+        return run_dir, lock
+    run_dir = rundir.create_run_dir(logdir, name)
+    lock = rundir.RunLock(run_dir, str(run_dir))
+    try:
+        rundir.write_json(run_dir / "config.json", config_data)
+    except BaseException:
+        # A run folder without config.json could never be resumed.
+        lock.release()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return run_dir, lock
+
+
+def _write_results(harness: Harness, name: str, config_data: dict, wall_time_s: float, chief: bool,
+                   failing: bool = False) -> None:
+    """Writes `results.json` (chief) or removes a worker's scratch folder.
+
+    When the run is already failing, a write that fails too keeps the first
+    error: it names what failed first (a full disk fails both).
+    """
+    harness.close()
+    harness.results = _results(harness, name, config_data, wall_time_s)
+    if not chief:
+        shutil.rmtree(harness.run_dir, ignore_errors=True)
+        return
+    try:
+        rundir.write_json(harness.run_dir / "results.json", harness.results)
+    except WriteError as err:
+        if failing:
+            return
+        raise WriteError(err.path, err.os_error, "; the trained state is in the run folder's backup/") from None
+
+
+def _results(harness: Harness, name: str, config: dict, wall_time_s: float) -> dict[str, Any]:
+    if harness.status == "ok" and any(not math.isfinite(v) for v in harness.metrics.values()):
+        harness.status = "diverged"
+    return {
+        "experiment": name,
+        "run_id": harness.run_dir.name,
+        "status": harness.status,
+        "metrics": harness.metrics,
+        "config": config,
+        "wall_time_s": round(wall_time_s, 3),
+        "train_samples_per_s": round(harness.train_samples_per_s, 1),
+        "strategy": harness.strategy_name,
+        "num_replicas": harness.num_replicas,
+        "devices": describe_devices(harness.strategy),
+        "fits": harness.fit_settings,
+        "versions": rundir.versions(),
+        # Other workers of a multi-worker run keep no folder.
+        "run_dir": str(harness.run_dir) if harness.is_chief else None,
+    }
