@@ -28,13 +28,14 @@ from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
 class DCGANModel:
     """Generator, discriminator, and the judge classifier."""
 
-    noise_dim: int = param(32, ge=1, help="size of the normal noise vector")
-    g_filters: int = param(32, ge=1, help="generator filters at the last upsampling (doubled before)")
-    d_filters: int = param(32, ge=1, help="discriminator filters at the first convolution")
-    d_steps: int = param(1, ge=1, help="discriminator steps per generator step")
+    # Upper limits, generous for real use, so that a typo fails with one line.
+    noise_dim: int = param(32, ge=1, le=100_000, help="size of the normal noise vector")
+    g_filters: int = param(32, ge=1, le=4_096, help="generator filters at the last upsampling (doubled before)")
+    d_filters: int = param(32, ge=1, le=4_096, help="discriminator filters at the first convolution")
+    d_steps: int = param(1, ge=1, le=1_000, help="discriminator steps per generator step")
     beta_1: float = param(0.5, ge=0, lt=1, help="Adam beta_1 of both optimizers (DCGAN: 0.5)")
-    judge_epochs: int = param(40, ge=1, help="epochs of the LeNet-5 that labels generated digits")
-    num_samples: int = param(1000, ge=10, help="generated samples the judge labels")
+    judge_epochs: int = param(40, ge=1, le=1_000_000, help="epochs of the LeNet-5 that labels generated digits")
+    num_samples: int = param(1000, ge=10, le=1_000_000, help="generated samples the judge labels")
 
 
 CONFIG = ExperimentConfig(

@@ -25,19 +25,21 @@ from kexp.config import ExperimentConfig, TrainConfig, param
 class GaussianData:
     """The data distribution N(mu, sigma)."""
 
-    mu: float = param(4.0, help="data mean")
-    sigma: float = param(1.25, gt=0, help="data standard deviation")
-    num_samples: int = param(20_000, ge=64, help="real samples per epoch")
+    # Upper limits, generous for real use, keep a typo from asking NumPy for
+    # terabytes (or overflowing float32) instead of failing with one line.
+    mu: float = param(4.0, ge=-1e6, le=1e6, help="data mean")
+    sigma: float = param(1.25, gt=0, le=1e6, help="data standard deviation")
+    num_samples: int = param(20_000, ge=64, le=10_000_000, help="real samples per epoch")
 
 
 @dataclasses.dataclass(frozen=True)
 class Gan1dModel:
     """Generator, discriminator and the training game."""
 
-    noise_dim: int = param(4, ge=1, help="size of the uniform noise vector")
-    g_hidden: tuple[int, ...] = param((32, 32), ge=1, help="generator hidden widths")
-    d_hidden: tuple[int, ...] = param((32, 32), ge=1, help="discriminator hidden widths")
-    d_steps: int = param(2, ge=1, help="k: discriminator steps per generator step")
+    noise_dim: int = param(4, ge=1, le=100_000, help="size of the uniform noise vector")
+    g_hidden: tuple[int, ...] = param((32, 32), ge=1, le=100_000, help="generator hidden widths")
+    d_hidden: tuple[int, ...] = param((32, 32), ge=1, le=100_000, help="discriminator hidden widths")
+    d_steps: int = param(2, ge=1, le=1_000, help="k: discriminator steps per generator step")
     beta_1: float = param(0.5, ge=0, lt=1, help="Adam beta_1 of both optimizers (DCGAN's 0.5)")
 
 

@@ -25,12 +25,14 @@ from kexp.errors import ConfigError
 class HeartData:
     """Where points are drawn."""
 
-    box: float = param(1.75, gt=1.52, help="training square is [-box, box]^2 (the heart spans |x| <= 1, -1 <= y <= 1.52)")
-    outer: float = param(2.75, gt=0, help="the outside ring is box < max(|x|, |y|) <= outer")
-    num_train: int = param(20_000, ge=100, help="uniform random training points in the square")
-    num_val: int = param(2_000, ge=10, help="validation points in the square")
-    num_test: int = param(5_000, ge=10, help="held-out test points in the square")
-    grid: int = param(300, ge=20, help="grid side for the IoU and the plots")
+    # Upper limits, generous for real use, keep a typo from asking NumPy for
+    # terabytes (or overflowing float32) instead of failing with one line.
+    box: float = param(1.75, gt=1.52, le=1_000, help="training square is [-box, box]^2 (the heart spans |x| <= 1, -1 <= y <= 1.52)")
+    outer: float = param(2.75, gt=0, le=1_000, help="the outside ring is box < max(|x|, |y|) <= outer")
+    num_train: int = param(20_000, ge=100, le=10_000_000, help="uniform random training points in the square")
+    num_val: int = param(2_000, ge=10, le=10_000_000, help="validation points in the square")
+    num_test: int = param(5_000, ge=10, le=10_000_000, help="held-out test points in the square")
+    grid: int = param(300, ge=20, le=4_096, help="grid side for the IoU and the plots")
 
     def check(self) -> None:
         if self.outer <= self.box:
@@ -41,7 +43,7 @@ class HeartData:
 class HeartModel:
     """The MLP."""
 
-    hidden: tuple[int, ...] = param((64, 64, 64), ge=1, help="hidden layer widths")
+    hidden: tuple[int, ...] = param((64, 64, 64), ge=1, le=100_000, help="hidden layer widths")
     activation: str = param("tanh", choices=("relu", "tanh", "sigmoid", "leaky_relu", "softplus"))
 
 

@@ -23,6 +23,15 @@ import math
 from kexp.config import ExperimentConfig, TrainConfig, param
 from kexp.errors import ConfigError
 
+# Size limits, generous for real use (the defaults ask for 1,000 samples a
+# range and ~700k windowed values), so that a typo such as
+# `data.train_range=0,1e12` (73 TiB of samples) fails at once with a one-line
+# error instead of exhausting memory or overflowing inside NumPy.
+MAX_RANGE_SAMPLES = 10_000_000
+# Inputs and targets hold this many float32 values each (400 MB).
+MAX_WINDOW_VALUES = 100_000_000
+MAX_ROLLOUT_SAMPLES = 1_000_000
+
 
 @dataclasses.dataclass(frozen=True)
 class SineData:
@@ -30,9 +39,9 @@ class SineData:
 
     function: str = param("sin", choices=("sin", "sin_x_pow"), help="series to forecast")
     interval: float = param(0.1, gt=0, help="x spacing between samples")
-    feature_length: int = param(32, ge=2, help="samples per step (even)")
-    seq_length: int = param(20, ge=1, help="steps per training sequence")
-    stride: int = param(1, ge=1, help="samples between starts of training sequences")
+    feature_length: int = param(32, ge=2, le=100_000, help="samples per step (even)")
+    seq_length: int = param(20, ge=1, le=100_000, help="steps per training sequence")
+    stride: int = param(1, ge=1, le=MAX_RANGE_SAMPLES, help="samples between starts of training sequences")
     train_range: tuple[float, float] = param((0.0, 100.0), help="x-range of training data")
     val_range: tuple[float, float] = param((100.0, 140.0), help="x-range of validation data")
     test_range: tuple[float, float] = param((140.0, 180.0), help="held-out x-range for test_mse")
@@ -42,9 +51,17 @@ class SineData:
             raise ConfigError(
                 f"data.feature_length: received {self.feature_length}; allowed: an even integer >= 2"
             )
-        needed = ((self.seq_length) * (self.feature_length // 2) + self.feature_length) * self.interval
+        # Samples one sequence plus its target spans (windows.span(f, seq_length + 1)).
+        span = self.seq_length * (self.feature_length // 2) + self.feature_length
+        needed = span * self.interval
         for key in ("train_range", "val_range", "test_range"):
             lo, hi = getattr(self, key)
+            samples = (hi - lo) / self.interval  # inf when it overflows: refused below
+            if samples > MAX_RANGE_SAMPLES:
+                raise ConfigError(
+                    f"data.{key}: received {lo},{hi}; allowed: at most {MAX_RANGE_SAMPLES:,} samples "
+                    f"per range ((hi - lo) / data.interval = {samples:.3g} at interval {self.interval:g})"
+                )
             if hi - lo < needed:
                 raise ConfigError(
                     f"data.{key}: received {lo},{hi}; allowed: lo < hi with hi - lo >= {needed:g} "
@@ -52,6 +69,13 @@ class SineData:
                 )
             if self.function == "sin_x_pow" and lo < 0:
                 raise ConfigError(f"data.{key}: received {lo},{hi}; allowed: x >= 0 for sin_x_pow")
+            values = ((math.ceil(samples) - span) // self.stride + 1) * (self.seq_length + 1) * self.feature_length
+            if values > MAX_WINDOW_VALUES:
+                raise ConfigError(
+                    f"data.{key}: received {lo},{hi}; allowed: at most {MAX_WINDOW_VALUES:,} windowed values "
+                    f"(sequences x (seq_length + 1) x feature_length = {values:.3g}); "
+                    "narrow the range or raise data.stride"
+                )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +83,7 @@ class SineModel:
     """The recurrent forecaster."""
 
     cell: str = param("lstm", choices=("lstm", "gru", "simple"), help="recurrent cell")
-    units: int = param(64, ge=1, help="recurrent units (seed: 256)")
+    units: int = param(64, ge=1, le=100_000, help="recurrent units (seed: 256)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +94,22 @@ class RolloutEval:
     horizon: float = param(4 * math.pi, gt=0, help="x-length of the rollout (>= 4*pi: two periods)")
 
 
-CONFIG = ExperimentConfig(
+@dataclasses.dataclass(frozen=True)
+class SineConfig(ExperimentConfig):
+    """The experiment's config, with the check that needs both `eval` and `data`."""
+
+    def check(self) -> None:
+        if self.eval is None or self.data is None:
+            return
+        points = self.eval.horizon / self.data.interval
+        if points > MAX_ROLLOUT_SAMPLES:
+            raise ConfigError(
+                f"eval.horizon: received {self.eval.horizon!r}; allowed: at most {MAX_ROLLOUT_SAMPLES:,} "
+                f"rollout samples (horizon / data.interval = {points:.3g} at interval {self.data.interval:g})"
+            )
+
+
+CONFIG = SineConfig(
     data=SineData(),
     model=SineModel(),
     train=TrainConfig(epochs=30, batch_size=32, learning_rate=1e-3),

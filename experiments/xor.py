@@ -21,14 +21,15 @@ from kexp.config import ExperimentConfig, TrainConfig, param
 class XorData:
     """The four XOR points, repeated so that an epoch has several steps."""
 
-    repeats: int = param(64, ge=1, help="copies of the four points per epoch")
+    # Bounded (4M points) so that a typo fails with one line, not in NumPy.
+    repeats: int = param(64, ge=1, le=1_000_000, help="copies of the four points per epoch")
 
 
 @dataclasses.dataclass(frozen=True)
 class XorModel:
     """The two-layer net's hidden layer."""
 
-    hidden: int = param(8, ge=1, help="hidden units of the two-layer net")
+    hidden: int = param(8, ge=1, le=100_000, help="hidden units of the two-layer net")
     activation: str = param("tanh", choices=("relu", "tanh", "sigmoid", "leaky_relu", "softplus"))
 
 

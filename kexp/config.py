@@ -56,16 +56,19 @@ def param(
 class TrainConfig:
     """Settings every experiment's training shares; read by the harness."""
 
-    epochs: int = param(10, ge=1, help="passes over the training data")
-    batch_size: int = param(32, ge=1, help="per-replica batch; global = this x replicas")
+    # Upper bounds keep every count inside an int64 step counter and the
+    # machine's memory, so an absurd value fails here, not inside TensorFlow.
+    epochs: int = param(10, ge=1, le=1_000_000, help="passes over the training data")
+    batch_size: int = param(32, ge=1, le=2**24, help="per-replica batch; global = this x replicas")
     learning_rate: float = param(1e-3, gt=0, help="optimizer step size")
     optimizer: str = param("adam", choices=("adam", "sgd", "momentum", "rmsprop", "adamw"))
     lr_schedule: str = param("constant", choices=("constant", "cosine"),
                              help="cosine decays the learning rate to 0 over all training steps")
-    seed: int = param(0, ge=0, help="seeds Python, NumPy, TensorFlow and data shuffling")
+    # NumPy's legacy seeding (keras.utils.set_random_seed) takes 32 bits.
+    seed: int = param(0, ge=0, le=2**32 - 1, help="seeds Python, NumPy, TensorFlow and data shuffling")
     deterministic: bool = param(False, help="enable TensorFlow op determinism (slower)")
     steps_per_execution: int = param(
-        0, ge=0, help="batches per compiled call; 0 picks one from the epoch length"
+        0, ge=0, le=100_000, help="batches per compiled call; 0 picks one from the epoch length"
     )
     jit_compile: str = param(
         "auto", choices=("auto", "true", "false"),
@@ -79,7 +82,7 @@ class TrainConfig:
         help="Keras dtype policy while the run builds and trains models (mixed_* for GPUs)",
     )
     shuffle: bool = param(True, help="reshuffle training data every epoch")
-    shuffle_buffer: int = param(10_000, ge=1, help="tf.data shuffle buffer size")
+    shuffle_buffer: int = param(10_000, ge=1, le=10_000_000, help="tf.data shuffle buffer size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +90,10 @@ class ExperimentConfig:
     """The resolved config of one experiment: one dataclass per section.
 
     Experiments use the sections they need; `eval` is an optional section for
-    evaluation settings (rollout horizon, grid sizes, ...).
+    evaluation settings (rollout horizon, grid sizes, ...). An experiment may
+    subclass it with a `check(self) -> None` method, raising `ConfigError`, for
+    constraints between sections (e.g. a rollout length in samples, which
+    depends on `eval` and `data`); `validate` calls it last.
     """
 
     data: Any
@@ -162,23 +168,23 @@ def apply_overrides(config: ExperimentConfig, overrides: Iterable[str]) -> Exper
     sections = config.sections()
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=5")
+            raise ConfigError(f"--set {_shown(item)}: expected key=value, e.g. train.epochs=5")
         key, raw = (part.strip() for part in item.split("=", 1))
         if key.count(".") != 1:
             raise ConfigError(
-                f"--set {item!r}: key must be section.name; sections: {', '.join(sections)}"
+                f"--set {_shown(item)}: key must be section.name; sections: {', '.join(sections)}"
             )
         section_name, field_name = key.split(".")
         if section_name not in sections:
             raise ConfigError(
-                f"unknown section {section_name!r} in --set {item!r}; "
+                f"unknown section {_shown(section_name)} in --set {_shown(item)}; "
                 f"valid sections: {', '.join(sections)}"
             )
         section = sections[section_name]
         fields = {f.name: f for f in dataclasses.fields(section)}
         if field_name not in fields:
             raise ConfigError(
-                f"unknown key {key!r}; valid keys of {section_name}: {', '.join(fields)}"
+                f"unknown key {_shown(key)}; valid keys of {section_name}: {', '.join(fields)}"
             )
         hints = typing.get_type_hints(type(section))
         value = parse_value(key, raw, hints[field_name])
@@ -202,11 +208,29 @@ def from_dict(config: ExperimentConfig, data: Mapping[str, Any]) -> ExperimentCo
         The validated config.
 
     Raises:
-        ConfigError: When `data` names keys the experiment does not have.
+        ConfigError: When `data` is not a mapping of sections to mappings of
+            scalars (or lists of scalars), or names keys the experiment does
+            not have, or holds values outside their limits.
     """
+    # `data` comes from a file anyone may have edited: check its shape before
+    # walking it, so a wrong shape is one line, not an AttributeError.
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: received {_shown(data)}; allowed: a JSON object of sections")
     overrides = []
     for section_name, values in data.items():
-        for key, value in (values or {}).items():
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"{_key(section_name)}: received {_shown(values)}; allowed: a JSON object of key: value"
+            )
+        for key, value in values.items():
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, (str, int, float)) for v in items):
+                raise ConfigError(
+                    f"{_key(section_name)}.{_key(key)}: received {_shown(value)}; "
+                    "allowed: a string, number, true/false or a list of those"
+                )
             text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
             overrides.append(f"{section_name}.{key}={text}")
     return apply_overrides(config, overrides)
@@ -235,11 +259,11 @@ def parse_value(key: str, raw: str, annotation: Any) -> Any:
         if len(item_types) != 2 or item_types[1] is not Ellipsis:
             if len(parts) != len(item_types):
                 raise ConfigError(
-                    f"{key}: received {raw!r}; allowed: {len(item_types)} comma-separated "
+                    f"{key}: received {_shown(raw)}; allowed: {len(item_types)} comma-separated "
                     f"{item_type.__name__} values, e.g. {key}=0,100"
                 )
         elif not parts:
-            raise ConfigError(f"{key}: received {raw!r}; allowed: comma-separated {item_type.__name__} values")
+            raise ConfigError(f"{key}: received {_shown(raw)}; allowed: comma-separated {item_type.__name__} values")
         return tuple(parse_value(key, p, item_type) for p in parts)
     if annotation is bool:
         lowered = raw.strip().lower()
@@ -247,19 +271,20 @@ def parse_value(key: str, raw: str, annotation: Any) -> Any:
             return True
         if lowered in ("false", "0", "no", "off"):
             return False
-        raise ConfigError(f"{key}: received {raw!r}; allowed: true or false")
+        raise ConfigError(f"{key}: received {_shown(raw)}; allowed: true or false")
     if annotation is int:
         try:
+            # Python refuses more than 4,300 digits with a ValueError too.
             return int(raw.strip())
         except ValueError:
-            raise ConfigError(f"{key}: received {raw!r}; allowed: an integer") from None
+            raise ConfigError(f"{key}: received {_shown(raw)}; allowed: an integer") from None
     if annotation is float:
         try:
             value = float(raw.strip())
         except ValueError:
-            raise ConfigError(f"{key}: received {raw!r}; allowed: a number") from None
+            raise ConfigError(f"{key}: received {_shown(raw)}; allowed: a number") from None
         if not math.isfinite(value):
-            raise ConfigError(f"{key}: received {raw!r}; allowed: a finite number")
+            raise ConfigError(f"{key}: received {_shown(raw)}; allowed: a finite number")
         return value
     if annotation is str:
         return raw.strip()
@@ -270,7 +295,8 @@ def validate(config: ExperimentConfig) -> None:
     """Checks every field against its `param` limits, then section checks.
 
     A section may define `check(self) -> None` raising `ConfigError` for
-    constraints between fields (e.g. a range whose start must be below its end).
+    constraints between fields (e.g. a range whose start must be below its end),
+    and the config itself one for constraints between sections.
 
     Raises:
         ConfigError: Naming the first key that is out of bounds.
@@ -285,11 +311,33 @@ def validate(config: ExperimentConfig) -> None:
                 if not _within(f.metadata, v):
                     shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
                     raise ConfigError(
-                        f"{section_name}.{f.name}: received {shown!r}; allowed: {_allowed(f)}"
+                        f"{section_name}.{f.name}: received {_shown(shown)}; allowed: {_allowed(f)}"
                     )
         check = getattr(section, "check", None)
         if check is not None:
             check()
+    check = getattr(config, "check", None)
+    if check is not None:
+        check()
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """Returns `repr(value)` cut to `limit` characters, for echoing in a message.
+
+    Every value an error message echoes goes through here, so that a
+    100 KB `--set` value gives a short line, not a 100 KB one.
+    """
+    try:
+        text = repr(value)
+    except ValueError:
+        # An int past Python's 4,300-digit conversion limit has no repr.
+        text = f"<an integer of {value.bit_length()} bits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _key(name: Any) -> str:
+    """Returns a key name as is when it is a short identifier, else `_shown(name)`."""
+    return name if isinstance(name, str) and name.isidentifier() and len(name) <= 80 else _shown(name)
 
 
 def _within(meta: Mapping[str, Any], v: Any) -> bool:
@@ -327,4 +375,4 @@ class ImageDataConfig:
                       help="digits is bundled (scikit-learn); the others load through tensorflow-datasets")
     data_dir: str = param("", help="tensorflow-datasets folder; empty = TFDS_DATA_DIR or ~/tensorflow_datasets")
     test_fraction: float = param(0.2, gt=0, lt=1, help="held-out share of digits (seeded, stratified)")
-    image_size: int = param(0, ge=0, help="resize images to this side (bilinear); 0 keeps their size")
+    image_size: int = param(0, ge=0, le=1_024, help="resize images to this side (bilinear); 0 keeps their size")

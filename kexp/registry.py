@@ -39,11 +39,14 @@ class ExperimentSpec:
         name: The name used on the command line.
         path: The module's source file.
         description: First line of the module docstring.
+        error: Why an entry point's module cannot be found ("" when it can);
+            `load` reports it.
     """
 
     name: str
     path: Path
     description: str
+    error: str = ""
 
 
 def bundled_dir() -> Path:
@@ -62,12 +65,21 @@ def _search_dirs() -> list[Path]:
     return dirs
 
 
-def _entry_point_files() -> dict[str, Path]:
-    found = {}
+def _entry_point_files() -> dict[str, Path | str]:
+    """Returns each entry point's module file, or why it cannot be found."""
+    found: dict[str, Path | str] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        spec = importlib.util.find_spec(ep.value)
-        if spec is not None and spec.origin:
+        try:
+            # Imports the module's parent packages (not the module itself),
+            # which may fail like any import: a stale or broken installation.
+            spec = importlib.util.find_spec(ep.value)
+        except Exception as err:
+            found[ep.name] = f"entry point {ep.value!r}: {_describe_error(err)}"
+            continue
+        if spec is not None and spec.origin and spec.origin not in ("built-in", "frozen"):
             found[ep.name] = Path(spec.origin)
+        else:
+            found[ep.name] = f"entry point {ep.value!r}: no such module file"
     return found
 
 
@@ -86,7 +98,7 @@ def discover() -> dict[str, ExperimentSpec]:
     Returns:
         Mapping of name to `ExperimentSpec`, sorted by name.
     """
-    files: dict[str, Path] = {}
+    files: dict[str, Path | str] = {}
     for folder in _search_dirs():
         if not folder.is_dir():
             continue
@@ -95,9 +107,13 @@ def discover() -> dict[str, ExperimentSpec]:
                 files.setdefault(path.stem, path)
     for name, path in _entry_point_files().items():
         files.setdefault(name, path)
-    return {
-        name: ExperimentSpec(name, path, _describe(path)) for name, path in sorted(files.items())
-    }
+    found = {}
+    for name, path in sorted(files.items()):
+        if isinstance(path, str):  # an entry point whose module cannot be found
+            found[name] = ExperimentSpec(name, Path(), "(unreadable experiment entry point)", error=path)
+        else:
+            found[name] = ExperimentSpec(name, path, _describe(path))
+    return found
 
 
 def get(name: str) -> ExperimentSpec:
@@ -121,23 +137,62 @@ def load(name: str) -> ModuleType:
     `run(config, harness) -> dict[str, float]`.
 
     Raises:
-        UsageError: For an unknown name.
-        TypeError: For a module that lacks `CONFIG` or `run`.
+        UsageError: For an unknown name, or a module that cannot be imported
+            (syntax error, missing import, exception at import) or lacks a
+            proper `CONFIG` or `run`: one line naming the file and the error.
     """
     spec = get(name)
     module_name = f"kexp.experiments.{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]
+    if spec.error:
+        raise UsageError(f"experiment {name!r}: {spec.error}")
+    where = f"experiment {name!r} ({spec.path})"
     import_spec = importlib.util.spec_from_file_location(module_name, spec.path)
+    if import_spec is None or import_spec.loader is None:
+        raise UsageError(f"{where}: not an importable Python file")
     module = importlib.util.module_from_spec(import_spec)
     # Registered before executing so that dataclasses in the module resolve.
     sys.modules[module_name] = module
     try:
-        import_spec.loader.exec_module(module)
+        try:
+            import_spec.loader.exec_module(module)
+        except Exception as err:
+            # A user's experiment file is input like any other: its error is
+            # one line naming the file, not a traceback through kexp.
+            # (KeyboardInterrupt and SystemExit pass through untouched.)
+            raise UsageError(f"{where}: {_describe_error(err)}") from None
+        _check_module(module, where)
     except BaseException:
         del sys.modules[module_name]
         raise
+    return module
+
+
+def _check_module(module: ModuleType, where: str) -> None:
+    """Raises UsageError unless the module has an `ExperimentConfig` CONFIG and a callable run."""
+    from kexp.config import ExperimentConfig, _shown
+
     for attr in ("CONFIG", "run"):
         if not hasattr(module, attr):
-            raise TypeError(f"experiment {name!r} ({spec.path}) defines no {attr}")
-    return module
+            raise UsageError(f"{where}: defines no {attr}; allowed: a module with CONFIG and run(config, harness)")
+    if not isinstance(module.CONFIG, ExperimentConfig):
+        raise UsageError(
+            f"{where}: CONFIG is {_shown(module.CONFIG)} ({type(module.CONFIG).__name__}); "
+            "allowed: a kexp.config.ExperimentConfig"
+        )
+    if not callable(module.run):
+        raise UsageError(
+            f"{where}: run is {_shown(module.run)} ({type(module.run).__name__}); "
+            "allowed: a function run(config, harness)"
+        )
+
+
+def _describe_error(err: Exception) -> str:
+    """Returns `Type: message` on one line, with the line number of a syntax error."""
+    if isinstance(err, SyntaxError):
+        text = f"{type(err).__name__}: {err.msg}" + (f" (line {err.lineno})" if err.lineno else "")
+    else:
+        message = " ".join(str(err).split())  # one line, whatever the exception says
+        text = f"{type(err).__name__}: {message}" if message else type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

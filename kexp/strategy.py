@@ -17,6 +17,7 @@ import json
 import os
 from typing import Any
 
+from kexp.config import _key, _shown  # the one rule for cutting echoed values
 from kexp.errors import UsageError
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
@@ -118,20 +119,51 @@ def make_strategy(name: str) -> Any:
 
 
 def _check_tf_config() -> None:
+    """Checks `TF_CONFIG` for what `MultiWorkerMirroredStrategy` needs, without TensorFlow.
+
+    TensorFlow itself fails on a wrong `TF_CONFIG` with a traceback (or waits
+    for workers that cannot exist), so its shape is checked here.
+
+    Raises:
+        UsageError: One line naming what is missing or wrong and what is allowed.
+    """
     raw = os.environ.get("TF_CONFIG", "")
     if not raw:
         raise UsageError(
             "--strategy multi_worker needs TF_CONFIG (cluster and task) in the environment; "
             "see README 'Training on several machines'"
         )
+    shape = 'JSON {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}}'
     try:
         tf_config = json.loads(raw)
-        tf_config["cluster"]["worker"]
-        tf_config["task"]["type"], tf_config["task"]["index"]
-    except (ValueError, KeyError, TypeError):
+    except ValueError:
+        raise UsageError(f"TF_CONFIG: received {_shown(raw)}; allowed: {shape}") from None
+    cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
+    task = tf_config.get("task") if isinstance(tf_config, dict) else None
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise UsageError(f"TF_CONFIG: received {_shown(raw)}; allowed: {shape}")
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not addresses \
+                or not all(isinstance(a, str) and a for a in addresses):
+            raise UsageError(
+                f"TF_CONFIG cluster.{_key(job)}: received {_shown(addresses)}; "
+                'allowed: a non-empty list of "host:port" strings'
+            )
+    if "worker" not in cluster:
+        raise UsageError(f"TF_CONFIG cluster: received {_shown(cluster)}; allowed: a cluster with a worker list")
+    task_type, index = task.get("type"), task.get("index")
+    if not isinstance(task_type, str) or task_type not in cluster:  # a list is unhashable
         raise UsageError(
-            f"TF_CONFIG: received {raw[:80]!r}; allowed: JSON with cluster.worker and task.type/index"
-        ) from None
+            f"TF_CONFIG task.type: received {_shown(task_type)}; "
+            f"allowed: a job of the cluster ({', '.join(_key(j) for j in cluster)})"
+        )
+    size = len(cluster[task_type])
+    # bool is an int in Python, but `"index": true` is a mistake.
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
+        raise UsageError(
+            f"TF_CONFIG task.index: received {_shown(index)}; "
+            f"allowed: an integer 0..{size - 1} (cluster.{_key(task_type)} has {size} address{'es' if size > 1 else ''})"
+        )
 
 
 def is_chief(strategy: Any) -> bool:

@@ -56,6 +56,16 @@ def test_torn_state_file_is_a_usage_error(tmp_path):
         checkpoint.load(path)
 
 
+@pytest.mark.parametrize("header", [[1, 2], "text", 3, None])
+def test_state_file_whose_header_is_not_an_object_is_a_usage_error(tmp_path, header):
+    import json
+
+    path = tmp_path / "state.npz"
+    np.savez(path, __kexp_state__=np.array(json.dumps(header)))
+    with pytest.raises(UsageError, match="is not a readable kexp training state \\(header is a JSON"):
+        checkpoint.load(path)
+
+
 def test_epoch_order_depends_only_on_seed_and_epoch():
     import tensorflow as tf
 

@@ -46,20 +46,101 @@ BAD_INPUTS = [
     (["run", "lstm_sine", "--strategy", "multi_worker"], "--strategy multi_worker needs TF_CONFIG"),
     (["show", "nope"], "unknown experiment 'nope'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    # Values past any real use (and past int64) fail on their declared bounds.
+    (["run", "lstm_sine", "--set", "train.epochs=10000000000000000000"],
+     "train.epochs: received 10000000000000000000; allowed: a value >= 1 and <= 1000000"),
+    (["run", "lstm_sine", "--set", "train.batch_size=10000000000000000000"],
+     "train.batch_size: received 10000000000000000000; allowed: a value >= 1 and <= 16777216"),
+    (["run", "lstm_sine", "--set", "train.seed=4294967296"],
+     "train.seed: received 4294967296; allowed: a value >= 0 and <= 4294967295"),
+    # A value echoed in an error is cut to 80 characters (the test checks the line length).
+    (["run", "lstm_sine", "--set", "train.epochs=" + "9" * 4000],
+     "train.epochs: received " + "9" * 77 + "...; allowed: a value >= 1 and <= 1000000"),
+    (["run", "lstm_sine", "--set", "train.epochs=" + "9" * 5000],  # past Python's int parsing limit
+     "train.epochs: received '" + "9" * 76 + "...; allowed: an integer"),
+    (["run", "lstm_sine", "--set", "data.train_range=0,1e12"],
+     "data.train_range: received 0.0,1000000000000.0; allowed: at most 10,000,000 samples per range"),
+    (["run", "lstm_sine", "--set", "data.interval=1e-9"], "allowed: at most 10,000,000 samples per range"),
+    (["run", "lstm_sine", "--set", "eval.horizon=1e12"], "eval.horizon: received 1000000000000.0; allowed: at most"),
+    (["run", "heart_mlp", "--set", "data.grid=1000000"], "data.grid: received 1000000; allowed: a value >= 20 and <= 4096"),
+    (["run", "xor", "--set", "data.repeats=" + "9" * 30], "data.repeats: received 999999999999999999999999999999"),
 ]
 
+# Longest legitimate message (unknown key listing a section's keys) is ~230 characters.
+MAX_LINE = 400
 
-@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+
+def _assert_exit_2_one_line(proc, message: str, logdir: Path) -> None:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("kexp: error: ")
+    assert message in lines[0], lines[0]
+    assert len(lines[0]) <= MAX_LINE, lines[0][:500]
+    assert list(logdir.rglob("*")) == []
+
+
+def _ids(rows) -> list[str]:
+    return [" ".join(a)[:60] + ("..." if len(" ".join(a)) > 60 else "") for a, _ in rows]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=_ids(BAD_INPUTS))
 def test_bad_input_exits_2_with_one_line_and_no_run_folder(args, message, logdir):
     env = {"TF_CONFIG": ""}
     extra = ["--logdir", str(logdir)] if args[0] == "run" else []
     proc = run_cli(*args, *extra, env=env)
-    assert proc.returncode == 2, proc.stderr
+    _assert_exit_2_one_line(proc, message, logdir)
+
+
+def _tf_config(workers=("localhost:12345",), task_type="worker", index=0) -> str:
+    return json.dumps({"cluster": {"worker": workers}, "task": {"type": task_type, "index": index}})
+
+
+BAD_TF_CONFIGS = [
+    (_tf_config(workers="localhost:12345"),
+     "TF_CONFIG cluster.worker: received 'localhost:12345'; allowed: a non-empty list of \"host:port\" strings"),
+    (_tf_config(workers=[1, 2]), "TF_CONFIG cluster.worker: received [1, 2]; allowed: a non-empty list"),
+    (_tf_config(workers=[]), "TF_CONFIG cluster.worker: received []; allowed: a non-empty list"),
+    (_tf_config(task_type="chief"), "TF_CONFIG task.type: received 'chief'; allowed: a job of the cluster (worker)"),
+    (_tf_config(task_type=["worker"]), "TF_CONFIG task.type: received ['worker']; allowed: a job of the cluster"),
+    (_tf_config(index=1), "TF_CONFIG task.index: received 1; allowed: an integer 0..0 (cluster.worker has 1 address)"),
+    (_tf_config(index=-1), "TF_CONFIG task.index: received -1; allowed: an integer 0..0"),
+    (_tf_config(index="0"), "TF_CONFIG task.index: received '0'; allowed: an integer 0..0"),
+    (_tf_config(index=True), "TF_CONFIG task.index: received True; allowed: an integer 0..0"),
+    (_tf_config(workers=["h" * 5000 + ":1"], index=7), "TF_CONFIG task.index: received 7"),
+    (json.dumps([1, 2]), "TF_CONFIG: received '[1, 2]'; allowed: JSON {"),
+    (json.dumps({"cluster": {"worker": ["h:1"]}, "task": "worker"}), "TF_CONFIG: received"),
+    (json.dumps({"cluster": {"chief": ["h:1"]}, "task": {"type": "chief", "index": 0}}),
+     "TF_CONFIG cluster: received {'chief': ['h:1']}; allowed: a cluster with a worker list"),
+    (json.dumps({"cluster": {"worker": ["h" * 5000]}, "task": {}}), "TF_CONFIG task.type: received None"),
+]
+
+
+@pytest.mark.parametrize("tf_config, message", BAD_TF_CONFIGS, ids=[m[:50] for _, m in BAD_TF_CONFIGS])
+def test_wrong_tf_config_exits_2_with_one_line_before_tensorflow(tf_config, message, logdir):
+    proc = run_cli("run", "xor", "--strategy", "multi_worker", "--logdir", str(logdir), env={"TF_CONFIG": tf_config})
+    _assert_exit_2_one_line(proc, message, logdir)
+
+
+@pytest.mark.parametrize("saved, message", [
+    ({"train": "abc"}, "train: received 'abc'; allowed: a JSON object of key: value"),
+    ({"train": {"epochs": {"a": 1}}}, "train.epochs: received {'a': 1}; allowed: a string, number"),
+    ({"data": ["x" * 1000]}, "data: received ['xxxxx"),
+])
+def test_resume_config_json_of_the_wrong_shape_exits_2(saved, message, logdir):
+    run_dir = logdir / "lstm_sine" / "20260101-000000-abcdef"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    proc = run_cli("run", "lstm_sine", "--resume", str(run_dir))
+    assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert message in lines[0]
-    assert list(logdir.rglob("*")) == []
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "config.json does not fit experiment 'lstm_sine'" in lines[0] and message in lines[0], lines[0]
+    assert len(lines[0]) <= MAX_LINE, lines[0][:500]
+    assert sorted(p.name for p in logdir.rglob("*")) == ["20260101-000000-abcdef", "config.json", "lstm_sine"]
+    assert json.loads((run_dir / "config.json").read_text()) == saved
 
 
 def test_unwritable_logdir_exits_2(tmp_path):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kexp import registry
-from kexp.config import apply_overrides, flatten, from_dict, to_dict
+from kexp.config import _shown, apply_overrides, flatten, from_dict, to_dict
 from kexp.errors import ConfigError
 
 
@@ -66,6 +68,35 @@ def test_round_trip_through_json_dict(sine_config):
         ("data.feature_length=7", "data.feature_length: received 7; allowed: an even integer >= 2"),
         ("data.train_range=5", "data.train_range: received '5'; allowed: 2 comma-separated float values"),
         ("data.train_range=100,0", "data.train_range: received 100.0,0.0; allowed: lo < hi"),
+        # Upper bounds: an int64 step counter, memory, 32-bit NumPy seeding.
+        ("train.epochs=10000000000000000000", "train.epochs: received 10000000000000000000; "
+                                              "allowed: a value >= 1 and <= 1000000"),
+        ("train.batch_size=16777217", "train.batch_size: received 16777217; allowed: a value >= 1 and <= 16777216"),
+        ("train.steps_per_execution=100001", "train.steps_per_execution: received 100001; "
+                                             "allowed: a value >= 0 and <= 100000"),
+        ("train.shuffle_buffer=10000001", "train.shuffle_buffer: received 10000001; "
+                                          "allowed: a value >= 1 and <= 10000000"),
+        ("train.seed=4294967296", "train.seed: received 4294967296; allowed: a value >= 0 and <= 4294967295"),
+        ("train.seed=-1", "train.seed: received -1; allowed: a value >= 0 and <= 4294967295"),
+        # Echoed values are cut to 80 characters.
+        ("train.epochs=" + "9" * 4000, "train.epochs: received " + "9" * 77 + "...; allowed: a value >= 1"),
+        ("train.epochs=" + "9" * 5000, "train.epochs: received '" + "9" * 76 + "...; allowed: an integer"),
+        ("train.learning_rate=" + "x" * 10_000, "train.learning_rate: received '" + "x" * 76 + "...; allowed: a number"),
+        ("train.deterministic=" + "x" * 10_000, "train.deterministic: received '" + "x" * 76 + "...; allowed: true"),
+        ("train.optimizer=" + "x" * 10_000, "train.optimizer: received '" + "x" * 76 + "...; allowed: one of adam"),
+        ("data.train_range=" + "1," * 5000, "data.train_range: received '1,1,1,"),
+        ("train." + "x" * 10_000 + "=1", "unknown key 'train.xxxx"),
+        ("x" * 10_000 + ".epochs=1", "unknown section 'xxxx"),
+        ("x" * 10_000, "--set 'xxxx"),
+        # Sizes an experiment's data may ask for.
+        ("data.train_range=0,1e12", "data.train_range: received 0.0,1000000000000.0; allowed: at most 10,000,000 "
+                                    "samples per range ((hi - lo) / data.interval = 1e+13 at interval 0.1)"),
+        ("data.interval=1e-300", "data.train_range: received 0.0,100.0; allowed: at most 10,000,000 samples per range"),
+        ("data.train_range=0,100000", "data.train_range: received 0.0,100000.0; allowed: at most 100,000,000 "
+                                      "windowed values"),
+        ("eval.horizon=1e12", "eval.horizon: received 1000000000000.0; allowed: at most 1,000,000 rollout samples"),
+        ("data.feature_length=" + "2" * 400, "data.feature_length: received 2222"),
+        ("model.units=" + "9" * 30, "model.units: received 999999999999999999999999999999; allowed: a value >= 1"),
     ],
 )
 def test_bad_overrides_name_key_value_and_allowed(sine_config, override, message):
@@ -74,3 +105,63 @@ def test_bad_overrides_name_key_value_and_allowed(sine_config, override, message
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+    assert len(text) < 300, text[:400]
+
+
+def test_large_but_real_sizes_are_allowed(sine_config):
+    cfg = apply_overrides(sine_config, ["data.train_range=0,10000", "data.stride=4", "train.epochs=1000000",
+                                        "train.batch_size=16777216", "train.seed=4294967295"])
+    assert cfg.data.train_range == (0.0, 10000.0) and cfg.train.seed == 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    "name, override, message",
+    [
+        ("heart_mlp", "data.grid=5000", "data.grid: received 5000; allowed: a value >= 20 and <= 4096"),
+        ("heart_mlp", "data.num_train=" + "9" * 20, "data.num_train: received 99999999999999999999; allowed"),
+        ("heart_mlp", "data.box=1e300", "data.box: received 1e+300; allowed: a value > 1.52 and <= 1000"),
+        ("heart_mlp", "model.hidden=64,1000000", "model.hidden: received '64,1000000'; allowed: a value >= 1"),
+        ("gan_gaussian_1d", "data.num_samples=100000000", "data.num_samples: received 100000000; allowed"),
+        ("gan_gaussian_1d", "data.mu=1e300", "data.mu: received 1e+300; allowed"),
+        ("gan_gaussian_1d", "model.d_steps=1000000", "model.d_steps: received 1000000; allowed"),
+        ("xor", "data.repeats=1000000000", "data.repeats: received 1000000000; allowed: a value >= 1 and <= 1000000"),
+        ("xor", "model.hidden=1000000000", "model.hidden: received 1000000000; allowed"),
+        ("mlp", "data.image_size=100000", "data.image_size: received 100000; allowed: a value >= 0 and <= 1024"),
+        ("mlp", "model.hidden=1000000000", "model.hidden: received 1000000000; allowed"),
+        ("dcgan_digits", "model.num_samples=1000000000", "model.num_samples: received 1000000000; allowed"),
+        ("dcgan_digits", "model.g_filters=100000", "model.g_filters: received 100000; allowed"),
+    ],
+)
+def test_experiment_size_keys_are_bounded(name, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        apply_overrides(registry.load(name).CONFIG, [override])
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ("abc", "config: received 'abc'; allowed: a JSON object of sections"),
+        ([1, 2], "config: received [1, 2]; allowed: a JSON object of sections"),
+        ({"train": "abc"}, "train: received 'abc'; allowed: a JSON object of key: value"),
+        ({"train": [1]}, "train: received [1]; allowed: a JSON object of key: value"),
+        ({"train": {"epochs": {"a": 1}}}, "train.epochs: received {'a': 1}; allowed: a string, number, true/false"),
+        ({"train": {"epochs": None}}, "train.epochs: received None; allowed"),
+        ({"data": {"train_range": [0, [1]]}}, "data.train_range: received [0, [1]]; allowed"),
+        ({"train": {"epochs": "x" * 10_000}}, "train.epochs: received '" + "x" * 76 + "...; allowed: an integer"),
+        ({"x" * 10_000: 1}, "'xxxx"),
+        ({"train": {"seed": 2**32}}, "train.seed: received 4294967296; allowed: a value >= 0 and <= 4294967295"),
+    ],
+)
+def test_from_dict_of_the_wrong_shape_is_a_config_error(sine_config, data, message):
+    with pytest.raises(ConfigError) as info:
+        from_dict(sine_config, data)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text and len(text) < 300, text[:400]
+
+
+def test_shown_cuts_long_values_to_80_characters():
+    assert _shown("abc") == "'abc'"
+    assert _shown("x" * 1000) == "'" + "x" * 76 + "..."
+    assert len(_shown(list(range(10_000)))) == 80
+    assert _shown(10 ** 5000) == "<an integer of 16610 bits>"  # past Python's int-to-str limit

@@ -183,3 +183,296 @@ def test_two_runs_at_once_finish_in_two_folders_that_tensorboard_lists(logdir):
         run_id = Path(d).name
         assert f"xor/{run_id}/two_layer/train" in runs, runs
         assert f"xor/{run_id}/two_layer/validation" in runs, runs
+
+
+# A linear fit that can kill itself at the end of an epoch, after its history
+# row and TensorBoard point are written and before its state is saved (user
+# callbacks run between the two), or fill its disk there (FILL_DISK_AT).
+KILLABLE = textwrap.dedent('''
+    """A linear fit that kills itself or fills its disk between an epoch's logs and its state."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from kexp.config import ExperimentConfig, TrainConfig
+
+    CONFIG = ExperimentConfig(data=None, model=None, train=TrainConfig(epochs=4, batch_size=16))
+
+
+    def run(config, harness):
+        import keras
+        import numpy as np
+
+        x = np.linspace(-1, 1, 64, dtype="float32")[:, None]
+
+        def at_epoch_end(epoch, logs):
+            if epoch == int(os.environ.get("KILL_AT", -1)):
+                os.kill(os.getpid(), signal.SIGKILL)
+            if epoch == int(os.environ.get("FILL_DISK_AT", -1)):
+                with open(harness.run_dir.parent / "filler", "wb", buffering=0) as out:
+                    try:
+                        while True:
+                            out.write(b"x" * 4096)
+                            out.flush()
+                    except OSError:
+                        pass
+
+        model = harness.fit(lambda: keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]), (x, 3 * x),
+                            (x, 3 * x), loss="mse", callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=at_epoch_end)])
+        return harness.evaluate(model, (x, 3 * x))
+''')
+
+
+@pytest.fixture
+def killable(tmp_path):
+    folder = tmp_path / "exps"
+    folder.mkdir()
+    (folder / "killable.py").write_text(KILLABLE)
+    return {"KEXP_EXPERIMENTS_PATH": str(folder)}
+
+
+def _killed_run(logdir: Path, env: dict, at: int = 2) -> Path:
+    proc = run_cli("run", "killable", "--logdir", str(logdir), env={**env, "KILL_AT": str(at)})
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    (run_dir,) = (logdir / "killable").iterdir()
+    return run_dir
+
+
+def _epochs_logged(run_dir: Path) -> tuple[list[int], list[int], list[int]]:
+    from conftest import read_events
+
+    rows = (run_dir / "history.csv").read_text().strip().splitlines()[1:]
+    return ([int(r.split(",")[0]) for r in rows],
+            [s for s, _ in read_events(run_dir / "train")["epoch_loss"]],
+            [s for s, _ in read_events(run_dir / "validation")["epoch_loss"]])
+
+
+def test_kill_between_log_and_state_write_leaves_no_epoch_twice_after_resume(killable, logdir):
+    run_dir = _killed_run(logdir, killable)
+    assert checkpoint.load(checkpoint.state_path(run_dir / "backup" / "model")).epochs_done == 2
+    assert _epochs_logged(run_dir)[0] == [0, 1, 2]  # epoch 2 logged, its state never saved
+    (run_dir / ".results.json.abc123.tmp").write_text("{")  # a write torn by a kill
+    resumed = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _epochs_logged(run_dir) == ([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3])
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_moved_unfinished_run_resumes_by_the_name_in_its_state(killable, logdir, tmp_path):
+    run_dir = _killed_run(logdir, killable)
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    run_dir.rename(moved)
+    resumed = run_cli("run", "killable", "--resume", str(moved), env=killable)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.strip().splitlines()[-1] == f"run_dir: {moved}"
+
+
+def test_resume_refuses_an_edited_config_and_changes_nothing(killable, logdir):
+    run_dir = _killed_run(logdir, killable)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["train"]["epochs"] = 2
+    (run_dir / "config.json").write_text(json.dumps(config))
+    before = _snapshot(run_dir)
+    proc = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "config.json differs from the config backup/model was trained with " \
+        "(train.epochs: 2 in config.json, 4 in its state)" in lines[0], proc.stderr
+    assert _snapshot(run_dir) == before
+
+
+def test_resume_with_backup_deleted_refuses_to_retrain_over_its_history(killable, logdir):
+    import shutil
+
+    run_dir = _killed_run(logdir, killable)
+    shutil.rmtree(run_dir / "backup")
+    before = _snapshot(run_dir)
+    proc = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "history.csv holds 3 epochs but backup/model with their saved state is missing" in proc.stderr
+    assert _snapshot(run_dir) == before
+
+
+def test_a_folder_in_training_is_locked_against_a_second_process(killable, logdir):
+    import fcntl
+
+    run_dir = _killed_run(logdir, killable)
+    before = _snapshot(run_dir)
+    with open(run_dir / ".lock", "a+b") as held:  # as the process training in it holds it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--resume '{run_dir}': in use by another kexp process" in lines[0], proc.stderr
+    assert _snapshot(run_dir) == before
+    # The lock goes with its holder: now the resume runs.
+    assert run_cli("run", "killable", "--resume", str(run_dir), env=killable).returncode == 0
+
+
+def test_two_resumes_at_once_one_trains_and_the_other_exits_2(killable, logdir):
+    run_dir = _killed_run(logdir, killable)
+    args = [sys.executable, "-m", "kexp", "run", "killable", "--resume", str(run_dir)]
+    env = {**__import__("os").environ, **killable, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    # The second finds the folder locked, or, started after the first ended, finished: exit 2 either way.
+    assert sorted(p.returncode for p in procs) == [0, 2], [err[-2000:] for _, err in outs]
+    assert _epochs_logged(run_dir)[0] == [0, 1, 2, 3]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a real full disk (needs root, as CI and the dev machines have)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_at_the_state_save_names_the_state_file_and_resume_logs_no_epoch_twice(killable, small_disk):
+    logdir = small_disk / "logs"
+    proc = run_cli("run", "killable", "--logdir", str(logdir), env={**killable, "FILL_DISK_AT": "1"})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kexp: error: could not write ") \
+        and "backup/model/state.npz (No space left on device)" in lines[0], proc.stderr
+    (run_dir,) = [p for p in (logdir / "killable").iterdir() if p.is_dir()]
+    (logdir / "killable" / "filler").unlink()
+    assert checkpoint.load(checkpoint.state_path(run_dir / "backup" / "model")).epochs_done == 1
+    resumed = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _epochs_logged(run_dir) == ([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3])
+
+
+def test_full_disk_at_the_start_names_config_json_and_leaves_no_folder(killable, small_disk):
+    logdir = small_disk / "logs"
+    (logdir / "killable").mkdir(parents=True)
+    with open(small_disk / "filler", "wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"x" * 4096)
+                out.flush()
+        except OSError:
+            pass
+    proc = run_cli("run", "killable", "--logdir", str(logdir), env=killable)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "config.json (No space left on device)" in lines[0], proc.stderr
+    assert [p.name for p in (logdir / "killable").iterdir() if not p.name.startswith(".probe")] == []
+
+
+FIGURE_ON_FULL_DISK = textwrap.dedent('''
+    """Fills its disk, then saves a figure."""
+    from kexp.config import ExperimentConfig
+
+    CONFIG = ExperimentConfig(data=None, model=None)
+
+
+    def run(config, harness):
+        import matplotlib.pyplot as plt
+
+        with open(harness.run_dir.parent / "filler", "wb", buffering=0) as out:
+            try:
+                while True:
+                    out.write(b"x" * 4096)
+                    out.flush()
+            except OSError:
+                pass
+        fig, ax = plt.subplots()
+        ax.plot(range(1000))
+        harness.log_figure("curve", fig)
+        return {}
+''')
+
+
+def test_full_disk_at_a_figure_names_the_png(tmp_path, small_disk):
+    (tmp_path / "exps").mkdir()
+    (tmp_path / "exps" / "figure_full.py").write_text(FIGURE_ON_FULL_DISK)
+    proc = run_cli("run", "figure_full", "--logdir", str(small_disk / "logs"),
+                   env={"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "curve.png (No space left on device)" in lines[0], proc.stderr
+
+
+SIGNAL_IN_RESULTS_WRITE = textwrap.dedent('''
+    """Trains nothing; SIGTERM arrives while results.json is being written."""
+    import os
+    import signal
+
+    from kexp import rundir
+    from kexp.config import ExperimentConfig
+
+    CONFIG = ExperimentConfig(data=None, model=None)
+    _write_json = rundir.write_json
+
+
+    def _signalled_write(path, data):
+        if path.name == "results.json":
+            os.kill(os.getpid(), signal.SIGTERM)
+        _write_json(path, data)
+
+
+    def run(config, harness):
+        rundir.write_json = _signalled_write
+        return {"answer": 42.0}
+''')
+
+EXITS_EARLY = textwrap.dedent('''
+    """Calls sys.exit(0) in the middle of its run."""
+    import sys
+
+    from kexp.config import ExperimentConfig
+
+    CONFIG = ExperimentConfig(data=None, model=None)
+
+
+    def run(config, harness):
+        sys.exit(0)
+''')
+
+
+def test_sigterm_while_results_are_written_leaves_status_interrupted(tmp_path, logdir):
+    (tmp_path / "exps").mkdir()
+    (tmp_path / "exps" / "late_signal.py").write_text(SIGNAL_IN_RESULTS_WRITE)
+    proc = run_cli("run", "late_signal", "--logdir", str(logdir), env={"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")})
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "kexp: interrupted (SIGTERM)" in proc.stderr
+    (run_dir,) = (logdir / "late_signal").iterdir()
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
+    assert proc.stdout.strip().splitlines()[-1] == f"run_dir: {run_dir}"
+
+
+def test_experiment_calling_sys_exit_0_exits_1_with_status_failed(tmp_path, logdir):
+    (tmp_path / "exps").mkdir()
+    (tmp_path / "exps" / "exits_early.py").write_text(EXITS_EARLY)
+    proc = run_cli("run", "exits_early", "--logdir", str(logdir), env={"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "experiment exited (sys.exit(0)) before it finished" in proc.stderr
+    (run_dir,) = (logdir / "exits_early").iterdir()
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
+
+
+def test_state_and_json_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    import os
+
+    import keras
+
+    from kexp import rundir
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.path.isdir(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", Path(b).name)), real_replace(a, b))[1])
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    checkpoint.save(tmp_path / "backup", model, 1, 2)
+    assert events == [("fsync", False), ("replace", "state.npz"), ("fsync", True)]
+    events.clear()
+    rundir.write_json(tmp_path / "results.json", {"a": 1})
+    assert events == [("fsync", False), ("replace", "results.json"), ("fsync", True)]

@@ -6,6 +6,8 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from conftest import run_cli
 
 CUSTOM = textwrap.dedent('''
@@ -79,3 +81,57 @@ def test_entry_point_group_adds_an_installed_packages_experiment(tmp_path: Path)
     assert _listing(listing.stdout)["line_from_ep"].startswith("Fits a line y = 2x + 1")
     shown = run_cli("show", "line_from_ep", env={"PYTHONPATH": str(tmp_path)})
     assert "data.n = 256" in shown.stdout
+
+
+BROKEN = {
+    "syntax error": ('"""Broken."""\nx = 1\ndef f(:\n    pass\n', "SyntaxError: invalid syntax (line 3)"),
+    "import error": ("import no_such_module_xyz\n",
+                     "ModuleNotFoundError: No module named 'no_such_module_xyz'"),
+    "exception at import": ('raise RuntimeError("boom\\nsecond line")\n', "RuntimeError: boom second line"),
+    "no CONFIG": ("def run(config, harness):\n    return {}\n",
+                  "defines no CONFIG; allowed: a module with CONFIG and run(config, harness)"),
+    "no run": ("from kexp.config import ExperimentConfig\nCONFIG = ExperimentConfig(data=None, model=None)\n",
+               "defines no run; allowed: a module with CONFIG and run(config, harness)"),
+    "CONFIG not an ExperimentConfig": ('CONFIG = {"train": {}}\ndef run(config, harness):\n    return {}\n',
+                                       "CONFIG is {'train': {}} (dict); allowed: a kexp.config.ExperimentConfig"),
+    "run not callable": ("from kexp.config import ExperimentConfig\n"
+                         "CONFIG = ExperimentConfig(data=None, model=None)\nrun = 5\n",
+                         "run is 5 (int); allowed: a function run(config, harness)"),
+}
+
+
+@pytest.mark.parametrize("command", ["run", "show"])
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_experiment_file_exits_2_with_one_line_naming_it(case, command, tmp_path: Path):
+    source, message = BROKEN[case]
+    folder = tmp_path / "my_experiments"
+    folder.mkdir()
+    path = folder / "bad.py"
+    path.write_text(source)
+    logdir = tmp_path / "logs"
+    extra = ["--logdir", str(logdir)] if command == "run" else []
+    proc = run_cli(command, "bad", *extra, env={"KEXP_EXPERIMENTS_PATH": str(folder)})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"kexp: error: experiment 'bad' ({path}): {message}"
+    assert not logdir.exists()
+    # Listing still works and reads the docstring only.
+    listing = run_cli("list", env={"KEXP_EXPERIMENTS_PATH": str(folder)})
+    assert listing.returncode == 0, listing.stderr
+    assert "bad" in [line.split()[0] for line in listing.stdout.splitlines()]
+
+
+def test_entry_point_whose_module_is_gone_exits_2(tmp_path: Path):
+    # Metadata left behind by an uninstalled or broken package.
+    dist = tmp_path / "gone_pkg-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gone-pkg\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[kexp.experiments]\ngone = gone_pkg.gone_exp\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    listing = run_cli("list", env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert _listing(listing.stdout)["gone"] == "(unreadable experiment entry point)"
+    proc = run_cli("show", "gone", env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("kexp: error: experiment 'gone': entry point 'gone_pkg.gone_exp': "
+                                   "ModuleNotFoundError: No module named 'gone_pkg'")

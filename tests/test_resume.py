@@ -112,6 +112,7 @@ def test_signal_stops_cleanly_and_resume_finishes(tmp_path, signum, code):
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("kexp: interrupted"), err[-2000:]
     run_dir = _only_run(tmp_path)
+    assert out.strip().splitlines()[-1] == f"run_dir: {run_dir}"
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "interrupted"
     done = checkpoint.load(checkpoint.state_path(run_dir / "backup" / "model")).epochs_done
@@ -167,3 +168,13 @@ def test_gan_resumes_with_both_optimizers_state(tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "ok"
     assert results["metrics"]["mean_error"] < 0.5  # 4 epochs: moving toward the data, not collapsed
+
+
+def test_ctrl_c_before_a_run_folder_exists_says_there_is_nothing_to_resume(tmp_path):
+    proc = _start("lstm_sine", "--logdir", str(tmp_path))
+    time.sleep(0.5)  # TensorFlow takes seconds to import: no run folder yet
+    proc.send_signal(signal.SIGINT)
+    returncode, out, err = _finish(proc)
+    assert returncode == 130, err[-2000:]
+    assert err.strip().splitlines() == ["kexp: interrupted (SIGINT) before a run folder was created; nothing to resume"]
+    assert not (tmp_path / "lstm_sine").exists() or not list((tmp_path / "lstm_sine").iterdir())
