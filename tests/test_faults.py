@@ -476,3 +476,21 @@ def test_state_and_json_writes_fsync_the_file_before_the_rename_and_the_folder_a
     events.clear()
     rundir.write_json(tmp_path / "results.json", {"a": 1})
     assert events == [("fsync", False), ("replace", "results.json"), ("fsync", True)]
+
+
+def test_resume_whose_second_fit_state_is_foreign_fails_before_the_first_fit_trains(logdir, tmp_path):
+    # xor trains two fits; give the second one the state of a run with other settings.
+    ours = run_cli("run", "xor", "--logdir", str(logdir), "--set", "train.epochs=3")
+    other = run_cli("run", "xor", "--logdir", str(tmp_path / "other"), "--set", "train.epochs=3",
+                    "--set", "model.hidden=4")
+    assert ours.returncode == other.returncode == 0, (ours.stderr[-2000:], other.stderr[-2000:])
+    run_dir = Path(ours.stdout.strip().splitlines()[-1].removeprefix("run_dir: "))
+    other_dir = Path(other.stdout.strip().splitlines()[-1].removeprefix("run_dir: "))
+    (run_dir / "results.json").unlink()  # as if killed in the second fit
+    state = checkpoint.state_path(run_dir / "backup" / "two_layer")
+    state.write_bytes(checkpoint.state_path(other_dir / "backup" / "two_layer").read_bytes())
+    before = _snapshot(run_dir)
+    proc = run_cli("run", "xor", "--resume", str(run_dir))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "config.json differs from the config backup/two_layer was trained with (model.hidden: " in proc.stderr
+    assert _snapshot(run_dir) == before
