@@ -99,11 +99,12 @@ def fsync_dir(folder: Path) -> None:
 
 
 class RunLock:
-    """An exclusive `fcntl` lock on a run folder, held while a process trains in it.
+    """An exclusive `fcntl.flock` lock on a run folder, held while a process trains in it.
 
-    The lock file `RUN_DIR/.lock` stays in the folder; the lock itself goes
-    with the process (a killed process frees it), so a stale file never
-    blocks a resume.
+    The lock is taken on the folder itself, so taking it writes nothing
+    (a resume that fails leaves the folder byte for byte as it was), and it
+    goes with the process: a killed process frees it, and no stale lock file
+    ever blocks a resume.
 
     Args:
         run_dir: The run folder.
@@ -116,20 +117,21 @@ class RunLock:
     def __init__(self, run_dir: Path, what: str) -> None:
         import fcntl
 
-        self._file = open(Path(run_dir) / LOCK_FILE, "a+b")  # noqa: SIM115 (held until release)
+        self._fd = os.open(run_dir, os.O_RDONLY)
         try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self._file.close()
+            os.close(self._fd)
             raise UsageError(f"{what}: in use by another kexp process (its run folder is locked); "
                              "allowed: a run folder no process is training in") from None
 
     def release(self) -> None:
-        """Releases the lock (closing the file releases it)."""
-        self._file.close()
+        """Releases the lock (closing the descriptor releases it)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
-LOCK_FILE = ".lock"
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 

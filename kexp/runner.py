@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kexp import checkpoint, registry
-from kexp.config import ExperimentConfig, apply_overrides, from_dict
+from kexp.config import ExperimentConfig, _shown, apply_overrides, from_dict
 from kexp.errors import ConfigError, UsageError
 from kexp.strategy import check_name
 
@@ -32,7 +32,7 @@ def request_config(name: str, overrides: Sequence[str] = (), resume: str | Path 
     if resume is None:
         return resolve(name, overrides)
     if overrides:
-        raise UsageError(f"--resume continues with the run's saved config; received --set {overrides[0]!r}; "
+        raise UsageError(f"--resume continues with the run's saved config; received --set {_shown(overrides[0])}; "
                          "allowed: --resume without --set")
     return resume_config(name, resume)
 
@@ -54,7 +54,7 @@ def resume_config(name: str, run_dir: str | Path) -> ExperimentConfig:
     """
     module = registry.load(name)
     folder = Path(run_dir)
-    prefix = f"--resume {str(run_dir)!r}"
+    prefix = f"--resume {_shown(str(run_dir), 200)}"
     allowed = f"allowed: a run folder of {name} (LOGDIR/{name}/RUN_ID) that did not finish"
     if not folder.is_dir():
         raise UsageError(f"{prefix}: not a folder; {allowed}")

@@ -41,8 +41,8 @@ def open_run(
 ) -> Iterator[Harness]:
     """Opens a run folder and yields the `Harness` that trains in it.
 
-    The folder is locked while the block runs (`RUN_DIR/.lock`, an `fcntl`
-    lock): a second process on it fails with a `UsageError`. On exit it
+    The folder is locked while the block runs (`kexp.rundir.RunLock`): a
+    second process on it fails with a `UsageError`. On exit it
     writes `results.json` (atomically) with the recorded metrics and the
     run's status. A `UsageError` raised inside (bad data, say) removes a new
     run folder again before it propagates, and leaves a resumed one as it
@@ -89,6 +89,7 @@ def open_run(
     harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, backup_root=backup_root,
                       run_info={"experiment": name, "config": config_data}, resumed=resume is not None)
     started = time.perf_counter()
+    usage_error = False
     try:
         # Signals stay caught until results.json is written: a stop then
         # still leaves a results.json, with status interrupted.
@@ -97,6 +98,8 @@ def open_run(
                 yield harness
                 stop.check()
             except UsageError:
+                # Bad input: a new folder goes, a resumed one stays as it was.
+                usage_error = True
                 harness.close()
                 if new_folder:
                     shutil.rmtree(run_dir, ignore_errors=True)
@@ -113,7 +116,7 @@ def open_run(
                 raise
             finally:
                 keras.mixed_precision.set_dtype_policy(previous_policy)
-                if run_dir.exists():
+                if run_dir.exists() and not usage_error:
                     _write_results(harness, name, config_data, time.perf_counter() - started, chief,
                                    failing=sys.exc_info()[1] is not None)
             if stop.requested:

@@ -296,12 +296,16 @@ def test_resume_with_backup_deleted_refuses_to_retrain_over_its_history(killable
 
 def test_a_folder_in_training_is_locked_against_a_second_process(killable, logdir):
     import fcntl
+    import os
 
     run_dir = _killed_run(logdir, killable)
     before = _snapshot(run_dir)
-    with open(run_dir / ".lock", "a+b") as held:  # as the process training in it holds it
-        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    held = os.open(run_dir, os.O_RDONLY)  # locked as the process training in it locks it
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         proc = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
+    finally:
+        os.close(held)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"--resume '{run_dir}': in use by another kexp process" in lines[0], proc.stderr
