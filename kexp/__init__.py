@@ -1,30 +1,49 @@
-"""kexp: classic deep-learning experiments on Keras 3 / TensorFlow.
+"""kexp: classic deep-learning experiments on Keras 3 / TensorFlow, trained by one shared harness.
 
     import kexp
-    results = kexp.run("lstm_sine", ["train.epochs=5"])   # a named experiment
-    with kexp.open_run("mine") as run:                    # your own model
+    results = kexp.run("lstm_sine", {"train.epochs": 5})     # a named experiment
+    with kexp.open_run("mine") as run:                        # your own model
         model = run.fit(build_model, (x, y), loss="mse")
+    model = kexp.load_model(run.run_dir)                      # what it trained
 
-Importing `kexp` does not import TensorFlow; `run` and `open_run` do, on first use.
+The public API is `__all__` here and in `kexp.models`; other modules are
+internal. Importing `kexp` does not import TensorFlow: the names that need
+it (`open_run`, `load_model`, `Harness`, `models`) load it on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
+from kexp.config import ConfigError, ExperimentConfig, TrainConfig, param
+from kexp.errors import UsageError
+from kexp.runner import run_experiment as run
+
 __version__ = "0.1.0"
-__all__ = ["run", "open_run", "__version__"]
+__all__ = [
+    "run", "open_run", "load_model", "Harness", "TrainConfig", "ExperimentConfig", "param", "ConfigError",
+    "UsageError", "models", "__version__",
+]
+
+# Loaded on first use: each pulls in TensorFlow.
+_LAZY = {
+    "open_run": ("kexp.session", "open_run"),
+    "load_model": ("kexp.saving", "load_model"),
+    "Harness": ("kexp.harness", "Harness"),
+    "models": ("kexp.models", None),
+}
 
 
-def run(name: str, overrides: Any = (), **kwargs: Any) -> dict:
-    """Trains a named experiment; see `kexp.runner.run_experiment`."""
-    from kexp.runner import run_experiment
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'kexp' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
 
-    return run_experiment(name, overrides, **kwargs)
 
-
-def open_run(name: str, **kwargs: Any) -> Any:
-    """Opens a run for your own model; see `kexp.session.open_run`."""
-    from kexp.session import open_run as _open_run
-
-    return _open_run(name, **kwargs)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

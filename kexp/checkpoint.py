@@ -65,7 +65,7 @@ def state_path(backup_dir: Path) -> Path:
     return Path(backup_dir) / STATE_FILE
 
 
-def _optimizers(model: Any) -> dict[str, Any]:
+def optimizers_of(model: Any) -> dict[str, Any]:
     """Returns the model's built optimizers by attribute name, `optimizer` first."""
     found: dict[str, Any] = {}
     seen: set[int] = set()
@@ -83,7 +83,7 @@ def _optimizers(model: Any) -> dict[str, Any]:
 
 def _variables(model: Any) -> dict[str, Any]:
     variables = {f"model/{i}": v for i, v in enumerate(model.variables)}
-    for attr, optimizer in _optimizers(model).items():
+    for attr, optimizer in optimizers_of(model).items():
         variables.update({f"optimizer:{attr}/{i}": v for i, v in enumerate(optimizer.variables)})
     return variables
 

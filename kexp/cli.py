@@ -148,8 +148,12 @@ def _show(name: str, overrides: Sequence[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from kexp.interrupt import StopRequest
     from kexp.runner import request_config, run_experiment
     from kexp.strategy import check_name
+
+    # A second Ctrl-C ends the command at once (a library call raises instead).
+    StopRequest.exit_on_second = True
 
     # Bad input fails here, before TensorFlow loads.
     request_config(args.name, args.overrides, args.resume)

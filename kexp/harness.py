@@ -24,13 +24,13 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kexp import checkpoint, fitlogs, fused, pipeline, plots, rundir
+from kexp import checkpoint, fitlogs, fused, pipeline, plots, rundir, saving
 from kexp.callbacks import (
     EpochCheckpoint, EpochGate, EpochTimer, HistoryCSV, ImageWriter, StopOnRequest, TensorBoardLogger,
 )
@@ -77,10 +77,16 @@ class Harness:
         backup_root: Where each fit's state file is read from (and, on the
             chief, written to): `run_dir/backup`, or on other workers of a
             resumed multi-worker run, the chief's folder's.
-        fit_settings: The speed settings each `fit` ran with, by its state
-            name (`model`, `model_2`, or its `name`): `steps_per_execution`,
-            `jit_compile` and `fused_steps` (whether its batches ran fused);
-            `results.json` holds them as `fits`.
+        fit_settings: What each `fit` ran with, by its fit name (`model`,
+            `model_2`, or its `name`): `steps_per_execution`, `jit_compile`,
+            `fused_steps` (whether its batches ran fused), `compiled_by`,
+            example counts, and what trained it (`optimizers` with their
+            learning rate or schedule, `loss`, `params`); `results.json`
+            holds them as `fits`.
+        history: Each fit's `keras.callbacks.History`, by fit name (also
+            the fitted model's `model.history`).
+        saved_models: Each fit's saved model, relative to the run folder
+            (`models/FIT.keras`); `results.json` holds them as `models`.
     """
 
     def __init__(
@@ -116,6 +122,8 @@ class Harness:
         self.fit_settings: dict[str, dict[str, Any]] = {}
         self.run_info = run_info
         self.resumed = resumed
+        self.history: dict[str, keras.callbacks.History] = {}
+        self.saved_models: dict[str, str] = {}
 
     @property
     def num_replicas(self) -> int:
@@ -156,6 +164,7 @@ class Harness:
         epochs: tuple[int, int] | None = None,
         num_examples: int | None = None,
         group: int = 1,
+        pad: bool = False,
     ) -> tf.data.Dataset:
         """Returns a cached, batched, prefetched `tf.data` pipeline.
 
@@ -183,6 +192,8 @@ class Harness:
                 and datasets whose examples have one shape) may end each epoch
                 in a partial batch: elements are then `(stacked, tail)`, see
                 `_permuted_batches`; other data needs full batches.
+            pad: Pad each batch to its longest example (examples of varying
+                shapes, e.g. variable-length sequences).
 
         Returns:
             The batched dataset.
@@ -190,16 +201,22 @@ class Harness:
         batch_size = batch_size or self.global_batch_size
         shuffle = training and self.train.shuffle
         data = pipeline.normalize(data, "train" if training else "data")
+        batch = (lambda ds, size: ds.padded_batch(size)) if pad else (lambda ds, size: ds.batch(size))
         if num_examples is None:
             num_examples = pipeline.count_examples(data, "train" if training else "data")
         if not shuffle and epochs is None and (self.num_replicas == 1 or not training):
             # Nothing to declare or trim: evaluation scores every example,
             # also in batches that leave some replicas short or empty.
             ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(data)
-            return self._finish(ds.cache().batch(batch_size))
+            ds = batch(ds.cache(), batch_size)
+            if int(ds.cardinality()) < 0:
+                # Counted already: Keras then knows where the data ends (no
+                # "ran out of data" warning, a progress bar with an end).
+                ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(num_examples / batch_size)))
+            return self._finish(ds)
         n = self._trained_examples(num_examples) if training else num_examples
         per_epoch = math.ceil(n / batch_size)
-        gatherable = not isinstance(data, tf.data.Dataset) or _fixed_shapes(data)
+        gatherable = not pad and (not isinstance(data, tf.data.Dataset) or _fixed_shapes(data))
         if group > 1 and (per_epoch % group or epochs is None or (n % batch_size and not gatherable)):
             raise ValueError(f"group={group} needs a stream of whole groups, and full batches unless the data has "
                              f"fixed shapes; got {n} examples, batch_size={batch_size}, epochs={epochs}")
@@ -221,10 +238,10 @@ class Harness:
                 # orders run to run, but a resumed fit sees other ones.
                 first, end = epochs or (0, 1)
                 ds = ds.shuffle(self.train.shuffle_buffer, seed=self.train.seed * 1_000_003 + first)
-                ds = ds.batch(batch_size).repeat(end - first)
+                ds = batch(ds, batch_size).repeat(end - first)
                 ds = ds.apply(tf.data.experimental.assert_cardinality(per_epoch * (end - first)))
             else:
-                ds = ds.batch(batch_size)
+                ds = batch(ds, batch_size)
                 if epochs is not None:
                     ds = ds.repeat(epochs[1] - epochs[0])
             if group > 1:
@@ -435,9 +452,9 @@ class Harness:
 
     def fit(
         self,
-        build_model: Callable[[], keras.Model],
+        model: keras.Model | Callable[[], keras.Model],
         train: Data,
-        validation: Data | None = None,
+        validation: Data | float | None = None,
         *,
         loss: Any = None,
         metrics: Sequence[Any] | None = None,
@@ -445,41 +462,72 @@ class Harness:
         callbacks: Sequence[keras.callbacks.Callback] = (),
         name: str | None = None,
         optimizer: keras.optimizers.Optimizer | Callable[[], keras.optimizers.Optimizer] | None = None,
+        class_weight: Mapping[int, float] | None = None,
+        validation_freq: int = 1,
+        pad: bool = False,
+        **fit_kwargs: Any,
     ) -> keras.Model:
-        """Builds, compiles and fits a model inside the strategy's scope.
+        """Builds (or takes), compiles and fits a model inside the strategy's scope, and saves it.
 
-        A fit whose state file exists in the run folder (a resumed run)
-        restores it and trains only the epochs still to do; one that had
-        finished trains none and returns the trained model.
+        Takes the data Keras' own `fit` takes (see `kexp.pipeline`). A fit
+        whose state file exists in the run folder (a resumed run) restores
+        it and trains only the epochs still to do; one that had finished
+        trains none and returns the trained model. The trained model is
+        saved as `RUN_DIR/models/FIT.keras` (`kexp.load_model`), its
+        `keras.callbacks.History` is `model.history` and `history[FIT]`.
 
         Args:
-            build_model: Returns a new `keras.Model`. Called inside
-                `strategy.scope()` so that its variables are mirrored. If it
-                returns a compiled model, that compilation is kept.
-            train: Training data, `(x, y)` arrays or an unbatched dataset.
-            validation: Validation data of the same kind, or None.
+            model: A function that returns a new `keras.Model`, called inside
+                `strategy.scope()` so that its variables are mirrored; or a
+                model instance (under several replicas it must have been
+                built inside `strategy.scope()`: pass a function instead). A
+                model that comes compiled keeps its compilation; the harness
+                still picks `steps_per_execution` when the model has Keras'
+                default of 1 and `train.steps_per_execution` is 0 (auto).
+            train: Training data: `(x,)`, `(x, y)` or `(x, y, sample_weight)`
+                of arrays or nests of arrays, or an unbatched dataset.
+            validation: Validation data of the same kind, a fraction of
+                `train` to hold out (its last examples, as Keras'
+                `validation_split`), or None.
             loss: Loss for `compile` (ignored for a model already compiled).
             metrics: Metrics for `compile`.
             epochs: Overrides `train.epochs`.
             callbacks: Extra callbacks, run after the standard logging ones
                 and before the epoch's state is saved.
-            name: Sub-folder for this fit's TensorBoard logs, history and
-                backups when a run trains several models.
+            name: This fit's name when a run trains several models: its
+                sub-folder for TensorBoard logs and history, its state and
+                its saved model. One folder name.
             optimizer: Overrides the optimizer named in the train config
                 (e.g. for an auxiliary model); created inside the scope if callable.
+            class_weight: `{class_index: weight}`, as in Keras' `fit`: each
+                example's loss is weighted by its class's weight.
+            validation_freq: Validate every this many epochs, as in Keras' `fit`.
+            pad: Batch examples of varying shapes (variable-length sequences)
+                by padding each batch to its longest example (`padded_batch`).
+            **fit_kwargs: `validation_split` (as `validation`). The harness
+                owns `initial_epoch`, `shuffle`, `steps_per_epoch` and
+                `batch_size`: passing one is a `TypeError` saying why.
 
         Returns:
             The trained model.
 
         Raises:
+            UsageError: (a `ValueError`) for data of a shape Keras' `fit`
+                refuses, or a model instance built outside a multi-replica
+                strategy's scope.
             RunInterrupted: SIGINT/SIGTERM stopped the fit (the last completed
                 epoch's state is on disk).
         """
         self.stop.check()
+        validation = _validation_argument(validation, fit_kwargs)
         epochs = epochs or self.train.epochs
+        train, validation = pipeline.split_validation(train, validation)
         train = pipeline.normalize(train, "train")
+        if class_weight is not None:
+            train = pipeline.with_class_weight(train, class_weight)
         n_all = pipeline.count_examples(train, "train")
         n_train = self._trained_examples(n_all)  # as `dataset` does
+        n_validation = 0
         if validation is not None:
             validation = pipeline.normalize(validation, "validation")
             n_validation = pipeline.count_examples(validation, "validation")
@@ -499,12 +547,7 @@ class Harness:
         sub = self.run_dir if fit_name == "model" else self.run_dir / fit_name
         data_epoch = self.data_epoch  # made outside the scope: a plain, unmirrored variable
         with self.strategy.scope():
-            model = build_model()
-            if not model.compiled:
-                if loss is None:
-                    raise ValueError("fit needs `loss` for a model that is not compiled")
-                self.compile(model, loss=loss, metrics=metrics, steps_per_epoch=steps_per_epoch, epochs=epochs,
-                             optimizer=optimizer() if callable(optimizer) else optimizer)
+            model, compiled_by = self._model_for_fit(model, loss, metrics, optimizer, steps_per_epoch, epochs)
             if state is not None:
                 # Before any callback writes: a state that does not fit fails with the folder untouched.
                 checkpoint.restore(model, state, f"--resume {str(self.run_dir)!r}")
@@ -514,7 +557,7 @@ class Harness:
         stream = steps_per_epoch % steps_per_execution == 0
         # A compiled call's batches in one loop inside it where the model allows (`kexp.fused`).
         group = steps_per_execution if (
-            self.train.fuse_steps and stream and steps_per_execution > 1
+            self.train.fuse_steps and stream and steps_per_execution > 1 and not pad
             # A partial last batch rides along as a separate tail, for data held as tensors.
             and (n_train % self.global_batch_size == 0 or not isinstance(train, tf.data.Dataset)
                  or _fixed_shapes(train))
@@ -522,12 +565,14 @@ class Harness:
         # (A finished fit still gets its last epoch's stream: Keras may peek at a batch.)
         stream_epochs = (min(initial_epoch, epochs - 1), epochs)
         train_ds = self.dataset(train, training=True, epochs=stream_epochs if stream else None, num_examples=n_all,
-                                group=group)
-        self.fit_settings[backup_dir.name] = {
+                                group=group, pad=pad)
+        self.fit_settings[fit_name] = {
             "steps_per_execution": steps_per_execution, "jit_compile": bool(model.jit_compile),
-            "fused_steps": group > 1, "train_examples": n_all, "trained_examples_per_epoch": n_train,
+            "fused_steps": group > 1, "compiled_by": compiled_by,
+            "train_examples": n_all, "trained_examples_per_epoch": n_train, "validation_examples": n_validation,
         }
-        val_ds = self.dataset(validation, training=False, num_examples=n_validation) if validation is not None else None
+        val_ds = self.dataset(validation, training=False, num_examples=n_validation,
+                              pad=pad) if validation is not None else None
         if is_multi_worker(self.strategy):
             prepare_multi_worker_fit(model, self.strategy, train_ds)
         gate = EpochGate(self.stop)
@@ -568,6 +613,7 @@ class Harness:
             history = model.fit(
                 train_ds,
                 validation_data=val_ds,
+                validation_freq=validation_freq,
                 epochs=epochs,
                 initial_epoch=initial_epoch,
                 steps_per_epoch=steps_per_epoch if stream else None,
@@ -576,14 +622,51 @@ class Harness:
                 shuffle=False,  # the pipeline already shuffles, seeded
             )
         self.stop.check()
+        self.history[fit_name] = history
         losses = history.history.get("loss", [])
         if any(not math.isfinite(v) for v in losses) or not _finite_weights(model):
             # NaN in the inputs can leave finite logged losses but NaN weights.
             self.status = "diverged"
+        self.fit_settings[fit_name].update(describe_training(model))
+        if self.is_chief:
+            path = saving.save_fit_model(model, self.run_dir, fit_name)
+            self.saved_models[fit_name] = str(path.relative_to(self.run_dir))
         steady = timer.durations[1:] or timer.durations
         self._train_seconds += sum(steady)
         self._train_samples += n_train * len(steady)
         return model
+
+    def _model_for_fit(self, model: Any, loss: Any, metrics: Any, optimizer: Any, steps_per_epoch: int,
+                       epochs: int) -> tuple[keras.Model, str]:
+        """Returns the model to fit, built and compiled in the strategy's scope, and who compiled it.
+
+        Call inside `strategy.scope()`.
+        """
+        if isinstance(model, keras.Model):
+            if self.num_replicas > 1 and not _mirrored(model):
+                raise UsageError(
+                    f"fit: received a {type(model).__name__} instance built outside the scope of --strategy "
+                    f"{self.strategy_name} ({self.num_replicas} replicas); allowed: a function that builds "
+                    "the model (fit calls it inside strategy.scope()), or a model built inside run.strategy.scope()")
+        elif callable(model):
+            model = model()
+            if not isinstance(model, keras.Model):
+                raise TypeError(f"fit: the model function returned {type(model).__name__}; allowed: a keras.Model")
+        else:
+            raise TypeError(f"fit: received {type(model).__name__}; allowed: a keras.Model or a function returning one")
+        if not model.compiled:
+            if loss is None:
+                raise ValueError("fit needs `loss` for a model that is not compiled")
+            self.compile(model, loss=loss, metrics=metrics, steps_per_epoch=steps_per_epoch, epochs=epochs,
+                         optimizer=optimizer() if callable(optimizer) else optimizer)
+            return model, "harness"
+        if self.train.steps_per_execution == 0 and int(model.steps_per_execution) == 1 \
+                and model.train_function is None:
+            # Keras' default of one step per call: the harness's choice
+            # costs the user nothing and is worth 1.2-4x on small models.
+            model.steps_per_execution = self._steps_per_execution(steps_per_epoch)
+            return model, "user (steps_per_execution chosen by the harness)"
+        return model, "user"
 
     @contextlib.contextmanager
     def _built_locally(self, model: keras.Model, dataset: tf.data.Dataset) -> Iterator[None]:
@@ -679,6 +762,54 @@ def _fixed_shapes(dataset: tf.data.Dataset) -> bool:
     """Returns whether every example of `dataset` is dense tensors of one fixed shape."""
     specs = tf.nest.flatten(dataset.element_spec)
     return all(isinstance(spec, tf.TensorSpec) and spec.shape.is_fully_defined() for spec in specs)
+
+
+def _mirrored(model: keras.Model) -> bool:
+    """Returns whether the model's variables (if any yet) are distributed ones, made in a strategy's scope."""
+    weights = model.weights
+    if not weights:
+        return True  # built lazily inside the scope by fit
+    value = getattr(weights[0], "value", weights[0])
+    return isinstance(value, tf.distribute.DistributedValues)
+
+
+def _validation_argument(validation: Any, fit_kwargs: dict[str, Any]) -> Any:
+    """Returns the validation data or fraction from `validation` and `fit_kwargs`; refuses what the harness owns."""
+    for key, why in _OWNED_FIT_ARGS.items():
+        if key in fit_kwargs:
+            raise TypeError(f"fit: {key} is set by the harness ({why}); received {key}={fit_kwargs[key]!r}")
+    split = fit_kwargs.pop("validation_split", None)
+    if fit_kwargs:
+        raise TypeError(f"fit: unexpected keyword arguments {sorted(fit_kwargs)}; allowed: class_weight, "
+                        "validation_freq, validation_split, pad and the harness's own")
+    if split is not None:
+        if validation is not None:
+            raise TypeError("fit: received both validation and validation_split; allowed: one of them")
+        return split
+    return validation
+
+
+# Keras `fit` arguments the harness sets itself, and why.
+_OWNED_FIT_ARGS = {
+    "initial_epoch": "a resume starts each fit at its saved epoch",
+    "shuffle": "train.shuffle and train.seed order every epoch, reproducibly across resumes",
+    "steps_per_epoch": "an epoch is every training example once",
+    "batch_size": "train.batch_size per replica",
+}
+
+
+def describe_training(model: keras.Model) -> dict[str, Any]:
+    """Returns what trained a model: its optimizers (class, learning rate or schedule), loss and parameter count."""
+    optimizers = {}
+    for attr, opt in checkpoint.optimizers_of(model).items():
+        lr = opt.get_config().get("learning_rate")
+        optimizers[attr] = {"class": type(opt).__name__,
+                            "learning_rate": float(f"{lr:.7g}") if isinstance(lr, (int, float)) else
+                            lr if isinstance(lr, dict) else str(lr)}
+    loss = getattr(model, "loss", None)
+    if loss is not None and not isinstance(loss, str):
+        loss = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
+    return {"optimizers": optimizers, "loss": loss, "params": int(model.count_params())}
 
 
 def _finite_weights(model: keras.Model) -> bool:

@@ -5,7 +5,9 @@ training stops at its next step boundary (with `steps_per_execution=N`, within
 N steps: Keras checks between compiled calls), the epoch in progress is
 dropped, the last completed epoch's state stays on disk for `--resume`, and
 `results.json` gets status `interrupted`. A second SIGINT ends the process at
-once.
+once in the command line (`StopRequest.exit_on_second`); in a library call (a
+notebook, say) it raises `KeyboardInterrupt` in the main thread instead, as
+soon as Python runs again, and never kills the interpreter.
 
 Python runs signal handlers in the main thread only between bytecodes, so a
 handler would wait for a long compiled TensorFlow call to return. The signal
@@ -44,7 +46,12 @@ class StopRequest:
 
     Attributes:
         signum: The first signal received, or None.
+        exit_on_second: Class setting: a second SIGINT ends the process with
+            `os._exit(130)` (the CLI sets it) instead of raising
+            `KeyboardInterrupt` in the main thread.
     """
+
+    exit_on_second = False
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -78,8 +85,9 @@ class StopRequest:
         writer.setblocking(False)
         self._sockets = (reader, writer)
         self._previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        self._main_sigints = 0
         for signum in EXIT_CODES:
-            self._previous[signum] = signal.signal(signum, _ignore_in_main_thread)
+            self._previous[signum] = signal.signal(signum, self._in_main_thread)
         self._thread = threading.Thread(target=self._watch, name="kexp-signal-watcher", daemon=True)
         self._thread.start()
         self.active = True
@@ -114,11 +122,15 @@ class StopRequest:
                     self.signum = signum
                     for listener in list(self._listeners):
                         listener()
-                elif signum == signal.SIGINT:
+                elif signum == signal.SIGINT and self.exit_on_second:
                     os._exit(130)  # second Ctrl-C: the user wants out now
 
-
-def _ignore_in_main_thread(signum: int, frame: FrameType | None) -> None:
-    # The watcher thread handles the signal; installing a Python-level
-    # handler is what makes CPython write its number to the wakeup fd.
-    pass
+    def _in_main_thread(self, signum: int, frame: FrameType | None) -> None:
+        # The watcher thread handles the first signal; installing a
+        # Python-level handler is what makes CPython write its number to the
+        # wakeup fd. A second Ctrl-C in a library call ends the call here.
+        if signum != signal.SIGINT:
+            return
+        self._main_sigints += 1
+        if self._main_sigints >= 2 and not self.exit_on_second:
+            raise KeyboardInterrupt("second SIGINT")

@@ -37,6 +37,7 @@ def normalize(data: Any, what: str = "data") -> Any:
             leaves that are not arrays.
     """
     if isinstance(data, tf.data.Dataset):
+        _check_unbatched(data, what)
         return data
     if not isinstance(data, (tuple, list)) or not 1 <= len(data) <= 3:
         raise UsageError(
@@ -136,3 +137,104 @@ def _describe(value: Any) -> str:
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_unbatched(dataset: tf.data.Dataset, what: str) -> None:
+    """Refuses a dataset that was batched already: the harness batches (per replica, seeded, counted).
+
+    A batched dataset would be batched again (batches of batches), and an
+    element counted as an example. tf.data keeps the chain of datasets a
+    pipeline was made from; a batch anywhere in it gives it away.
+    """
+    node, hops = dataset, 0
+    while node is not None and hops < 100:
+        if type(node).__name__ in ("_UnbatchDataset", "UnbatchDataset"):
+            return  # batched, then split into examples again
+        if type(node).__name__ in _BATCHING_DATASETS:
+            raise UsageError(
+                f"{what}: received a batched tf.data.Dataset ({type(node).__name__}); allowed: an unbatched "
+                "dataset of single examples (drop .batch(), or call .unbatch()): the harness batches it "
+                "with train.batch_size per replica")
+        node, hops = getattr(node, "_input_dataset", None), hops + 1
+
+
+_BATCHING_DATASETS = ("_BatchDataset", "_PaddedBatchDataset", "_ParallelBatchDataset", "BatchDataset",
+                      "PaddedBatchDataset", "ParallelBatchDataset", "_RaggedBatchDataset")
+
+
+def split_validation(data: Any, validation: Any) -> tuple[Any, Any]:
+    """Returns `(train, validation)`, holding out a fraction of in-memory `data` when `validation` is a float.
+
+    As Keras' `validation_split`: the last examples, before any shuffling.
+
+    Raises:
+        UsageError: For a fraction outside (0, 1), or a dataset to split.
+    """
+    if not isinstance(validation, float) or isinstance(validation, bool):
+        return data, validation
+    if not 0.0 < validation < 1.0:
+        raise UsageError(f"validation: received {validation!r}; allowed: a fraction 0 < v < 1 of the training "
+                         "data, or validation data")
+    if isinstance(data, tf.data.Dataset):
+        raise UsageError("validation: a fraction needs in-memory training data; allowed with a dataset: "
+                         "validation data (e.g. dataset.skip(n) / dataset.take(n))")
+    data = normalize(data, "train")
+    n = count_examples(data, "train")
+    cut = int(n * (1.0 - validation))
+    if cut == 0 or cut == n:
+        raise UsageError(f"validation: received {validation!r} of {n} examples, which leaves no "
+                         f"{'training' if cut == 0 else 'validation'} example; allowed: a fraction that leaves both")
+    head = tf.nest.map_structure(lambda a: a[:cut], data)
+    tail = tf.nest.map_structure(lambda a: a[cut:], data)
+    return head, tail
+
+
+def with_class_weight(data: Any, class_weight: Any) -> Any:
+    """Returns normalized `data` with each example weighted by its class's weight, as Keras' `class_weight`.
+
+    Folded into the sample weights (multiplied with any given), so that
+    batching, shuffling and fused steps treat it as one more array.
+
+    Args:
+        data: What `normalize` returned, with `y` one array of class
+            indices (`(N,)` or `(N, 1)`) or one-hot rows (`(N, C)`).
+        class_weight: `{class_index: weight}` for classes `0 .. C - 1`.
+
+    Raises:
+        UsageError: For a mapping that does not cover the classes, or data
+            without one `y` array.
+    """
+    if not isinstance(class_weight, dict) or not class_weight or not all(
+            isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in class_weight):
+        raise UsageError(f"class_weight: received {_cut(repr(class_weight), 80)}; "
+                         "allowed: a dict {class_index: weight}")
+    size = max(int(k) for k in class_weight) + 1
+    if sorted(int(k) for k in class_weight) != list(range(size)):
+        raise UsageError(f"class_weight: received keys {sorted(class_weight)}; allowed: every class 0..{size - 1}")
+    table = tf.constant([float(class_weight[k]) for k in range(size)], tf.float32)
+
+    def weights_of(y: Any) -> tf.Tensor:
+        y = tf.convert_to_tensor(y)
+        labels = tf.argmax(y, axis=-1) if y.shape.rank >= 2 and y.shape[-1] > 1 else tf.reshape(y, [-1])
+        return tf.gather(table, tf.cast(labels, tf.int32))
+
+    if isinstance(data, tf.data.Dataset):
+        def add(*example: Any) -> Any:
+            if len(example) < 2 or tf.nest.is_nested(example[1]):
+                raise UsageError("class_weight: needs (x, y) examples with one y tensor")
+            weight = tf.reshape(weights_of(example[1][tf.newaxis]), [])
+            old = example[2] if len(example) == 3 else tf.ones([], tf.float32)
+            return example[0], example[1], tf.cast(old, tf.float32) * weight
+        return data.map(add)
+    if len(data) < 2 or isinstance(data[1], (dict, tuple)):
+        raise UsageError("class_weight: needs (x, y) data with one y array")
+    y = np.asarray(data[1])
+    labels = np.argmax(y, axis=-1) if y.ndim >= 2 and y.shape[-1] > 1 else y.reshape(len(y), -1)[:, 0]
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= size):
+        raise UsageError(f"class_weight: labels run {labels.min()}..{labels.max()}, the keys 0..{size - 1}; "
+                         "allowed: a weight for every class in y")
+    weights = np.asarray([float(class_weight[k]) for k in range(size)], np.float32)[labels]
+    if len(data) == 3:
+        weights = weights * np.asarray(data[2], np.float32).reshape(len(weights))
+    return (data[0], data[1], weights)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from kexp import checkpoint, registry
 from kexp.config import ExperimentConfig, _shown, apply_overrides, from_dict
@@ -139,9 +139,36 @@ def _read_json(path: Path, prefix: str, allowed: str, *, required: bool) -> dict
     return data
 
 
+def override_strings(overrides: Mapping[str, Any] | Iterable[str]) -> list[str]:
+    """Returns overrides as `key=value` strings, from a mapping (`{"train.epochs": 3}`) or strings.
+
+    Raises:
+        TypeError: For a bare string (it would be read character by character)
+            or items that are not `key=value` strings.
+    """
+    if isinstance(overrides, (str, bytes)):
+        raise TypeError(f"overrides: received the string {_shown(overrides)}; allowed: a list of key=value "
+                        'strings (["train.epochs=3"]) or a mapping ({"train.epochs": 3})')
+    if isinstance(overrides, Mapping):
+        return [f"{key}={_as_text(value)}" for key, value in overrides.items()]
+    items = list(overrides)
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"overrides: received the item {_shown(item)}; allowed: key=value strings")
+    return items
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(_as_text(v) for v in value)
+    return str(value)
+
+
 def run_experiment(
     name: str,
-    overrides: Sequence[str] = (),
+    overrides: Mapping[str, Any] | Iterable[str] = (),
     *,
     logdir: str | Path = "logs",
     strategy: str = "auto",
@@ -150,11 +177,12 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Trains a named experiment and returns its `results.json` content.
 
-    Example: `kexp.run("lstm_sine", ["train.epochs=5"])["metrics"]["rollout_mse"]`.
+    Example: `kexp.run("lstm_sine", {"train.epochs": 5})["metrics"]["rollout_mse"]`.
 
     Args:
         name: Experiment name (`kexp list`).
-        overrides: `section.key=value` strings.
+        overrides: `section.key=value` strings, or a mapping of
+            `section.key` to values (`{"train.epochs": 3}`).
         logdir: Root folder of runs; the run goes to `logdir/name/RUN_ID`.
         strategy: `auto`, `default`, `one_device`, `mirrored` or `multi_worker`.
         verbose: Keras verbosity (0 silent, 1 progress bar, 2 a line per epoch).
@@ -169,6 +197,7 @@ def run_experiment(
         UsageError: Bad name, override, logdir or data request (no run folder
             is left behind).
     """
+    overrides = override_strings(overrides)
     module = registry.load(name)
     config = request_config(name, overrides, resume)
     check_name(strategy)  # before TensorFlow loads: bad input fails fast

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+import random
 import shutil
 import sys
 import tempfile
@@ -51,6 +53,12 @@ def open_run(
     with `RunInterrupted` (whose `run_dir` names the folder) and status
     `interrupted`. A `SystemExit` inside is a failed run (`RunError`).
 
+    Seeds: `keras.utils.set_random_seed(train.seed)` (Python, NumPy and
+    TensorFlow) and the data order come from `train.seed`; with
+    `TrainConfig(seed=None)` a seed set by the caller is left alone (the data
+    order's seed is then drawn from Python's `random`). `results.json`
+    records the seed as `seed` and `seeded_globally`.
+
     Args:
         name: Experiment name; the run folder is `logdir/name/RUN_ID`. One
             folder name: letters, digits, `_`, `-` and `.` (not first).
@@ -74,7 +82,13 @@ def open_run(
     rundir.check_name(name, "open_run name")
     train = train or (config.train if config is not None else TrainConfig())
     tf_strategy = make_strategy(strategy)
-    keras.utils.set_random_seed(train.seed)
+    seeded = train.seed is not None
+    if seeded:
+        keras.utils.set_random_seed(train.seed)
+    else:
+        # The global seeds stay as the caller set them; data order still
+        # needs a seed, drawn from Python's (which set_random_seed seeds).
+        train = dataclasses.replace(train, seed=random.randrange(2**31))
     if train.deterministic:
         tf.config.experimental.enable_op_determinism()
     chief = is_chief(tf_strategy)
@@ -88,6 +102,7 @@ def open_run(
     backup_root = Path(resume).absolute() / "backup" if resume is not None else None
     harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, backup_root=backup_root,
                       run_info={"experiment": name, "config": config_data}, resumed=resume is not None)
+    harness.seeded_globally = seeded
     started = time.perf_counter()
     usage_error = False
     try:
@@ -194,6 +209,11 @@ def _results(harness: Harness, name: str, config: dict, wall_time_s: float) -> d
         "num_replicas": harness.num_replicas,
         "devices": describe_devices(harness.strategy),
         "fits": harness.fit_settings,
+        "models": harness.saved_models,
+        # train.seed seeded Python, NumPy, TensorFlow and the data order; with
+        # train.seed=None the data order's seed was drawn and nothing global was seeded.
+        "seed": harness.train.seed,
+        "seeded_globally": getattr(harness, "seeded_globally", True),
         "versions": rundir.versions(),
         # Other workers of a multi-worker run keep no folder.
         "run_dir": str(harness.run_dir) if harness.is_chief else None,

@@ -13,7 +13,6 @@ from kexp.models.gan import (
     GAN,
     dcgan_discriminator,
     dcgan_generator,
-    dcgan_upsamplings,
     discriminator_probability,
     gan_1d_discriminator,
     gan_1d_generator,
@@ -22,7 +21,7 @@ from kexp.models.mlp import mlp, mlp_layers
 from kexp.models.rnn import rnn, rnn_layers
 
 __all__ = [
-    "GAN", "alexnet", "dcgan_discriminator", "dcgan_generator", "dcgan_upsamplings",
+    "GAN", "alexnet", "dcgan_discriminator", "dcgan_generator",
     "discriminator_probability", "gan_1d_discriminator", "gan_1d_generator", "googlenet",
     "inception_block", "lenet5", "mlp", "mlp_layers", "nin", "resnet", "residual_block",
     "rnn", "rnn_layers", "vgg",

@@ -1,0 +1,219 @@
+"""The harness as a Keras user meets it: Keras-shaped `fit`, saved models, the public API (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kexp
+from conftest import REPO
+from kexp import TrainConfig
+from kexp.errors import UsageError
+
+
+def _dense(units: int = 1, inputs: int = 2, activation: str | None = None) -> keras.Model:
+    return keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(
+        units, activation=activation, kernel_initializer=keras.initializers.GlorotUniform(seed=3))])
+
+
+def _xy(n: int = 120):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, 2)).astype("float32")
+    return x, (x[:, :1] > 0).astype("float32")
+
+
+def test_readme_api_section_lists_exactly_the_public_names():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### API"):text.index("### Model builders")]
+    listed = set()
+    for cell in re.findall(r"^\| (`[^|]+`) \|", section, flags=re.M):
+        cell = re.sub(r"\([^)]*\)", "", cell.replace("`", ""))  # drop the signatures
+        listed.update(name.strip() for name in cell.split(","))
+    top = {n.removeprefix("kexp.") for n in listed if n.startswith("kexp.") and not n.startswith("kexp.models.")}
+    builders = {n.removeprefix("kexp.models.") for n in listed if n.startswith("kexp.models.")}
+    builders |= {n for n in listed if not n.startswith("kexp.")}
+    assert top == set(kexp.__all__)
+    assert builders == set(kexp.models.__all__)
+
+
+def test_import_kexp_loads_no_tensorflow_and_lazy_names_resolve():
+    code = ("import sys, kexp; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; "
+            "kexp.TrainConfig, kexp.param, kexp.ConfigError, kexp.run; "
+            "assert 'tensorflow' not in sys.modules; "
+            "assert kexp.open_run.__module__ == 'kexp.session' and kexp.Harness.__name__ == 'Harness'; "
+            "assert kexp.models.GAN and kexp.load_model")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_model_instance_trains_and_history_is_exposed(logdir):
+    x, y = _xy()
+    model = _dense(activation="sigmoid")
+    with kexp.open_run("instance", logdir=logdir, train=TrainConfig(epochs=3, batch_size=20), verbose=0) as run:
+        trained = run.fit(model, (x, y), 0.25, loss="binary_crossentropy")
+    assert trained is model
+    assert run.history["model"] is model.history
+    assert model.history.epoch == [0, 1, 2] and len(model.history.history["val_loss"]) == 3
+    assert run.results["fits"]["model"]["train_examples"] == 90  # 0.25 held out
+    assert run.results["fits"]["model"]["validation_examples"] == 30
+
+
+def test_model_instance_built_outside_a_mirrored_scope_is_refused_with_the_fix(logdir):
+    x, y = _xy()
+    with pytest.raises(UsageError, match="built outside the scope of --strategy mirrored .2 replicas.; allowed: "
+                                         "a function that builds the model"):
+        with kexp.open_run("outside", logdir=logdir, strategy="mirrored", verbose=0) as run:
+            run.fit(_dense(), (x, y), loss="mse")
+
+
+@pytest.mark.parametrize("key", ["initial_epoch", "shuffle", "steps_per_epoch", "batch_size"])
+def test_arguments_the_harness_owns_are_refused_saying_why(key, logdir):
+    x, y = _xy()
+    with pytest.raises(TypeError, match=f"fit: {key} is set by the harness"):
+        with kexp.open_run("owned", logdir=logdir, verbose=0) as run:
+            run.fit(_dense, (x, y), loss="mse", **{key: 1})
+
+
+def test_class_weight_trains_as_keras_fit_does(logdir):
+    x, y = _xy()
+    weights = {0: 0.2, 1: 3.0}
+    train = TrainConfig(epochs=2, batch_size=20, shuffle=False, learning_rate=0.05)
+    with kexp.open_run("weighted", logdir=logdir, train=train, verbose=0) as run:
+        ours = run.fit(lambda: _dense(activation="sigmoid"), (x, y), loss="binary_crossentropy", class_weight=weights)
+    plain = _dense(activation="sigmoid")
+    plain.compile(keras.optimizers.Adam(0.05), loss="binary_crossentropy")
+    plain.fit(x, y, batch_size=20, epochs=2, shuffle=False, verbose=0, class_weight=weights)
+    for a, b in zip(ours.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    unweighted = _dense(activation="sigmoid")
+    unweighted.compile(keras.optimizers.Adam(0.05), loss="binary_crossentropy")
+    unweighted.fit(x, y, batch_size=20, epochs=2, shuffle=False, verbose=0)
+    assert not np.allclose(ours.get_weights()[0], unweighted.get_weights()[0])
+
+
+def test_validation_freq_validates_every_nth_epoch(logdir):
+    x, y = _xy()
+    with kexp.open_run("freq", logdir=logdir, train=TrainConfig(epochs=4, batch_size=20), verbose=0) as run:
+        model = run.fit(_dense, (x, y), (x, y), loss="mse", validation_freq=2)
+    assert len(model.history.history["val_loss"]) == 2
+
+
+def test_an_already_batched_dataset_is_refused_naming_the_fix(logdir):
+    x, y = _xy()
+    with pytest.raises(UsageError, match=r"received a batched tf.data.Dataset .*drop .batch\(\)"):
+        with kexp.open_run("batched", logdir=logdir, verbose=0) as run:
+            run.fit(_dense, tf.data.Dataset.from_tensor_slices((x, y)).batch(8).prefetch(1), loss="mse")
+
+
+def test_variable_length_sequences_train_with_pad(logdir):
+    lengths = np.random.default_rng(0).integers(2, 9, size=60)
+    sequences = [np.arange(1, n + 1, dtype="int32") % 7 + 1 for n in lengths]
+    data = tf.data.Dataset.from_generator(
+        lambda: ((s, np.float32(len(s) > 5)) for s in sequences),
+        output_signature=(tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.float32)))
+
+    def build():
+        inputs = keras.Input((None,), dtype="int32")
+        hidden = keras.layers.Embedding(8, 4, mask_zero=True)(inputs)
+        return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.GRU(4)(hidden)))
+
+    with kexp.open_run("padded", logdir=logdir, train=TrainConfig(epochs=2, batch_size=16), verbose=0) as run:
+        model = run.fit(build, data, loss="binary_crossentropy", pad=True)
+        scores = run.evaluate(model, data.padded_batch(60).unbatch())
+    assert int(model.optimizer.iterations) == 2 * 4  # 60 sequences, 16 a batch
+    assert run.results["status"] == "ok" and np.isfinite(scores["test_loss"])
+
+
+def test_a_model_compiled_by_its_user_keeps_fused_automatic_steps(logdir):
+    x, y = _xy(400)
+
+    def build():
+        model = _dense()
+        model.compile(keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(0.01, 100, 0.5)), "mse")
+        return model
+
+    with kexp.open_run("self_compiled", logdir=logdir, train=TrainConfig(epochs=2, batch_size=20), verbose=0) as run:
+        run.fit(build, (x, y))
+    fit = run.results["fits"]["model"]
+    assert fit["compiled_by"] == "user (steps_per_execution chosen by the harness)"
+    assert fit["steps_per_execution"] == 20 and fit["fused_steps"] is True
+    # What trained is what is recorded: the user's schedule, not the config's adam 0.001.
+    assert fit["optimizers"]["optimizer"]["class"] == "Adam"
+    schedule = fit["optimizers"]["optimizer"]["learning_rate"]
+    assert schedule["class_name"] == "ExponentialDecay" and schedule["config"]["initial_learning_rate"] == 0.01
+    assert fit["loss"] == "mse" and fit["params"] == 3
+
+
+def test_two_unnamed_fits_keep_separate_histories_and_models(logdir):
+    x, y = _xy()
+    with kexp.open_run("two_fits", logdir=logdir, train=TrainConfig(epochs=3, batch_size=20), verbose=0) as run:
+        run.fit(_dense, (x, y), loss="mse")
+        run.fit(lambda: _dense(2), (x, np.hstack([y, y])), loss="mse", epochs=2)
+
+    def epochs(path):
+        return [int(line.split(",")[0]) for line in path.read_text().strip().splitlines()[1:]]
+
+    assert epochs(run.run_dir / "history.csv") == [0, 1, 2]
+    assert epochs(run.run_dir / "model_2" / "history.csv") == [0, 1]
+    assert (run.run_dir / "model_2" / "train").is_dir()
+    assert run.results["models"] == {"model": "models/model.keras", "model_2": "models/model_2.keras"}
+    assert kexp.load_model(run.run_dir, fit="model_2").output_shape == (None, 2)
+    with pytest.raises(UsageError, match="no model 'nope' .* allowed: model, model_2"):
+        kexp.load_model(run.run_dir, fit="nope")
+
+
+def test_seed_none_leaves_the_callers_seed_alone(logdir):
+    keras.utils.set_random_seed(1234)
+    first = np.random.random()
+    keras.utils.set_random_seed(1234)
+    with kexp.open_run("unseeded", logdir=logdir, train=TrainConfig(seed=None), verbose=0) as run:
+        inside = np.random.random()  # NumPy's global state is still the caller's
+    assert inside == first
+    assert run.results["seeded_globally"] is False and isinstance(run.results["seed"], int)
+    with kexp.open_run("seeded", logdir=logdir, train=TrainConfig(seed=7), verbose=0) as run:
+        pass
+    assert run.results["seeded_globally"] is True and run.results["seed"] == 7
+
+
+def test_kexp_run_takes_a_mapping_and_refuses_a_bare_string(logdir):
+    results = kexp.run("xor", {"train.epochs": 2, "data.repeats": 4}, logdir=logdir, verbose=0)
+    assert results["config"]["train"]["epochs"] == 2 and results["config"]["data"]["repeats"] == 4
+    with pytest.raises(TypeError, match="received the string 'train.epochs=2'"):
+        kexp.run("xor", "train.epochs=2", logdir=logdir)
+
+
+def test_saved_gan_loads_compiled_in_a_fresh_process_that_never_imported_kexp_models(logdir):
+    from kexp.models import GAN, gan_1d_discriminator, gan_1d_generator
+
+    def build():
+        gan = GAN(gan_1d_generator(), gan_1d_discriminator(), d_steps=2, noise="uniform")
+        gan.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(2e-3))
+        return gan
+
+    real = np.random.default_rng(0).normal(4, 1, size=(256, 1)).astype("float32")
+    with kexp.open_run("gan", logdir=logdir, train=TrainConfig(epochs=1, batch_size=64), verbose=0) as run:
+        gan = run.fit(build, (real,))
+    noise = np.linspace(-1, 1, 8, dtype="float32")[:, None]
+    expected = gan.generator(noise).numpy()
+    assert set(run.results["fits"]["model"]["optimizers"]) == {"d_optimizer", "g_optimizer"}
+    code = textwrap.dedent(f"""
+        import sys, numpy as np, kexp
+        assert "kexp.models" not in sys.modules
+        gan = kexp.load_model({str(run.run_dir)!r})
+        assert type(gan).__name__ == "GAN" and gan.d_steps == 2
+        assert float(gan.g_optimizer.learning_rate.numpy()) == np.float32(2e-3)
+        out = gan.generator(np.linspace(-1, 1, 8, dtype="float32")[:, None]).numpy()
+        print("OUT", out.ravel().tolist())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("OUT ")).removeprefix("OUT "))
+    np.testing.assert_allclose(out, expected.ravel(), rtol=1e-6)
