@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -30,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kexp import checkpoint, fitlogs, fused, pipeline, plots, rundir, saving
+from kexp import checkpoint, fitlogs, fused, inputs, plots, rundir, saving, speed
 from kexp.callbacks import (
     EpochCheckpoint, EpochGate, EpochTimer, HistoryCSV, ImageWriter, StopOnRequest, TensorBoardLogger,
 )
@@ -38,28 +37,10 @@ from kexp.compat import is_multi_worker, prepare_multi_worker_fit
 from kexp.config import TrainConfig
 from kexp.errors import UsageError
 from kexp.interrupt import StopRequest
+from kexp.pipeline import Pipeline, fixed_shapes
 from kexp.strategy import is_chief
 
 Data = Any  # a tuple of arrays (x, y) or an unbatched tf.data.Dataset
-
-# Upper bound of batches per compiled call when chosen automatically: enough
-# to amortize Keras' per-call Python overhead (keras#18648), small enough that
-# the progress bar still moves. `kexp bench fnn` measured the seed FNN on 2 CPU
-# cores at 1.2x the plain-fit throughput with 32 and more with 100 (README).
-_MAX_AUTO_STEPS_PER_EXECUTION = 100
-_MIN_AUTO_DIVISOR = 20
-
-# Layers XLA fuses well on CPU. Convolutions run slower under XLA than with
-# oneDNN there (LeNet: 0.7x), and recurrent nets gain throughput but lose more
-# to compile time in short runs, so `jit_compile=auto` turns XLA on for
-# dense-only nets alone, and only when they are big enough to gain (>= 50k
-# parameters: the seed FNN ran about 2x faster; heart_mlp's 8.6k did not).
-_XLA_FRIENDLY_LAYERS = (
-    "InputLayer", "Dense", "Dropout", "Activation", "Flatten", "BatchNormalization", "ReLU", "LeakyReLU",
-    "Reshape", "Softmax", "Normalization", "Add", "Concatenate", "Identity",
-)
-_XLA_MIN_PARAMS = 50_000
-
 
 class Harness:
     """Trains and evaluates Keras models for one run, in one strategy.
@@ -117,13 +98,32 @@ class Harness:
         self._images: ImageWriter | None = None
         self._steps_per_epoch: int | None = None
         self._epochs: int | None = None
-        self._data_epoch: tf.Variable | None = None
+        self.pipeline = Pipeline(train, int(strategy.num_replicas_in_sync), strategy_name)
         self._fits: dict[str, int] = {}
         self.fit_settings: dict[str, dict[str, Any]] = {}
         self.run_info = run_info
         self.resumed = resumed
         self.history: dict[str, keras.callbacks.History] = {}
         self.saved_models: dict[str, str] = {}
+
+    # -- data -------------------------------------------------------------
+
+    @property
+    def data_epoch(self) -> tf.Variable:
+        """The epoch whose order training datasets yield (`Pipeline.data_epoch`); `fit` sets it."""
+        return self.pipeline.data_epoch
+
+    def dataset(self, data: Data, *, training: bool, batch_size: int | None = None, **kwargs: Any) -> tf.data.Dataset:
+        """Returns a cached, batched, prefetched `tf.data` pipeline; see `kexp.pipeline.Pipeline.dataset`.
+
+        Args:
+            data: What `fit` takes (`kexp.inputs`).
+            training: Shuffle (seeded per epoch) and trim to the replicas.
+            batch_size: Global batch size; defaults to `global_batch_size`.
+            **kwargs: `epochs`, `num_examples`, `group`, `pad`.
+        """
+        return self.pipeline.dataset(data, training=training, batch_size=batch_size or self.global_batch_size,
+                                     **kwargs)
 
     @property
     def num_replicas(self) -> int:
@@ -139,199 +139,6 @@ class Harness:
     def train_samples_per_s(self) -> float:
         """Training throughput over steady-state epochs (first epoch of each fit excluded)."""
         return self._train_samples / self._train_seconds if self._train_seconds > 0 else 0.0
-
-    # -- data -------------------------------------------------------------
-
-    @property
-    def data_epoch(self) -> tf.Variable:
-        """The epoch whose order training datasets yield; `fit` sets it as each epoch begins.
-
-        A shuffled epoch's order is a function of `(train.seed, epoch)` only,
-        not of how many iterators were made before (Keras makes two per epoch),
-        so a resumed fit sees exactly the batches an uninterrupted one would.
-        Set it yourself when iterating a training dataset outside `fit`.
-        """
-        if self._data_epoch is None:
-            self._data_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="kexp_data_epoch")
-        return self._data_epoch
-
-    def dataset(
-        self,
-        data: Data,
-        *,
-        training: bool,
-        batch_size: int | None = None,
-        epochs: tuple[int, int] | None = None,
-        num_examples: int | None = None,
-        group: int = 1,
-        pad: bool = False,
-    ) -> tf.data.Dataset:
-        """Returns a cached, batched, prefetched `tf.data` pipeline.
-
-        Args:
-            data: A tuple of arrays `(x, y)` (or `(x,)`) or an unbatched dataset.
-            training: Shuffle when True (and `train.shuffle`): arrays, and
-                datasets whose examples have one fixed shape (held in memory
-                as tensors), get a full permutation each epoch seeded by
-                `(train.seed, epoch)`, gathered a batch at a time; datasets of
-                varying shapes go through a `train.shuffle_buffer` buffer
-                seeded once per stream.
-            batch_size: Global batch size; defaults to `global_batch_size`.
-            epochs: `(first, end)`: one stream of the batches of epochs
-                `first .. end - 1`, to be read by a fit with `steps_per_epoch`
-                through a single iterator. Without it, every iteration is one
-                epoch, the one `data_epoch` names. Keras makes two iterators
-                per epoch, and making one costs about 15 ms once the pipeline
-                holds functions (measured here): the stream pays that once
-                per fit.
-            num_examples: The number of examples in `data`, when the caller
-                knows it (a dataset of unknown cardinality is counted otherwise).
-            group: Batches stacked into one element (`[group, batch, ...]`),
-                for fused steps (`kexp.fused`). Needs a stream with a multiple
-                of `group` batches per epoch. Data of fixed shapes (arrays,
-                and datasets whose examples have one shape) may end each epoch
-                in a partial batch: elements are then `(stacked, tail)`, see
-                `_permuted_batches`; other data needs full batches.
-            pad: Pad each batch to its longest example (examples of varying
-                shapes, e.g. variable-length sequences).
-
-        Returns:
-            The batched dataset.
-        """
-        batch_size = batch_size or self.global_batch_size
-        shuffle = training and self.train.shuffle
-        data = pipeline.normalize(data, "train" if training else "data")
-        batch = (lambda ds, size: ds.padded_batch(size)) if pad else (lambda ds, size: ds.batch(size))
-        if num_examples is None:
-            num_examples = pipeline.count_examples(data, "train" if training else "data")
-        if not shuffle and epochs is None and (self.num_replicas == 1 or not training):
-            # Nothing to declare or trim: evaluation scores every example,
-            # also in batches that leave some replicas short or empty.
-            ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(data)
-            ds = batch(ds.cache(), batch_size)
-            if int(ds.cardinality()) < 0:
-                # Counted already: Keras then knows where the data ends (no
-                # "ran out of data" warning, a progress bar with an end).
-                ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(num_examples / batch_size)))
-            return self._finish(ds)
-        n = self._trained_examples(num_examples) if training else num_examples
-        per_epoch = math.ceil(n / batch_size)
-        gatherable = not pad and (not isinstance(data, tf.data.Dataset) or _fixed_shapes(data))
-        if group > 1 and (per_epoch % group or epochs is None or (n % batch_size and not gatherable)):
-            raise ValueError(f"group={group} needs a stream of whole groups, and full batches unless the data has "
-                             f"fixed shapes; got {n} examples, batch_size={batch_size}, epochs={epochs}")
-        tensors = None
-        if (shuffle or group > 1) and gatherable:
-            # The pipeline would cache it in memory anyway; as tensors, a
-            # dataset gets the same exact, seeded permutation per epoch as
-            # arrays do (and fused groups the same gathers).
-            tensors = data if not isinstance(data, tf.data.Dataset) else (
-                data.take(n).batch(max(n, 1)).get_single_element())
-        if tensors is not None:
-            ds = self._permuted_batches(tensors, n, batch_size, epochs, group, shuffle)
-        else:
-            ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(data)
-            ds = ds.take(n).cache()
-            if shuffle:
-                # Examples of varying shapes: a shuffle buffer, whose seed must
-                # be a Python number, so it is seeded once per stream: the same
-                # orders run to run, but a resumed fit sees other ones.
-                first, end = epochs or (0, 1)
-                ds = ds.shuffle(self.train.shuffle_buffer, seed=self.train.seed * 1_000_003 + first)
-                ds = batch(ds, batch_size).repeat(end - first)
-                ds = ds.apply(tf.data.experimental.assert_cardinality(per_epoch * (end - first)))
-            else:
-                ds = batch(ds, batch_size)
-                if epochs is not None:
-                    ds = ds.repeat(epochs[1] - epochs[0])
-            if group > 1:
-                ds = ds.batch(group, drop_remainder=True)
-        if group > 1:
-            # Keras checks its step count (K per element) against a known
-            # cardinality (elements); an unknown one it leaves to
-            # `steps_per_epoch`, which the fit of a stream passes.
-            ds = ds.filter(lambda *_: True)
-        return self._finish(ds)
-
-    def _trained_examples(self, n: int) -> int:
-        """Returns how many of `n` examples an epoch trains on: all, or under several replicas a multiple of them.
-
-        Keras 3.15 averages replicas' gradients as if their batches were of
-        equal size, so a batch that does not split evenly over replicas
-        trains wrong weights (and a replica with no examples fails the
-        all-reduce); dropping at most `replicas - 1` examples makes every
-        batch, the last one too, divisible. `results.json` `fits` records
-        the count.
-
-        Raises:
-            UsageError: When fewer examples than replicas remain.
-        """
-        trained = n - n % self.num_replicas
-        if trained == 0:
-            raise UsageError(f"train: received {n} examples, fewer than the {self.num_replicas} replicas of "
-                             f"--strategy {self.strategy_name}; allowed: at least one example per replica")
-        return trained
-
-    @staticmethod
-    def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
-        options = tf.data.Options()
-        # In-memory data shards by element across workers, not by file.
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
-
-    def _permuted_batches(self, arrays: Any, n: int, batch_size: int, epochs: tuple[int, int] | None,
-                          group: int = 1, shuffle: bool = True) -> tf.data.Dataset:
-        """Returns batches of `arrays` (a nest of arrays or tensors), in a seeded permutation per epoch.
-
-        With `group > 1`, each element holds `group` batches stacked
-        (`[group, batch, ...]`); when the epoch ends in a partial batch, each
-        element is `(stacked_full_batches, tail)`, where `tail` is that
-        partial batch in the epoch's last element and empty in the others.
-        """
-        tensors = tf.nest.map_structure(lambda a: tf.convert_to_tensor(a[:n]), arrays)
-        seed = tf.constant(self.train.seed, tf.int64)
-        has_tail = group > 1 and n % batch_size != 0
-
-        def batch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
-            order = tf.range(n, dtype=tf.int64)
-            if shuffle:
-                order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed, epoch]))
-            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size * group)
-
-        def stack(t: tf.Tensor, idx: tf.Tensor, batches: int) -> tf.Tensor:
-            # One gather for the whole group, then a free reshape: cheaper
-            # than `group` small gathers and a stacking copy.
-            return tf.reshape(tf.gather(t, idx), [batches, batch_size, *t.shape[1:]])
-
-        def gather(idx: tf.Tensor) -> Any:
-            if group == 1:
-                return tf.nest.map_structure(lambda t: tf.gather(t, idx), tensors)
-            if not has_tail:
-                return tf.nest.map_structure(lambda t: stack(t, idx, group), tensors)
-            batches = tf.size(idx) // batch_size
-            full = batches * batch_size
-            return (tf.nest.map_structure(lambda t: stack(t, idx[:full], batches), tensors),
-                    tf.nest.map_structure(lambda t: tf.gather(t, idx[full:]), tensors))
-
-        # One gather per batch instead of a shuffle buffer of single examples:
-        # less work per step, and a full permutation.
-        # Op determinism turns a parallel map into a sequential one and logs an
-        # error line about it; ask for the sequential map directly then.
-        parallel = None if self.train.deterministic else tf.data.AUTOTUNE
-        return self._per_epoch(batch_indices, math.ceil(n / (batch_size * group)), epochs).map(
-            gather, num_parallel_calls=parallel)
-
-    def _per_epoch(
-        self, make: Callable[[tf.Tensor], tf.data.Dataset], per_epoch: int, epochs: tuple[int, int] | None,
-    ) -> tf.data.Dataset:
-        """Returns `make(epoch)` for the epochs of a stream, or for `data_epoch` at each iteration."""
-        if epochs is not None:
-            first, end = epochs
-            ds = tf.data.Dataset.range(first, end).flat_map(make)
-            return ds.apply(tf.data.experimental.assert_cardinality(per_epoch * (end - first)))
-        epoch = self.data_epoch
-        ds = tf.data.Dataset.from_tensors(0).flat_map(lambda _: make(epoch.read_value()))
-        return ds.apply(tf.data.experimental.assert_cardinality(per_epoch))
 
     # -- model ------------------------------------------------------------
 
@@ -411,44 +218,9 @@ class Harness:
             model: The model to be compiled; `jit_compile=auto` looks at its layers.
         """
         return {
-            "steps_per_execution": self._steps_per_execution(self._steps_per_epoch),
-            "jit_compile": self._jit_compile(model),
+            "steps_per_execution": speed.steps_per_execution(self.train, self._steps_per_epoch, self.num_replicas),
+            "jit_compile": speed.jit_compile(self.train, model, self.num_replicas),
         }
-
-    def _jit_compile(self, model: keras.Model | None) -> bool | str:
-        if self.train.jit_compile != "auto":
-            return self.train.jit_compile == "true"
-        if tf.config.list_logical_devices("GPU") or model is None:
-            return "auto"  # Keras: XLA on GPU where the model supports it
-        if self.num_replicas > 1:
-            # XLA clusters cannot reach a mirrored variable's copy on another
-            # logical CPU ("Trying to access resource ... located in device CPU:1").
-            return False
-        return _dense_only(model) and model.count_params() >= _XLA_MIN_PARAMS
-
-    def _steps_per_execution(self, steps_per_epoch: int | None) -> int:
-        if self.num_replicas > 1:
-            # Keras 3.15's multi-step loop fails under MirroredStrategy with
-            # "You must feed a value for placeholder tensor" (seen on 2
-            # logical CPUs); one step per call is the working setting.
-            if self.train.steps_per_execution > 1:
-                warnings.warn(
-                    f"train.steps_per_execution={self.train.steps_per_execution} is not supported "
-                    f"with {self.num_replicas} replicas in Keras {keras.__version__}; using 1",
-                    stacklevel=3,
-                )
-            return 1
-        if self.train.steps_per_execution:
-            return self.train.steps_per_execution
-        if not steps_per_epoch:
-            return 1
-        if steps_per_epoch <= _MAX_AUTO_STEPS_PER_EXECUTION:
-            return steps_per_epoch
-        # A divisor of the epoch lets one input stream serve the whole fit
-        # (see `dataset`); when the epoch length has none big enough, the
-        # largest setting wins and the data is iterated epoch by epoch.
-        divisor = max(d for d in range(1, _MAX_AUTO_STEPS_PER_EXECUTION + 1) if steps_per_epoch % d == 0)
-        return divisor if divisor >= _MIN_AUTO_DIVISOR else _MAX_AUTO_STEPS_PER_EXECUTION
 
     def fit(
         self,
@@ -469,7 +241,7 @@ class Harness:
     ) -> keras.Model:
         """Builds (or takes), compiles and fits a model inside the strategy's scope, and saves it.
 
-        Takes the data Keras' own `fit` takes (see `kexp.pipeline`). A fit
+        Takes the data Keras' own `fit` takes (see `kexp.inputs`). A fit
         whose state file exists in the run folder (a resumed run) restores
         it and trains only the epochs still to do; one that had finished
         trains none and returns the trained model. The trained model is
@@ -521,16 +293,16 @@ class Harness:
         self.stop.check()
         validation = _validation_argument(validation, fit_kwargs)
         epochs = epochs or self.train.epochs
-        train, validation = pipeline.split_validation(train, validation)
-        train = pipeline.normalize(train, "train")
+        train, validation = inputs.split_validation(train, validation)
+        train = inputs.normalize(train, "train")
         if class_weight is not None:
-            train = pipeline.with_class_weight(train, class_weight)
-        n_all = pipeline.count_examples(train, "train")
-        n_train = self._trained_examples(n_all)  # as `dataset` does
+            train = inputs.with_class_weight(train, class_weight)
+        n_all = inputs.count_examples(train, "train")
+        n_train = self.pipeline.trained_examples(n_all)  # as `dataset` does
         n_validation = 0
         if validation is not None:
-            validation = pipeline.normalize(validation, "validation")
-            n_validation = pipeline.count_examples(validation, "validation")
+            validation = inputs.normalize(validation, "validation")
+            n_validation = inputs.count_examples(validation, "validation")
         steps_per_epoch = max(1, math.ceil(n_train / self.global_batch_size))
         self._steps_per_epoch = steps_per_epoch
         self._epochs = epochs
@@ -560,7 +332,7 @@ class Harness:
             self.train.fuse_steps and stream and steps_per_execution > 1 and not pad
             # A partial last batch rides along as a separate tail, for data held as tensors.
             and (n_train % self.global_batch_size == 0 or not isinstance(train, tf.data.Dataset)
-                 or _fixed_shapes(train))
+                 or fixed_shapes(train))
             and not is_multi_worker(self.strategy) and fused.supports(model)) else 1
         # (A finished fit still gets its last epoch's stream: Keras may peek at a batch.)
         stream_epochs = (min(initial_epoch, epochs - 1), epochs)
@@ -664,7 +436,7 @@ class Harness:
                 and model.train_function is None:
             # Keras' default of one step per call: the harness's choice
             # costs the user nothing and is worth 1.2-4x on small models.
-            model.steps_per_execution = self._steps_per_execution(steps_per_epoch)
+            model.steps_per_execution = speed.steps_per_execution(self.train, steps_per_epoch, self.num_replicas)
             return model, "user (steps_per_execution chosen by the harness)"
         return model, "user"
 
@@ -745,23 +517,6 @@ class Harness:
     def close(self) -> None:
         if self._images is not None:
             self._images.close()
-
-
-def _dense_only(model: keras.Model) -> bool:
-    """Returns whether every layer, nested models included, is XLA-friendly on CPU."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            if not _dense_only(layer):
-                return False
-        elif type(layer).__name__ not in _XLA_FRIENDLY_LAYERS:
-            return False
-    return True
-
-
-def _fixed_shapes(dataset: tf.data.Dataset) -> bool:
-    """Returns whether every example of `dataset` is dense tensors of one fixed shape."""
-    specs = tf.nest.flatten(dataset.element_spec)
-    return all(isinstance(spec, tf.TensorSpec) and spec.shape.is_fully_defined() for spec in specs)
 
 
 def _mirrored(model: keras.Model) -> bool:

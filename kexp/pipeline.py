@@ -1,240 +1,229 @@
-"""Internal: training and evaluation data as the harness takes it, checked and counted.
+"""Internal: the harness's `tf.data` pipelines: seeded order per epoch, batches, streams, fused groups.
 
-The harness accepts what Keras' own `fit` accepts for in-memory data: a tuple
-`(x,)`, `(x, y)` or `(x, y, sample_weight)` whose `x` (and `y`) may be one
-array or a nest of arrays (tuple, list or dict, for multi-input models), or
-an unbatched `tf.data.Dataset`. Examples are counted by the leading dimension
-of the leaves, which must all agree: a count taken from one leaf only trained
-multi-input models on as many examples as they had inputs.
+Data comes in as `kexp.inputs` checks and counts it; out goes a batched,
+prefetched dataset whose order is a function of `(train.seed, epoch)` only,
+so a resumed fit sees the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Callable
 
-import numpy as np
 import tensorflow as tf
 
+from kexp import inputs
+from kexp.config import TrainConfig
 from kexp.errors import UsageError
 
 
-def normalize(data: Any, what: str = "data") -> Any:
-    """Returns `data` in the form `tf.data` slices alike: nested lists of arrays become tuples.
-
-    `tf.data.Dataset.from_tensor_slices` turns a list of arrays into one
-    stacked tensor; a tuple keeps them as separate inputs, as Keras' `fit`
-    treats a list.
+class Pipeline:
+    """Builds one run's training and evaluation datasets.
 
     Args:
-        data: A dataset, or a tuple or list `(x,)`, `(x, y)` or `(x, y, sample_weight)`.
-        what: How to name the data in error messages (`train`, `validation`).
-
-    Returns:
-        The dataset unchanged, or a tuple of nests of arrays.
-
-    Raises:
-        UsageError: For a structure Keras' `fit` does not take, or for
-            leaves that are not arrays.
+        train: The training settings (seed, shuffle, buffer, determinism).
+        num_replicas: Replicas training in sync (an epoch trains on a multiple of them).
+        strategy_name: The strategy's name, for error messages.
     """
-    if isinstance(data, tf.data.Dataset):
-        _check_unbatched(data, what)
-        return data
-    if not isinstance(data, (tuple, list)) or not 1 <= len(data) <= 3:
-        raise UsageError(
-            f"{what}: received {_describe(data)}; allowed: a tuple (x,), (x, y) or (x, y, sample_weight) "
-            "of arrays or nests of arrays, or an unbatched tf.data.Dataset")
-    return tuple(_leaves_as_arrays(part, what) for part in data)
 
+    def __init__(self, train: TrainConfig, num_replicas: int, strategy_name: str) -> None:
+        self.train = train
+        self.num_replicas = num_replicas
+        self.strategy_name = strategy_name
+        self._data_epoch: tf.Variable | None = None
 
-def _leaves_as_arrays(value: Any, what: str) -> Any:
-    if isinstance(value, dict):
-        return {key: _leaves_as_arrays(v, what) for key, v in value.items()}
-    if isinstance(value, (tuple, list)) and value and all(map(_holds_arrays, value)):
-        # A list of arrays is several inputs; a list of numbers is one array.
-        return tuple(_leaves_as_arrays(v, what) for v in value)
-    if _is_array(value):
-        return value
-    try:
-        return np.asarray(value)
-    except (ValueError, TypeError) as err:
-        raise UsageError(f"{what}: a leaf is not an array ({_describe(value)}: {err})") from None
+    @property
+    def data_epoch(self) -> tf.Variable:
+        """The epoch whose order training datasets yield; `fit` sets it as each epoch begins.
 
+        A shuffled epoch's order is a function of `(train.seed, epoch)` only,
+        not of how many iterators were made before (Keras makes two per epoch),
+        so a resumed fit sees exactly the batches an uninterrupted one would.
+        Set it yourself when iterating a training dataset outside `fit`.
+        """
+        if self._data_epoch is None:
+            self._data_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="kexp_data_epoch")
+        return self._data_epoch
 
-def _is_array(value: Any) -> bool:
-    return isinstance(value, (np.ndarray, tf.Tensor)) or (hasattr(value, "shape") and hasattr(value, "dtype"))
+    def dataset(
+        self,
+        data: Any,
+        *,
+        training: bool,
+        batch_size: int,
+        epochs: tuple[int, int] | None = None,
+        num_examples: int | None = None,
+        group: int = 1,
+        pad: bool = False,
+    ) -> tf.data.Dataset:
+        """Returns a cached, batched, prefetched `tf.data` pipeline.
 
+        Args:
+            data: A tuple of arrays `(x, y)` (or `(x,)`) or an unbatched dataset.
+            training: Shuffle when True (and `train.shuffle`): arrays, and
+                datasets whose examples have one fixed shape (held in memory
+                as tensors), get a full permutation each epoch seeded by
+                `(train.seed, epoch)`, gathered a batch at a time; datasets of
+                varying shapes go through a `train.shuffle_buffer` buffer
+                seeded once per stream.
+            batch_size: Global batch size.
+            epochs: `(first, end)`: one stream of the batches of epochs
+                `first .. end - 1`, to be read by a fit with `steps_per_epoch`
+                through a single iterator. Without it, every iteration is one
+                epoch, the one `data_epoch` names. Keras makes two iterators
+                per epoch, and making one costs about 15 ms once the pipeline
+                holds functions (measured here): the stream pays that once
+                per fit.
+            num_examples: The number of examples in `data`, when the caller
+                knows it (a dataset of unknown cardinality is counted otherwise).
+            group: Batches stacked into one element (`[group, batch, ...]`),
+                for fused steps (`kexp.fused`). Needs a stream with a multiple
+                of `group` batches per epoch. Data of fixed shapes (arrays,
+                and datasets whose examples have one shape) may end each epoch
+                in a partial batch: elements are then `(stacked, tail)`, see
+                `_permuted_batches`; other data needs full batches.
+            pad: Pad each batch to its longest example (examples of varying
+                shapes, e.g. variable-length sequences).
 
-def _holds_arrays(value: Any) -> bool:
-    if isinstance(value, dict) or _is_array(value):
-        return True
-    return isinstance(value, (tuple, list)) and bool(value) and all(map(_holds_arrays, value))
-
-
-def count_examples(data: Any, what: str = "data") -> int:
-    """Returns the number of examples in normalized `data`.
-
-    Args:
-        data: What `normalize` returned.
-        what: How to name the data in error messages.
-
-    Returns:
-        The common leading dimension of every leaf, or a dataset's length.
-
-    Raises:
-        UsageError: When leaves disagree on their length, a leaf has no
-            leading dimension, or there are no examples.
-    """
-    if isinstance(data, tf.data.Dataset):
-        n = int(data.cardinality())
-        if n == tf.data.INFINITE_CARDINALITY:
-            raise UsageError(f"{what}: received an infinite dataset; allowed: a finite, unbatched tf.data.Dataset")
-        if n < 0:
-            n = int(data.reduce(np.int64(0), lambda count, _: count + 1))
-    else:
-        paths = _leaf_paths(data)
-        lengths: dict[str, int] = {}
-        for path, leaf in paths:
-            shape = tuple(leaf.shape)
-            if not shape:
-                raise UsageError(f"{what}: leaf {path} is a scalar; allowed: arrays with one row per example")
-            lengths[path] = int(shape[0])
-        if len(set(lengths.values())) > 1:
-            shown = ", ".join(f"{path}: {n}" for path, n in lengths.items())
-            raise UsageError(f"{what}: arrays of different lengths ({_cut(shown, 300)}); "
-                             "allowed: every array with the same number of examples (rows)")
-        n = next(iter(lengths.values()))
-    if n == 0:
-        raise UsageError(f"{what}: received no examples; allowed: at least one example")
-    return n
-
-
-def _leaf_paths(data: tuple) -> list[tuple[str, Any]]:
-    names = ("x", "y", "sample_weight")
-    found: list[tuple[str, Any]] = []
-
-    def walk(value: Any, path: str) -> None:
-        if isinstance(value, dict):
-            for key, v in value.items():
-                walk(v, f"{path}[{key!r}]")
-        elif isinstance(value, tuple):
-            for i, v in enumerate(value):
-                walk(v, f"{path}[{i}]")
+        Returns:
+            The batched dataset.
+        """
+        shuffle = training and self.train.shuffle
+        data = inputs.normalize(data, "train" if training else "data")
+        batch = (lambda ds, size: ds.padded_batch(size)) if pad else (lambda ds, size: ds.batch(size))
+        if num_examples is None:
+            num_examples = inputs.count_examples(data, "train" if training else "data")
+        if not shuffle and epochs is None and (self.num_replicas == 1 or not training):
+            # Nothing to declare or trim: evaluation scores every example,
+            # also in batches that leave some replicas short or empty.
+            ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(data)
+            ds = batch(ds.cache(), batch_size)
+            if int(ds.cardinality()) < 0:
+                # Counted already: Keras then knows where the data ends (no
+                # "ran out of data" warning, a progress bar with an end).
+                ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(num_examples / batch_size)))
+            return self._finish(ds)
+        n = self.trained_examples(num_examples) if training else num_examples
+        per_epoch = math.ceil(n / batch_size)
+        gatherable = not pad and (not isinstance(data, tf.data.Dataset) or fixed_shapes(data))
+        if group > 1 and (per_epoch % group or epochs is None or (n % batch_size and not gatherable)):
+            raise ValueError(f"group={group} needs a stream of whole groups, and full batches unless the data has "
+                             f"fixed shapes; got {n} examples, batch_size={batch_size}, epochs={epochs}")
+        tensors = None
+        if (shuffle or group > 1) and gatherable:
+            # The pipeline would cache it in memory anyway; as tensors, a
+            # dataset gets the same exact, seeded permutation per epoch as
+            # arrays do (and fused groups the same gathers).
+            tensors = data if not isinstance(data, tf.data.Dataset) else (
+                data.take(n).batch(max(n, 1)).get_single_element())
+        if tensors is not None:
+            ds = self._permuted_batches(tensors, n, batch_size, epochs, group, shuffle)
         else:
-            found.append((path, value))
+            ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(data)
+            ds = ds.take(n).cache()
+            if shuffle:
+                # Examples of varying shapes: a shuffle buffer, whose seed must
+                # be a Python number, so it is seeded once per stream: the same
+                # orders run to run, but a resumed fit sees other ones.
+                first, end = epochs or (0, 1)
+                ds = ds.shuffle(self.train.shuffle_buffer, seed=self.train.seed * 1_000_003 + first)
+                ds = batch(ds, batch_size).repeat(end - first)
+                ds = ds.apply(tf.data.experimental.assert_cardinality(per_epoch * (end - first)))
+            else:
+                ds = batch(ds, batch_size)
+                if epochs is not None:
+                    ds = ds.repeat(epochs[1] - epochs[0])
+            if group > 1:
+                ds = ds.batch(group, drop_remainder=True)
+        if group > 1:
+            # Keras checks its step count (K per element) against a known
+            # cardinality (elements); an unknown one it leaves to
+            # `steps_per_epoch`, which the fit of a stream passes.
+            ds = ds.filter(lambda *_: True)
+        return self._finish(ds)
 
-    for name, part in zip(names, data):
-        walk(part, name)
-    return found
+    def trained_examples(self, n: int) -> int:
+        """Returns how many of `n` examples an epoch trains on: all, or under several replicas a multiple of them.
+
+        Keras 3.15 averages replicas' gradients as if their batches were of
+        equal size, so a batch that does not split evenly over replicas
+        trains wrong weights (and a replica with no examples fails the
+        all-reduce); dropping at most `replicas - 1` examples makes every
+        batch, the last one too, divisible. `results.json` `fits` records
+        the count.
+
+        Raises:
+            UsageError: When fewer examples than replicas remain.
+        """
+        trained = n - n % self.num_replicas
+        if trained == 0:
+            raise UsageError(f"train: received {n} examples, fewer than the {self.num_replicas} replicas of "
+                             f"--strategy {self.strategy_name}; allowed: at least one example per replica")
+        return trained
+
+    @staticmethod
+    def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
+        options = tf.data.Options()
+        # In-memory data shards by element across workers, not by file.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+    def _permuted_batches(self, arrays: Any, n: int, batch_size: int, epochs: tuple[int, int] | None,
+                          group: int = 1, shuffle: bool = True) -> tf.data.Dataset:
+        """Returns batches of `arrays` (a nest of arrays or tensors), in a seeded permutation per epoch.
+
+        With `group > 1`, each element holds `group` batches stacked
+        (`[group, batch, ...]`); when the epoch ends in a partial batch, each
+        element is `(stacked_full_batches, tail)`, where `tail` is that
+        partial batch in the epoch's last element and empty in the others.
+        """
+        tensors = tf.nest.map_structure(lambda a: tf.convert_to_tensor(a[:n]), arrays)
+        seed = tf.constant(self.train.seed, tf.int64)
+        has_tail = group > 1 and n % batch_size != 0
+
+        def batch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
+            order = tf.range(n, dtype=tf.int64)
+            if shuffle:
+                order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed, epoch]))
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size * group)
+
+        def stack(t: tf.Tensor, idx: tf.Tensor, batches: int) -> tf.Tensor:
+            # One gather for the whole group, then a free reshape: cheaper
+            # than `group` small gathers and a stacking copy.
+            return tf.reshape(tf.gather(t, idx), [batches, batch_size, *t.shape[1:]])
+
+        def gather(idx: tf.Tensor) -> Any:
+            if group == 1:
+                return tf.nest.map_structure(lambda t: tf.gather(t, idx), tensors)
+            if not has_tail:
+                return tf.nest.map_structure(lambda t: stack(t, idx, group), tensors)
+            batches = tf.size(idx) // batch_size
+            full = batches * batch_size
+            return (tf.nest.map_structure(lambda t: stack(t, idx[:full], batches), tensors),
+                    tf.nest.map_structure(lambda t: tf.gather(t, idx[full:]), tensors))
+
+        # One gather per batch instead of a shuffle buffer of single examples:
+        # less work per step, and a full permutation.
+        # Op determinism turns a parallel map into a sequential one and logs an
+        # error line about it; ask for the sequential map directly then.
+        parallel = None if self.train.deterministic else tf.data.AUTOTUNE
+        return self._per_epoch(batch_indices, math.ceil(n / (batch_size * group)), epochs).map(
+            gather, num_parallel_calls=parallel)
+
+    def _per_epoch(
+        self, make: Callable[[tf.Tensor], tf.data.Dataset], per_epoch: int, epochs: tuple[int, int] | None,
+    ) -> tf.data.Dataset:
+        """Returns `make(epoch)` for the epochs of a stream, or for `data_epoch` at each iteration."""
+        if epochs is not None:
+            first, end = epochs
+            ds = tf.data.Dataset.range(first, end).flat_map(make)
+            return ds.apply(tf.data.experimental.assert_cardinality(per_epoch * (end - first)))
+        epoch = self.data_epoch
+        ds = tf.data.Dataset.from_tensors(0).flat_map(lambda _: make(epoch.read_value()))
+        return ds.apply(tf.data.experimental.assert_cardinality(per_epoch))
 
 
-def _describe(value: Any) -> str:
-    if hasattr(value, "shape"):
-        return f"{type(value).__name__} of shape {tuple(value.shape)}"
-    if isinstance(value, (tuple, list)):
-        return f"a {type(value).__name__} of {len(value)}"
-    return _cut(repr(value), 80)
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _check_unbatched(dataset: tf.data.Dataset, what: str) -> None:
-    """Refuses a dataset that was batched already: the harness batches (per replica, seeded, counted).
-
-    A batched dataset would be batched again (batches of batches), and an
-    element counted as an example. tf.data keeps the chain of datasets a
-    pipeline was made from; a batch anywhere in it gives it away.
-    """
-    node, hops = dataset, 0
-    while node is not None and hops < 100:
-        if type(node).__name__ in ("_UnbatchDataset", "UnbatchDataset"):
-            return  # batched, then split into examples again
-        if type(node).__name__ in _BATCHING_DATASETS:
-            raise UsageError(
-                f"{what}: received a batched tf.data.Dataset ({type(node).__name__}); allowed: an unbatched "
-                "dataset of single examples (drop .batch(), or call .unbatch()): the harness batches it "
-                "with train.batch_size per replica")
-        node, hops = getattr(node, "_input_dataset", None), hops + 1
-
-
-_BATCHING_DATASETS = ("_BatchDataset", "_PaddedBatchDataset", "_ParallelBatchDataset", "BatchDataset",
-                      "PaddedBatchDataset", "ParallelBatchDataset", "_RaggedBatchDataset")
-
-
-def split_validation(data: Any, validation: Any) -> tuple[Any, Any]:
-    """Returns `(train, validation)`, holding out a fraction of in-memory `data` when `validation` is a float.
-
-    As Keras' `validation_split`: the last examples, before any shuffling.
-
-    Raises:
-        UsageError: For a fraction outside (0, 1), or a dataset to split.
-    """
-    if not isinstance(validation, float) or isinstance(validation, bool):
-        return data, validation
-    if not 0.0 < validation < 1.0:
-        raise UsageError(f"validation: received {validation!r}; allowed: a fraction 0 < v < 1 of the training "
-                         "data, or validation data")
-    if isinstance(data, tf.data.Dataset):
-        raise UsageError("validation: a fraction needs in-memory training data; allowed with a dataset: "
-                         "validation data (e.g. dataset.skip(n) / dataset.take(n))")
-    data = normalize(data, "train")
-    n = count_examples(data, "train")
-    cut = int(n * (1.0 - validation))
-    if cut == 0 or cut == n:
-        raise UsageError(f"validation: received {validation!r} of {n} examples, which leaves no "
-                         f"{'training' if cut == 0 else 'validation'} example; allowed: a fraction that leaves both")
-    head = tf.nest.map_structure(lambda a: a[:cut], data)
-    tail = tf.nest.map_structure(lambda a: a[cut:], data)
-    return head, tail
-
-
-def with_class_weight(data: Any, class_weight: Any) -> Any:
-    """Returns normalized `data` with each example weighted by its class's weight, as Keras' `class_weight`.
-
-    Folded into the sample weights (multiplied with any given), so that
-    batching, shuffling and fused steps treat it as one more array.
-
-    Args:
-        data: What `normalize` returned, with `y` one array of class
-            indices (`(N,)` or `(N, 1)`) or one-hot rows (`(N, C)`).
-        class_weight: `{class_index: weight}` for classes `0 .. C - 1`.
-
-    Raises:
-        UsageError: For a mapping that does not cover the classes, or data
-            without one `y` array.
-    """
-    if not isinstance(class_weight, dict) or not class_weight or not all(
-            isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in class_weight):
-        raise UsageError(f"class_weight: received {_cut(repr(class_weight), 80)}; "
-                         "allowed: a dict {class_index: weight}")
-    size = max(int(k) for k in class_weight) + 1
-    if sorted(int(k) for k in class_weight) != list(range(size)):
-        raise UsageError(f"class_weight: received keys {sorted(class_weight)}; allowed: every class 0..{size - 1}")
-    table = tf.constant([float(class_weight[k]) for k in range(size)], tf.float32)
-
-    def weights_of(y: Any) -> tf.Tensor:
-        y = tf.convert_to_tensor(y)
-        labels = tf.argmax(y, axis=-1) if y.shape.rank >= 2 and y.shape[-1] > 1 else tf.reshape(y, [-1])
-        return tf.gather(table, tf.cast(labels, tf.int32))
-
-    if isinstance(data, tf.data.Dataset):
-        def add(*example: Any) -> Any:
-            if len(example) < 2 or tf.nest.is_nested(example[1]):
-                raise UsageError("class_weight: needs (x, y) examples with one y tensor")
-            weight = tf.reshape(weights_of(example[1][tf.newaxis]), [])
-            old = example[2] if len(example) == 3 else tf.ones([], tf.float32)
-            return example[0], example[1], tf.cast(old, tf.float32) * weight
-        return data.map(add)
-    if len(data) < 2 or isinstance(data[1], (dict, tuple)):
-        raise UsageError("class_weight: needs (x, y) data with one y array")
-    y = np.asarray(data[1])
-    labels = np.argmax(y, axis=-1) if y.ndim >= 2 and y.shape[-1] > 1 else y.reshape(len(y), -1)[:, 0]
-    labels = labels.astype(np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= size):
-        raise UsageError(f"class_weight: labels run {labels.min()}..{labels.max()}, the keys 0..{size - 1}; "
-                         "allowed: a weight for every class in y")
-    weights = np.asarray([float(class_weight[k]) for k in range(size)], np.float32)[labels]
-    if len(data) == 3:
-        weights = weights * np.asarray(data[2], np.float32).reshape(len(weights))
-    return (data[0], data[1], weights)
+def fixed_shapes(dataset: tf.data.Dataset) -> bool:
+    """Returns whether every example of `dataset` is dense tensors of one fixed shape."""
+    specs = tf.nest.flatten(dataset.element_spec)
+    return all(isinstance(spec, tf.TensorSpec) and spec.shape.is_fully_defined() for spec in specs)

@@ -93,9 +93,7 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
 
 @pytest.mark.parametrize("steps, expected", [(16, 16), (52, 52), (600, 100), (240, 80), (313, 100), (2 * 7 * 13, 91)])
 def test_auto_steps_per_execution_prefers_a_divisor_of_the_epoch(steps, expected):
-    import tensorflow as tf
+    from kexp import speed
 
-    from kexp.harness import Harness
-
-    harness = Harness("unused", TrainConfig(), tf.distribute.get_strategy(), "default")
-    assert harness._steps_per_execution(steps) == expected
+    assert speed.steps_per_execution(TrainConfig(), steps, num_replicas=1) == expected
+    assert speed.steps_per_execution(TrainConfig(), steps, num_replicas=2) == 1
