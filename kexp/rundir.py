@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +46,19 @@ def create_run_dir(logdir: str | os.PathLike, name: str) -> Path:
             return run_dir
         except FileExistsError:
             continue
+        except FileNotFoundError:
+            # Another process removed the empty experiment folder meanwhile
+            # (`remove_run_dir`); make it again.
+            parent.mkdir(parents=True, exist_ok=True)
+
+
+def remove_run_dir(run_dir: Path) -> None:
+    """Removes a run folder that must not stay (bad input), and its experiment folder if that is now empty."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        Path(run_dir).parent.rmdir()
+    except OSError:
+        pass  # other runs live there
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -59,6 +59,9 @@ def resume_config(name: str, run_dir: str | Path) -> ExperimentConfig:
     if not folder.is_dir():
         raise UsageError(f"{prefix}: not a folder; {allowed}")
     results = _read_json(folder / "results.json", prefix, allowed, required=False)
+    if not results and not (folder / "config.json").exists():
+        # Not a run at all (its parent's name says nothing then).
+        raise UsageError(f"{prefix}: no config.json in it; {allowed}")
     states = {}
     for state_file in sorted(folder.glob(f"backup/*/{checkpoint.STATE_FILE}")):
         try:

@@ -116,7 +116,9 @@ def open_run(
                 # Bad input: a new folder goes, a resumed one stays as it was.
                 usage_error = True
                 harness.close()
-                if new_folder:
+                if new_folder and chief:
+                    rundir.remove_run_dir(run_dir)
+                elif new_folder:
                     shutil.rmtree(run_dir, ignore_errors=True)
                 raise
             except KeyboardInterrupt as err:
@@ -169,7 +171,7 @@ def _open_folder(name: str, logdir: str | Path, resume: str | Path | None, chief
     except BaseException:
         # A run folder without config.json could never be resumed.
         lock.release()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        rundir.remove_run_dir(run_dir)
         raise
     return run_dir, lock
 

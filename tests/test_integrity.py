@@ -73,7 +73,7 @@ def test_leaves_of_different_lengths_are_refused_naming_each_length(x_rows, y_ro
             run.fit(lambda: keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), (x, y), loss="mse")
     assert f"x: {x_rows}" in str(info.value) and f"y: {y_rows}" in str(info.value)
     assert isinstance(info.value, UsageError)
-    assert list((logdir / "ragged").iterdir()) == []  # the run folder went again
+    assert list(logdir.iterdir()) == []  # the run folder went again, and its empty experiment folder
 
 
 def test_nested_leaves_of_different_lengths_name_their_paths(logdir):
