@@ -89,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunError as err:
         print(f"kexp: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `kexp list | head`: the reader left; nothing more to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt as err:
         code = getattr(err, "exit_code", 130)
         signal_name = "SIGTERM" if code == 143 else "SIGINT"

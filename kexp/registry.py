@@ -8,7 +8,12 @@ Experiments are Python files, one per experiment, found in:
 3. modules registered under the `kexp.experiments` entry-point group
    (`name = "package.module"` in the project's `pyproject.toml`).
 
-An earlier source wins on a name clash. Listing reads only the module
+An earlier source wins on a name clash, with one warning on stderr naming
+both files. A bundled experiment is imported as `kexp.experiments.NAME`; one
+from a folder with that folder first on `sys.path` (so it can import a helper
+file beside it); an entry point's module under its own name with
+`importlib.import_module` (so relative imports and sibling modules work).
+Listing reads only the module
 docstrings (with `ast`), so `kexp list` imports neither TensorFlow nor the
 experiment modules themselves.
 """
@@ -41,12 +46,14 @@ class ExperimentSpec:
         description: First line of the module docstring.
         error: Why an entry point's module cannot be found ("" when it can);
             `load` reports it.
+        module: The module name an entry point names ("" for files).
     """
 
     name: str
     path: Path
     description: str
     error: str = ""
+    module: str = ""
 
 
 def bundled_dir() -> Path:
@@ -65,21 +72,25 @@ def _search_dirs() -> list[Path]:
     return dirs
 
 
-def _entry_point_files() -> dict[str, Path | str]:
-    """Returns each entry point's module file, or why it cannot be found."""
-    found: dict[str, Path | str] = {}
+def _entry_point_files() -> dict[str, tuple[Path | str, str]]:
+    """Returns each entry point's `(module file or why it cannot be found, module name)`."""
+    found: dict[str, tuple[Path | str, str]] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.attr:
+            found[ep.name] = (f"entry point {ep.value!r}: names an attribute; allowed: a module "
+                              f"('{ep.module}'), whose CONFIG and run make the experiment", ep.module)
+            continue
         try:
             # Imports the module's parent packages (not the module itself),
             # which may fail like any import: a stale or broken installation.
             spec = importlib.util.find_spec(ep.value)
         except Exception as err:
-            found[ep.name] = f"entry point {ep.value!r}: {_describe_error(err)}"
+            found[ep.name] = (f"entry point {ep.value!r}: {_describe_error(err)}", ep.value)
             continue
         if spec is not None and spec.origin and spec.origin not in ("built-in", "frozen"):
-            found[ep.name] = Path(spec.origin)
+            found[ep.name] = (Path(spec.origin), ep.value)
         else:
-            found[ep.name] = f"entry point {ep.value!r}: no such module file"
+            found[ep.name] = (f"entry point {ep.value!r}: no such module file", ep.value)
     return found
 
 
@@ -98,22 +109,36 @@ def discover() -> dict[str, ExperimentSpec]:
     Returns:
         Mapping of name to `ExperimentSpec`, sorted by name.
     """
-    files: dict[str, Path | str] = {}
+    files: dict[str, tuple[Path | str, str]] = {}
+
+    def add(name: str, source: Path | str, module: str) -> None:
+        if name not in files:
+            files[name] = (source, module)
+        elif name not in _WARNED:
+            _WARNED.add(name)
+            kept = files[name][1] or files[name][0]
+            print(f"kexp: warning: experiment {name!r} is defined twice; using {kept}, "
+                  f"ignoring {module or source}", file=sys.stderr)
+
     for folder in _search_dirs():
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*.py")):
             if not path.name.startswith("_"):
-                files.setdefault(path.stem, path)
-    for name, path in _entry_point_files().items():
-        files.setdefault(name, path)
+                add(path.stem, path, "")
+    for name, (source, module) in _entry_point_files().items():
+        add(name, source, module)
     found = {}
-    for name, path in sorted(files.items()):
-        if isinstance(path, str):  # an entry point whose module cannot be found
-            found[name] = ExperimentSpec(name, Path(), "(unreadable experiment entry point)", error=path)
+    for name, (source, module) in sorted(files.items()):
+        if isinstance(source, str):  # an entry point whose module cannot be used
+            found[name] = ExperimentSpec(name, Path(), "(unreadable experiment entry point)", error=source,
+                                         module=module)
         else:
-            found[name] = ExperimentSpec(name, path, _describe(path))
+            found[name] = ExperimentSpec(name, source, _describe(source), module=module)
     return found
+
+
+_WARNED: set[str] = set()  # names already warned about in this process
 
 
 def get(name: str) -> ExperimentSpec:
@@ -142,12 +167,25 @@ def load(name: str) -> ModuleType:
             proper `CONFIG` or `run`: one line naming the file and the error.
     """
     spec = get(name)
-    module_name = f"kexp.experiments.{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
     if spec.error:
         raise UsageError(f"experiment {name!r}: {spec.error}")
     where = f"experiment {name!r} ({spec.path})"
+    bundled = spec.path.parent == bundled_dir()
+    if spec.module or bundled:
+        module_name = spec.module or f"kexp.experiments.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as err:
+            raise UsageError(f"{where}: {_describe_error(err)}") from None
+        _check_module(module, where)
+        return module
+    module_name = f"kexp.experiments.{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    # Its folder first on the path, as for a script: a helper beside it imports.
+    folder = str(spec.path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     import_spec = importlib.util.spec_from_file_location(module_name, spec.path)
     if import_spec is None or import_spec.loader is None:
         raise UsageError(f"{where}: not an importable Python file")

@@ -135,3 +135,69 @@ def test_entry_point_whose_module_is_gone_exits_2(tmp_path: Path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("kexp: error: experiment 'gone': entry point 'gone_pkg.gone_exp': "
                                    "ModuleNotFoundError: No module named 'gone_pkg'")
+
+
+def _entry_point_package(root: Path, package: str, modules: dict[str, str], entry_points: str) -> None:
+    (root / package).mkdir()
+    (root / package / "__init__.py").write_text("")
+    for name, source in modules.items():
+        (root / package / f"{name}.py").write_text(source)
+    dist = root / f"{package}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[kexp.experiments]\n{entry_points}\n")
+
+
+RELATIVE = '''"""Imports its data from a sibling module with a relative import."""
+from kexp.config import ExperimentConfig
+
+from .signals import SLOPE
+
+CONFIG = ExperimentConfig(data=None, model=None)
+
+
+def run(config, harness):
+    return {"slope": SLOPE}
+'''
+
+
+def test_entry_point_experiment_uses_relative_imports(tmp_path: Path):
+    _entry_point_package(tmp_path, "rel_pkg", {"signals": "SLOPE = 2.5\n", "rel_exp": RELATIVE},
+                         "rel_from_ep = rel_pkg.rel_exp")
+    shown = run_cli("show", "rel_from_ep", env={"PYTHONPATH": str(tmp_path)})
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    proc = run_cli("run", "rel_from_ep", "--logdir", str(tmp_path / "logs"), env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "slope: 2.5" in proc.stdout
+
+
+def test_entry_point_naming_an_attribute_is_refused_with_a_message(tmp_path: Path):
+    _entry_point_package(tmp_path, "attr_pkg", {"attr_exp": RELATIVE}, "attr_ep = attr_pkg.attr_exp:run")
+    proc = run_cli("show", "attr_ep", env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("kexp: error: experiment 'attr_ep': entry point 'attr_pkg.attr_exp:run': names an "
+                                   "attribute; allowed: a module ('attr_pkg.attr_exp'), whose CONFIG and run make "
+                                   "the experiment")
+
+
+def test_experiments_path_experiment_imports_a_helper_beside_it(tmp_path: Path):
+    folder = tmp_path / "my_experiments"
+    folder.mkdir()
+    (folder / "_helpers.py").write_text("SLOPE = 4.0\n")
+    (folder / "uses_helper.py").write_text(RELATIVE.replace("from .signals import SLOPE", "from _helpers import SLOPE"))
+    env = {"KEXP_EXPERIMENTS_PATH": str(folder)}
+    assert "_helpers" not in _listing(run_cli("list", env=env).stdout)  # a helper is not an experiment
+    proc = run_cli("run", "uses_helper", "--logdir", str(tmp_path / "logs"), env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "slope: 4" in proc.stdout
+
+
+def test_a_name_defined_twice_warns_once_naming_both(tmp_path: Path):
+    folder = tmp_path / "my_experiments"
+    folder.mkdir()
+    (folder / "xor.py").write_text(RELATIVE)
+    proc = run_cli("list", env={"KEXP_EXPERIMENTS_PATH": str(folder)})
+    assert proc.returncode == 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kexp: warning: experiment 'xor' is defined twice; using ")
+    assert "experiments/xor.py" in lines[0] and f"ignoring {folder / 'xor.py'}" in lines[0]
