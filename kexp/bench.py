@@ -1,4 +1,4 @@
-"""Throughput benchmarks: the harness against Keras' defaults and a bare tf.function loop.
+"""Internal: throughput benchmarks: the harness against Keras' defaults and a bare tf.function loop.
 
 `kexp bench CASE` trains the same model on the same data three ways, in one
 process, and reports steady-state examples/s (first epoch of every fit, which

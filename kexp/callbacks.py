@@ -1,4 +1,4 @@
-"""Keras callbacks and TensorBoard writers the harness adds to every fit."""
+"""Internal: Keras callbacks and TensorBoard writers the harness adds to every fit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training state on disk: what `--resume` continues from.
+"""Internal: training state on disk: what `--resume` continues from.
 
 Each fit of a run keeps one file, `RUN_DIR/backup/FIT/state.npz`, rewritten
 at the end of every completed epoch. It holds the values of the model's
@@ -45,7 +45,6 @@ class TrainingState:
 
     Attributes:
         epochs_done: Epochs completed when it was saved.
-        epochs: Epochs the fit was asked for.
         arrays: Variable values by key (`model/INDEX` or `optimizer:ATTR/INDEX`).
         names: Variable path of each key, as saved (for error messages).
         run: What the state was trained under: `{"experiment": NAME,
@@ -54,7 +53,6 @@ class TrainingState:
     """
 
     epochs_done: int
-    epochs: int
     arrays: dict[str, np.ndarray]
     names: dict[str, str]
     run: dict[str, Any] | None = None
@@ -158,7 +156,7 @@ def load(path: Path) -> TrainingState:
         run = header.get("run")
         if run is not None and not isinstance(run, dict):
             raise ValueError(f"run is a JSON {type(run).__name__}, not an object")
-        return TrainingState(int(header["epochs_done"]), int(header["epochs"]), arrays, dict(header["names"]), run)
+        return TrainingState(int(header["epochs_done"]), arrays, dict(header["names"]), run)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as err:
         raise UsageError(f"{path} is not a readable kexp training state ({err})") from None
 

@@ -1,4 +1,4 @@
-"""Train, evaluate and report an image classifier: shared by softmax, mlp and lenet.
+"""Internal: train, evaluate and report an image classifier: shared by softmax, mlp and lenet.
 
 One path for every classifier experiment: load the data named in the config,
 resize if asked, fit through the harness with sparse categorical

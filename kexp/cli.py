@@ -1,4 +1,4 @@
-"""The `kexp` command line: parsing, exit codes and printing only.
+"""Internal: the `kexp` command line: parsing, exit codes and printing only.
 
 Exit codes: 0 ok; 2 bad usage, config or input (one line on stderr, no run
 folder left); 1 the run failed or diverged; 130 / 143 stopped by SIGINT /

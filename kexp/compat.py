@@ -1,4 +1,4 @@
-"""Work-arounds for Keras 3.15 under `MultiWorkerMirroredStrategy`.
+"""Internal: work-arounds for Keras 3.15 under `MultiWorkerMirroredStrategy`.
 
 Keras 3's `fit` does not run under TensorFlow's multi-worker strategy as
 shipped (keras-team/keras#20585, tensorflow/tensorflow#72388), for two

@@ -123,15 +123,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def flatten(config: ExperimentConfig) -> dict[str, Any]:
-    """Returns `{"section.key": value}` for every field, in declaration order."""
-    flat: dict[str, Any] = {}
-    for section_name, section in config.sections().items():
-        for f in dataclasses.fields(section):
-            flat[f"{section_name}.{f.name}"] = getattr(section, f.name)
-    return flat
-
-
 def describe(config: ExperimentConfig) -> list[str]:
     """Returns `key = value  # help` lines for `kexp show`."""
     lines = []

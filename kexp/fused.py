@@ -1,4 +1,4 @@
-"""Fused training steps: all batches of one compiled call in a loop inside it.
+"""Internal: fused training steps: all batches of one compiled call in a loop inside it.
 
 With `steps_per_execution=K`, Keras 3 runs K batches per call of its train
 function, but each batch is still a separate step inside a TensorFlow while

@@ -142,26 +142,16 @@ class Harness:
 
     # -- model ------------------------------------------------------------
 
-    def learning_rate(self, total_steps: int | None = None) -> Any:
-        """Returns `train.learning_rate`, or its cosine schedule over the fit in progress.
-
-        Args:
-            total_steps: Steps the cosine schedule decays over; defaults to
-                the steps of the fit in progress.
-        """
-        total_steps = total_steps or ((self._steps_per_epoch or 0) * (self._epochs or self.train.epochs))
+    def learning_rate(self) -> Any:
+        """Returns `train.learning_rate`, or its cosine schedule over the steps of the fit in progress."""
+        total_steps = (self._steps_per_epoch or 0) * (self._epochs or self.train.epochs)
         if self.train.lr_schedule == "cosine" and total_steps:
             return keras.optimizers.schedules.CosineDecay(self.train.learning_rate, decay_steps=total_steps)
         return self.train.learning_rate
 
-    def optimizer(self, learning_rate: float | None = None, total_steps: int | None = None) -> keras.optimizers.Optimizer:
-        """Returns a fresh optimizer as named by `train.optimizer` and `train.lr_schedule`.
-
-        Args:
-            learning_rate: Overrides `train.learning_rate` (no schedule then).
-            total_steps: Training steps the cosine schedule decays over.
-        """
-        lr: Any = learning_rate or self.learning_rate(total_steps)
+    def optimizer(self) -> keras.optimizers.Optimizer:
+        """Returns a fresh optimizer as named by `train.optimizer`, with `learning_rate()`."""
+        lr: Any = self.learning_rate()
         name = self.train.optimizer
         if name == "adam":
             return keras.optimizers.Adam(lr)
@@ -199,9 +189,9 @@ class Harness:
             The compiled model.
         """
         self._steps_per_epoch = steps_per_epoch or self._steps_per_epoch
+        self._epochs = epochs or self._epochs
         model.compile(
-            optimizer=optimizer or self.optimizer(
-                total_steps=steps_per_epoch * (epochs or self.train.epochs) if steps_per_epoch else None),
+            optimizer=optimizer or self.optimizer(),
             loss=loss,
             metrics=list(metrics or []),
             **self.compile_options(model),
@@ -323,6 +313,8 @@ class Harness:
             if state is not None:
                 # Before any callback writes: a state that does not fit fails with the folder untouched.
                 checkpoint.restore(model, state, f"--resume {str(self.run_dir)!r}")
+        if self.is_chief and initial_epoch == 0:
+            self.images.write_text(f"model_summary/{fit_name}", _summary_markdown(model))
         # One input stream for the whole fit when a compiled call never spans
         # two epochs; else one iteration per epoch.
         steps_per_execution = int(model.steps_per_execution)
@@ -565,6 +557,16 @@ def describe_training(model: keras.Model) -> dict[str, Any]:
     if loss is not None and not isinstance(loss, str):
         loss = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
     return {"optimizers": optimizers, "loss": loss, "params": int(model.count_params())}
+
+
+def _summary_markdown(model: keras.Model) -> str:
+    """Returns `model.summary()` as a Markdown code block (TensorBoard's Text tab)."""
+    lines: list[str] = []
+    try:
+        model.summary(print_fn=lambda line, **_: lines.append(line))
+    except ValueError as err:  # a subclassed model not built yet
+        lines = [f"(no summary before the model is built: {err})"]
+    return "```\n" + "\n".join(lines) + "\n```"
 
 
 def _finite_weights(model: keras.Model) -> bool:

@@ -1,4 +1,4 @@
-"""Clean stops on SIGINT / SIGTERM while a run trains.
+"""Internal: clean stops on SIGINT / SIGTERM while a run trains.
 
 The first SIGINT (Ctrl-C) or SIGTERM asks the run to stop: the model in
 training stops at its next step boundary (with `steps_per_execution=N`, within

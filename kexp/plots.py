@@ -1,4 +1,4 @@
-"""Matplotlib figures rendered off-screen (Agg), as PNG bytes or files."""
+"""Internal: Matplotlib figures rendered off-screen (Agg), as PNG bytes or files."""
 
 from __future__ import annotations
 
@@ -13,11 +13,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 from kexp.errors import WriteError  # noqa: E402
-
-
-def figure(ncols: int = 1, nrows: int = 1, *, width: float = 6.0, height: float = 4.0) -> tuple[Any, Any]:
-    """Returns a new `(figure, axes)` sized `width x height` inches per panel."""
-    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=True)
 
 
 def to_png(fig: Any, dpi: int = 100) -> bytes:

@@ -1,4 +1,4 @@
-"""Finds experiments by name.
+"""Internal: finds experiments by name.
 
 Experiments are Python files, one per experiment, found in:
 
@@ -219,6 +219,13 @@ def _check_module(module: ModuleType, where: str) -> None:
             f"{where}: CONFIG is {_shown(module.CONFIG)} ({type(module.CONFIG).__name__}); "
             "allowed: a kexp.config.ExperimentConfig"
         )
+    if hasattr(module, "EXPECTED"):
+        from kexp import quality
+
+        try:
+            quality.check_declaration(module.EXPECTED, where)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     if not callable(module.run):
         raise UsageError(
             f"{where}: run is {_shown(module.run)} ({type(module.run).__name__}); "

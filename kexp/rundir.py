@@ -1,4 +1,4 @@
-"""Run folders and the files in them that other tools read.
+"""Internal: run folders and the files in them that other tools read.
 
 A run folder is `LOGDIR/NAME/RUN_ID/`, created fresh for each run and never
 reused. JSON files are written atomically (temp file, then rename) so that a

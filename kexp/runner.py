@@ -1,4 +1,4 @@
-"""Runs a named experiment: registry -> config -> harness -> run folder."""
+"""Internal: runs a named experiment: registry -> config -> harness -> run folder."""
 
 from __future__ import annotations
 

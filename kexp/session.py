@@ -103,6 +103,8 @@ def open_run(
     harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, backup_root=backup_root,
                       run_info={"experiment": name, "config": config_data}, resumed=resume is not None)
     harness.seeded_globally = seeded
+    if chief and resume is None:
+        harness.images.write_text("config", _config_markdown(config_data))
     started = time.perf_counter()
     usage_error = False
     try:
@@ -194,6 +196,15 @@ def _write_results(harness: Harness, name: str, config_data: dict, wall_time_s: 
         if failing:
             return
         raise WriteError(err.path, err.os_error, "; the trained state is in the run folder's backup/") from None
+
+
+def _config_markdown(config_data: dict) -> str:
+    """Returns the resolved config as a Markdown table of `section.key | value` (TensorBoard's Text tab)."""
+    rows = ["| key | value |", "|---|---|"]
+    for section, values in config_data.items():
+        for key, value in (values or {}).items():
+            rows.append(f"| {section}.{key} | {value} |")
+    return "\n".join(rows)
 
 
 def _results(harness: Harness, name: str, config: dict, wall_time_s: float) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Choosing a `tf.distribute` strategy, and logical CPU devices for testing.
+"""Internal: choosing a `tf.distribute` strategy, and logical CPU devices for testing.
 
 Strategy names accepted everywhere (CLI `--strategy`, `open_run(strategy=)`):
 

@@ -35,7 +35,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 def read_events(folder: Path) -> dict[str, list]:
     """Reads every TensorBoard event file in `folder`: `{tag: [(step, value), ...]}`.
 
-    Scalars come back as floats, images as the stored tensor (width, height, PNGs).
+    Scalars come back as floats, text as str, images as the stored tensor (width, height, PNGs).
     """
     from tensorboard.backend.event_processing import event_accumulator
 
@@ -49,7 +49,10 @@ def read_events(folder: Path) -> dict[str, list]:
             import tensorflow as tf
 
             value = tf.make_ndarray(ev.tensor_proto)
-            rows.append((ev.step, float(value) if value.ndim == 0 else value))
+            if value.ndim == 0 and value.dtype.kind in "OSU":  # a text summary
+                rows.append((ev.step, value.item().decode() if isinstance(value.item(), bytes) else value.item()))
+            else:
+                rows.append((ev.step, float(value) if value.ndim == 0 else value))
         out[tag] = rows
     return out
 

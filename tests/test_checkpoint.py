@@ -29,7 +29,7 @@ def test_gan_state_round_trip_restores_weights_and_both_optimizers(tmp_path):
 
     fresh = _gan()
     state = checkpoint.load(checkpoint.state_path(tmp_path))
-    assert (state.epochs_done, state.epochs) == (1, 3)
+    assert state.epochs_done == 1
     checkpoint.restore(fresh, state, "test")
     assert int(fresh.d_optimizer.iterations) == 8 and int(fresh.g_optimizer.iterations) == 4
     for ours, theirs in zip(fresh.variables, trained.variables):

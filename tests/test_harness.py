@@ -135,3 +135,17 @@ def test_mixed_precision_policy_applies_inside_the_run_only(logdir):
     assert model.layers[-1].variable_dtype == "float32"
     assert keras.mixed_precision.dtype_policy().name == "float32"
     assert run.results["status"] == "ok"
+
+
+def test_config_and_model_summary_are_written_as_tensorboard_text(logdir):
+    import keras
+
+    x = np.zeros((8, 3), "float32")
+    with kexp.open_run("texts", logdir=logdir, train=TrainConfig(epochs=1, batch_size=4), verbose=0) as run:
+        run.fit(lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="head")]), (x, x[:, :2]),
+                loss="mse")
+    texts = read_events(run.run_dir / "plots")
+    config = texts["config"][0][1]
+    assert "| train.epochs | 1 |" in config and "| train.batch_size | 4 |" in config
+    summary = texts["model_summary/model"][0][1]
+    assert "head (Dense)" in summary and "Total params: 8" in summary

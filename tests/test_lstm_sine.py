@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kexp import quality, registry
 from conftest import read_events, run_cli
 from kexp.data import windows
 from kexp.forecast import rollout
@@ -58,8 +59,7 @@ def test_lstm_sine_default_run_meets_quality_bar(tmp_path: Path):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "ok"
     assert results["experiment"] == "lstm_sine"
-    assert results["metrics"]["rollout_mse"] <= 1e-3
-    assert results["metrics"]["test_mse"] <= 1e-3
+    assert quality.failures(registry.load("lstm_sine").EXPECTED, results["metrics"]) == []
     assert "rollout_mse: " in proc.stdout and "test_mse: " in proc.stdout
     assert json.loads((run_dir / "config.json").read_text()) == results["config"]
     assert results["config"]["data"]["feature_length"] == 32
