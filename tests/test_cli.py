@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_list_names_experiments_without_importing_tensorflow():

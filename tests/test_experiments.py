@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import REPO, read_events
 
 import kexp
-from conftest import REPO, read_events
 from kexp import quality, registry
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
-from conftest import run_cli
 from kexp import checkpoint, registry
 from kexp.config import to_dict
 
@@ -239,7 +239,7 @@ def _killed_run(logdir: Path, env: dict, at: int = 2) -> Path:
 
 
 def _epochs_logged(run_dir: Path) -> tuple[list[int], list[int], list[int]]:
-    from conftest import read_events
+    from helpers import read_events
 
     rows = (run_dir / "history.csv").read_text().strip().splitlines()[1:]
     return ([int(r.split(",")[0]) for r in rows],

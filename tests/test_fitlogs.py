@@ -16,7 +16,6 @@ import pytest
 
 from kexp import fitlogs
 
-
 # --- helpers -----------------------------------------------------------------
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 import kexp
-from conftest import run_cli
 from kexp.data import images
 from kexp.errors import UsageError
 

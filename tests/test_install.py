@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.mark.slow

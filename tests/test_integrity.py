@@ -176,7 +176,7 @@ def test_every_strategy_trains_and_scores_every_example_on_1_2_3_and_5_devices(l
 
 
 def test_fewer_training_examples_than_replicas_is_a_usage_error(tmp_path, logdir):
-    from conftest import run_cli
+    from helpers import run_cli
 
     proc = run_cli("run", "xor", "--strategy", "mirrored", "--logdir", str(logdir), "--set", "data.repeats=1",
                    env={"KEXP_CPU_DEVICES": "5"})

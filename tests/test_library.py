@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import REPO
 
 import kexp
-from conftest import REPO
 from kexp import TrainConfig
 from kexp.errors import UsageError
 

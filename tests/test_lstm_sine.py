@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import read_events, run_cli
 
 from kexp import quality, registry
-from conftest import read_events, run_cli
 from kexp.data import windows
 from kexp.forecast import rollout
 

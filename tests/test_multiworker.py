@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import read_events
 
-from conftest import read_events
 from kexp import checkpoint
 
 

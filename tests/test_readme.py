@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.mark.slow

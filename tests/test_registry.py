@@ -7,8 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from conftest import run_cli
+from helpers import run_cli
 
 CUSTOM = textwrap.dedent('''
     """Fits a line y = 2x + 1 with one Dense unit (a user's own experiment)."""

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import read_events, run_cli
 
-from conftest import read_events, run_cli
 from kexp import checkpoint
 
 # lstm_sine at small settings: 52 steps (about 0.3 s) per epoch on 2 cores,
@@ -178,3 +178,39 @@ def test_ctrl_c_before_a_run_folder_exists_says_there_is_nothing_to_resume(tmp_p
     assert returncode == 130, err[-2000:]
     assert err.strip().splitlines() == ["kexp: interrupted (SIGINT) before a run folder was created; nothing to resume"]
     assert not (tmp_path / "lstm_sine").exists() or not list((tmp_path / "lstm_sine").iterdir())
+
+
+NOTEBOOK_SCRIPT = '''
+import os, signal, sys, time
+import keras, numpy as np, kexp
+from kexp import TrainConfig
+
+x = np.random.default_rng(0).normal(size=(4096, 8)).astype("float32")
+
+
+class TwoCtrlC(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the second one must not wait for this
+
+
+try:
+    with kexp.open_run("notebook", logdir=sys.argv[1], train=TrainConfig(epochs=20, batch_size=32), verbose=0) as run:
+        run.fit(lambda: keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)]), (x, x[:, :1]), loss="mse",
+                callbacks=[TwoCtrlC()])
+except KeyboardInterrupt as err:
+    print("CAUGHT", type(err).__name__, flush=True)
+print("ALIVE", run.results["status"], flush=True)
+'''
+
+
+def test_second_ctrl_c_in_a_library_call_raises_and_keeps_the_interpreter(tmp_path):
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", NOTEBOOK_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-2:] == ["CAUGHT KeyboardInterrupt", "ALIVE interrupted"]
+    assert time.monotonic() - started < 60
