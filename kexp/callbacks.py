@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from kexp import checkpoint
+from kexp import checkpoint, fitlogs
 from kexp.errors import WriteError
 from kexp.interrupt import StopRequest
 
@@ -186,9 +186,23 @@ def _all_finite(logs: Any) -> bool:
 
 
 class ImageWriter:
-    """Writes PNG images into a TensorBoard event file (the `plots` run)."""
+    """Writes PNG images and Markdown text into a TensorBoard event file (the run's `plots` folder).
 
-    def __init__(self, logdir: Path) -> None:
+    In a resumed run (`replace_existing`), a point written at a `(tag, step)`
+    that the folder already holds (a figure or text the interrupted process
+    wrote before its state was saved) replaces the old one, so that no step
+    shows twice.
+
+    Args:
+        logdir: The folder.
+        replace_existing: Drop earlier points at the `(tag, step)` of each new one.
+    """
+
+    def __init__(self, logdir: Path, replace_existing: bool = False) -> None:
+        self._logdir = Path(logdir)
+        self._old_files = fitlogs.event_files(self._logdir) if replace_existing else []
+        self._old_points = fitlogs.points(self._old_files) if self._old_files else set()
+        fitlogs.remove_temp_files(self._logdir)
         self._writer = tf.summary.create_file_writer(str(logdir))
 
     def write_png(self, tag: str, png: bytes, step: int = 0) -> None:
@@ -196,13 +210,20 @@ class ImageWriter:
         image = tf.image.decode_png(png, channels=4)[tf.newaxis]
         with self._writer.as_default():
             tf.summary.image(tag, image, step=step)
-        self._writer.flush()
+        self._written(tag, step)
 
     def write_text(self, tag: str, text: str, step: int = 0) -> None:
-        """Adds one markdown text summary."""
+        """Adds one Markdown text summary."""
         with self._writer.as_default():
             tf.summary.text(tag, text, step=step)
+        self._written(tag, step)
+
+    def _written(self, tag: str, step: int) -> None:
         self._writer.flush()
+        # The new point is on disk first: a kill in between leaves it twice, never missing.
+        if (tag, step) in self._old_points:
+            fitlogs.drop_points(self._old_files, {(tag, step)})
+            self._old_points.discard((tag, step))
 
     def close(self) -> None:
         self._writer.close()

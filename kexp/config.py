@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -31,6 +32,7 @@ def param(
     lt: float | None = None,
     choices: Sequence[Any] | None = None,
     help: str = "",
+    none_ok: bool = False,
 ) -> Any:
     """Declares a config field with its default, limits and help text.
 
@@ -42,11 +44,12 @@ def param(
         lt: Exclusive upper bound.
         choices: The allowed values (strings usually).
         help: One line shown by `kexp show`.
+        none_ok: None is allowed too (set in Python; `--set` gives a value).
 
     Returns:
         A `dataclasses.field` carrying the limits in its metadata.
     """
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "help": help}
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "help": help, "none_ok": none_ok}
     if isinstance(default, (list, dict, set)):
         raise TypeError(f"param default must be immutable; received {default!r}")
     return dataclasses.field(default=default, metadata=meta)
@@ -65,7 +68,8 @@ class TrainConfig:
     lr_schedule: str = param("constant", choices=("constant", "cosine"),
                              help="cosine decays the learning rate to 0 over all training steps")
     # NumPy's legacy seeding (keras.utils.set_random_seed) takes 32 bits.
-    seed: int = param(0, ge=0, le=2**32 - 1, help="seeds Python, NumPy, TensorFlow and data shuffling")
+    seed: int = param(0, ge=0, le=2**32 - 1, none_ok=True,
+                      help="seeds Python, NumPy, TensorFlow and data shuffling (None, in Python: seed nothing)")
     deterministic: bool = param(False, help="enable TensorFlow op determinism (slower)")
     steps_per_execution: int = param(
         0, ge=0, le=100_000, help="batches per compiled call; 0 picks one from the epoch length"
@@ -265,12 +269,17 @@ def parse_value(key: str, raw: str, annotation: Any) -> Any:
         raise ConfigError(f"{key}: received {_shown(raw)}; allowed: true or false")
     if annotation is int:
         try:
+            # ASCII digits only: int() also takes "2_0" and other scripts' digits.
+            if not re.fullmatch(r"[+-]?[0-9]+", raw.strip()):
+                raise ValueError(raw)
             # Python refuses more than 4,300 digits with a ValueError too.
             return int(raw.strip())
         except ValueError:
             raise ConfigError(f"{key}: received {_shown(raw)}; allowed: an integer") from None
     if annotation is float:
         try:
+            if not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|nan)", raw.strip().lower()):
+                raise ValueError(raw)
             value = float(raw.strip())
         except ValueError:
             raise ConfigError(f"{key}: received {_shown(raw)}; allowed: a number") from None
@@ -293,10 +302,17 @@ def validate(config: ExperimentConfig) -> None:
         ConfigError: Naming the first key that is out of bounds.
     """
     for section_name, section in config.sections().items():
+        hints = typing.get_type_hints(type(section))
         for f in dataclasses.fields(section):
             if not f.metadata:
                 continue
             value = getattr(section, f.name)
+            if value is None and f.metadata.get("none_ok"):
+                continue
+            if not _of_type(value, hints.get(f.name)):
+                # Configs built in Python skip `--set` parsing: check the type here.
+                raise ConfigError(f"{section_name}.{f.name}: received {_shown(value)} ({type(value).__name__}); "
+                                  f"allowed: {_type_name(hints.get(f.name))}")
             values = value if isinstance(value, tuple) else (value,)
             for v in values:
                 if not _within(f.metadata, v):
@@ -310,6 +326,29 @@ def validate(config: ExperimentConfig) -> None:
     check = getattr(config, "check", None)
     if check is not None:
         check()
+
+
+def _of_type(value: Any, annotation: Any) -> bool:
+    """Returns whether `value` is of a field's declared type (bool is not an int here)."""
+    if typing.get_origin(annotation) is tuple:
+        item = typing.get_args(annotation)[0]
+        return isinstance(value, tuple) and all(_of_type(v, item) for v in value)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is tuple:
+        return f"a tuple of {typing.get_args(annotation)[0].__name__}"
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(
+        annotation, str(annotation))
 
 
 def _shown(value: Any, limit: int = 80) -> str:

@@ -46,7 +46,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["truncate"]
+__all__ = ["truncate", "points", "drop_points", "remove_temp_files"]
 
 HISTORY = "history.csv"
 # Sub-folders of a fit folder that hold no epoch-indexed logs of this fit.
@@ -57,6 +57,7 @@ _EPOCH = "epoch_"
 # ... and at step = optimizer iterations / global batch instead.
 _VS_ITERATIONS = "_vs_iterations"
 _BATCH = "batch_"
+_TEMP_PREFIX = ".fitlogs-"
 
 
 def truncate(sub: Path, epochs_done: int) -> None:
@@ -77,8 +78,10 @@ def truncate(sub: Path, epochs_done: int) -> None:
     epochs_done = int(epochs_done)
     if epochs_done < 0:
         raise ValueError(f"epochs_done must be >= 0, got {epochs_done}")
+    remove_temp_files(sub)
     _truncate_history(sub / HISTORY, epochs_done)
     for folder in _event_folders(sub):
+        remove_temp_files(folder)
         for path in sorted(folder.iterdir()):
             if path.name.startswith(_EVENTS) and path.is_file():
                 _truncate_events(path, epochs_done)
@@ -96,6 +99,44 @@ def _event_folders(sub: Path) -> list[Path]:
             continue
         folders.append(child)
     return folders
+
+
+def remove_temp_files(folder: Path) -> None:
+    """Removes the temp files a rewrite killed half-way left in `folder`."""
+    for leftover in Path(folder).glob(f"{_TEMP_PREFIX}*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def event_files(folder: Path) -> list[Path]:
+    """Returns the TensorBoard event files directly in `folder`, in name order."""
+    if not Path(folder).is_dir():
+        return []
+    return [p for p in sorted(Path(folder).iterdir()) if p.name.startswith(_EVENTS) and p.is_file()]
+
+
+def points(files: list[Path]) -> set[tuple[str, int]]:
+    """Returns every `(tag, step)` that has a summary in the given event files."""
+    found: set[tuple[str, int]] = set()
+    for path in files:
+        for _, event in _read_events(path)[0]:
+            if event.HasField("summary"):
+                found.update((value.tag, int(event.step)) for value in event.summary.value)
+    return found
+
+
+def drop_points(files: list[Path], pairs: set[tuple[str, int]]) -> None:
+    """Rewrites the given event files without the summaries at `(tag, step)` in `pairs`.
+
+    For a run-level writer (figures, text) that writes a point again after a
+    resume: the new point replaces the old one instead of repeating its step.
+    """
+    for path in files:
+        records, torn = _read_events(path)
+        keep = [not (event.HasField("summary") and any((v.tag, int(event.step)) in pairs
+                                                         for v in event.summary.value))
+                for _, event in records]
+        if torn or not all(keep):
+            _rewrite_events(path, [raw for (raw, _), flag in zip(records, keep) if flag])
 
 
 # --- history.csv -------------------------------------------------------------
@@ -140,23 +181,32 @@ def _row_epoch(line: bytes) -> int | None:
 # --- TensorBoard event files -------------------------------------------------
 
 
-def _truncate_events(path: Path, epochs_done: int) -> None:
+def _read_events(path: Path) -> tuple[list[tuple[bytes, Any]], bool]:
+    """Returns an event file's `(raw record, Event)` pairs and whether its last record was torn."""
     import tensorflow as tf
     from tensorflow.core.util import event_pb2
 
     records: list[tuple[bytes, Any]] = []
-    torn = False
     try:
         for record in tf.data.TFRecordDataset(str(path)):
             raw = record.numpy()
             records.append((raw, event_pb2.Event.FromString(raw)))
     except tf.errors.DataLossError:
         # A record torn by a kill mid-write (or corrupt): keep what came before it.
-        torn = True
+        return records, True
+    return records, False
+
+
+def _truncate_events(path: Path, epochs_done: int) -> None:
+    records, torn = _read_events(path)
     keep = _keep(records, epochs_done)
     if not torn and all(keep):
         return
-    kept = [raw for (raw, _), flag in zip(records, keep) if flag]
+    _rewrite_events(path, [raw for (raw, _), flag in zip(records, keep) if flag])
+
+
+def _rewrite_events(path: Path, kept: list[bytes]) -> None:
+    import tensorflow as tf
 
     def write(tmp: str) -> None:
         with tf.io.TFRecordWriter(tmp) as writer:
@@ -195,7 +245,7 @@ def _replace(path: Path, write: Callable[[str], None]) -> None:
     """Writes a new `path` through `write(tmp)` and swaps it in atomically and durably."""
     mode = stat.S_IMODE(os.stat(path).st_mode)
     # The temporary name has no "tfevents" in it: TensorBoard must not read it as an event file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".fitlogs-", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX, suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)

@@ -161,7 +161,9 @@ class Harness:
             return keras.optimizers.SGD(lr)
         if name == "momentum":
             return keras.optimizers.SGD(lr, momentum=0.9)
-        return keras.optimizers.RMSprop(lr)
+        if name == "rmsprop":
+            return keras.optimizers.RMSprop(lr)
+        raise UsageError(f"train.optimizer: received {name!r}; allowed: adam, adamw, sgd, momentum, rmsprop")
 
     def compile(
         self,
@@ -282,17 +284,18 @@ class Harness:
         """
         self.stop.check()
         validation = _validation_argument(validation, fit_kwargs)
-        epochs = epochs or self.train.epochs
+        epochs = self.train.epochs if epochs is None else _count_argument("epochs", epochs, 1_000_000)
+        validation_freq = _count_argument("validation_freq", validation_freq, 1_000_000)
         train, validation = inputs.split_validation(train, validation)
         train = inputs.normalize(train, "train")
         if class_weight is not None:
             train = inputs.with_class_weight(train, class_weight)
-        n_all = inputs.count_examples(train, "train")
+        n_all = inputs.count_examples(train, "train", self.stop.check)
         n_train = self.pipeline.trained_examples(n_all)  # as `dataset` does
         n_validation = 0
         if validation is not None:
             validation = inputs.normalize(validation, "validation")
-            n_validation = inputs.count_examples(validation, "validation")
+            n_validation = inputs.count_examples(validation, "validation", self.stop.check)
         steps_per_epoch = max(1, math.ceil(n_train / self.global_batch_size))
         self._steps_per_epoch = steps_per_epoch
         self._epochs = epochs
@@ -368,7 +371,8 @@ class Harness:
                 on_epoch_begin=lambda epoch, logs: data_epoch.assign(epoch))]),
             *logging,
             *callbacks,
-            EpochCheckpoint(backup_dir, gate, epochs, write=self.is_chief, run_info=self.run_info),
+            EpochCheckpoint(backup_dir, gate, epochs, write=self.is_chief,
+                            run_info={**self.run_info, "fit": fit_name} if self.run_info else None),
             timer,
         ]
         fusing = fused.fused_steps(model, train_ds.element_spec, tail=n_train % self.global_batch_size != 0
@@ -460,14 +464,23 @@ class Harness:
         self._fits[name] = self._fits.get(name, 0) + 1
         return name if self._fits[name] == 1 else f"{name}_{self._fits[name]}"
 
-    def evaluate(self, model: keras.Model, data: Data, prefix: str = "test_") -> dict[str, float]:
-        """Evaluates `model` on held-out data inside the strategy's scope.
+    def evaluate(self, model: keras.Model, data: Data, prefix: str = "test_", *, pad: bool = False
+                 ) -> dict[str, float]:
+        """Evaluates `model` on held-out data inside the strategy's scope, scoring every example.
+
+        Args:
+            model: A compiled model.
+            data: What `fit` takes (`kexp.inputs`): arrays or an unbatched dataset.
+            prefix: Put before each metric name.
+            pad: Pad each batch to its longest example (as `fit(pad=True)`).
 
         Returns:
             `{prefix + metric_name: value}`, e.g. `{"test_loss": 0.01}`.
         """
         self.stop.check()
-        ds = self.dataset(data, training=False)
+        data = inputs.normalize(data, "data")
+        n = inputs.count_examples(data, "data", self.stop.check)
+        ds = self.dataset(data, training=False, num_examples=n, pad=pad)
         with self.strategy.scope(), self._built_locally(model, ds):
             values = model.evaluate(ds, verbose=0, return_dict=True)
         return {f"{prefix}{k}": float(v) for k, v in values.items()}
@@ -503,7 +516,7 @@ class Harness:
     def images(self) -> ImageWriter:
         """TensorBoard writer for images and text (the run's `plots` folder)."""
         if self._images is None:
-            self._images = ImageWriter(self.run_dir / "plots")
+            self._images = ImageWriter(self.run_dir / "plots", replace_existing=self.resumed)
         return self._images
 
     def close(self) -> None:
@@ -518,6 +531,13 @@ def _mirrored(model: keras.Model) -> bool:
         return True  # built lazily inside the scope by fit
     value = getattr(weights[0], "value", weights[0])
     return isinstance(value, tf.distribute.DistributedValues)
+
+
+def _count_argument(name: str, value: Any, most: int) -> int:
+    """Returns `value` if it is an integer 1..most (not a bool), else raises `UsageError` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise UsageError(f"fit: {name}: received {str(value)[:80]!r}; allowed: an integer 1..{most:,}")
+    return value
 
 
 def _validation_argument(validation: Any, fit_kwargs: dict[str, Any]) -> Any:

@@ -12,7 +12,7 @@ multi-input models on as many examples as they had inputs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
@@ -72,12 +72,33 @@ def _holds_arrays(value: Any) -> bool:
     return isinstance(value, (tuple, list)) and bool(value) and all(map(_holds_arrays, value))
 
 
-def count_examples(data: Any, what: str = "data") -> int:
+# Beyond this a dataset of unknown length is taken to be endless (a
+# `.repeat()` hidden behind a `.filter()`): counting would never end.
+MAX_COUNTED_EXAMPLES = 100_000_000
+
+
+def _count_elements(data: tf.data.Dataset, what: str, should_stop: Callable[[], None] | None) -> int:
+    """Counts a dataset of unknown length in chunks, so that a stop request and the cap are seen."""
+    n = 0
+    for chunk in data.map(lambda *_: tf.constant(0, tf.int8)).batch(65_536):
+        n += int(chunk.shape[0])
+        if should_stop is not None:
+            should_stop()
+        if n > MAX_COUNTED_EXAMPLES:
+            raise UsageError(f"{what}: a dataset of unknown length with more than {MAX_COUNTED_EXAMPLES:,} "
+                             "examples (endless?); allowed: a finite, unbatched tf.data.Dataset "
+                             "(no .repeat(): the harness repeats it per epoch)")
+    return n
+
+
+def count_examples(data: Any, what: str = "data", should_stop: Callable[[], None] | None = None) -> int:
     """Returns the number of examples in normalized `data`.
 
     Args:
         data: What `normalize` returned.
         what: How to name the data in error messages.
+        should_stop: Called while a dataset of unknown length is counted;
+            raises to stop (the run's stop request).
 
     Returns:
         The common leading dimension of every leaf, or a dataset's length.
@@ -91,7 +112,7 @@ def count_examples(data: Any, what: str = "data") -> int:
         if n == tf.data.INFINITE_CARDINALITY:
             raise UsageError(f"{what}: received an infinite dataset; allowed: a finite, unbatched tf.data.Dataset")
         if n < 0:
-            n = int(data.reduce(np.int64(0), lambda count, _: count + 1))
+            n = _count_elements(data, what, should_stop)
     else:
         paths = _leaf_paths(data)
         lengths: dict[str, int] = {}

@@ -82,6 +82,9 @@ def resume_config(name: str, run_dir: str | Path) -> ExperimentConfig:
     except ConfigError as err:
         raise UsageError(f"{prefix}: config.json does not fit experiment {name!r} ({err}); {allowed}") from None
     for fit, state in states.items():
+        if state.run and state.run.get("fit", fit) != fit:
+            raise UsageError(f"{prefix}: backup/{fit} holds the state of fit {_cut(state.run['fit'])}; "
+                             "allowed: each fit's state in its own backup folder, as the run left it")
         if state.run and state.run.get("config") is not None and state.run["config"] != saved:
             key, ours, theirs = _first_difference(saved, state.run["config"])
             raise UsageError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import random
 import shutil
@@ -23,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from kexp import checkpoint, rundir
-from kexp.config import ExperimentConfig, TrainConfig, to_dict
+from kexp.config import ExperimentConfig, TrainConfig, to_dict, validate
 from kexp.errors import RunError, UsageError, WriteError
 from kexp.harness import Harness
 from kexp.interrupt import RunInterrupted, StopRequest
@@ -76,11 +77,16 @@ def open_run(
         The harness. After the block, `harness.results` holds what was written.
 
     Raises:
-        UsageError: A bad name or strategy, or a folder in use.
+        UsageError: A bad name, strategy or setting (`ConfigError`, as `--set`
+            would give), or a folder in use.
         WriteError: A file of the run could not be written (names the file).
     """
     rundir.check_name(name, "open_run name")
     train = train or (config.train if config is not None else TrainConfig())
+    # Settings made in Python never went through `--set`: the same checks, before any folder exists.
+    validate(config if config is not None else ExperimentConfig(data=None, model=None, train=train))
+    if config is not None and train is not config.train:
+        validate(ExperimentConfig(data=None, model=None, train=train))
     tf_strategy = make_strategy(strategy)
     seeded = train.seed is not None
     if seeded:
@@ -160,6 +166,10 @@ def _open_folder(name: str, logdir: str | Path, resume: str | Path | None, chief
     if resume is not None:
         run_dir = Path(resume).absolute()
         lock = rundir.RunLock(run_dir, f"--resume {str(resume)!r}")
+        if _finished(run_dir):
+            # Checked before the lock too; a run that finished while we waited for it must not train again.
+            lock.release()
+            raise UsageError(f"--resume {str(resume)!r}: this run finished (status ok); nothing to resume")
         # Left by a process killed mid-write; never read, and they would pile up.
         for path in (run_dir / "results.json", run_dir / "config.json"):
             rundir.remove_temp_files(path)
@@ -176,6 +186,13 @@ def _open_folder(name: str, logdir: str | Path, resume: str | Path | None, chief
         rundir.remove_run_dir(run_dir)
         raise
     return run_dir, lock
+
+
+def _finished(run_dir: Path) -> bool:
+    try:
+        return json.loads((run_dir / "results.json").read_text(encoding="utf-8")).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _write_results(harness: Harness, name: str, config_data: dict, wall_time_s: float, chief: bool,

@@ -48,6 +48,8 @@ def jit_compile(train: TrainConfig, model: keras.Model | None, num_replicas: int
         # XLA clusters cannot reach a mirrored variable's copy on another
         # logical CPU ("Trying to access resource ... located in device CPU:1").
         return False
+    if not model.built:
+        return False  # no Input: nothing to count until the first batch builds it
     return _dense_only(model) and model.count_params() >= _XLA_MIN_PARAMS
 
 

@@ -22,6 +22,8 @@ from kexp.errors import UsageError
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 CPU_DEVICES_ENV = "KEXP_CPU_DEVICES"
+# Logical CPU devices are for testing replicas; each costs a thread pool and memory.
+MAX_CPU_DEVICES = 64
 _CREATED: dict[str, Any] = {}
 
 
@@ -36,11 +38,11 @@ def configure_cpu_devices(count: int) -> None:
 
     Raises:
         UsageError: When `count` is not a positive integer.
-        RuntimeError: When TensorFlow's devices were already initialized with
-            a different count.
+        UsageError: When `count` is out of range, or TensorFlow's devices were
+            already initialized with a different count.
     """
-    if count < 1:
-        raise UsageError(f"{CPU_DEVICES_ENV}: received {count}; allowed: an integer >= 1")
+    if not 1 <= count <= MAX_CPU_DEVICES:
+        raise UsageError(f"{CPU_DEVICES_ENV}: received {count}; allowed: an integer 1..{MAX_CPU_DEVICES}")
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -50,8 +52,12 @@ def configure_cpu_devices(count: int) -> None:
         )
     except RuntimeError:
         # Devices are already initialized; fine if they match the request.
-        if len(tf.config.list_logical_devices("CPU")) != count:
-            raise
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have != count:
+            raise UsageError(
+                f"{CPU_DEVICES_ENV}={count}: TensorFlow's devices were set up already, with {have} logical "
+                f"CPU device{'s' if have > 1 else ''}; allowed: set it before anything in the process uses "
+                "TensorFlow") from None
 
 
 def configure_from_env() -> None:
@@ -62,7 +68,7 @@ def configure_from_env() -> None:
     try:
         count = int(raw)
     except ValueError:
-        raise UsageError(f"{CPU_DEVICES_ENV}: received {raw!r}; allowed: an integer >= 1") from None
+        raise UsageError(f"{CPU_DEVICES_ENV}: received {_shown(raw)}; allowed: an integer 1..{MAX_CPU_DEVICES}") from None
     configure_cpu_devices(count)
 
 
@@ -144,11 +150,14 @@ def _check_tf_config() -> None:
         raise UsageError(f"TF_CONFIG: received {_shown(raw)}; allowed: {shape}")
     for job, addresses in cluster.items():
         if not isinstance(addresses, list) or not addresses \
-                or not all(isinstance(a, str) and a for a in addresses):
+                or not all(isinstance(a, str) and _host_port(a) for a in addresses):
             raise UsageError(
                 f"TF_CONFIG cluster.{_key(job)}: received {_shown(addresses)}; "
-                'allowed: a non-empty list of "host:port" strings'
+                'allowed: a non-empty list of "host:port" strings (port 1..65535)'
             )
+        if job not in ("worker", "chief"):
+            raise UsageError(f"TF_CONFIG cluster: received a {_shown(job)} job; allowed: worker and chief jobs "
+                             "(MultiWorkerMirroredStrategy has no parameter servers)")
     if "worker" not in cluster:
         raise UsageError(f"TF_CONFIG cluster: received {_shown(cluster)}; allowed: a cluster with a worker list")
     task_type, index = task.get("type"), task.get("index")
@@ -164,6 +173,11 @@ def _check_tf_config() -> None:
             f"TF_CONFIG task.index: received {_shown(index)}; "
             f"allowed: an integer 0..{size - 1} (cluster.{_key(task_type)} has {size} address{'es' if size > 1 else ''})"
         )
+
+
+def _host_port(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
 
 
 def is_chief(strategy: Any) -> bool:

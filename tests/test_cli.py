@@ -112,7 +112,11 @@ BAD_TF_CONFIGS = [
     (json.dumps({"cluster": {"worker": ["h:1"]}, "task": "worker"}), "TF_CONFIG: received"),
     (json.dumps({"cluster": {"chief": ["h:1"]}, "task": {"type": "chief", "index": 0}}),
      "TF_CONFIG cluster: received {'chief': ['h:1']}; allowed: a cluster with a worker list"),
-    (json.dumps({"cluster": {"worker": ["h" * 5000]}, "task": {}}), "TF_CONFIG task.type: received None"),
+    (_tf_config(workers=["nohostport"]), 'TF_CONFIG cluster.worker: received [\'nohostport\']; allowed: a non-empty list of "host:port"'),
+    (_tf_config(workers=["localhost:99999"]), "TF_CONFIG cluster.worker: received ['localhost:99999']"),
+    (json.dumps({"cluster": {"worker": ["localhost:2"], "ps": ["localhost:3"]}, "task": {"type": "ps", "index": 0}}),
+     "TF_CONFIG cluster: received a 'ps' job; allowed: worker and chief jobs"),
+    (json.dumps({"cluster": {"worker": ["h" * 5000 + ":1"]}, "task": {}}), "TF_CONFIG task.type: received None"),
 ]
 
 
@@ -164,3 +168,15 @@ def test_diverged_run_exits_1_with_status_diverged(logdir):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "diverged"
     assert results["metrics"]["rollout_mse"] is None  # NaN is written as null
+
+
+@pytest.mark.parametrize("value, message", [
+    ("100000", "KEXP_CPU_DEVICES: received 100000; allowed: an integer 1..64"),
+    ("x" * 500, "KEXP_CPU_DEVICES: received 'xxxxxxxx"),
+])
+def test_logical_cpu_devices_are_bounded(value, message, logdir):
+    proc = run_cli("run", "xor", "--strategy", "mirrored", "--logdir", str(logdir), env={"KEXP_CPU_DEVICES": value})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and len(lines[0]) < 300, proc.stderr
+    assert list(logdir.iterdir()) == []

@@ -90,6 +90,9 @@ def test_round_trip_through_json_dict(sine_config):
         ("eval.horizon=1e12", "eval.horizon: received 1000000000000.0; allowed: at most 1,000,000 rollout samples"),
         ("data.feature_length=" + "2" * 400, "data.feature_length: received 2222"),
         ("model.units=" + "9" * 30, "model.units: received 999999999999999999999999999999; allowed: a value >= 1"),
+        ("train.epochs=2_0", "train.epochs: received '2_0'; allowed: an integer"),
+        ("train.epochs=\u0663", "train.epochs: received '\u0663'; allowed: an integer"),
+        ("train.learning_rate=1_0", "train.learning_rate: received '1_0'; allowed: a number"),
     ],
 )
 def test_bad_overrides_name_key_value_and_allowed(sine_config, override, message):
@@ -179,3 +182,24 @@ def test_a_custom_section_from_a_config_subclass_takes_overrides_and_round_trips
     assert from_dict(MyConfig(data=None, model=None), to_dict(config)) == config
     with pytest.raises(ConfigError, match="noise.sigma: received 11.0; allowed: a value >= 0 and <= 10"):
         apply_overrides(config, ["noise.sigma=11"])
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"epochs": -1}, "train.epochs: received -1; allowed: a value >= 1"),
+    ({"epochs": True}, "train.epochs: received True (bool); allowed: an integer"),
+    ({"optimizer": "bogus"}, "train.optimizer: received 'bogus'; allowed: one of adam"),
+    ({"batch_size": 0}, "train.batch_size: received 0; allowed: a value >= 1"),
+    ({"steps_per_execution": -2}, "train.steps_per_execution: received -2; allowed: a value >= 0"),
+    ({"learning_rate": "0.1"}, "train.learning_rate: received '0.1' (str); allowed: a finite number"),
+])
+def test_settings_made_in_python_are_checked_like_set_values(changes, message, tmp_path):
+    import dataclasses
+
+    import kexp
+    from kexp import TrainConfig
+
+    with pytest.raises(ConfigError) as info:
+        with kexp.open_run("py", logdir=tmp_path, train=dataclasses.replace(TrainConfig(), **changes)):
+            pass
+    assert str(info.value).startswith(message)
+    assert list(tmp_path.iterdir()) == []  # refused before any folder

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import read_events, run_cli
 
 from kexp import checkpoint, registry
 from kexp.config import to_dict
@@ -206,6 +206,11 @@ KILLABLE = textwrap.dedent('''
         x = np.linspace(-1, 1, 64, dtype="float32")[:, None]
 
         def at_epoch_end(epoch, logs):
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots()
+            ax.plot([0, epoch])
+            harness.log_figure("per_epoch", fig, step=epoch, filename="per_epoch.png")
             if epoch == int(os.environ.get("KILL_AT", -1)):
                 os.kill(os.getpid(), signal.SIGKILL)
             if epoch == int(os.environ.get("FILL_DISK_AT", -1)):
@@ -239,8 +244,6 @@ def _killed_run(logdir: Path, env: dict, at: int = 2) -> Path:
 
 
 def _epochs_logged(run_dir: Path) -> tuple[list[int], list[int], list[int]]:
-    from helpers import read_events
-
     rows = (run_dir / "history.csv").read_text().strip().splitlines()[1:]
     return ([int(r.split(",")[0]) for r in rows],
             [s for s, _ in read_events(run_dir / "train")["epoch_loss"]],
@@ -251,11 +254,18 @@ def test_kill_between_log_and_state_write_leaves_no_epoch_twice_after_resume(kil
     run_dir = _killed_run(logdir, killable)
     assert checkpoint.load(checkpoint.state_path(run_dir / "backup" / "model")).epochs_done == 2
     assert _epochs_logged(run_dir)[0] == [0, 1, 2]  # epoch 2 logged, its state never saved
-    (run_dir / ".results.json.abc123.tmp").write_text("{")  # a write torn by a kill
+    (run_dir / ".results.json.abc123.tmp").write_text("{")  # writes torn by a kill
+    (run_dir / "train" / ".fitlogs-abc123.tmp").write_text("x")
     resumed = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _epochs_logged(run_dir) == ([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3])
-    assert not list(run_dir.glob(".*.tmp"))
+    assert not list(run_dir.rglob(".*.tmp"))
+    # Run-level TensorBoard points too: the figure of epoch 2 (logged before the kill) and the
+    # model summary are written again by the resumed run, and replace the old ones.
+    plots = read_events(run_dir / "plots")
+    assert [step for step, _ in plots["per_epoch"]] == [0, 1, 2, 3]
+    assert [step for step, _ in plots["model_summary/model"]] == [0]
+    assert [step for step, _ in plots["config"]] == [0]
 
 
 def test_moved_unfinished_run_resumes_by_the_name_in_its_state(killable, logdir, tmp_path):
@@ -497,4 +507,18 @@ def test_resume_whose_second_fit_state_is_foreign_fails_before_the_first_fit_tra
     proc = run_cli("run", "xor", "--resume", str(run_dir))
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "config.json differs from the config backup/two_layer was trained with (model.hidden: " in proc.stderr
+    assert _snapshot(run_dir) == before
+
+
+def test_a_state_copied_into_another_fits_backup_is_refused(logdir):
+    proc = run_cli("run", "xor", "--logdir", str(logdir), "--set", "train.epochs=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1].removeprefix("run_dir: "))
+    (run_dir / "results.json").unlink()  # as if killed in the second fit
+    single = checkpoint.state_path(run_dir / "backup" / "single_layer").read_bytes()
+    checkpoint.state_path(run_dir / "backup" / "two_layer").write_bytes(single)
+    before = _snapshot(run_dir)
+    resumed = run_cli("run", "xor", "--resume", str(run_dir))
+    assert resumed.returncode == 2, resumed.stderr[-3000:]
+    assert "backup/two_layer holds the state of fit \"single_layer\"" in resumed.stderr
     assert _snapshot(run_dir) == before

@@ -127,7 +127,7 @@ def test_variable_length_sequences_train_with_pad(logdir):
 
     with kexp.open_run("padded", logdir=logdir, train=TrainConfig(epochs=2, batch_size=16), verbose=0) as run:
         model = run.fit(build, data, loss="binary_crossentropy", pad=True)
-        scores = run.evaluate(model, data.padded_batch(60).unbatch())
+        scores = run.evaluate(model, data, pad=True)
     assert int(model.optimizer.iterations) == 2 * 4  # 60 sequences, 16 a batch
     assert run.results["status"] == "ok" and np.isfinite(scores["test_loss"])
 
@@ -217,3 +217,36 @@ def test_saved_gan_loads_compiled_in_a_fresh_process_that_never_imported_kexp_mo
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("OUT ")).removeprefix("OUT "))
     np.testing.assert_allclose(out, expected.ravel(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, "fit: epochs: received '0'; allowed: an integer 1..1,000,000"),
+    ({"epochs": -3}, "fit: epochs: received '-3'"),
+    ({"epochs": True}, "fit: epochs: received 'True'"),
+    ({"validation_freq": 0}, "fit: validation_freq: received '0'"),
+])
+def test_fit_counts_are_checked(kwargs, message, logdir):
+    x, y = _xy()
+    with pytest.raises(UsageError, match=re.escape(message)):
+        with kexp.open_run("counts", logdir=logdir, verbose=0) as run:
+            run.fit(_dense, (x, y), loss="mse", **kwargs)
+
+
+def test_an_endless_dataset_of_unknown_length_is_refused_not_counted_forever(logdir, monkeypatch):
+    from kexp import inputs
+
+    monkeypatch.setattr(inputs, "MAX_COUNTED_EXAMPLES", 50_000)  # the real cap, 1e8, takes seconds to reach
+    x, y = _xy()
+    endless = tf.data.Dataset.from_tensor_slices((x, y)).repeat().filter(lambda a, b: True)
+    with pytest.raises(UsageError, match="more than 50,000 examples .endless..; allowed: a finite"):
+        with kexp.open_run("endless", logdir=logdir, verbose=0) as run:
+            run.fit(_dense, endless, loss="mse")
+
+
+def test_a_model_without_an_input_layer_trains_as_with_keras_fit(logdir):
+    x, y = _xy()
+    lazy = lambda: keras.Sequential([keras.layers.Dense(4), keras.layers.Dense(1)])  # noqa: E731
+    with kexp.open_run("lazy", logdir=logdir, train=TrainConfig(epochs=2, batch_size=20), verbose=0) as run:
+        model = run.fit(lazy, (x, y), loss="mse")
+    assert run.results["status"] == "ok" and int(model.optimizer.iterations) == 12
+    assert run.results["fits"]["model"]["params"] == 2 * 4 + 4 + 4 + 1
