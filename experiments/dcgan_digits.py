@@ -86,18 +86,14 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
         harness.log_figure("samples", fig, step=epoch + 1, filename=f"samples/epoch_{epoch + 1:03d}.png")
 
     def build():
-        gan = GAN(dcgan_generator(size, channels, noise_dim=m.noise_dim, base_filters=m.g_filters),
-                  dcgan_discriminator(size, channels, base_filters=m.d_filters), d_steps=m.d_steps, name="dcgan")
-
-        def adam():
-            return keras.optimizers.Adam(harness.learning_rate(), beta_1=m.beta_1)
-
-        gan.compile(d_optimizer=adam(), g_optimizer=adam(), **harness.compile_options(gan))
-        return gan
+        # Uncompiled: the harness gives it two optimizers of train.optimizer.
+        return GAN(dcgan_generator(size, channels, noise_dim=m.noise_dim, base_filters=m.g_filters),
+                   dcgan_discriminator(size, channels, base_filters=m.d_filters), d_steps=m.d_steps, name="dcgan")
 
     sampler = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: show_samples(epoch, sampler.model)
                                              if (epoch + 1) % every == 0 or epoch + 1 == config.train.epochs else None)
-    gan = harness.fit(build, (scaled.x_train,), callbacks=[sampler], name="dcgan")
+    gan = harness.fit(build, (scaled.x_train,), callbacks=[sampler], name="dcgan",
+                      optimizer=lambda: harness.optimizer(beta_1=m.beta_1))
 
     noise = np.random.default_rng(config.train.seed + 1).normal(size=(m.num_samples, m.noise_dim)).astype("float32")
     generated = gan.generator.predict(noise, batch_size=256, verbose=0)

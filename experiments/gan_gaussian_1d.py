@@ -44,7 +44,7 @@ class Gan1dModel:
     g_hidden: tuple[int, ...] = param((32, 32), ge=1, le=100_000, help="generator hidden widths")
     d_hidden: tuple[int, ...] = param((32, 32), ge=1, le=100_000, help="discriminator hidden widths")
     d_steps: int = param(2, ge=1, le=1_000, help="k: discriminator steps per generator step")
-    beta_1: float = param(0.5, ge=0, lt=1, help="Adam beta_1 of both optimizers (DCGAN's 0.5)")
+    beta_1: float = param(0.5, ge=0, lt=1, help="beta_1 of both Adam optimizers (DCGAN's 0.5)")
 
 
 CONFIG = ExperimentConfig(
@@ -77,13 +77,9 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     noise = rng.uniform(-1, 1, size=(10_000, m.noise_dim)).astype("float32")
 
     def build():
-        gan = GAN(gan_1d_generator(m.noise_dim, 1, hidden=m.g_hidden), gan_1d_discriminator(1, hidden=m.d_hidden),
-                  d_steps=m.d_steps, noise="uniform", name="gan_1d")
-        def adam():
-            return keras.optimizers.Adam(harness.learning_rate(), beta_1=m.beta_1)
-
-        gan.compile(d_optimizer=adam(), g_optimizer=adam(), **harness.compile_options(gan))
-        return gan
+        # Uncompiled: the harness gives it two optimizers of train.optimizer.
+        return GAN(gan_1d_generator(m.noise_dim, 1, hidden=m.g_hidden), gan_1d_discriminator(1, hidden=m.d_hidden),
+                   d_steps=m.d_steps, noise="uniform", name="gan_1d")
 
     snapshots = []
 
@@ -101,7 +97,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
         on_epoch_end=lambda epoch, logs: snapshot(f"middle (epoch {middle})", recorder.model)
         if epoch + 1 == middle else None,
     )
-    gan = harness.fit(build, (real,), callbacks=[recorder])
+    gan = harness.fit(build, (real,), callbacks=[recorder], optimizer=lambda: harness.optimizer(beta_1=m.beta_1))
     snapshot(f"end (epoch {epochs})", gan)
     harness.log_figure("gan_1d", plots.gan_1d_figure(snapshots, d.mu, d.sigma))
 

@@ -20,6 +20,7 @@ Use it on your own Keras model without writing an experiment file:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ from kexp.compat import is_multi_worker, prepare_multi_worker_fit
 from kexp.config import TrainConfig
 from kexp.errors import UsageError
 from kexp.interrupt import StopRequest
+from kexp.models.gan import GAN
 from kexp.pipeline import Pipeline, fixed_shapes
 from kexp.strategy import is_chief
 
@@ -149,20 +151,31 @@ class Harness:
             return keras.optimizers.schedules.CosineDecay(self.train.learning_rate, decay_steps=total_steps)
         return self.train.learning_rate
 
-    def optimizer(self) -> keras.optimizers.Optimizer:
-        """Returns a fresh optimizer as named by `train.optimizer`, with `learning_rate()`."""
+    def optimizer(self, **options: Any) -> keras.optimizers.Optimizer:
+        """Returns a fresh optimizer as named by `train.optimizer`, with `learning_rate()`.
+
+        Args:
+            **options: More arguments of that optimizer (e.g. Adam's `beta_1`).
+        """
         lr: Any = self.learning_rate()
         name = self.train.optimizer
+        kind = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+                "momentum": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}.get(name)
+        taken = inspect.signature(kind).parameters if kind else {}
+        for key in options:
+            if key not in taken:
+                raise UsageError(f"train.optimizer: {name} takes no {key} (set by the experiment); "
+                                 f"allowed: an optimizer that takes {', '.join(options)}, e.g. adam")
         if name == "adam":
-            return keras.optimizers.Adam(lr)
+            return keras.optimizers.Adam(lr, **options)
         if name == "adamw":
-            return keras.optimizers.AdamW(lr)
+            return keras.optimizers.AdamW(lr, **options)
         if name == "sgd":
-            return keras.optimizers.SGD(lr)
+            return keras.optimizers.SGD(lr, **options)
         if name == "momentum":
-            return keras.optimizers.SGD(lr, momentum=0.9)
+            return keras.optimizers.SGD(lr, **{"momentum": 0.9, **options})
         if name == "rmsprop":
-            return keras.optimizers.RMSprop(lr)
+            return keras.optimizers.RMSprop(lr, **options)
         raise UsageError(f"train.optimizer: received {name!r}; allowed: adam, adamw, sgd, momentum, rmsprop")
 
     def compile(
@@ -171,7 +184,7 @@ class Harness:
         *,
         loss: Any,
         metrics: Sequence[Any] | None = None,
-        optimizer: keras.optimizers.Optimizer | None = None,
+        optimizer: keras.optimizers.Optimizer | Callable[[], keras.optimizers.Optimizer] | None = None,
         steps_per_epoch: int | None = None,
         epochs: int | None = None,
     ) -> keras.Model:
@@ -183,7 +196,9 @@ class Harness:
             model: The model to compile.
             loss: Keras loss.
             metrics: Keras metrics.
-            optimizer: Overrides the optimizer named in the train config.
+            optimizer: Overrides the optimizer named in the train config: an
+                optimizer, or a function returning one (a `kexp.models.GAN`
+                gets one from each call, for its two networks).
             steps_per_epoch: Lets `steps_per_execution=0` pick a value.
             epochs: With `steps_per_epoch`, the length of a cosine schedule.
 
@@ -192,8 +207,13 @@ class Harness:
         """
         self._steps_per_epoch = steps_per_epoch or self._steps_per_epoch
         self._epochs = epochs or self._epochs
+        if isinstance(model, GAN):
+            # Two optimizers of the configured kind; `optimizer` makes each one.
+            make = optimizer if callable(optimizer) else self.optimizer
+            model.compile(d_optimizer=make(), g_optimizer=make(), **self.compile_options(model))
+            return model
         model.compile(
-            optimizer=optimizer or self.optimizer(),
+            optimizer=(optimizer() if callable(optimizer) else optimizer) or self.optimizer(),
             loss=loss,
             metrics=list(metrics or []),
             **self.compile_options(model),
@@ -262,7 +282,10 @@ class Harness:
                 sub-folder for TensorBoard logs and history, its state and
                 its saved model. One folder name.
             optimizer: Overrides the optimizer named in the train config
-                (e.g. for an auxiliary model); created inside the scope if callable.
+                (e.g. for an auxiliary model); created inside the scope if
+                callable. A `kexp.models.GAN` returned uncompiled gets two of
+                `train.optimizer` (or two calls of this function), e.g.
+                `optimizer=lambda: run.optimizer(beta_1=0.5)`.
             class_weight: `{class_index: weight}`, as in Keras' `fit`: each
                 example's loss is weighted by its class's weight.
             validation_freq: Validate every this many epochs, as in Keras' `fit`.
@@ -423,10 +446,10 @@ class Harness:
         else:
             raise TypeError(f"fit: received {type(model).__name__}; allowed: a keras.Model or a function returning one")
         if not model.compiled:
-            if loss is None:
+            if loss is None and not isinstance(model, GAN):
                 raise ValueError("fit needs `loss` for a model that is not compiled")
             self.compile(model, loss=loss, metrics=metrics, steps_per_epoch=steps_per_epoch, epochs=epochs,
-                         optimizer=optimizer() if callable(optimizer) else optimizer)
+                         optimizer=optimizer)
             return model, "harness"
         if self.train.steps_per_execution == 0 and int(model.steps_per_execution) == 1 \
                 and model.train_function is None:
