@@ -14,7 +14,7 @@ loads through tensorflow-datasets instead.
 
 Command:  python -m kexp run dcgan_digits
 Expected: classes_covered = 10, class_entropy >= 2.1, confident_fraction >= 0.6.
-Runtime:  a few minutes on a 2-core CPU (bar: under 10 minutes).
+Runtime:  about 75 s on a 2-core CPU, TensorFlow import included (README: measured figures).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ sigmoid and average pooling as in 1998.
 
 Command:  python -m kexp run lenet
 Expected: test_accuracy 0.975-0.99 on digits depending on the seed (bar: >= 0.97).
-Runtime:  about 13 s on a 2-core CPU (README: measured figures).
+Runtime:  about 11 s on a 2-core CPU, TensorFlow import included (README: measured figures).
 """
 
 from __future__ import annotations
