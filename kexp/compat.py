@@ -15,12 +15,15 @@ reasons found here with two worker processes on 127.0.0.1:
    dimensions"). Scalars are averaged with `axis=None` instead.
 
 Both patches touch Keras internals; they apply only in multi-worker mode and
-are checked by the two-process test (`tests/test_multiworker.py`).
+are checked by the two-process test (`tests/test_multiworker.py`). A third,
+`built_locally`, serves `MirroredStrategy` fits and evaluations whose last
+batch leaves replicas short (`tests/test_integrity.py`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 _PATCHED = False
 
@@ -68,3 +71,31 @@ def _patch_log_reduction() -> None:
 
     trainer.reduce_per_replica = reduce_per_replica
     _PATCHED = True
+
+
+@contextlib.contextmanager
+def built_locally(model: Any, dataset: Any, strategy: Any) -> Iterator[None]:
+    """Under several replicas, builds `model` from one local batch and keeps Keras from peeking again.
+
+    Before each `fit` and `evaluate`, Keras 3.15 builds the model's metrics
+    from one batch of the data, distributed and then summed across replicas;
+    a batch that leaves a replica short or empty fails there ("Inputs to
+    operation AddN ... must have the same size"), while the steps themselves
+    handle it exactly. One replica needs none of this; multi-worker fits get
+    `prepare_multi_worker_fit`.
+
+    Args:
+        model: A compiled model.
+        dataset: The batched dataset about to be fed (one batch is read).
+        strategy: The strategy the model was built under.
+    """
+    if strategy.num_replicas_in_sync == 1 or is_multi_worker(strategy):
+        yield
+        return
+    with strategy.scope():
+        model._symbolic_build(data_batch=next(iter(dataset.take(1))))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    try:
+        yield
+    finally:
+        del model._maybe_symbolic_build

@@ -4,37 +4,34 @@ It owns the run: the `tf.distribute` strategy, the run folder, seeded
 `tf.data` pipelines, compile and fit inside `strategy.scope()`, the standard
 callbacks (TensorBoard, the per-epoch state file `--resume` continues from,
 TerminateOnNaN, CSV history, clean stops on SIGINT/SIGTERM),
-figures, and the atomic `results.json`.
+figures, and what `results.json` reports of each fit (`kexp.session` writes it).
 
 Use it on your own Keras model without writing an experiment file:
 
     import kexp
-    from kexp.config import TrainConfig
 
-    with kexp.open_run("my_model", train=TrainConfig(epochs=5)) as run:
-        model = run.fit(build_model, (x_train, y_train), (x_val, y_val), loss="mse")
-        run.record(**run.evaluate(model, (x_test, y_test)))
-    print(run.run_dir, run.results["metrics"])
+    with kexp.open_run("my_model", train=kexp.TrainConfig(epochs=5)) as harness:
+        model = harness.fit(build_model, (x_train, y_train), (x_val, y_val), loss="mse")
+        harness.record(**harness.evaluate(model, (x_test, y_test)))
+    print(harness.run_dir, harness.results["metrics"])
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from kexp import checkpoint, fitlogs, fused, inputs, plots, rundir, saving, speed
+from kexp import checkpoint, fitargs, fitlogs, fused, inputs, modelinfo, plots, rundir, saving, speed
 from kexp.callbacks import (
     EpochCheckpoint, EpochGate, EpochTimer, HistoryCSV, ImageWriter, StopOnRequest, TensorBoardLogger,
 )
-from kexp.compat import is_multi_worker, prepare_multi_worker_fit
+from kexp.compat import built_locally, is_multi_worker, prepare_multi_worker_fit
 from kexp.config import TrainConfig
 from kexp.errors import UsageError
 from kexp.interrupt import StopRequest
@@ -42,7 +39,8 @@ from kexp.models.gan import GAN
 from kexp.pipeline import Pipeline, fixed_shapes
 from kexp.strategy import is_chief
 
-Data = Any  # a tuple of arrays (x, y) or an unbatched tf.data.Dataset
+Data = Any  # what `fit` takes: see `kexp.inputs`
+
 
 class Harness:
     """Trains and evaluates Keras models for one run, in one strategy.
@@ -306,65 +304,97 @@ class Harness:
                 epoch's state is on disk).
         """
         self.stop.check()
-        validation = _validation_argument(validation, fit_kwargs)
-        epochs = self.train.epochs if epochs is None else _count_argument("epochs", epochs, 1_000_000)
-        validation_freq = _count_argument("validation_freq", validation_freq, 1_000_000)
-        train, validation = inputs.split_validation(train, validation)
-        train = inputs.normalize(train, "train")
-        if class_weight is not None:
-            train = inputs.with_class_weight(train, class_weight)
-        n_all = inputs.count_examples(train, "train", self.stop.check)
+        validation = fitargs.validation_argument(validation, fit_kwargs)
+        epochs = self.train.epochs if epochs is None else fitargs.count_argument("epochs", epochs, 1_000_000)
+        validation_freq = fitargs.count_argument("validation_freq", validation_freq, 1_000_000)
+        train, validation, n_all, n_validation = self._fit_data(train, validation, class_weight)
         n_train = self.pipeline.trained_examples(n_all)  # as `dataset` does
-        n_validation = 0
-        if validation is not None:
-            validation = inputs.normalize(validation, "validation")
-            n_validation = inputs.count_examples(validation, "validation", self.stop.check)
         steps_per_epoch = max(1, math.ceil(n_train / self.global_batch_size))
-        self._steps_per_epoch = steps_per_epoch
-        self._epochs = epochs
+        self._steps_per_epoch, self._epochs = steps_per_epoch, epochs
         if name is not None:
             rundir.check_name(name, "fit name")
         fit_name = self._backup_name(name or "model")
         backup_dir = self.backup_root / fit_name
-        state = None
-        if checkpoint.state_path(backup_dir).exists():
-            state = checkpoint.load(checkpoint.state_path(backup_dir))
+        state = checkpoint.load(checkpoint.state_path(backup_dir)) \
+            if checkpoint.state_path(backup_dir).exists() else None
         initial_epoch = min(state.epochs_done, epochs) if state else 0
-        # Each fit logs into its own folder: the run folder for the first
-        # unnamed one, else RUN_DIR/FIT (the name its state is kept under).
-        sub = self.run_dir if fit_name == "model" else self.run_dir / fit_name
-        data_epoch = self.data_epoch  # made outside the scope: a plain, unmirrored variable
         with self.strategy.scope():
             model, compiled_by = self._model_for_fit(model, loss, metrics, optimizer, steps_per_epoch, epochs)
             if state is not None:
                 # Before any callback writes: a state that does not fit fails with the folder untouched.
                 checkpoint.restore(model, state, f"--resume {str(self.run_dir)!r}")
         if self.is_chief and initial_epoch == 0:
-            self.images.write_text(f"model_summary/{fit_name}", _summary_markdown(model))
+            self.images.write_text(f"model_summary/{fit_name}", modelinfo.summary_markdown(model))
         # One input stream for the whole fit when a compiled call never spans
         # two epochs; else one iteration per epoch.
         steps_per_execution = int(model.steps_per_execution)
         stream = steps_per_epoch % steps_per_execution == 0
-        # A compiled call's batches in one loop inside it where the model allows (`kexp.fused`).
-        group = steps_per_execution if (
-            self.train.fuse_steps and stream and steps_per_execution > 1 and not pad
-            # A partial last batch rides along as a separate tail, for data held as tensors.
-            and (n_train % self.global_batch_size == 0 or not isinstance(train, tf.data.Dataset)
-                 or fixed_shapes(train))
-            and not is_multi_worker(self.strategy) and fused.supports(model)) else 1
+        group = self._fused_group(model, train, n_train, stream, pad)
         # (A finished fit still gets its last epoch's stream: Keras may peek at a batch.)
         stream_epochs = (min(initial_epoch, epochs - 1), epochs)
         train_ds = self.dataset(train, training=True, epochs=stream_epochs if stream else None, num_examples=n_all,
                                 group=group, pad=pad)
+        val_ds = self.dataset(validation, training=False, num_examples=n_validation,
+                              pad=pad) if validation is not None else None
         self.fit_settings[fit_name] = {
             "steps_per_execution": steps_per_execution, "jit_compile": bool(model.jit_compile),
             "fused_steps": group > 1, "compiled_by": compiled_by,
             "train_examples": n_all, "trained_examples_per_epoch": n_train, "validation_examples": n_validation,
         }
-        val_ds = self.dataset(validation, training=False, num_examples=n_validation,
-                              pad=pad) if validation is not None else None
         if is_multi_worker(self.strategy):
             prepare_multi_worker_fit(model, self.strategy, train_ds)
+        all_callbacks, timer = self._callbacks(fit_name, epochs, initial_epoch, stream, callbacks)
+        fusing = fused.fused_steps(model, train_ds.element_spec, tail=n_train % self.global_batch_size != 0
+                                   ) if group > 1 else built_locally(model, train_ds, self.strategy)
+        with self.strategy.scope(), fusing:
+            history = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                validation_freq=validation_freq,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch if stream else None,
+                callbacks=all_callbacks,
+                verbose=self.verbose,
+                shuffle=False,  # the pipeline already shuffles, seeded
+            )
+        self.stop.check()
+        self._after_fit(model, history, fit_name, timer.durations, n_train)
+        return model
+
+    def _fit_data(self, train: Data, validation: Any, class_weight: Any) -> tuple[Any, Any, int, int]:
+        """Returns `(train, validation, n_train, n_validation)`: checked, weighted and counted (`kexp.inputs`)."""
+        train, validation = inputs.split_validation(train, validation)
+        train = inputs.normalize(train, "train")
+        if class_weight is not None:
+            train = inputs.with_class_weight(train, class_weight)
+        n_all = inputs.count_examples(train, "train", self.stop.check)
+        n_validation = 0
+        if validation is not None:
+            validation = inputs.normalize(validation, "validation")
+            n_validation = inputs.count_examples(validation, "validation", self.stop.check)
+        return train, validation, n_all, n_validation
+
+    def _fused_group(self, model: keras.Model, train: Any, n_train: int, stream: bool, pad: bool) -> int:
+        """Returns how many batches each compiled call runs in one loop (`kexp.fused`), or 1 where it cannot."""
+        steps_per_execution = int(model.steps_per_execution)
+        fusable = (
+            self.train.fuse_steps and stream and steps_per_execution > 1 and not pad
+            # A partial last batch rides along as a separate tail, for data held as tensors.
+            and (n_train % self.global_batch_size == 0 or not isinstance(train, tf.data.Dataset)
+                 or fixed_shapes(train))
+            and not is_multi_worker(self.strategy) and fused.supports(model))
+        return steps_per_execution if fusable else 1
+
+    def _callbacks(self, fit_name: str, epochs: int, initial_epoch: int, stream: bool,
+                   callbacks: Sequence[keras.callbacks.Callback]) -> tuple[list[keras.callbacks.Callback], EpochTimer]:
+        """Returns a fit's callbacks, in the order their epoch-end work must run, and its timer.
+
+        Each fit logs into its own folder: the run folder for the first
+        unnamed one, else RUN_DIR/FIT (the name its state is kept under).
+        """
+        sub = self.run_dir if fit_name == "model" else self.run_dir / fit_name
+        backup_dir = self.backup_root / fit_name
         gate = EpochGate(self.stop)
         timer = EpochTimer()
         logging: list[keras.callbacks.Callback] = []
@@ -381,11 +411,12 @@ class Harness:
                 TensorBoardLogger(gate, log_dir=str(sub), write_graph=False),
                 HistoryCSV(gate, str(sub / "history.csv")),
             ]
+        data_epoch = self.data_epoch  # made outside the scope: a plain, unmirrored variable
         # Order matters at epoch end: the gate decides first whether the epoch
         # counts; logs are written before the state that says the epoch is done
         # (a crash in between repeats at most the last epoch's points); the
         # timer comes last so that all of it counts as epoch time.
-        all_callbacks = [
+        return [
             gate,
             keras.callbacks.TerminateOnNaN(),
             StopOnRequest(self.stop),
@@ -397,35 +428,23 @@ class Harness:
             EpochCheckpoint(backup_dir, gate, epochs, write=self.is_chief,
                             run_info={**self.run_info, "fit": fit_name} if self.run_info else None),
             timer,
-        ]
-        fusing = fused.fused_steps(model, train_ds.element_spec, tail=n_train % self.global_batch_size != 0
-                                   ) if group > 1 else self._built_locally(model, train_ds)
-        with self.strategy.scope(), fusing:
-            history = model.fit(
-                train_ds,
-                validation_data=val_ds,
-                validation_freq=validation_freq,
-                epochs=epochs,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps_per_epoch if stream else None,
-                callbacks=all_callbacks,
-                verbose=self.verbose,
-                shuffle=False,  # the pipeline already shuffles, seeded
-            )
-        self.stop.check()
+        ], timer
+
+    def _after_fit(self, model: keras.Model, history: keras.callbacks.History, fit_name: str,
+                   durations: list[float], n_train: int) -> None:
+        """Records the fit: history, divergence, what trained it, its saved model, its throughput."""
         self.history[fit_name] = history
         losses = history.history.get("loss", [])
-        if any(not math.isfinite(v) for v in losses) or not _finite_weights(model):
+        if any(not math.isfinite(v) for v in losses) or not modelinfo.finite_weights(model):
             # NaN in the inputs can leave finite logged losses but NaN weights.
             self.status = "diverged"
-        self.fit_settings[fit_name].update(describe_training(model))
+        self.fit_settings[fit_name].update(modelinfo.describe_training(model))
         if self.is_chief:
             path = saving.save_fit_model(model, self.run_dir, fit_name)
             self.saved_models[fit_name] = str(path.relative_to(self.run_dir))
-        steady = timer.durations[1:] or timer.durations
+        steady = durations[1:] or durations
         self._train_seconds += sum(steady)
         self._train_samples += n_train * len(steady)
-        return model
 
     def _model_for_fit(self, model: Any, loss: Any, metrics: Any, optimizer: Any, steps_per_epoch: int,
                        epochs: int) -> tuple[keras.Model, str]:
@@ -434,7 +453,7 @@ class Harness:
         Call inside `strategy.scope()`.
         """
         if isinstance(model, keras.Model):
-            if self.num_replicas > 1 and not _mirrored(model):
+            if self.num_replicas > 1 and not fitargs.mirrored(model):
                 raise UsageError(
                     f"fit: received a {type(model).__name__} instance built outside the scope of --strategy "
                     f"{self.strategy_name} ({self.num_replicas} replicas); allowed: a function that builds "
@@ -459,28 +478,6 @@ class Harness:
             return model, "user (steps_per_execution chosen by the harness)"
         return model, "user"
 
-    @contextlib.contextmanager
-    def _built_locally(self, model: keras.Model, dataset: tf.data.Dataset) -> Iterator[None]:
-        """Under several replicas, builds `model` from one local batch and keeps Keras from peeking again.
-
-        Before each `fit` and `evaluate`, Keras 3.15 builds the model's
-        metrics from one batch of the data, distributed and then summed
-        across replicas; a batch that leaves a replica short or empty fails
-        there ("Inputs to operation AddN ... must have the same size"),
-        while the steps themselves handle it exactly. One replica needs none
-        of this.
-        """
-        if self.num_replicas == 1 or is_multi_worker(self.strategy):
-            yield  # multi-worker fits get `prepare_multi_worker_fit`
-            return
-        with self.strategy.scope():
-            model._symbolic_build(data_batch=next(iter(dataset.take(1))))
-        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-        try:
-            yield
-        finally:
-            del model._maybe_symbolic_build
-
     def _backup_name(self, name: str) -> str:
         # Fits of a run get their state files in call order (model, model_2,
         # ...), so a resumed run maps each fit to its own state.
@@ -504,7 +501,7 @@ class Harness:
         data = inputs.normalize(data, "data")
         n = inputs.count_examples(data, "data", self.stop.check)
         ds = self.dataset(data, training=False, num_examples=n, pad=pad)
-        with self.strategy.scope(), self._built_locally(model, ds):
+        with self.strategy.scope(), built_locally(model, ds, self.strategy):
             values = model.evaluate(ds, verbose=0, return_dict=True)
         return {f"{prefix}{k}": float(v) for k, v in values.items()}
 
@@ -545,73 +542,3 @@ class Harness:
     def close(self) -> None:
         if self._images is not None:
             self._images.close()
-
-
-def _mirrored(model: keras.Model) -> bool:
-    """Returns whether the model's variables (if any yet) are distributed ones, made in a strategy's scope."""
-    weights = model.weights
-    if not weights:
-        return True  # built lazily inside the scope by fit
-    value = getattr(weights[0], "value", weights[0])
-    return isinstance(value, tf.distribute.DistributedValues)
-
-
-def _count_argument(name: str, value: Any, most: int) -> int:
-    """Returns `value` if it is an integer 1..most (not a bool), else raises `UsageError` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-        raise UsageError(f"fit: {name}: received {str(value)[:80]!r}; allowed: an integer 1..{most:,}")
-    return value
-
-
-def _validation_argument(validation: Any, fit_kwargs: dict[str, Any]) -> Any:
-    """Returns the validation data or fraction from `validation` and `fit_kwargs`; refuses what the harness owns."""
-    for key, why in _OWNED_FIT_ARGS.items():
-        if key in fit_kwargs:
-            raise TypeError(f"fit: {key} is set by the harness ({why}); received {key}={fit_kwargs[key]!r}")
-    split = fit_kwargs.pop("validation_split", None)
-    if fit_kwargs:
-        raise TypeError(f"fit: unexpected keyword arguments {sorted(fit_kwargs)}; allowed: class_weight, "
-                        "validation_freq, validation_split, pad and the harness's own")
-    if split is not None:
-        if validation is not None:
-            raise TypeError("fit: received both validation and validation_split; allowed: one of them")
-        return split
-    return validation
-
-
-# Keras `fit` arguments the harness sets itself, and why.
-_OWNED_FIT_ARGS = {
-    "initial_epoch": "a resume starts each fit at its saved epoch",
-    "shuffle": "train.shuffle and train.seed order every epoch, reproducibly across resumes",
-    "steps_per_epoch": "an epoch is every training example once",
-    "batch_size": "train.batch_size per replica",
-}
-
-
-def describe_training(model: keras.Model) -> dict[str, Any]:
-    """Returns what trained a model: its optimizers (class, learning rate or schedule), loss and parameter count."""
-    optimizers = {}
-    for attr, opt in checkpoint.optimizers_of(model).items():
-        lr = opt.get_config().get("learning_rate")
-        optimizers[attr] = {"class": type(opt).__name__,
-                            "learning_rate": float(f"{lr:.7g}") if isinstance(lr, (int, float)) else
-                            lr if isinstance(lr, dict) else str(lr)}
-    loss = getattr(model, "loss", None)
-    if loss is not None and not isinstance(loss, str):
-        loss = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
-    return {"optimizers": optimizers, "loss": loss, "params": int(model.count_params())}
-
-
-def _summary_markdown(model: keras.Model) -> str:
-    """Returns `model.summary()` as a Markdown code block (TensorBoard's Text tab)."""
-    lines: list[str] = []
-    try:
-        model.summary(print_fn=lambda line, **_: lines.append(line))
-    except ValueError as err:  # a subclassed model not built yet
-        lines = [f"(no summary before the model is built: {err})"]
-    return "```\n" + "\n".join(lines) + "\n```"
-
-
-def _finite_weights(model: keras.Model) -> bool:
-    """Returns whether every floating-point weight of `model` is finite."""
-    return all(bool(np.isfinite(w).all()) for w in model.get_weights() if np.issubdtype(w.dtype, np.floating))

@@ -1,0 +1,39 @@
+"""Internal: what a trained model is, for `results.json` and TensorBoard: optimizers, loss, size, summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from kexp import checkpoint
+
+
+def describe_training(model: keras.Model) -> dict[str, Any]:
+    """Returns what trained a model: its optimizers (class, learning rate or schedule), loss and parameter count."""
+    optimizers = {}
+    for attr, opt in checkpoint.optimizers_of(model).items():
+        lr = opt.get_config().get("learning_rate")
+        optimizers[attr] = {"class": type(opt).__name__,
+                            "learning_rate": float(f"{lr:.7g}") if isinstance(lr, (int, float)) else
+                            lr if isinstance(lr, dict) else str(lr)}
+    loss = getattr(model, "loss", None)
+    if loss is not None and not isinstance(loss, str):
+        loss = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
+    return {"optimizers": optimizers, "loss": loss, "params": int(model.count_params())}
+
+
+def summary_markdown(model: keras.Model) -> str:
+    """Returns `model.summary()` as a Markdown code block (TensorBoard's Text tab)."""
+    lines: list[str] = []
+    try:
+        model.summary(print_fn=lambda line, **_: lines.append(line))
+    except ValueError as err:  # a subclassed model not built yet
+        lines = [f"(no summary before the model is built: {err})"]
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
+def finite_weights(model: keras.Model) -> bool:
+    """Returns whether every floating-point weight of `model` is finite."""
+    return all(bool(np.isfinite(w).all()) for w in model.get_weights() if np.issubdtype(w.dtype, np.floating))
