@@ -211,19 +211,11 @@ def _bench(args: argparse.Namespace) -> int:
         raise UsageError("bench: --set applies to a case, not to --sweep")
     _import_tensorflow_quietly()
     if args.sweep:
-        run_dir, sweep = bench.run_sweep(args.logdir, examples=args.examples or bench.SWEEP_EXAMPLES)
-        if args.json:
-            print(json.dumps({**sweep, "run_dir": str(run_dir)}))
-        else:
-            for key in ("batch_size", "width", "replicas"):
-                for row in sweep[key]:
-                    print(f"{key}={row[key]}: {row['harness_examples_per_s']:.0f} examples/s "
-                          f"(steps_per_execution={row['harness_steps_per_execution']}, "
-                          f"jit_compile={row['harness_jit_compile']}, fused_steps={row['harness_fused_steps']})")
-            for row in sweep["rollout"]:
-                print(f"rollout {row['horizon_pi']}*pi: {row['points']} points, {row['model_calls']} model calls, "
-                      f"{row['seconds']:.3f} s")
-            print(f"run_dir: {run_dir}")
+        from kexp import scaling
+
+        run_dir, sweep = scaling.run_sweep(args.logdir, examples=args.examples or scaling.SWEEP_EXAMPLES)
+        lines = [json.dumps({**sweep, "run_dir": str(run_dir)})] if args.json else scaling.format_sweep(sweep, run_dir)
+        print("\n".join(lines))
         return 0
     result = bench.run_bench(args.name, repeats=args.repeats, epochs=args.epochs, strategy=args.strategy,
                              examples=args.examples, width=args.width, compare=args.compare,

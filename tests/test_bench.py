@@ -73,3 +73,12 @@ def test_sweep_writes_its_report_with_one_and_two_replicas(tmp_path: Path):
     assert sweep["replicas"][1]["harness_global_batch_size"] == 200
     calls = [r["model_calls"] for r in sweep["rollout"]]
     assert calls == sorted(calls) and calls[-1] > 10 * calls[0]
+
+
+def test_the_rollout_timing_case_is_lstm_sines_default_model():
+    from kexp import registry
+    from kexp.scaling import RolloutCase
+
+    config = registry.load("lstm_sine").CONFIG
+    assert RolloutCase() == RolloutCase(feature_length=config.data.feature_length, interval=config.data.interval,
+                                        seq_length=config.data.seq_length, units=config.model.units)
