@@ -143,7 +143,7 @@ class HistoryCSV(keras.callbacks.CSVLogger):
             raise WriteError(self.filename, err) from None
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
+class SaveState(keras.callbacks.Callback):
     """Saves the fit's state (`kexp.checkpoint`) after every completed epoch.
 
     Restoring is the harness's job, before `fit` starts: it needs the saved

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from kexp import checkpoint, fitargs, fitlogs, fused, inputs, modelinfo, plots, rundir, saving, speed
 from kexp.callbacks import (
-    EpochCheckpoint, EpochGate, EpochTimer, HistoryCSV, ImageWriter, StopOnRequest, TensorBoardLogger,
+    SaveState, EpochGate, EpochTimer, HistoryCSV, ImageWriter, StopOnRequest, TensorBoardLogger,
 )
 from kexp.compat import built_locally, is_multi_worker, prepare_multi_worker_fit
 from kexp.config import TrainConfig
@@ -425,7 +425,7 @@ class Harness:
                 on_epoch_begin=lambda epoch, logs: data_epoch.assign(epoch))]),
             *logging,
             *callbacks,
-            EpochCheckpoint(backup_dir, gate, epochs, write=self.is_chief,
+            SaveState(backup_dir, gate, epochs, write=self.is_chief,
                             run_info={**self.run_info, "fit": fit_name} if self.run_info else None),
             timer,
         ], timer
