@@ -2,9 +2,9 @@
 
     import kexp
     results = kexp.run("lstm_sine", {"train.epochs": 5})     # a named experiment
-    with kexp.open_run("mine") as run:                        # your own model
-        model = run.fit(build_model, (x, y), loss="mse")
-    model = kexp.load_model(run.run_dir)                      # what it trained
+    with kexp.open_run("mine") as harness:                    # your own model
+        model = harness.fit(build_model, (x, y), loss="mse")
+    model = kexp.load_model(harness.run_dir)                  # what it trained
 
 The public API is `__all__` here and in `kexp.models`; other modules are
 internal. Importing `kexp` does not import TensorFlow: the names that need

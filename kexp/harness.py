@@ -283,7 +283,7 @@ class Harness:
                 (e.g. for an auxiliary model); created inside the scope if
                 callable. A `kexp.models.GAN` returned uncompiled gets two of
                 `train.optimizer` (or two calls of this function), e.g.
-                `optimizer=lambda: run.optimizer(beta_1=0.5)`.
+                `optimizer=lambda: harness.optimizer(beta_1=0.5)`.
             class_weight: `{class_index: weight}`, as in Keras' `fit`: each
                 example's loss is weighted by its class's weight.
             validation_freq: Validate every this many epochs, as in Keras' `fit`.

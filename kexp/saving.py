@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kexp.errors import UsageError, WriteError
 from kexp.rundir import fsync_dir
+
+if TYPE_CHECKING:
+    import keras
 
 MODELS_DIR = "models"
 
@@ -23,7 +26,7 @@ def model_path(run_dir: str | os.PathLike, fit: str = "model") -> Path:
     return Path(run_dir) / MODELS_DIR / f"{fit}.keras"
 
 
-def save_fit_model(model: Any, run_dir: str | os.PathLike, fit: str) -> Path:
+def save_fit_model(model: keras.Model, run_dir: str | os.PathLike, fit: str) -> Path:
     """Saves a fit's trained model atomically (temp file, fsync, rename).
 
     Args:
@@ -62,7 +65,7 @@ def save_fit_model(model: Any, run_dir: str | os.PathLike, fit: str) -> Path:
     return path
 
 
-def load_model(run_dir: str | os.PathLike, fit: str = "model", *, compile: bool = True) -> Any:
+def load_model(run_dir: str | os.PathLike, fit: str = "model", *, compile: bool = True) -> keras.Model:
     """Loads a fit's trained model from a run folder.
 
     kexp's own model classes (`kexp.models.GAN`) are registered first, so a

@@ -1,9 +1,9 @@
 """A run's lifecycle: open and lock its folder, yield the `Harness`, write `results.json`.
 
     import kexp
-    with kexp.open_run("my_model") as run:
-        model = run.fit(build_model, (x, y), loss="mse")
-    print(run.results["status"], run.run_dir)
+    with kexp.open_run("my_model") as harness:
+        model = harness.fit(build_model, (x, y), loss="mse")
+    print(harness.results["status"], harness.run_dir)
 """
 
 from __future__ import annotations

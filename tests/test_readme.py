@@ -18,8 +18,8 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
-    run = namespace["run"]
-    assert run.results["status"] == "ok"
-    assert run.results["metrics"]["test_loss"] < 0.05  # y = sum(x) is learned
-    assert Path(run.run_dir).is_relative_to(tmp_path / "logs" / "my_regressor")
+    harness = namespace["harness"]
+    assert harness.results["status"] == "ok"
+    assert harness.results["metrics"]["test_loss"] < 0.05  # y = sum(x) is learned
+    assert Path(harness.run_dir).is_relative_to(tmp_path / "logs" / "my_regressor")
     assert os.path.exists(Path(namespace["results"]["run_dir"]) / "forecast.png")
