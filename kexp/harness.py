@@ -440,8 +440,14 @@ class Harness:
             self.status = "diverged"
         self.fit_settings[fit_name].update(modelinfo.describe_training(model))
         if self.is_chief:
-            path = saving.save_fit_model(model, self.run_dir, fit_name)
-            self.saved_models[fit_name] = str(path.relative_to(self.run_dir))
+            try:
+                path = saving.save_fit_model(model, self.run_dir, fit_name)
+                self.saved_models[fit_name] = str(path.relative_to(self.run_dir))
+            except saving.NotSaveable as err:
+                # The training stands; only the file is missing, and results.json says why.
+                self.fit_settings[fit_name]["not_saved"] = str(err)
+                print(f"kexp: warning: fit {fit_name!r} trained, but Keras cannot save it ({err}); "
+                      "results.json fits says so", file=sys.stderr)
         steady = durations[1:] or durations
         self._train_seconds += sum(steady)
         self._train_samples += n_train * len(steady)

@@ -14,14 +14,26 @@ def describe_training(model: keras.Model) -> dict[str, Any]:
     """Returns what trained a model: its optimizers (class, learning rate or schedule), loss and parameter count."""
     optimizers = {}
     for attr, opt in checkpoint.optimizers_of(model).items():
-        lr = opt.get_config().get("learning_rate")
+        try:
+            lr = opt.get_config().get("learning_rate")
+        except Exception as err:  # a learning rate Keras cannot serialize (a lambda, say)
+            lr = f"not serializable ({type(err).__name__})"
         optimizers[attr] = {"class": type(opt).__name__,
                             "learning_rate": float(f"{lr:.7g}") if isinstance(lr, (int, float)) else
                             lr if isinstance(lr, dict) else str(lr)}
-    loss = getattr(model, "loss", None)
-    if loss is not None and not isinstance(loss, str):
-        loss = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
-    return {"optimizers": optimizers, "loss": loss, "params": int(model.count_params())}
+    return {"optimizers": optimizers, "loss": _loss_name(getattr(model, "loss", None)),
+            "params": int(model.count_params())}
+
+
+def _loss_name(loss: Any) -> Any:
+    """Returns a loss as JSON: its name, or the names of a multi-output model's losses."""
+    if loss is None or isinstance(loss, str):
+        return loss
+    if isinstance(loss, dict):
+        return {key: _loss_name(value) for key, value in loss.items()}
+    if isinstance(loss, (list, tuple)):
+        return [_loss_name(value) for value in loss]
+    return getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
 
 
 def summary_markdown(model: keras.Model) -> str:

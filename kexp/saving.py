@@ -39,6 +39,7 @@ def save_fit_model(model: keras.Model, run_dir: str | os.PathLike, fit: str) -> 
 
     Raises:
         WriteError: When the file cannot be written (names it).
+        NotSaveable: When Keras cannot serialize the model; nothing is left on disk.
     """
     path = model_path(run_dir, fit)
     tmp = None
@@ -57,12 +58,24 @@ def save_fit_model(model: keras.Model, run_dir: str | os.PathLike, fit: str) -> 
     except OSError as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+        if err.errno is None:
+            # Not the disk: Keras could not serialize something (inspect's
+            # "could not get source code" for a lambda is an OSError too).
+            raise NotSaveable(f"{type(err).__name__}: {err}") from None
         raise WriteError(path, err) from None
+    except (TypeError, ValueError, NotImplementedError, AttributeError) as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise NotSaveable(f"{type(err).__name__}: {' '.join(str(err).split())[:200]}") from None
     except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class NotSaveable(Exception):
+    """Keras cannot serialize this model (a lambda learning rate, an unregistered custom layer, ...)."""
 
 
 def load_model(run_dir: str | os.PathLike, fit: str = "model", *, compile: bool = True) -> keras.Model:

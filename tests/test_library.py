@@ -250,3 +250,35 @@ def test_a_model_without_an_input_layer_trains_as_with_keras_fit(logdir):
         model = run.fit(lazy, (x, y), loss="mse")
     assert run.results["status"] == "ok" and int(model.optimizer.iterations) == 12
     assert run.results["fits"]["model"]["params"] == 2 * 4 + 4 + 4 + 1
+
+
+def test_a_model_keras_cannot_save_still_trains_and_says_so(logdir, capsys):
+    class Thing:
+        pass
+
+    class Scale(keras.layers.Layer):  # an argument Keras cannot serialize, and no get_config: no save
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def call(self, x):
+            return x * 2.0
+
+    x = np.zeros((40, 2), "float32")
+
+    def build():
+        inputs = keras.Input((2,))
+        hidden = Scale(Thing())(inputs)
+        model = keras.Model(inputs, {"a": keras.layers.Dense(1, name="a")(hidden),
+                                     "b": keras.layers.Dense(1, name="b")(hidden)})
+        model.compile("sgd", {"a": "mse", "b": keras.losses.MeanAbsoluteError()})
+        return model
+
+    with kexp.open_run("unsaveable", logdir=logdir, train=TrainConfig(epochs=1, batch_size=8), verbose=0) as run:
+        run.fit(build, (x, {"a": x[:, :1], "b": x[:, 1:]}))
+    fit = run.results["fits"]["model"]
+    assert run.results["status"] == "ok" and run.results["models"] == {}
+    assert fit["not_saved"].startswith("NotImplementedError: ")
+    assert fit["loss"] == {"a": "mse", "b": "mean_absolute_error"}
+    assert list((run.run_dir / "models").iterdir()) == []  # no temp file left
+    assert "kexp: warning: fit 'model' trained, but Keras cannot save it" in capsys.readouterr().err
