@@ -46,6 +46,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from kexp.rundir import fsync_dir
+
 __all__ = ["truncate", "points", "drop_points", "remove_temp_files"]
 
 HISTORY = "history.csv"
@@ -254,17 +256,4 @@ def _replace(path: Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # no directory handles (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)

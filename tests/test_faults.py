@@ -5,6 +5,7 @@ The argument and config cases of the bad-input table are in `test_cli.py`.
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -185,6 +186,20 @@ def test_two_runs_at_once_finish_in_two_folders_that_tensorboard_lists(logdir):
         assert f"xor/{run_id}/two_layer/validation" in runs, runs
 
 
+def fill_disk(folder):
+    """Writes FOLDER/filler until the disk is full."""
+    with open(folder / "filler", "wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"x" * 4096)
+        except OSError:
+            pass
+
+
+# The experiment files below fill their disk with the same function (its source appended to theirs).
+FILL_DISK_SOURCE = "\n\n" + inspect.getsource(fill_disk)
+
+
 # A linear fit that can kill itself at the end of an epoch, after its history
 # row and TensorBoard point are written and before its state is saved (user
 # callbacks run between the two), or fill its disk there (FILL_DISK_AT).
@@ -214,18 +229,12 @@ KILLABLE = textwrap.dedent('''
             if epoch == int(os.environ.get("KILL_AT", -1)):
                 os.kill(os.getpid(), signal.SIGKILL)
             if epoch == int(os.environ.get("FILL_DISK_AT", -1)):
-                with open(harness.run_dir.parent / "filler", "wb", buffering=0) as out:
-                    try:
-                        while True:
-                            out.write(b"x" * 4096)
-                            out.flush()
-                    except OSError:
-                        pass
+                fill_disk(harness.run_dir.parent)
 
         model = harness.fit(lambda: keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]), (x, 3 * x),
                             (x, 3 * x), loss="mse", callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=at_epoch_end)])
         return harness.evaluate(model, (x, 3 * x))
-''')
+''') + FILL_DISK_SOURCE
 
 
 @pytest.fixture
@@ -366,13 +375,7 @@ def test_full_disk_at_the_state_save_names_the_state_file_and_resume_logs_no_epo
 def test_full_disk_at_the_start_names_config_json_and_leaves_no_folder(killable, small_disk):
     logdir = small_disk / "logs"
     (logdir / "killable").mkdir(parents=True)
-    with open(small_disk / "filler", "wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(b"x" * 4096)
-                out.flush()
-        except OSError:
-            pass
+    fill_disk(small_disk)
     proc = run_cli("run", "killable", "--logdir", str(logdir), env=killable)
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
@@ -390,18 +393,12 @@ FIGURE_ON_FULL_DISK = textwrap.dedent('''
     def run(config, harness):
         import matplotlib.pyplot as plt
 
-        with open(harness.run_dir.parent / "filler", "wb", buffering=0) as out:
-            try:
-                while True:
-                    out.write(b"x" * 4096)
-                    out.flush()
-            except OSError:
-                pass
+        fill_disk(harness.run_dir.parent)
         fig, ax = plt.subplots()
         ax.plot(range(1000))
         harness.log_figure("curve", fig)
         return {}
-''')
+''') + FILL_DISK_SOURCE
 
 
 def test_full_disk_at_a_figure_names_the_png(tmp_path, small_disk):
