@@ -100,26 +100,45 @@ class StopOnRequest(keras.callbacks.Callback):
 
 
 class TensorBoardLogger(keras.callbacks.TensorBoard):
-    """Keras' TensorBoard callback that flushes every completed epoch and skips cut-short ones.
+    """Keras' TensorBoard callback that flushes every completed epoch, skips cut-short ones, and logs more.
 
     Keras' writers flush every two minutes; a process killed in between
     would lose the curves of the epochs its saved state says are done.
+    Besides Keras' `epoch_*` scalars it writes, under `train/`, the epoch's
+    training throughput (`epoch_examples_per_s`, validation excluded) and
+    the learning rate of every optimizer a model holds (Keras logs
+    `model.optimizer`'s only; a `kexp.models.GAN` has two).
 
     Args:
         gate: The fit's `EpochGate`.
+        timer: An `EpochTimer` that runs before this callback.
+        examples_per_epoch: Examples one epoch trains on.
         **kwargs: Passed to `keras.callbacks.TensorBoard`.
     """
 
-    def __init__(self, gate: EpochGate, **kwargs: Any) -> None:
+    def __init__(self, gate: EpochGate, timer: EpochTimer, examples_per_epoch: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gate = gate
+        self.timer = timer
+        self.examples_per_epoch = examples_per_epoch
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if not self.gate.complete:
             return
+        logs = dict(logs or {})  # a copy: History and the CSV keep Keras' own keys
+        seconds = self.timer.durations[-1] if self.timer.durations else 0.0
+        if seconds > 0:
+            logs["examples_per_s"] = self.examples_per_epoch / seconds
         super().on_epoch_end(epoch, logs)
         for writer in self._writers.values():
             writer.flush()
+
+    def _collect_learning_rate(self, logs: dict[str, Any]) -> dict[str, Any]:
+        logs = super()._collect_learning_rate(logs)
+        if not any(key.startswith("learning_rate") for key in logs):
+            for attr, optimizer in checkpoint.optimizers_of(self.model).items():
+                logs[f"learning_rate_{attr}"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        return logs
 
 
 class HistoryCSV(keras.callbacks.CSVLogger):
@@ -185,13 +204,12 @@ def _all_finite(logs: Any) -> bool:
     return True
 
 
-class ImageWriter:
-    """Writes PNG images and Markdown text into a TensorBoard event file (the run's `plots` folder).
+class SummaryWriter:
+    """Writes run-level TensorBoard summaries (images, text, scalars, HParams) into one folder's event file.
 
     In a resumed run (`replace_existing`), a point written at a `(tag, step)`
-    that the folder already holds (a figure or text the interrupted process
-    wrote before its state was saved) replaces the old one, so that no step
-    shows twice.
+    that the folder already holds (one the interrupted process wrote before
+    its state was saved) replaces the old one, so that no step shows twice.
 
     Args:
         logdir: The folder.
@@ -210,20 +228,50 @@ class ImageWriter:
         image = tf.image.decode_png(png, channels=4)[tf.newaxis]
         with self._writer.as_default():
             tf.summary.image(tag, image, step=step)
-        self._written(tag, step)
+        self._written([tag], step)
 
     def write_text(self, tag: str, text: str, step: int = 0) -> None:
         """Adds one Markdown text summary."""
         with self._writer.as_default():
             tf.summary.text(tag, text, step=step)
-        self._written(tag, step)
+        self._written([tag], step)
 
-    def _written(self, tag: str, step: int) -> None:
+    def write_scalars(self, values: dict[str, float], step: int = 0) -> None:
+        """Adds one scalar summary per `tag: value`, all at `step`."""
+        with self._writer.as_default():
+            for tag, value in values.items():
+                tf.summary.scalar(tag, value, step=step)
+        self._written(list(values), step)
+
+    def write_hparams(self, hparams: dict[str, Any], trial_id: str) -> None:
+        """Adds the HParams plugin's session start info: this folder is one session with these values."""
+        from tensorboard.plugins.hparams import api as hp
+        from tensorboard.plugins.hparams import metadata
+
+        with self._writer.as_default():
+            hp.hparams(hparams, trial_id=trial_id)
+        self._written([metadata.SESSION_START_INFO_TAG], 0)
+
+    def write_session_end(self, status: str) -> None:
+        """Adds the HParams plugin's session end info; `status` is a run status (`ok`, `diverged`, ...)."""
+        from tensorboard.plugins.hparams import api_pb2, metadata
+        from tensorboard.plugins.hparams import summary as hparams_summary
+
+        # The plugin has no "aborted": an interrupted (resumable) run is unknown.
+        code = {"ok": api_pb2.STATUS_SUCCESS, "interrupted": api_pb2.STATUS_UNKNOWN}.get(
+            status, api_pb2.STATUS_FAILURE)
+        with self._writer.as_default():
+            tf.summary.experimental.write_raw_pb(
+                hparams_summary.session_end_pb(code).SerializeToString(), step=0)
+        self._written([metadata.SESSION_END_INFO_TAG], 0)
+
+    def _written(self, tags: list[str], step: int) -> None:
         self._writer.flush()
         # The new point is on disk first: a kill in between leaves it twice, never missing.
-        if (tag, step) in self._old_points:
-            fitlogs.drop_points(self._old_files, {(tag, step)})
-            self._old_points.discard((tag, step))
+        replaced = {(tag, step) for tag in tags} & self._old_points
+        if replaced:
+            fitlogs.drop_points(self._old_files, replaced)
+            self._old_points -= replaced
 
     def close(self) -> None:
         self._writer.close()

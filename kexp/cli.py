@@ -59,7 +59,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="train.KEY=VALUE",
         help="a harness training setting, e.g. train.fuse_steps=false (repeatable)",
     )
+    runs = sub.add_parser("runs", help="list past runs from their results.json, newest first")
+    runs.add_argument("name", nargs="?", default=None, help="only this experiment's runs")
+    runs.add_argument("--logdir", default="logs", help="root of run folders (default: ./logs)")
+    runs.add_argument("--json", action="store_true", help="print one JSON list")
+    board = sub.add_parser("tensorboard", help="start TensorBoard on 127.0.0.1 for the run folders")
+    board.add_argument("--logdir", default="logs", help="root of run folders (default: ./logs)")
+    board.add_argument("--port", type=_port, default=6006, help="port (default 6006; 0: any free one)")
+    sweep = sub.add_parser("sweep", help="train an experiment at every point of a grid of settings")
+    sweep.add_argument("name", nargs="?", default=None, help="the experiment (optional with --resume)")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="a swept setting, e.g. --grid model.units=32,64 (repeatable: the grid is their product)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="a setting every point shares (repeatable)")
+    sweep.add_argument("--jobs", type=_positive, default=1, help="points trained at once (default 1)")
+    sweep.add_argument("--logdir", default="logs", help="root of run folders (default: ./logs)")
+    sweep.add_argument("--strategy", default="auto", choices=STRATEGIES, help="tf.distribute strategy of each point")
+    sweep.add_argument("--resume", metavar="SWEEP_DIR", default=None, help="run the points a stopped sweep is missing")
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"received {text!r}; allowed: an integer 0-65535") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"received {value}; allowed: an integer 0-65535")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -82,6 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _show(args.name, args.overrides)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "runs":
+            return _runs(args)
+        if args.command == "tensorboard":
+            return _tensorboard(args)
+        if args.command == "sweep":
+            return _sweep(args)
         return _run(args)
     except UsageError as err:
         print(f"kexp: error: {err}", file=sys.stderr)
@@ -225,3 +258,78 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         print("\n".join(bench.format_result(result)))
     return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    import json
+
+    from kexp import runs
+
+    entries = runs.collect(args.logdir, args.name)
+    print(json.dumps(entries, allow_nan=False, default=str) if args.json else "\n".join(runs.format_table(entries)))
+    return 0
+
+
+def _tensorboard(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    if not os.path.isdir(args.logdir):
+        raise UsageError(f"--logdir {args.logdir!r}: not a folder; allowed: a folder of runs (default ./logs)")
+    _import_tensorflow_quietly()
+    from tensorboard import program
+
+    board = program.TensorBoard()
+    import importlib.util
+
+    # TensorBoard's "auto" prints a note about its fast loader; pick the loader here instead.
+    fast = "true" if importlib.util.find_spec("tensorboard_data_server") else "false"
+    board.configure(logdir=os.path.abspath(args.logdir), host="127.0.0.1", port=args.port, load_fast=fast)
+    try:
+        url = board.launch()
+    except program.TensorBoardServerException as err:
+        raise UsageError(f"--port {args.port}: {err.msg}; allowed: a free port (0: any free one)") from None
+    print(f"TensorBoard on {os.path.abspath(args.logdir)} at {url} (Ctrl-C stops it)", flush=True)
+    stopped = threading.Event()
+    # Set explicitly: a shell's background job inherits SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    while not stopped.wait(1.0):
+        pass
+    print("TensorBoard stopped", flush=True)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from kexp import sweep as sweeps
+    from kexp.rundir import RunLock, check_name
+    from kexp.strategy import check_name as check_strategy
+
+    check_strategy(args.strategy)
+    if args.resume is not None:
+        if args.grid or args.overrides:
+            raise UsageError("sweep --resume runs the saved grid; received --grid or --set; allowed: --resume alone")
+        data = sweeps.load_sweep(args.resume, args.name)
+        sweep_dir = os.path.abspath(args.resume)
+    else:
+        if args.name is None:
+            raise UsageError("sweep: give an experiment name (kexp list), or --resume SWEEP_DIR")
+        check_name(args.name, "sweep NAME")
+        grid = sweeps.parse_grid(args.name, args.grid, args.overrides)
+        sweep_dir, data = sweeps.new_sweep(args.name, grid, args.overrides, args.logdir, args.strategy)
+    from pathlib import Path
+
+    sweep_dir = Path(sweep_dir)
+    lock = RunLock(sweep_dir, f"sweep folder {str(sweep_dir)!r}")
+    try:
+        finished = sweeps.run_points(sweep_dir, data, args.jobs, say=lambda line: print(line, flush=True))
+        print("\n".join(sweeps.summarize(sweep_dir, data)))
+    finally:
+        lock.release()
+    if not finished:
+        print(f"kexp: sweep interrupted; finished points are kept; continue with: kexp sweep --resume {sweep_dir}",
+              file=sys.stderr)
+    print(f"sweep_dir: {sweep_dir}", flush=True)
+    if not finished:
+        return 130
+    return 0 if all(p["status"] == "ok" for p in data["points"]) else 1

@@ -87,6 +87,17 @@ class TrainConfig:
     )
     shuffle: bool = param(True, help="reshuffle training data every epoch")
     shuffle_buffer: int = param(10_000, ge=1, le=10_000_000, help="tf.data shuffle buffer size")
+    profile_steps: tuple[int, int] = param(
+        (0, 0), ge=0, le=1_000_000,
+        help="profile compiled calls START,STOP (from 1) of each fit for TensorBoard's Profile tab; 0,0: off",
+    )
+
+    def check(self) -> None:
+        """Raises `ConfigError` for a profile range that is not `0,0` or `START,STOP` with 1 <= START <= STOP."""
+        start, stop = self.profile_steps
+        if (start, stop) != (0, 0) and not 1 <= start <= stop:
+            raise ConfigError(f"train.profile_steps: received {start},{stop}; allowed: 0,0 (off) or START,STOP "
+                              "with 1 <= START <= STOP (compiled calls of a fit, counted from 1)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from kexp import checkpoint, fitargs, fitlogs, fused, inputs, modelinfo, plots, rundir, saving, speed
 from kexp.callbacks import (
-    SaveState, EpochGate, EpochTimer, HistoryCSV, ImageWriter, StopOnRequest, TensorBoardLogger,
+    SaveState, EpochGate, EpochTimer, HistoryCSV, StopOnRequest, SummaryWriter, TensorBoardLogger,
 )
 from kexp.compat import built_locally, is_multi_worker, prepare_multi_worker_fit
 from kexp.config import TrainConfig
@@ -95,7 +95,8 @@ class Harness:
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose
         self._train_seconds = 0.0
         self._train_samples = 0
-        self._images: ImageWriter | None = None
+        self._images: SummaryWriter | None = None
+        self._summaries: SummaryWriter | None = None
         self._steps_per_epoch: int | None = None
         self._epochs: int | None = None
         self.pipeline = Pipeline(train, int(strategy.num_replicas_in_sync), strategy_name)
@@ -105,6 +106,8 @@ class Harness:
         self.resumed = resumed
         self.history: dict[str, keras.callbacks.History] = {}
         self.saved_models: dict[str, str] = {}
+        # Whether the final metrics and HParams session end went to TensorBoard (`kexp.session`).
+        self.final_logged = False
 
     # -- data -------------------------------------------------------------
 
@@ -343,7 +346,7 @@ class Harness:
         }
         if is_multi_worker(self.strategy):
             prepare_multi_worker_fit(model, self.strategy, train_ds)
-        all_callbacks, timer = self._callbacks(fit_name, epochs, initial_epoch, stream, callbacks)
+        all_callbacks, timer = self._callbacks(fit_name, epochs, initial_epoch, n_train, stream, callbacks)
         fusing = fused.fused_steps(model, train_ds.element_spec, tail=n_train % self.global_batch_size != 0
                                    ) if group > 1 else built_locally(model, train_ds, self.strategy)
         with self.strategy.scope(), fusing:
@@ -386,7 +389,7 @@ class Harness:
             and not is_multi_worker(self.strategy) and fused.supports(model))
         return steps_per_execution if fusable else 1
 
-    def _callbacks(self, fit_name: str, epochs: int, initial_epoch: int, stream: bool,
+    def _callbacks(self, fit_name: str, epochs: int, initial_epoch: int, n_train: int, stream: bool,
                    callbacks: Sequence[keras.callbacks.Callback]) -> tuple[list[keras.callbacks.Callback], EpochTimer]:
         """Returns a fit's callbacks, in the order their epoch-end work must run, and its timer.
 
@@ -407,8 +410,12 @@ class Harness:
                 # Logs written past the saved state (a kill between the two
                 # writes, a failed state save) are dropped: no epoch twice.
                 fitlogs.truncate(sub, initial_epoch)
+            tb_timer = EpochTimer()
             logging = [
-                TensorBoardLogger(gate, log_dir=str(sub), write_graph=False),
+                tb_timer,
+                # The model's conceptual graph goes in once, at step 0, with the fit's first epoch.
+                TensorBoardLogger(gate, tb_timer, n_train, log_dir=str(sub), write_graph=initial_epoch == 0,
+                                  profile_batch=self._profile_range(sub)),
                 HistoryCSV(gate, str(sub / "history.csv")),
             ]
         data_epoch = self.data_epoch  # made outside the scope: a plain, unmirrored variable
@@ -429,6 +436,19 @@ class Harness:
                             run_info={**self.run_info, "fit": fit_name} if self.run_info else None),
             timer,
         ], timer
+
+    def _profile_range(self, sub: Path) -> tuple[int, int] | int:
+        """Returns Keras' `profile_batch` for `train.profile_steps`, saying where the trace goes."""
+        start, stop = self.train.profile_steps
+        if not stop:
+            return 0
+        import importlib.util
+
+        where = sub / "train" / "plugins" / "profile"
+        view = ("open it in TensorBoard's Profile tab" if importlib.util.find_spec("tensorboard_plugin_profile")
+                else "TensorBoard shows it with the optional profile plugin: pip install 'kexp[profile]'")
+        print(f"kexp: profiling compiled calls {start}-{stop} into {where}; {view}", file=sys.stderr)
+        return (start, stop)
 
     def _after_fit(self, model: keras.Model, history: keras.callbacks.History, fit_name: str,
                    durations: list[float], n_train: int) -> None:
@@ -539,12 +559,26 @@ class Harness:
         return path
 
     @property
-    def images(self) -> ImageWriter:
-        """TensorBoard writer for images and text (the run's `plots` folder)."""
+    def images(self) -> SummaryWriter:
+        """TensorBoard writer for figures and text (the run's `plots` folder)."""
         if self._images is None:
-            self._images = ImageWriter(self.run_dir / "plots", replace_existing=self.resumed)
+            self._images = SummaryWriter(self.run_dir / "plots", replace_existing=self.resumed)
         return self._images
 
+    @property
+    def summaries(self) -> SummaryWriter:
+        """TensorBoard writer of the run folder itself: HParams and the final quality metrics.
+
+        The run folder is the HParams session; the fits' `train/` and
+        `validation/` scalars below it are the session's metrics too.
+        """
+        if self._summaries is None:
+            self._summaries = SummaryWriter(self.run_dir, replace_existing=self.resumed)
+        return self._summaries
+
     def close(self) -> None:
-        if self._images is not None:
-            self._images.close()
+        """Closes the run's TensorBoard writers."""
+        for writer in (self._images, self._summaries):
+            if writer is not None:
+                writer.close()
+        self._images = self._summaries = None

@@ -247,3 +247,45 @@ def sweep_figure(sweep: Any) -> Any:
     axes[3].set_title("lstm_sine rollout time vs horizon")
     fig.tight_layout()
     return fig
+
+
+def grid_sweep_figure(sweep: Any, keys: Any, metrics: Any) -> Any:
+    """Returns `kexp sweep`'s figure: one panel per (metric, swept key), every finished point a dot.
+
+    Points that share a key's value are joined through their mean; numeric
+    values spanning a decade or more get a log axis.
+    """
+    done = [p for p in sweep["points"] if p["metrics"]]
+    fig, axes = plt.subplots(len(metrics), len(keys), figsize=(4.2 * len(keys), 3.2 * len(metrics)), squeeze=False)
+    for col, key in enumerate(keys):
+        values = sweep["grid"][key]
+        numbers = _as_numbers(values)
+        for row, metric in enumerate(metrics):
+            ax = axes[row][col]
+            xs, ys = [], []
+            for p in done:
+                if metric in p["metrics"] and p["metrics"][metric] is not None:
+                    position = values.index(p["settings"][key])
+                    xs.append(numbers[position] if numbers else position)
+                    ys.append(p["metrics"][metric])
+            ax.plot(xs, ys, "o", alpha=0.6)
+            positions = numbers or list(range(len(values)))
+            means = [(x, sum(y for xx, y in zip(xs, ys) if xx == x) / xs.count(x)) for x in positions if x in xs]
+            if means:
+                ax.plot(*zip(*means), "-", color="C1", label="mean")
+            if numbers and min(numbers) > 0 and max(numbers) >= 10 * min(numbers):
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.set_xticks(positions, values)
+            ax.set_xlabel(key)
+            ax.set_ylabel(metric)
+    fig.suptitle(f"kexp sweep {sweep['experiment']}: {len(done)} of {len(sweep['points'])} points finished")
+    fig.tight_layout()
+    return fig
+
+
+def _as_numbers(values: Any) -> list[float] | None:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None

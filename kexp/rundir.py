@@ -22,8 +22,13 @@ from typing import Any
 from kexp.errors import UsageError, WriteError
 
 
-def create_run_dir(logdir: str | os.PathLike, name: str) -> Path:
+def create_run_dir(logdir: str | os.PathLike, name: str, prefix: str = "") -> Path:
     """Creates and returns a new, unique run folder `logdir/name/RUN_ID`.
+
+    Args:
+        logdir: The root of run folders.
+        name: The experiment.
+        prefix: Put before the RUN_ID (`sweep-` for a sweep's folder).
 
     Raises:
         UsageError: When `logdir` cannot be written to.
@@ -39,7 +44,7 @@ def create_run_dir(logdir: str | os.PathLike, name: str) -> Path:
             "allowed: a folder you can write to"
         ) from None
     while True:
-        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        run_id = prefix + time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
         run_dir = parent / run_id
         try:
             run_dir.mkdir()
@@ -132,18 +137,46 @@ class RunLock:
         import fcntl
 
         self._fd = os.open(run_dir, os.O_RDONLY)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self._fd)
-            raise UsageError(f"{what}: in use by another kexp process (its run folder is locked); "
-                             "allowed: a run folder no process is training in") from None
+        # A few tries: `in_use` (kexp runs) holds a shared lock for an instant.
+        for attempt in range(_LOCK_TRIES):
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError:
+                if attempt + 1 < _LOCK_TRIES:
+                    time.sleep(0.05)
+        os.close(self._fd)
+        raise UsageError(f"{what}: in use by another kexp process (its run folder is locked); "
+                         "allowed: a run folder no process is training in")
 
     def release(self) -> None:
         """Releases the lock (closing the descriptor releases it)."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+_LOCK_TRIES = 10
+
+
+def in_use(run_dir: Path) -> bool:
+    """Returns whether a process holds the folder's `RunLock` (trains in it now).
+
+    Takes a shared lock for an instant, which `RunLock` waits out.
+    """
+    import fcntl
+
+    try:
+        fd = os.open(run_dir, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")

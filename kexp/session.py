@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import keras
 import tensorflow as tf
 
-from kexp import checkpoint, rundir
+from kexp import checkpoint, hparams, rundir
 from kexp.config import ExperimentConfig, TrainConfig, to_dict, validate
 from kexp.errors import RunError, UsageError, WriteError
 from kexp.harness import Harness
@@ -109,6 +109,9 @@ def open_run(
     harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, backup_root=backup_root,
                       run_info={"experiment": name, "config": config_data}, resumed=resume is not None)
     harness.seeded_globally = seeded
+    if chief:
+        # The run folder is one HParams session; a resumed run's replaces its old start.
+        harness.summaries.write_hparams(hparams.flatten(config_data), trial_id=run_dir.name)
     if chief and resume is None:
         harness.images.write_text("config", _config_markdown(config_data))
     started = time.perf_counter()
@@ -202,8 +205,11 @@ def _write_results(harness: Harness, name: str, config_data: dict, wall_time_s: 
     When the run is already failing, a write that fails too keeps the first
     error: it names what failed first (a full disk fails both).
     """
-    harness.close()
     harness.results = _results(harness, name, config_data, wall_time_s)
+    if chief and not harness.final_logged:
+        harness.final_logged = True
+        _log_final(harness)
+    harness.close()
     if not chief:
         shutil.rmtree(harness.run_dir, ignore_errors=True)
         return
@@ -213,6 +219,20 @@ def _write_results(harness: Harness, name: str, config_data: dict, wall_time_s: 
         if failing:
             return
         raise WriteError(err.path, err.os_error, "; the trained state is in the run folder's backup/") from None
+
+
+def _log_final(harness: Harness) -> None:
+    """Writes the quality metrics as scalars (`metrics/NAME`) and the HParams session's end with its status.
+
+    TensorBoard is a view of the run: a write that fails (a full disk, say)
+    is a warning, and `results.json`, written next, says what failed.
+    """
+    try:
+        harness.summaries.write_scalars({f"metrics/{key}": value for key, value in harness.metrics.items()})
+        harness.summaries.write_session_end(harness.status)
+    except (OSError, tf.errors.OpError) as err:
+        print(f"kexp: warning: could not write the final TensorBoard summaries into {harness.run_dir} ({err})",
+              file=sys.stderr)
 
 
 def _config_markdown(config_data: dict) -> str:

@@ -1,0 +1,196 @@
+"""Internal: `kexp runs`: past runs read from their run folders, newest first.
+
+Each run folder `LOGDIR/NAME/RUN_ID` is described from its `results.json`
+alone (no TensorFlow), and every folder gets a line whatever state it is in:
+
+- `ok`, `diverged`, `interrupted`, `failed`: what its `results.json` says;
+- `running`: a process trains in it now (it holds the folder's lock);
+- `crashed`: a `config.json` but no `results.json`, and no process in it
+  (killed with SIGKILL, or the machine went down; `kexp run NAME --resume`
+  continues it);
+- `corrupt`: a `results.json` or `config.json` that is not readable JSON of
+  the right shape, or a folder that is not a run at all.
+
+Sweep folders (`kexp sweep`, they hold a `sweep.json`) are not runs and are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from kexp import hparams, quality, rundir
+from kexp.errors import UsageError
+
+FINISHED = ("ok", "diverged", "interrupted", "failed")
+
+
+def collect(logdir: str | Path, name: str | None = None) -> list[dict[str, Any]]:
+    """Returns one entry per run folder under `logdir`, newest first.
+
+    Args:
+        logdir: The root of run folders.
+        name: Only this experiment's runs.
+
+    Returns:
+        Dicts with `run_id`, `experiment`, `run_dir`, `status`, `reason`
+        (why a run is `crashed` or `corrupt`, else ""), `overrides` (the
+        config values that differ from the experiment's defaults; None when
+        the experiment cannot be loaded), `metrics`, `meets_bar` (whether the
+        metrics meet the experiment's declared bar; None without a bar or
+        metrics), `missed` (the bars missed), `wall_time_s` and
+        `train_samples_per_s` (None when unknown).
+
+    Raises:
+        UsageError: When `logdir` is not a folder.
+    """
+    root = Path(logdir)
+    if not root.is_dir():
+        raise UsageError(f"--logdir {str(logdir)!r}: not a folder; allowed: a folder of runs (kexp run writes "
+                         "LOGDIR/NAME/RUN_ID; default ./logs)")
+    if name is not None:
+        rundir.check_name(name, "runs NAME")
+    experiments = [root / name] if name is not None else _folders(root)
+    defaults: dict[str, tuple[Mapping[str, Any] | None, Mapping[str, Any]]] = {}
+    entries = []
+    for folder in experiments:
+        for run_dir in _folders(folder):
+            if (run_dir / "sweep.json").exists():
+                continue
+            entry = describe(run_dir)
+            if entry["experiment"] not in defaults:
+                defaults[entry["experiment"]] = _defaults_and_bars(entry["experiment"])
+            config_defaults, bars = defaults[entry["experiment"]]
+            _add_comparisons(entry, config_defaults, bars)
+            entries.append(entry)
+    # Run ids start with their creation time; the folder's own time breaks ties and orders other names.
+    entries.sort(key=lambda e: (e.pop("_created"), e["run_id"]), reverse=True)
+    return entries
+
+
+def describe(run_dir: Path) -> dict[str, Any]:
+    """Returns what a run folder's files say about it (see `collect`), without comparisons."""
+    entry: dict[str, Any] = {
+        "run_id": run_dir.name, "experiment": run_dir.parent.name, "run_dir": str(run_dir), "status": "",
+        "reason": "", "config": None, "metrics": {}, "wall_time_s": None, "train_samples_per_s": None,
+        "_created": _created(run_dir),
+    }
+    results, results_error = _read(run_dir / "results.json")
+    config, config_error = _read(run_dir / "config.json")
+    if rundir.in_use(run_dir):
+        entry["status"] = "running"
+    elif results is not None:
+        status = results.get("status")
+        if status in FINISHED and isinstance(results.get("metrics"), dict):
+            entry["status"] = status
+        else:
+            entry["status"], entry["reason"] = "corrupt", f"results.json has no valid status (received {status!r})"
+    elif results_error:
+        entry["status"], entry["reason"] = "corrupt", f"results.json: {results_error}"
+    elif config is not None:
+        entry["status"], entry["reason"] = "crashed", "no results.json and no process in it: resume it"
+    elif config_error:
+        entry["status"], entry["reason"] = "corrupt", f"config.json: {config_error}"
+    else:
+        entry["status"], entry["reason"] = "corrupt", "not a run folder (no config.json or results.json)"
+    source = results if results is not None else {}
+    entry["config"] = source.get("config") if isinstance(source.get("config"), dict) else config
+    metrics = source.get("metrics")
+    if isinstance(metrics, dict):
+        entry["metrics"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    for key in ("wall_time_s", "train_samples_per_s"):
+        if isinstance(source.get(key), (int, float)):
+            entry[key] = source[key]
+    if isinstance(source.get("experiment"), str):
+        entry["experiment"] = source["experiment"]
+    return entry
+
+
+def format_table(entries: list[dict[str, Any]]) -> list[str]:
+    """Returns `kexp runs`' table: one line per run, newest first."""
+    if not entries:
+        return ["no runs"]
+    header = ("RUN_ID", "EXPERIMENT", "STATUS", "BAR", "WALL_S", "EXAMPLES/S", "SETTINGS", "METRICS")
+    rows = [header]
+    for e in entries:
+        bar = {True: "met", False: "missed", None: "-"}[e["meets_bar"]]
+        overrides = "?" if e["overrides"] is None else " ".join(
+            f"{k}={v}" for k, v in e["overrides"].items()) or "defaults"
+        metrics = " ".join(f"{k}={format_number(v)}" for k, v in e["metrics"].items())
+        if e["reason"]:
+            metrics = f"{metrics}  ({e['reason']})".strip()
+        rows.append((e["run_id"], e["experiment"], e["status"], bar, format_number(e["wall_time_s"], ".1f"),
+                     format_number(e["train_samples_per_s"], ".0f"), overrides, metrics))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header) - 1)]
+    return ["  ".join(f"{str(cell):<{w}}" for cell, w in zip(row, widths)) + "  " + str(row[-1])
+            for row in rows]
+
+
+def _add_comparisons(entry: dict[str, Any], defaults: Mapping[str, Any] | None, bars: Mapping[str, Any]) -> None:
+    config = entry.pop("config")
+    entry["overrides"] = (hparams.differences(config, defaults)
+                          if defaults is not None and isinstance(config, dict) else None)
+    entry["meets_bar"], entry["missed"] = None, []
+    if bars and entry["metrics"]:
+        entry["missed"] = quality.failures(bars, entry["metrics"])
+        entry["meets_bar"] = not entry["missed"]
+
+
+def _defaults_and_bars(name: str) -> tuple[Mapping[str, Any] | None, Mapping[str, Any]]:
+    """Returns an experiment's default config (as config.json writes it) and its bars; None, {} when unknown."""
+    from kexp import registry
+    from kexp.config import to_dict
+
+    try:
+        module = registry.load(name)
+        return to_dict(module.CONFIG), getattr(module, "EXPECTED", {}) or {}
+    except Exception:  # an unknown or broken experiment still gets its runs listed
+        return None, {}
+
+
+def _folders(parent: Path) -> list[Path]:
+    try:
+        return sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _read(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """Returns `(data, "")`, `(None, why)` for an unreadable file, or `(None, "")` for a missing one."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"not readable ({err})"
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        return None, f"not valid JSON ({err})"
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    return data, ""
+
+
+def _created(run_dir: Path) -> str:
+    # RUN_IDs are `YYYYMMDD-HHMMSS-xxxxxx`; the config file's time stands in for other names.
+    name = run_dir.name
+    if len(name) >= 15 and name[:8].isdigit() and name[8] == "-" and name[9:15].isdigit():
+        return name[:15]
+    try:
+        import time
+
+        return time.strftime("%Y%m%d-%H%M%S", time.localtime(run_dir.stat().st_mtime))
+    except OSError:
+        return ""
+
+
+def format_number(value: Any, spec: str = ".4g") -> str:
+    """Returns a number for a table (`-` when missing)."""
+    if not isinstance(value, (int, float)):
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return format(value, spec)
