@@ -134,10 +134,14 @@ class TensorBoardLogger(keras.callbacks.TensorBoard):
             writer.flush()
 
     def _collect_learning_rate(self, logs: dict[str, Any]) -> dict[str, Any]:
-        logs = super()._collect_learning_rate(logs)
-        if not any(key.startswith("learning_rate") for key in logs):
-            for attr, optimizer in checkpoint.optimizers_of(self.model).items():
-                logs[f"learning_rate_{attr}"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        # The optimizers that trained (built ones): a GAN's `model.optimizer` is
+        # Keras' unused compile default, and its two real ones are elsewhere.
+        optimizers = checkpoint.optimizers_of(self.model)
+        if list(optimizers) in ([], ["optimizer"]):
+            return super()._collect_learning_rate(logs)
+        for attr, optimizer in optimizers.items():
+            optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+            logs[f"learning_rate_{attr}"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         return logs
 
 

@@ -446,7 +446,8 @@ class Harness:
 
         where = sub / "train" / "plugins" / "profile"
         view = ("open it in TensorBoard's Profile tab" if importlib.util.find_spec("tensorboard_plugin_profile")
-                else "TensorBoard shows it with the optional profile plugin: pip install 'kexp[profile]'")
+                else "TensorBoard's Profile tab shows it once its optional plugin is installed: "
+                "pip install tensorboard-plugin-profile (or the extra kexp[profile])")
         print(f"kexp: profiling compiled calls {start}-{stop} into {where}; {view}", file=sys.stderr)
         return (start, stop)
 

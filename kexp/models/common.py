@@ -47,9 +47,11 @@ def check_choice(arg: str, value: Any, allowed: Sequence[Any]) -> None:
 
 def check_sizes(arg: str, values: Sequence[int], *, allow_empty: bool = False) -> None:
     """Raises ValueError unless `values` is a sequence of positive integers."""
+    need = "a list of positive integers" if allow_empty else "a non-empty list of positive integers"
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{arg} must be {need}, e.g. {arg}=(8,); received: {arg}={values!r}")
     values = list(values)
     if (not values and not allow_empty) or any(int(v) != v or v < 1 for v in values):
-        need = "a list of positive integers" if allow_empty else "a non-empty list of positive integers"
         raise ValueError(f"{arg} must be {need}; received: {arg}={values}")
 
 

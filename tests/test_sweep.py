@@ -1,0 +1,125 @@
+"""`kexp sweep`: real `kexp run` processes at every grid point, a table, sweep.json, a figure, stop and resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers import run_cli
+from test_tensorboard import HPARAMS, _hparam_values, _hparams_events
+
+FAST = ["--set", "train.epochs=2", "--set", "data.repeats=8"]
+
+
+def _sweep_dir(stdout: str) -> Path:
+    return Path(stdout.strip().splitlines()[-1].split(": ", 1)[1])
+
+
+def test_grid_runs_every_point_as_a_comparable_run(logdir):
+    proc = run_cli("sweep", "xor", "--grid", "model.hidden=2,8", "--grid", "train.learning_rate=0.01,0.05",
+                   *FAST, "--jobs", "2", "--logdir", str(logdir), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    sweep_dir = _sweep_dir(proc.stdout)
+    assert sweep_dir.parent == logdir / "xor" and sweep_dir.name.startswith("sweep-")
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert sweep["status"] == "complete"
+    assert sweep["grid"] == {"model.hidden": ["2", "8"], "train.learning_rate": ["0.01", "0.05"]}
+    assert [p["settings"] for p in sweep["points"]] == [
+        {"model.hidden": h, "train.learning_rate": lr} for h in ("2", "8") for lr in ("0.01", "0.05")]
+    run_dirs = {p["run_dir"] for p in sweep["points"]}
+    assert len(run_dirs) == 4
+    for point in sweep["points"]:
+        assert point["status"] == "ok" and point["exit_code"] == 0
+        results = json.loads((Path(point["run_dir"]) / "results.json").read_text())
+        assert results["config"]["model"]["hidden"] == int(point["settings"]["model.hidden"])
+        assert results["config"]["train"]["learning_rate"] == float(point["settings"]["train.learning_rate"])
+        assert results["config"]["train"]["epochs"] == 2
+        assert point["metrics"] == results["metrics"]
+        # The HParams plugin sees the point's values.
+        values = _hparam_values(_hparams_events(Path(point["run_dir"]))[HPARAMS][0])
+        assert values["model.hidden"] == int(point["settings"]["model.hidden"])
+        assert values["train.learning_rate"] == float(point["settings"]["train.learning_rate"])
+    assert (sweep_dir / "sweep.png").stat().st_size > 10_000
+    lines = proc.stdout.strip().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("#  model.hidden"))
+    assert lines[header].split() == ["#", "model.hidden", "train.learning_rate", "status", "single_layer_accuracy",
+                                     "two_layer_accuracy", "bar", "wall_s"]
+    assert [line.split()[:4] for line in lines[header + 1: header + 5]] == [
+        ["1", "2", "0.01", "ok"], ["2", "2", "0.05", "ok"], ["3", "8", "0.01", "ok"], ["4", "8", "0.05", "ok"]]
+
+
+def test_bad_grid_exits_2_with_nothing_run(logdir):
+    cases = {
+        ("--grid", "model.hidden=2,0"): "model.hidden: received 0; allowed: a value >= 1 and <= 100000",
+        ("--grid", "model.nope=1,2"): "unknown key 'model.nope'; valid keys of model: hidden, activation",
+        ("--grid", "model.hidden=2,2"): "--grid 'model.hidden=2,2': value '2' repeated; allowed: distinct values",
+        ("--grid", "model.hidden"): "--grid 'model.hidden': expected section.key=v1,v2, e.g. --grid train.epochs=5,10",
+        ("--grid", "train.epochs=1,2", "--set", "train.epochs=3"):
+            "--grid 'train.epochs=1,2': train.epochs is also given with --set; allowed: one of the two",
+        (): "sweep: no --grid given; allowed: one or more --grid section.key=v1,v2",
+    }
+    for args, message in cases.items():
+        proc = run_cli("sweep", "xor", *args, "--logdir", str(logdir))
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.strip().splitlines() == [f"kexp: error: {message}"], args
+        assert not any(logdir.iterdir()), args
+
+
+def test_a_diverging_point_is_reported_and_the_others_go_on(logdir):
+    # Plain SGD at 1e30 sends heart_mlp's regression outputs to inf: the run says diverged.
+    proc = run_cli("sweep", "heart_mlp", "--grid", "train.learning_rate=0.003,1e30", "--set", "train.epochs=2",
+                   "--set", "train.optimizer=sgd", "--set", "data.num_train=2000", "--logdir", str(logdir),
+                   timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    sweep = json.loads((_sweep_dir(proc.stdout) / "sweep.json").read_text())
+    assert [p["status"] for p in sweep["points"]] == ["ok", "diverged"]
+    assert [p["exit_code"] for p in sweep["points"]] == [0, 1]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("1  ", "2  "))]
+    assert [row[:3] for row in rows] == [["1", "0.003", "ok"], ["2", "1e30", "diverged"]]
+
+
+def test_ctrl_c_keeps_finished_points_and_resume_runs_only_the_missing_ones(logdir):
+    command = [sys.executable, "-m", "kexp", "sweep", "xor", "--grid", "model.hidden=2,4,8",
+               "--set", "train.epochs=6", "--set", "data.repeats=20000", "--logdir", str(logdir)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        sweep_dir = None
+        while time.monotonic() < deadline:
+            folders = list((logdir / "xor").glob("sweep-*")) if (logdir / "xor").exists() else []
+            if folders:
+                sweep_dir = folders[0]
+                log = sweep_dir / "points" / "point-002.log"
+                if log.exists() and "Epoch 2/6" in log.read_text():
+                    break
+            time.sleep(0.2)
+        assert sweep_dir is not None
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert f"continue with: kexp sweep --resume {sweep_dir}" in err
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert sweep["status"] == "interrupted"
+    assert [p["status"] for p in sweep["points"]] == ["ok", "interrupted", "pending"]
+    first, second = sweep["points"][0]["run_dir"], sweep["points"][1]["run_dir"]
+    assert json.loads((Path(second) / "results.json").read_text())["status"] == "interrupted"
+
+    again = run_cli("sweep", "--resume", str(sweep_dir), timeout=600)
+    assert again.returncode == 0, again.stderr
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert sweep["status"] == "complete"
+    assert [p["status"] for p in sweep["points"]] == ["ok", "ok", "ok"]
+    # The finished point was not run again; the interrupted one continued in its own folder.
+    assert sweep["points"][0]["run_dir"] == first
+    assert sweep["points"][1]["run_dir"] == second
+    assert "[1/3]" not in again.stdout.split("#  model.hidden")[0]
+    assert len(list((logdir / "xor").glob("2*"))) == 3
+    history = (Path(second) / "two_layer" / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(6)]
