@@ -83,22 +83,25 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
 
     snapshots = []
 
-    def snapshot(title, gan):
+    def snapshot(title, gan, epoch):
         samples = gan.generator.predict(noise, batch_size=4096, verbose=0)[:, 0]
         d_of_x = np.asarray(discriminator_probability(gan.discriminator, grid[:, None]))[:, 0]
         snapshots.append((title, grid, samples, d_of_x))
+        # Also alone, at its epoch: TensorBoard's Images tab steps through training.
+        harness.log_figure("gan_1d_along_training", plots.gan_1d_figure(snapshots[-1:], d.mu, d.sigma), step=epoch,
+                           filename=f"gan_1d_along_training/epoch_{epoch:03d}.png")
 
     epochs = config.train.epochs
     middle = max(1, epochs // 2)
     # Epoch-indexed, so that a resumed run (which starts past epoch 0) does
     # not label its restored generator "start".
     recorder = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: snapshot("start", recorder.model) if epoch == 0 else None,
-        on_epoch_end=lambda epoch, logs: snapshot(f"middle (epoch {middle})", recorder.model)
+        on_epoch_begin=lambda epoch, logs: snapshot("start", recorder.model, 0) if epoch == 0 else None,
+        on_epoch_end=lambda epoch, logs: snapshot(f"middle (epoch {middle})", recorder.model, middle)
         if epoch + 1 == middle else None,
     )
     gan = harness.fit(build, (real,), callbacks=[recorder], optimizer=lambda: harness.optimizer(beta_1=m.beta_1))
-    snapshot(f"end (epoch {epochs})", gan)
+    snapshot(f"end (epoch {epochs})", gan, epochs)
     harness.log_figure("gan_1d", plots.gan_1d_figure(snapshots, d.mu, d.sigma))
 
     samples = snapshots[-1][2]

@@ -252,8 +252,9 @@ def sweep_figure(sweep: Any) -> Any:
 def grid_sweep_figure(sweep: Any, keys: Any, metrics: Any) -> Any:
     """Returns `kexp sweep`'s figure: one panel per (metric, swept key), every finished point a dot.
 
-    Points that share a key's value are joined through their mean; numeric
-    values spanning a decade or more get a log axis.
+    The mean over the points that share a key's value is a line through
+    numeric values and a mark at each category; values or metrics spanning
+    a decade or more get a log axis.
     """
     done = [p for p in sweep["points"] if p["metrics"]]
     fig, axes = plt.subplots(len(metrics), len(keys), figsize=(4.2 * len(keys), 3.2 * len(metrics)), squeeze=False)
@@ -272,10 +273,15 @@ def grid_sweep_figure(sweep: Any, keys: Any, metrics: Any) -> Any:
             positions = numbers or list(range(len(values)))
             means = [(x, sum(y for xx, y in zip(xs, ys) if xx == x) / xs.count(x)) for x in positions if x in xs]
             if means:
-                ax.plot(*zip(*means), "-", color="C1", label="mean")
+                # A line only where values have an order; categories get a mark per mean.
+                ax.plot(*zip(*means), "-" if numbers else "_", color="C1", markersize=30, label="mean")
             if numbers and min(numbers) > 0 and max(numbers) >= 10 * min(numbers):
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            if ys and min(ys) > 0 and max(ys) >= 10 * min(ys):
+                ax.set_yscale("log")
+            if not numbers:
+                ax.set_xlim(-0.5, len(values) - 0.5)
             ax.set_xticks(positions, values)
             ax.set_xlabel(key)
             ax.set_ylabel(metric)

@@ -43,8 +43,13 @@ def _classifier(results: dict) -> None:
 
 
 def _gan_gaussian_1d(results: dict) -> None:
-    history = read_events(Path(results["run_dir"]) / "train")
-    assert {"epoch_d_loss", "epoch_g_loss"} <= set(history)
+    run_dir = Path(results["run_dir"])
+    history = read_events(run_dir / "train")
+    assert {"epoch_d_loss", "epoch_g_loss", "epoch_learning_rate_d_optimizer"} <= set(history)
+    # The generated distribution along training, not only at the end.
+    epochs = results["config"]["train"]["epochs"]
+    steps = [step for step, _ in read_events(run_dir / "plots")["gan_1d_along_training"]]
+    assert steps == [0, max(1, epochs // 2), epochs]
 
 
 def _dcgan_digits(results: dict) -> None:

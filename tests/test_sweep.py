@@ -123,3 +123,16 @@ def test_ctrl_c_keeps_finished_points_and_resume_runs_only_the_missing_ones(logd
     assert len(list((logdir / "xor").glob("2*"))) == 3
     history = (Path(second) / "two_layer" / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(6)]
+
+
+def test_list_valued_keys_are_split_at_semicolons():
+    import pytest
+
+    from kexp.errors import UsageError
+    from kexp.sweep import parse_grid, points
+
+    grid = parse_grid("lstm_sine", ["data.train_range=0,100;0,50", "model.cell=lstm,gru"], [])
+    assert grid == {"data.train_range": ["0,100", "0,50"], "model.cell": ["lstm", "gru"]}
+    assert points(grid)[1] == {"data.train_range": "0,100", "model.cell": "gru"}
+    with pytest.raises(UsageError, match="data.train_range: received '0'; allowed: 2 comma-separated float"):
+        parse_grid("lstm_sine", ["data.train_range=0,100;0"], [])
