@@ -22,12 +22,17 @@ class EpochTimer(keras.callbacks.Callback):
     before it (history, TensorBoard, the state file) then counts as part of
     the epoch, as a user waiting for it would count it.
 
+    Args:
+        gate: The fit's `EpochGate`, when an epoch cut short by a stop must
+            not count (it trained on part of the data only).
+
     Attributes:
         durations: Seconds spent in each finished epoch, validation excluded.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, gate: EpochGate | None = None) -> None:
         super().__init__()
+        self.gate = gate
         self.durations: list[float] = []
         self._start: float | None = None
         self._elapsed = 0.0
@@ -50,7 +55,8 @@ class EpochTimer(keras.callbacks.Callback):
         if self._start is not None:
             self._elapsed += time.perf_counter() - self._start
             self._start = None
-        self.durations.append(self._elapsed)
+        if self.gate is None or self.gate.complete:
+            self.durations.append(self._elapsed)
 
 
 class EpochGate(keras.callbacks.Callback):
@@ -132,6 +138,12 @@ class TensorBoardLogger(keras.callbacks.TensorBoard):
         super().on_epoch_end(epoch, logs)
         for writer in self._writers.values():
             writer.flush()
+
+    def on_test_end(self, logs: Any = None) -> None:
+        # Keras also writes `evaluation_*_vs_iterations` here: the epoch's
+        # validation values again, stepped by optimizer iterations. They add
+        # nothing to `validation/epoch_*` but a second column per metric in HParams.
+        self._pop_writer()
 
     def _collect_learning_rate(self, logs: dict[str, Any]) -> dict[str, Any]:
         # The optimizers that trained (built ones): a GAN's `model.optimizer` is

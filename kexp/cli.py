@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="a setting every point shares (repeatable)")
     sweep.add_argument("--jobs", type=_positive, default=1, help="points trained at once (default 1)")
-    sweep.add_argument("--logdir", default="logs", help="root of run folders (default: ./logs)")
-    sweep.add_argument("--strategy", default="auto", choices=STRATEGIES, help="tf.distribute strategy of each point")
+    sweep.add_argument("--logdir", default=None, help="root of run folders (default: ./logs)")
+    sweep.add_argument("--strategy", default=None, choices=STRATEGIES,
+                       help="tf.distribute strategy of each point (default auto)")
     sweep.add_argument("--resume", metavar="SWEEP_DIR", default=None, help="run the points a stopped sweep is missing")
     return parser
 
@@ -196,8 +197,15 @@ def _run(args: argparse.Namespace) -> int:
     request_config(args.name, args.overrides, args.resume)
     check_name(args.strategy)
     _import_tensorflow_quietly()
-    results = run_experiment(args.name, args.overrides, logdir=args.logdir, strategy=args.strategy,
-                             resume=args.resume)
+    try:
+        results = run_experiment(args.name, args.overrides, logdir=args.logdir, strategy=args.strategy,
+                                 resume=args.resume)
+    except Exception as err:
+        # A run that failed inside its folder still ends with the folder (its results.json says failed).
+        if getattr(err, "run_dir", None) is not None and not isinstance(err, UsageError):
+            sys.stderr.flush()
+            print(f"status: failed\nrun_dir: {err.run_dir}", flush=True)
+        raise
     for key, value in results["metrics"].items():
         print(f"{key}: {value:.6g}")
     print(
@@ -266,7 +274,12 @@ def _runs(args: argparse.Namespace) -> int:
     from kexp import runs
 
     entries = runs.collect(args.logdir, args.name)
-    print(json.dumps(entries, allow_nan=False, default=str) if args.json else "\n".join(runs.format_table(entries)))
+    if args.json:
+        print(json.dumps(entries, allow_nan=False, default=str))
+    elif not entries:
+        print(f"no runs{f' of {args.name}' if args.name else ''} in {args.logdir}")
+    else:
+        print("\n".join(runs.format_table(entries)))
     return 0
 
 
@@ -305,10 +318,10 @@ def _sweep(args: argparse.Namespace) -> int:
     from kexp.rundir import RunLock, check_name
     from kexp.strategy import check_name as check_strategy
 
-    check_strategy(args.strategy)
     if args.resume is not None:
-        if args.grid or args.overrides:
-            raise UsageError("sweep --resume runs the saved grid; received --grid or --set; allowed: --resume alone")
+        if args.grid or args.overrides or args.logdir is not None or args.strategy is not None:
+            raise UsageError("sweep --resume runs the saved grid with its saved settings; received --grid, --set, "
+                             "--logdir or --strategy; allowed: --resume with --jobs only")
         data = sweeps.load_sweep(args.resume, args.name)
         sweep_dir = os.path.abspath(args.resume)
     else:
@@ -316,7 +329,9 @@ def _sweep(args: argparse.Namespace) -> int:
             raise UsageError("sweep: give an experiment name (kexp list), or --resume SWEEP_DIR")
         check_name(args.name, "sweep NAME")
         grid = sweeps.parse_grid(args.name, args.grid, args.overrides)
-        sweep_dir, data = sweeps.new_sweep(args.name, grid, args.overrides, args.logdir, args.strategy)
+        check_strategy(args.strategy or "auto")
+        sweep_dir, data = sweeps.new_sweep(args.name, grid, args.overrides, args.logdir or "logs",
+                                           args.strategy or "auto")
     from pathlib import Path
 
     sweep_dir = Path(sweep_dir)

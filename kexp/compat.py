@@ -99,3 +99,28 @@ def built_locally(model: Any, dataset: Any, strategy: Any) -> Iterator[None]:
         yield
     finally:
         del model._maybe_symbolic_build
+
+
+class _NotRetracing:
+    """Drops TensorFlow's "triggered tf.function retracing" warning (see `quiet_retracing_warnings`)."""
+
+    def filter(self, record: Any) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+_RETRACING_FILTER = _NotRetracing()
+
+
+def quiet_retracing_warnings() -> None:
+    """Hides TensorFlow's retracing warning, which a run that fits several models always triggers.
+
+    TensorFlow counts traces per Python function, and Keras compiles each
+    model's train, test and predict step from the same nested functions: the
+    sixth model a run fits (rnn_memory fits six) draws the warning though
+    nothing traces more than once per model.
+    """
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    if _RETRACING_FILTER not in logger.filters:
+        logger.addFilter(_RETRACING_FILTER)

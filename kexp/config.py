@@ -266,7 +266,7 @@ def parse_value(key: str, raw: str, annotation: Any) -> Any:
             if len(parts) != len(item_types):
                 raise ConfigError(
                     f"{key}: received {_shown(raw)}; allowed: {len(item_types)} comma-separated "
-                    f"{item_type.__name__} values, e.g. {key}=0,100"
+                    f"{item_type.__name__} values, e.g. {key}={','.join(str(i + 1) for i in range(len(item_types)))}"
                 )
         elif not parts:
             raise ConfigError(f"{key}: received {_shown(raw)}; allowed: comma-separated {item_type.__name__} values")

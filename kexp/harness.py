@@ -31,7 +31,7 @@ from kexp import checkpoint, fitargs, fitlogs, fused, inputs, modelinfo, plots, 
 from kexp.callbacks import (
     SaveState, EpochGate, EpochTimer, HistoryCSV, StopOnRequest, SummaryWriter, TensorBoardLogger,
 )
-from kexp.compat import built_locally, is_multi_worker, prepare_multi_worker_fit
+from kexp.compat import built_locally, is_multi_worker, prepare_multi_worker_fit, quiet_retracing_warnings
 from kexp.config import TrainConfig
 from kexp.errors import UsageError
 from kexp.interrupt import StopRequest
@@ -92,6 +92,7 @@ class Harness:
         self.status = "ok"
         self.results: dict[str, Any] = {}
         self.is_chief = is_chief(strategy)
+        quiet_retracing_warnings()
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose
         self._train_seconds = 0.0
         self._train_samples = 0
@@ -346,23 +347,30 @@ class Harness:
         }
         if is_multi_worker(self.strategy):
             prepare_multi_worker_fit(model, self.strategy, train_ds)
-        all_callbacks, timer = self._callbacks(fit_name, epochs, initial_epoch, n_train, stream, callbacks)
+        calls = (epochs - initial_epoch) * math.ceil(steps_per_epoch / steps_per_execution)
+        all_callbacks, timer = self._callbacks(fit_name, epochs, initial_epoch, n_train, calls, stream, callbacks)
         fusing = fused.fused_steps(model, train_ds.element_spec, tail=n_train % self.global_batch_size != 0
                                    ) if group > 1 else built_locally(model, train_ds, self.strategy)
-        with self.strategy.scope(), fusing:
-            history = model.fit(
-                train_ds,
-                validation_data=val_ds,
-                validation_freq=validation_freq,
-                epochs=epochs,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps_per_epoch if stream else None,
-                callbacks=all_callbacks,
-                verbose=self.verbose,
-                shuffle=False,  # the pipeline already shuffles, seeded
-            )
+        try:
+            with self.strategy.scope(), fusing:
+                history = model.fit(
+                    train_ds,
+                    validation_data=val_ds,
+                    validation_freq=validation_freq,
+                    epochs=epochs,
+                    initial_epoch=initial_epoch,
+                    steps_per_epoch=steps_per_epoch if stream else None,
+                    callbacks=all_callbacks,
+                    verbose=self.verbose,
+                    shuffle=False,  # the pipeline already shuffles, seeded
+                )
+        finally:
+            # Completed epochs count towards throughput however the fit ends.
+            steady = timer.durations[1:] or timer.durations
+            self._train_seconds += sum(steady)
+            self._train_samples += n_train * len(steady)
         self.stop.check()
-        self._after_fit(model, history, fit_name, timer.durations, n_train)
+        self._after_fit(model, history, fit_name)
         return model
 
     def _fit_data(self, train: Data, validation: Any, class_weight: Any) -> tuple[Any, Any, int, int]:
@@ -389,7 +397,7 @@ class Harness:
             and not is_multi_worker(self.strategy) and fused.supports(model))
         return steps_per_execution if fusable else 1
 
-    def _callbacks(self, fit_name: str, epochs: int, initial_epoch: int, n_train: int, stream: bool,
+    def _callbacks(self, fit_name: str, epochs: int, initial_epoch: int, n_train: int, calls: int, stream: bool,
                    callbacks: Sequence[keras.callbacks.Callback]) -> tuple[list[keras.callbacks.Callback], EpochTimer]:
         """Returns a fit's callbacks, in the order their epoch-end work must run, and its timer.
 
@@ -399,7 +407,7 @@ class Harness:
         sub = self.run_dir if fit_name == "model" else self.run_dir / fit_name
         backup_dir = self.backup_root / fit_name
         gate = EpochGate(self.stop)
-        timer = EpochTimer()
+        timer = EpochTimer(gate)
         logging: list[keras.callbacks.Callback] = []
         if self.is_chief:
             sub.mkdir(parents=True, exist_ok=True)
@@ -410,12 +418,12 @@ class Harness:
                 # Logs written past the saved state (a kill between the two
                 # writes, a failed state save) are dropped: no epoch twice.
                 fitlogs.truncate(sub, initial_epoch)
-            tb_timer = EpochTimer()
+            tb_timer = EpochTimer(gate)
             logging = [
                 tb_timer,
                 # The model's conceptual graph goes in once, at step 0, with the fit's first epoch.
                 TensorBoardLogger(gate, tb_timer, n_train, log_dir=str(sub), write_graph=initial_epoch == 0,
-                                  profile_batch=self._profile_range(sub)),
+                                  profile_batch=self._profile_range(sub, calls)),
                 HistoryCSV(gate, str(sub / "history.csv")),
             ]
         data_epoch = self.data_epoch  # made outside the scope: a plain, unmirrored variable
@@ -437,10 +445,19 @@ class Harness:
             timer,
         ], timer
 
-    def _profile_range(self, sub: Path) -> tuple[int, int] | int:
-        """Returns Keras' `profile_batch` for `train.profile_steps`, saying where the trace goes."""
+    def _profile_range(self, sub: Path, calls: int) -> tuple[int, int] | int:
+        """Returns Keras' `profile_batch` for `train.profile_steps`, saying where the trace goes.
+
+        Args:
+            sub: The fit's log folder.
+            calls: Compiled calls the fit will run.
+        """
         start, stop = self.train.profile_steps
         if not stop:
+            return 0
+        if start > calls:
+            print(f"kexp: warning: train.profile_steps={start},{stop}: fit {sub.name!r} runs {calls} compiled "
+                  f"call(s) (steps_per_execution batches each); nothing of it is profiled", file=sys.stderr)
             return 0
         import importlib.util
 
@@ -451,9 +468,8 @@ class Harness:
         print(f"kexp: profiling compiled calls {start}-{stop} into {where}; {view}", file=sys.stderr)
         return (start, stop)
 
-    def _after_fit(self, model: keras.Model, history: keras.callbacks.History, fit_name: str,
-                   durations: list[float], n_train: int) -> None:
-        """Records the fit: history, divergence, what trained it, its saved model, its throughput."""
+    def _after_fit(self, model: keras.Model, history: keras.callbacks.History, fit_name: str) -> None:
+        """Records the fit: history, divergence, what trained it, its saved model."""
         self.history[fit_name] = history
         losses = history.history.get("loss", [])
         if any(not math.isfinite(v) for v in losses) or not modelinfo.finite_weights(model):
@@ -469,9 +485,6 @@ class Harness:
                 self.fit_settings[fit_name]["not_saved"] = str(err)
                 print(f"kexp: warning: fit {fit_name!r} trained, but Keras cannot save it ({err}); "
                       "results.json fits says so", file=sys.stderr)
-        steady = durations[1:] or durations
-        self._train_seconds += sum(steady)
-        self._train_samples += n_train * len(steady)
 
     def _model_for_fit(self, model: Any, loss: Any, metrics: Any, optimizer: Any, steps_per_epoch: int,
                        epochs: int) -> tuple[keras.Model, str]:

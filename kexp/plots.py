@@ -295,3 +295,32 @@ def _as_numbers(values: Any) -> list[float] | None:
         return [float(v) for v in values]
     except ValueError:
         return None
+
+
+def gradient_norm_figure(curves: Any, length: int) -> Any:
+    """Returns two panels: weight-gradient norm over training, and input-gradient norm per time step after it.
+
+    Args:
+        curves: `{name: (steps, weight_norms, input_norms)}` (`kexp.gradients.GradientNormRecorder`).
+        length: Time steps per sequence.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
+    bases = list(dict.fromkeys(name.removesuffix("_clipped") for name in curves))
+    for name, (steps, weight_norms, input_norms) in curves.items():
+        # One color per network; its clipped run dashed.
+        style = {"color": f"C{bases.index(name.removesuffix('_clipped'))}",
+                 "linestyle": "--" if name.endswith("_clipped") else "-"}
+        left.plot(steps, weight_norms, label=name, **style)
+        if input_norms is not None:
+            right.plot(range(length), input_norms, label=name, **style)
+    left.set_yscale("log")
+    left.set_xlabel("optimizer step")
+    left.set_ylabel("|d loss / d weights| (probe batch)")
+    left.set_title("gradient norm over training")
+    right.set_yscale("log")
+    right.set_xlabel("input time step t")
+    right.set_ylabel("|d loss / d x_t| (probe batch)")
+    right.set_title("after training: how much the loss feels step t")
+    left.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

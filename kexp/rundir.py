@@ -72,6 +72,15 @@ def write_json(path: Path, data: Any) -> None:
     Raises:
         WriteError: Naming `path`, when it cannot be written (disk full, say).
     """
+    write_text(path, json.dumps(_finite(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Writes `text` (UTF-8) atomically and durably: a temp file, fsynced, renamed over `path`.
+
+    Raises:
+        WriteError: Naming `path`, when it cannot be written (disk full, say).
+    """
     path = Path(path)
     remove_temp_files(path)
     tmp = None
@@ -80,8 +89,7 @@ def write_json(path: Path, data: Any) -> None:
         # mkstemp creates 0600; give the file the permissions open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(_finite(data), out, indent=2, sort_keys=False, allow_nan=False)
-            out.write("\n")
+            out.write(text)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)

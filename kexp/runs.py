@@ -122,7 +122,7 @@ def format_table(entries: list[dict[str, Any]]) -> list[str]:
         if e["reason"]:
             metrics = f"{metrics}  ({e['reason']})".strip()
         rows.append((e["run_id"], e["experiment"], e["status"], bar, format_number(e["wall_time_s"], ".1f"),
-                     format_number(e["train_samples_per_s"], ".0f"), overrides, metrics))
+                     format_number(e["train_samples_per_s"] or None, ".0f"), overrides, metrics))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header) - 1)]
     return ["  ".join(f"{str(cell):<{w}}" for cell, w in zip(row, widths)) + "  " + str(row[-1])
             for row in rows]

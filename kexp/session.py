@@ -138,9 +138,13 @@ def open_run(
                 raise
             except SystemExit as err:
                 harness.status = "failed"
-                raise RunError(f"the experiment exited (sys.exit({err.code!r})) before it finished") from None
-            except BaseException:
+                failed = RunError(f"the experiment exited (sys.exit({err.code!r})) before it finished")
+                failed.run_dir = run_dir if chief else None  # type: ignore[attr-defined]
+                raise failed from None
+            except BaseException as err:
                 harness.status = "failed"
+                # The CLI still ends with `run_dir: PATH` (kexp sweep reads it).
+                err.run_dir = run_dir if chief else None  # type: ignore[attr-defined]
                 raise
             finally:
                 keras.mixed_precision.set_dtype_policy(previous_policy)

@@ -145,46 +145,49 @@ def run_points(sweep_dir: Path, sweep: dict[str, Any], jobs: int, say: Callable[
     total = len(sweep["points"])
     (sweep_dir / "points").mkdir(exist_ok=True)
     running: dict[int, tuple[subprocess.Popen, Any]] = {}
-    stopping = False
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Signals only count here; the loop acts on them between its steps, so
+    # that no bookkeeping (a started process, a sweep.json write) is cut in half.
+    requests: list[int] = []
+    handled = 0
+    previous = {signum: signal.signal(signum, lambda signum, frame: requests.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         while todo or running:
-            try:
-                while todo and len(running) < jobs and not stopping:
-                    point = todo.pop(0)
-                    running[point["index"]] = _start(name, sweep, point, sweep_dir)
-                    point["status"] = "running"
-                    say(f"[{point['index'] + 1}/{total}] {_label(point)}: started")
-                for index, (process, log) in list(running.items()):
-                    if process.poll() is not None:
-                        log.close()
-                        del running[index]
-                        point = sweep["points"][index]
-                        _finish(point, process.returncode, sweep_dir)
-                        rundir.write_json(sweep_dir / "sweep.json", sweep)
-                        say(f"[{index + 1}/{total}] {_label(point)}: {_outcome(point)}")
-                if stopping and not running:
-                    break
-                time.sleep(0.1)
-            except KeyboardInterrupt:
-                if stopping:
-                    for process, _ in running.values():
-                        process.send_signal(signal.SIGINT)  # a second one: the points stop at once
-                    continue
-                stopping = True
-                say(f"kexp: stopping the sweep: {len(running)} running point(s) save their state and stop")
+            if len(requests) > handled:
+                if handled == 0:
+                    say(f"kexp: stopping the sweep: {len(running)} running point(s) save their state and stop "
+                        "(again: stop them at once)")
+                    todo = []
+                # The first request lets each point save its state; a second one stops them at once.
                 for process, _ in running.values():
                     process.send_signal(signal.SIGINT)
-                todo = []
+                handled = len(requests)
+            while todo and len(running) < jobs:
+                point = todo.pop(0)
+                running[point["index"]] = _start(name, sweep, point, sweep_dir)
+                point["status"] = "running"
+                say(f"[{point['index'] + 1}/{total}] {_label(point)}: started")
+            for index, (process, log) in list(running.items()):
+                if process.poll() is not None:
+                    log.close()
+                    del running[index]
+                    point = sweep["points"][index]
+                    _finish(point, process.returncode, sweep_dir)
+                    rundir.write_json(sweep_dir / "sweep.json", sweep)
+                    say(f"[{index + 1}/{total}] {_label(point)}: {_outcome(point)}")
+            time.sleep(0.1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         for process, log in running.values():
-            process.kill()
+            process.kill()  # only after an error in the loop itself
+            process.wait()
             log.close()
-    sweep["status"] = "interrupted" if stopping or any(
-        p["status"] not in DONE for p in sweep["points"]) else "complete"
+    missing = any(p["status"] not in DONE for p in sweep["points"])
+    # incomplete: a point was killed from outside, say; --resume runs it again.
+    sweep["status"] = ("interrupted" if requests else "incomplete") if missing else "complete"
     rundir.write_json(sweep_dir / "sweep.json", sweep)
-    return not stopping
+    return not (requests and missing)
 
 
 def summarize(sweep_dir: Path, sweep: dict[str, Any]) -> list[str]:
@@ -277,7 +280,3 @@ def _refresh(point: dict[str, Any]) -> None:
 def _outcome(point: dict[str, Any]) -> str:
     metrics = " ".join(f"{k}={runs.format_number(v)}" for k, v in point["metrics"].items())
     return f"{point['status']} {metrics}".strip() + (f" ({point['error']})" if point["error"] else "")
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt

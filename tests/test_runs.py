@@ -102,7 +102,7 @@ def test_table_and_experiment_filter(logs):
     assert "data.repeats=8 train.epochs=2" in rows[runs["ok"].name]
     assert rows[runs["crashed"].name].split()[2] == "crashed"
     assert rows[runs["torn"].name].split()[2] == "corrupt"
-    assert run_cli("runs", "lenet", "--logdir", str(logdir)).stdout.strip() == "no runs"
+    assert run_cli("runs", "lenet", "--logdir", str(logdir)).stdout.strip() == f"no runs of lenet in {logdir}"
 
 
 def test_missing_logdir_exits_2_and_no_tensorflow_is_imported(logs, tmp_path):

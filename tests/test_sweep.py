@@ -61,9 +61,16 @@ def test_bad_grid_exits_2_with_nothing_run(logdir):
         ("--grid", "train.epochs=1,2", "--set", "train.epochs=3"):
             "--grid 'train.epochs=1,2': train.epochs is also given with --set; allowed: one of the two",
         (): "sweep: no --grid given; allowed: one or more --grid section.key=v1,v2",
+        ("--resume", str(logdir), "--logdir", str(logdir)):
+            "sweep --resume runs the saved grid with its saved settings; received --grid, --set, --logdir or "
+            "--strategy; allowed: --resume with --jobs only",
+        ("--resume", str(logdir)):
+            f"sweep --resume {str(logdir)!r}: no readable sweep.json; allowed: a folder kexp sweep made "
+            "(LOGDIR/NAME/sweep-ID)",
     }
     for args, message in cases.items():
-        proc = run_cli("sweep", "xor", *args, "--logdir", str(logdir))
+        extra = [] if "--resume" in args else ["--logdir", str(logdir)]
+        proc = run_cli("sweep", "xor", *args, *extra)
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.strip().splitlines() == [f"kexp: error: {message}"], args
         assert not any(logdir.iterdir()), args
@@ -136,3 +143,39 @@ def test_list_valued_keys_are_split_at_semicolons():
     assert points(grid)[1] == {"data.train_range": "0,100", "model.cell": "gru"}
     with pytest.raises(UsageError, match="data.train_range: received '0'; allowed: 2 comma-separated float"):
         parse_grid("lstm_sine", ["data.train_range=0,100;0"], [])
+
+
+FAILING_EXPERIMENT = """
+\"\"\"Fails on request (a test experiment).\"\"\"
+import dataclasses
+from kexp.config import ExperimentConfig, param
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    mode: str = param("ok", choices=("ok", "fail"))
+
+
+CONFIG = ExperimentConfig(data=None, model=Model())
+
+
+def run(config, harness):
+    if config.model.mode == "fail":
+        raise RuntimeError("failing on request")
+    return {"score": 1.0}
+"""
+
+
+def test_a_failing_point_keeps_its_run_folder_and_the_sweep_goes_on(logdir, tmp_path):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "fails.py").write_text(FAILING_EXPERIMENT)
+    env = {"KEXP_EXPERIMENTS_PATH": str(tmp_path / "experiments")}
+    proc = run_cli("sweep", "fails", "--grid", "model.mode=fail,ok", "--logdir", str(logdir), env=env, timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    sweep = json.loads((_sweep_dir(proc.stdout) / "sweep.json").read_text())
+    failed, ok = sweep["points"]
+    assert (failed["status"], failed["exit_code"], ok["status"]) == ("failed", 1, "ok")
+    # The failed run's folder is known (kexp run ends with run_dir: even when the experiment raises).
+    assert json.loads((Path(failed["run_dir"]) / "results.json").read_text())["status"] == "failed"
+    assert "RuntimeError: failing on request" in (_sweep_dir(proc.stdout) / "points" / "point-001.log").read_text()
+    assert ok["metrics"] == {"score": 1.0}

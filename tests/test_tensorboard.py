@@ -142,6 +142,15 @@ def test_profile_steps_write_a_trace_and_say_where(logdir):
         assert "open it in TensorBoard's Profile tab" in proc.stderr
 
 
+def test_profile_range_past_the_fit_says_nothing_is_profiled(logdir):
+    proc = run_cli("run", "xor", "--logdir", str(logdir), "--set", "train.epochs=2", "--set", "data.repeats=8",
+                   "--set", "train.profile_steps=1000,1001")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1].split(": ", 1)[1])
+    assert "kexp: warning: train.profile_steps=1000,1001: fit 'two_layer' runs 2 compiled call(s)" in proc.stderr
+    assert not list(run_dir.rglob("*.xplane.pb"))
+
+
 def test_bad_profile_range_exits_2_before_anything(logdir):
     proc = run_cli("run", "xor", "--logdir", str(logdir), "--set", "train.profile_steps=3,2")
     assert proc.returncode == 2
