@@ -187,7 +187,7 @@ def _show(name: str, overrides: Sequence[str]) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from kexp.interrupt import StopRequest
-    from kexp.runner import request_config, run_experiment
+    from kexp.runner import RUN_FOLDER_LINE, request_config, run_experiment
     from kexp.strategy import check_name
 
     # A second Ctrl-C ends the command at once (a library call raises instead).
@@ -199,7 +199,8 @@ def _run(args: argparse.Namespace) -> int:
     _import_tensorflow_quietly()
     try:
         results = run_experiment(args.name, args.overrides, logdir=args.logdir, strategy=args.strategy,
-                                 resume=args.resume)
+                                 resume=args.resume,
+                                 on_open=lambda run_dir: print(f"{RUN_FOLDER_LINE}{run_dir}", flush=True))
     except Exception as err:
         # A run that failed inside its folder still ends with the folder (its results.json says failed).
         if getattr(err, "run_dir", None) is not None and not isinstance(err, UsageError):
@@ -287,6 +288,11 @@ def _tensorboard(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    stopped = threading.Event()
+    # Set first (a shell's background job even inherits SIGINT ignored): a
+    # stop during start-up stops it as soon as it is up.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
     if not os.path.isdir(args.logdir):
         raise UsageError(f"--logdir {args.logdir!r}: not a folder; allowed: a folder of runs (default ./logs)")
     _import_tensorflow_quietly()
@@ -303,10 +309,6 @@ def _tensorboard(args: argparse.Namespace) -> int:
     except program.TensorBoardServerException as err:
         raise UsageError(f"--port {args.port}: {err.msg}; allowed: a free port (0: any free one)") from None
     print(f"TensorBoard on {os.path.abspath(args.logdir)} at {url} (Ctrl-C stops it)", flush=True)
-    stopped = threading.Event()
-    # Set explicitly: a shell's background job inherits SIGINT ignored.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopped.set())
     while not stopped.wait(1.0):
         pass
     print("TensorBoard stopped", flush=True)
@@ -332,19 +334,26 @@ def _sweep(args: argparse.Namespace) -> int:
         check_strategy(args.strategy or "auto")
         sweep_dir, data = sweeps.new_sweep(args.name, grid, args.overrides, args.logdir or "logs",
                                            args.strategy or "auto")
+    import signal
     from pathlib import Path
 
     sweep_dir = Path(sweep_dir)
     lock = RunLock(sweep_dir, f"sweep folder {str(sweep_dir)!r}")
+    # From here to the last line a signal is a request the sweep acts on between its steps.
+    requests: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: requests.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        finished = sweeps.run_points(sweep_dir, data, args.jobs, say=lambda line: print(line, flush=True))
+        finished = sweeps.run_points(sweep_dir, data, args.jobs, requests, say=lambda line: print(line, flush=True))
         print("\n".join(sweeps.summarize(sweep_dir, data)))
+        if not finished:
+            print(f"kexp: sweep interrupted; finished points are kept; continue with: kexp sweep --resume "
+                  f"{sweep_dir}", file=sys.stderr)
+        print(f"sweep_dir: {sweep_dir}", flush=True)
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         lock.release()
     if not finished:
-        print(f"kexp: sweep interrupted; finished points are kept; continue with: kexp sweep --resume {sweep_dir}",
-              file=sys.stderr)
-    print(f"sweep_dir: {sweep_dir}", flush=True)
-    if not finished:
-        return 130
+        return 143 if requests[0] == signal.SIGTERM else 130
     return 0 if all(p["status"] == "ok" for p in data["points"]) else 1

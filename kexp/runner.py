@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from kexp import checkpoint, registry
 from kexp.config import ExperimentConfig, _shown, apply_overrides, from_dict
 from kexp.errors import ConfigError, UsageError
 from kexp.strategy import check_name
+
+
+# The line `kexp run` prints first once its folder exists (kexp sweep reads it); its last is `run_dir: PATH`.
+RUN_FOLDER_LINE = "kexp: run folder "
 
 
 def resolve(name: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -180,6 +184,7 @@ def run_experiment(
     strategy: str = "auto",
     verbose: int | str = "auto",
     resume: str | Path | None = None,
+    on_open: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Trains a named experiment and returns its `results.json` content.
 
@@ -195,6 +200,7 @@ def run_experiment(
         resume: A run folder of this experiment to continue, with its saved
             config (no `overrides` then); every fit restarts from its last
             completed epoch.
+        on_open: Called with the run folder as soon as it exists.
 
     Returns:
         The results dict, with `run_dir` added.
@@ -210,6 +216,6 @@ def run_experiment(
     from kexp.session import open_run
 
     with open_run(name, logdir=logdir, strategy=strategy, config=config, verbose=verbose,
-                  resume=resume) as harness:
+                  resume=resume, on_open=on_open) as harness:
         harness.record(**module.run(config, harness))
     return harness.results

@@ -83,10 +83,12 @@ def describe(run_dir: Path) -> dict[str, Any]:
         entry["status"] = "running"
     elif results is not None:
         status = results.get("status")
-        if status in FINISHED and isinstance(results.get("metrics"), dict):
-            entry["status"] = status
+        if status not in FINISHED:
+            entry["status"], entry["reason"] = "corrupt", f"results.json has no valid status (received {_cut(status)})"
+        elif not isinstance(results.get("metrics"), dict):
+            entry["status"], entry["reason"] = "corrupt", "results.json metrics is not a JSON object"
         else:
-            entry["status"], entry["reason"] = "corrupt", f"results.json has no valid status (received {status!r})"
+            entry["status"] = status
     elif results_error:
         entry["status"], entry["reason"] = "corrupt", f"results.json: {results_error}"
     elif config is not None:
@@ -99,10 +101,11 @@ def describe(run_dir: Path) -> dict[str, Any]:
     entry["config"] = source.get("config") if isinstance(source.get("config"), dict) else config
     metrics = source.get("metrics")
     if isinstance(metrics, dict):
-        entry["metrics"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        # null is how results.json writes a non-finite value; other tools may write NaN or huge integers.
+        entry["metrics"] = {str(k): _finite(v) for k, v in metrics.items() if v is None or _is_number(v)}
     for key in ("wall_time_s", "train_samples_per_s"):
-        if isinstance(source.get(key), (int, float)):
-            entry[key] = source[key]
+        if _is_number(source.get(key)):
+            entry[key] = _finite(source[key])
     if isinstance(source.get("experiment"), str):
         entry["experiment"] = source["experiment"]
     return entry
@@ -116,12 +119,13 @@ def format_table(entries: list[dict[str, Any]]) -> list[str]:
     rows = [header]
     for e in entries:
         bar = {True: "met", False: "missed", None: "-"}[e["meets_bar"]]
-        overrides = "?" if e["overrides"] is None else " ".join(
-            f"{k}={v}" for k, v in e["overrides"].items()) or "defaults"
-        metrics = " ".join(f"{k}={format_number(v)}" for k, v in e["metrics"].items())
+        overrides = "?" if e["overrides"] is None else _printable(" ".join(
+            f"{k}={v}" for k, v in e["overrides"].items())) or "defaults"
+        metrics = " ".join(f"{_printable(k)}={'null' if v is None else format_number(v)}"
+                           for k, v in e["metrics"].items())
         if e["reason"]:
             metrics = f"{metrics}  ({e['reason']})".strip()
-        rows.append((e["run_id"], e["experiment"], e["status"], bar, format_number(e["wall_time_s"], ".1f"),
+        rows.append((_printable(e["run_id"]), _printable(e["experiment"]), e["status"], bar, format_number(e["wall_time_s"], ".1f"),
                      format_number(e["train_samples_per_s"] or None, ".0f"), overrides, metrics))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header) - 1)]
     return ["  ".join(f"{str(cell):<{w}}" for cell, w in zip(row, widths)) + "  " + str(row[-1])
@@ -159,6 +163,10 @@ def _folders(parent: Path) -> list[Path]:
 
 def _read(path: Path) -> tuple[dict[str, Any] | None, str]:
     """Returns `(data, "")`, `(None, why)` for an unreadable file, or `(None, "")` for a missing one."""
+    if not path.exists() and not path.is_symlink():
+        return None, ""
+    if not path.is_file():
+        return None, "not a regular file"  # a folder, a FIFO (reading one would block), a broken link
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -185,6 +193,29 @@ def _created(run_dir: Path) -> str:
         return time.strftime("%Y%m%d-%H%M%S", time.localtime(run_dir.stat().st_mtime))
     except OSError:
         return ""
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters escaped, so that one entry stays one table line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> float | None:
+    """A finite float, or None (what results.json writes for NaN and infinities)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _cut(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def format_number(value: Any, spec: str = ".4g") -> str:

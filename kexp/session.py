@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import keras
 import tensorflow as tf
@@ -41,6 +41,7 @@ def open_run(
     config: ExperimentConfig | None = None,
     verbose: int | str = "auto",
     resume: str | Path | None = None,
+    on_open: Callable[[Path], None] | None = None,
 ) -> Iterator[Harness]:
     """Opens a run folder and yields the `Harness` that trains in it.
 
@@ -72,6 +73,8 @@ def open_run(
         resume: An existing run folder to continue in (`kexp.runner.resume_config`
             checks it; `kexp.checkpoint` holds the state format);
             each fit restarts from its last completed epoch.
+        on_open: Called with the run folder once it exists and is locked
+            (the CLI prints it, so that a killed run's folder is known).
 
     Yields:
         The harness. After the block, `harness.results` holds what was written.
@@ -100,6 +103,8 @@ def open_run(
     chief = is_chief(tf_strategy)
     config_data = to_dict(config) if config is not None else {"train": to_dict(train)}
     run_dir, lock = _open_folder(name, logdir, resume, chief, config_data)
+    if on_open is not None and chief:
+        on_open(run_dir)
     new_folder = resume is None or not chief
     previous_policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy(train.precision)

@@ -34,20 +34,22 @@ from kexp.config import _shown
 from kexp.errors import UsageError
 
 MAX_POINTS = 1000
-DONE = ("ok", "diverged", "failed")  # statuses a resumed sweep does not run again
-_EXIT_WAIT_S = 600  # how long a stopped sweep waits for its points to save their state
+# A point with one of these has its result; a resumed sweep runs every other point again.
+DONE = ("ok", "diverged")
+STATUSES = ("pending", "running", "ok", "diverged", "failed", "interrupted", "crashed")
 
 
 def parse_grid(name: str, grid: Sequence[str], overrides: Sequence[str]) -> dict[str, list[str]]:
     """Returns `{key: [value, ...]}` from `--grid key=v1,v2` strings, every point's config checked.
 
     Values are separated by `,`, or by `;` when the string holds one (for
-    keys whose values are lists themselves: `--grid data.x_range=0,1;0,2`).
+    keys whose values are lists themselves: `--grid data.train_range=0,100;0,50`).
 
     Raises:
-        UsageError: A malformed item, a repeated key or value, a key also
-            given with `--set`, too many points, or a point whose config
-            `kexp run` would refuse (the message is that refusal's).
+        UsageError: A malformed item, a repeated key, two values that mean
+            the same (`2` and `02`), a key also given with `--set`, too many
+            points, or a point whose config `kexp run` would refuse (the
+            message is that refusal's).
     """
     from kexp.runner import resolve
 
@@ -67,12 +69,15 @@ def parse_grid(name: str, grid: Sequence[str], overrides: Sequence[str]) -> dict
         if not raw.strip() or any(not v for v in values):
             raise UsageError(f"--grid {_shown(item)}: an empty value; allowed: values separated by ',' "
                              "(or ';' when each value is a list)")
-        repeated = sorted({v for v in values if values.count(v) > 1})
-        if repeated:
-            raise UsageError(f"--grid {_shown(item)}: value {_shown(repeated[0])} repeated; allowed: distinct values")
-        # Checked alone first, so that the error names the bad value rather than a whole point.
+        seen: dict[Any, str] = {}
         for value in values:
-            resolve(name, [*overrides, f"{key}={value}"])
+            # Checked alone first, so that the error names the bad value rather than a whole point.
+            config = resolve(name, [*overrides, f"{key}={value}"])
+            parsed_value = _value_of(config, key)
+            if parsed_value in seen:
+                raise UsageError(f"--grid {_shown(item)}: {_shown(value)} is the same value as "
+                                 f"{_shown(seen[parsed_value])}; allowed: distinct values")
+            seen[parsed_value] = value
         parsed[key] = values
     count = 1
     for values in parsed.values():
@@ -82,6 +87,11 @@ def parse_grid(name: str, grid: Sequence[str], overrides: Sequence[str]) -> dict
     for point in points(parsed):
         resolve(name, [*overrides, *_settings(point)])
     return parsed
+
+
+def _value_of(config: Any, key: str) -> Any:
+    section, field = key.split(".", 1)
+    return getattr(getattr(config, section), field)
 
 
 def points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
@@ -109,48 +119,106 @@ def new_sweep(name: str, grid: dict[str, list[str]], overrides: Sequence[str], l
 
 
 def load_sweep(sweep_dir: str | Path, name: str | None) -> dict[str, Any]:
-    """Reads a sweep folder's `sweep.json` for `--resume`.
+    """Reads a sweep folder's `sweep.json` for `--resume` and checks every point can run.
 
     Raises:
-        UsageError: A folder that is not a sweep (of `name`, when given).
+        UsageError: A folder that is not a sweep (of `name`, when given), a
+            `sweep.json` that is not one kexp wrote (edited by hand, say), a
+            point whose config `kexp run` would refuse now, or a point's run
+            folder that a process still trains in.
     """
+    from kexp.runner import resolve
+    from kexp.strategy import STRATEGIES
+
     folder = Path(sweep_dir)
     prefix = f"sweep --resume {_shown(str(sweep_dir), 200)}"
+    allowed = "allowed: a folder kexp sweep made (LOGDIR/NAME/sweep-ID)"
     try:
-        sweep = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
-        ok = isinstance(sweep, dict) and isinstance(sweep.get("grid"), dict) and isinstance(
-            sweep.get("points"), list) and isinstance(sweep.get("experiment"), str)
+        sweep = json.loads((folder / "sweep.json").read_text(encoding="utf-8")) \
+            if (folder / "sweep.json").is_file() else None
     except (OSError, ValueError):
-        ok = False
-    if not ok:
-        raise UsageError(f"{prefix}: no readable sweep.json; allowed: a folder kexp sweep made (LOGDIR/NAME/sweep-ID)")
+        sweep = None
+    if sweep is None:
+        raise UsageError(f"{prefix}: no readable sweep.json; {allowed}")
+    problem = _shape_problem(sweep, STRATEGIES)
+    if problem:
+        raise UsageError(f"{prefix}: sweep.json is not as kexp sweep wrote it ({problem}); {allowed}")
     if name is not None and name != sweep["experiment"]:
         raise UsageError(f"{prefix}: a sweep of {sweep['experiment']!r}, not of {name!r}; "
                          f"allowed: kexp sweep {sweep['experiment']} --resume ...")
+    for point in sweep["points"]:
+        if point["status"] == "running":
+            # The sweep was killed while this point ran: its log names the folder it had.
+            point["run_dir"] = _last_run_folder(folder / "points" / f"point-{point['index'] + 1:03d}.log") \
+                or point["run_dir"]
+        if point["status"] in DONE:
+            continue
+        resolve(sweep["experiment"], [*sweep["overrides"], *_settings(point["settings"])])
+        if point["run_dir"] and Path(point["run_dir"]).is_dir() and rundir.in_use(Path(point["run_dir"])):
+            raise UsageError(f"{prefix}: point {point['index'] + 1}'s run folder {point['run_dir']} is in use by "
+                             "another process (a point of a killed sweep still stopping?); allowed: a sweep none of "
+                             "whose runs is training: try again once it has stopped")
     return sweep
 
 
-def run_points(sweep_dir: Path, sweep: dict[str, Any], jobs: int, say: Callable[[str], None] = print) -> bool:
+def _last_run_folder(log_path: Path) -> str | None:
+    from kexp.runner import RUN_FOLDER_LINE
+
+    try:
+        lines = log_path.read_bytes().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    found = [line[len(RUN_FOLDER_LINE):].strip() for line in lines if line.startswith(RUN_FOLDER_LINE)]
+    return found[-1] if found else None
+
+
+def _shape_problem(sweep: Any, strategies: Sequence[str]) -> str:
+    """Returns what is wrong with a loaded `sweep.json`'s shape, or ""."""
+    if not isinstance(sweep, dict):
+        return "not a JSON object"
+    grid, points_ = sweep.get("grid"), sweep.get("points")
+    checks = [
+        (isinstance(sweep.get("experiment"), str), "experiment"),
+        (isinstance(grid, dict) and grid and all(
+            isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in grid.values()), "grid"),
+        (isinstance(sweep.get("overrides"), list) and all(isinstance(x, str) for x in sweep["overrides"]),
+         "overrides"),
+        (sweep.get("strategy") in strategies, "strategy"),
+        (isinstance(sweep.get("logdir"), str), "logdir"),
+        (isinstance(points_, list), "points"),
+    ]
+    for ok, key in checks:
+        if not ok:
+            return f"its {key} is missing or malformed"
+    if len(points_) != len(points(grid)):
+        return f"{len(points_)} points for a grid of {len(points(grid))}"
+    for index, (point, expected) in enumerate(zip(points_, points(grid))):
+        ok = (isinstance(point, dict) and point.get("index") == index and point.get("settings") == expected
+              and point.get("status") in STATUSES and isinstance(point.get("metrics"), dict)
+              and (point.get("run_dir") is None or isinstance(point.get("run_dir"), str)))
+        if not ok:
+            return f"point {index + 1} does not match its grid"
+    return ""
+
+
+def run_points(sweep_dir: Path, sweep: dict[str, Any], jobs: int, requests: list[int],
+               say: Callable[[str], None] = print) -> bool:
     """Runs the sweep's missing points, `jobs` at a time; returns False when a stop request cut it short.
 
-    `sweep.json` is rewritten after every point. A SIGINT or SIGTERM sends
+    `sweep.json` is rewritten after every point starts and ends. The
+    caller's signal handlers append to `requests`: the first request sends
     one SIGINT to each running point (which then saves its state and stops)
-    and waits for them; a second one stops them at once.
+    and starts no more; a second one stops them at once. Points die with
+    the sweep (SIGTERM, on Linux) if it is killed.
     """
-    name = sweep["experiment"]
     todo = [p for p in sweep["points"] if p["status"] not in DONE]
     for point in todo:
         _refresh(point)  # a point that finished after the last sweep.json write
     todo = [p for p in todo if p["status"] not in DONE]
     total = len(sweep["points"])
     (sweep_dir / "points").mkdir(exist_ok=True)
-    running: dict[int, tuple[subprocess.Popen, Any]] = {}
-    # Signals only count here; the loop acts on them between its steps, so
-    # that no bookkeeping (a started process, a sweep.json write) is cut in half.
-    requests: list[int] = []
+    running: dict[int, _Attempt] = {}
     handled = 0
-    previous = {signum: signal.signal(signum, lambda signum, frame: requests.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         while todo or running:
             if len(requests) > handled:
@@ -159,32 +227,29 @@ def run_points(sweep_dir: Path, sweep: dict[str, Any], jobs: int, say: Callable[
                         "(again: stop them at once)")
                     todo = []
                 # The first request lets each point save its state; a second one stops them at once.
-                for process, _ in running.values():
-                    process.send_signal(signal.SIGINT)
+                for attempt in running.values():
+                    attempt.process.send_signal(signal.SIGINT)
                 handled = len(requests)
             while todo and len(running) < jobs:
                 point = todo.pop(0)
-                running[point["index"]] = _start(name, sweep, point, sweep_dir)
-                point["status"] = "running"
+                running[point["index"]] = _start(sweep, point, sweep_dir)
+                rundir.write_json(sweep_dir / "sweep.json", sweep)
                 say(f"[{point['index'] + 1}/{total}] {_label(point)}: started")
-            for index, (process, log) in list(running.items()):
-                if process.poll() is not None:
-                    log.close()
+            for index, attempt in list(running.items()):
+                if attempt.process.poll() is not None:
                     del running[index]
                     point = sweep["points"][index]
-                    _finish(point, process.returncode, sweep_dir)
+                    _finish(point, attempt)
                     rundir.write_json(sweep_dir / "sweep.json", sweep)
                     say(f"[{index + 1}/{total}] {_label(point)}: {_outcome(point)}")
             time.sleep(0.1)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for process, log in running.values():
-            process.kill()  # only after an error in the loop itself
-            process.wait()
-            log.close()
+        for attempt in running.values():  # only after an error in the loop itself
+            attempt.process.kill()
+            attempt.process.wait()
+            attempt.log.close()
     missing = any(p["status"] not in DONE for p in sweep["points"])
-    # incomplete: a point was killed from outside, say; --resume runs it again.
+    # incomplete: a point failed or was killed from outside; --resume runs it again.
     sweep["status"] = ("interrupted" if requests else "incomplete") if missing else "complete"
     rundir.write_json(sweep_dir / "sweep.json", sweep)
     return not (requests and missing)
@@ -220,43 +285,72 @@ def _label(point: dict[str, Any]) -> str:
     return " ".join(_settings(point["settings"]))
 
 
-def _start(name: str, sweep: dict[str, Any], point: dict[str, Any], sweep_dir: Path) -> tuple[subprocess.Popen, Any]:
-    """Starts a point's `kexp run` (or `--resume` of its interrupted run folder) with its output to a log file."""
-    command = [sys.executable, "-m", "kexp", "run", name, "--strategy", sweep["strategy"],
+class _Attempt:
+    """One `kexp run` process of a point: the process, its log file, where its output starts, what it resumes."""
+
+    def __init__(self, process: subprocess.Popen, log: Any, log_path: Path, offset: int, resumed: str | None):
+        self.process, self.log, self.log_path, self.offset, self.resumed = process, log, log_path, offset, resumed
+
+
+def _start(sweep: dict[str, Any], point: dict[str, Any], sweep_dir: Path) -> _Attempt:
+    """Starts a point's `kexp run`, or `--resume` of its interrupted or crashed run folder, output to its log."""
+    command = [sys.executable, "-m", "kexp", "run", sweep["experiment"], "--strategy", sweep["strategy"],
                "--logdir", sweep["logdir"]]
-    if point["run_dir"] and point["status"] in ("interrupted", "crashed"):
-        command += ["--resume", point["run_dir"]]
+    resumed = None
+    if point["run_dir"] and Path(point["run_dir"]).is_dir() and \
+            runs.describe(Path(point["run_dir"]))["status"] in ("interrupted", "crashed"):
+        resumed = point["run_dir"]
+        command += ["--resume", resumed]
     else:
+        # Never run (or failed, or its folder is gone): a fresh run.
         point["run_dir"] = None
         for item in [*sweep["overrides"], *_settings(point["settings"])]:
             command += ["--set", item]
-    log = open(sweep_dir / "points" / f"point-{point['index'] + 1:03d}.log", "ab")
+    point.update(status="running", exit_code=None, error="")
+    log_path = sweep_dir / "points" / f"point-{point['index'] + 1:03d}.log"
+    log = open(log_path, "ab")
     log.write((" ".join(command) + "\n").encode())
     log.flush()
+    offset = log.tell()
     # Its own process group: a Ctrl-C at the terminal reaches the sweep alone,
     # which passes exactly one SIGINT on (a second one would stop the point at once).
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return process, log
+                               start_new_session=True, preexec_fn=_die_with_parent,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return _Attempt(process, log, log_path, offset, resumed)
 
 
-def _finish(point: dict[str, Any], code: int, sweep_dir: Path) -> None:
-    """Fills a point in from its exit code, its output and its run folder's `results.json`."""
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the sweep dies (Linux), so that no point trains on unwatched."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _finish(point: dict[str, Any], attempt: _Attempt) -> None:
+    """Fills a point in from this attempt's exit code, output, and run folder's `results.json`."""
+    from kexp.runner import RUN_FOLDER_LINE
+
+    attempt.log.close()
+    code = attempt.process.returncode
     point["exit_code"] = code
-    log = sweep_dir / "points" / f"point-{point['index'] + 1:03d}.log"
-    lines = log.read_bytes().decode("utf-8", "replace").splitlines()
-    found = [line.split(":", 1)[1].strip() for line in lines
-             if line.startswith("run_dir: ") and not line.startswith("run_dir: none")]
-    if found:
-        point["run_dir"] = found[-1]
+    with open(attempt.log_path, "rb") as log:
+        log.seek(attempt.offset)
+        lines = log.read().decode("utf-8", "replace").splitlines()
+    # This attempt's folder only: its first line once the folder exists, or the folder it resumed.
+    found = [line[len(RUN_FOLDER_LINE):].strip() for line in lines if line.startswith(RUN_FOLDER_LINE)]
+    point["run_dir"] = found[0] if found else attempt.resumed
     errors = [line for line in lines if line.startswith("kexp: error: ")]
     point["error"] = errors[-1][len("kexp: error: "):] if errors else ""
+    point["metrics"], point["wall_time_s"], point["meets_bar"] = {}, None, None
     _refresh(point)
-    if point["status"] in ("pending", "running"):
-        # No results.json: refused (exit 2), or killed before it could write one.
-        point["status"] = "failed" if code in (1, 2) else "interrupted" if code in (130, 143) else "crashed"
+    if point["status"] == "running":
+        # No results.json of this attempt: refused (exit 2), or stopped or killed before it wrote one.
+        stopped = code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
+        point["status"] = "interrupted" if stopped else "failed" if code in (0, 1, 2) else "crashed"
         if not point["error"]:
-            point["error"] = f"exit code {code} and no results.json; output in points/"
+            point["error"] = f"exit code {code} and no results.json; output in points/{attempt.log_path.name}"
 
 
 def _refresh(point: dict[str, Any]) -> None:
@@ -266,6 +360,8 @@ def _refresh(point: dict[str, Any]) -> None:
     entry = runs.describe(Path(point["run_dir"]))
     if entry["status"] in ("ok", "diverged", "failed", "interrupted", "crashed"):
         point["status"] = entry["status"]
+    elif entry["status"] == "corrupt":
+        point["status"], point["error"] = "failed", f"run folder: {entry['reason']}"
     point["metrics"] = entry["metrics"]
     point["wall_time_s"] = entry["wall_time_s"]
     from kexp import quality, registry

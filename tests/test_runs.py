@@ -117,3 +117,36 @@ def test_missing_logdir_exits_2_and_no_tensorflow_is_imported(logs, tmp_path):
             "print(code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO / "tests")
     assert out.stdout.split() == ["0", "False", "False"], out.stderr
+
+
+def test_files_other_tools_wrote_never_break_the_listing(logs, tmp_path):
+    import os
+
+    logdir, runs = logs
+    folder = tmp_path / "logs" / "xor"
+    folder.mkdir(parents=True)
+    results = json.loads((runs["ok"] / "results.json").read_text())
+    cases = {
+        "20260101-000001-nan": {**results, "metrics": {"a": float("nan"), "b": float("inf"), "c": 0.5}},
+        "20260101-000002-big": {**results, "metrics": {"a": 10**400}},
+        "20260101-000003-list": {**results, "metrics": [1, 2]},
+        "20260101-000004-newline": {**results, "metrics": {"x\ny": 1.0}},
+    }
+    for run_id, data in cases.items():
+        (folder / run_id).mkdir()
+        # Python's json writes NaN and Infinity unless told not to.
+        (folder / run_id / "results.json").write_text(json.dumps(data))
+    (folder / "20260101-000005-fifo").mkdir()
+    os.mkfifo(folder / "20260101-000005-fifo" / "results.json")
+    proc = run_cli("runs", "--logdir", str(tmp_path / "logs"), "--json", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    by_id = {e["run_id"]: e for e in json.loads(proc.stdout)}
+    assert by_id["20260101-000001-nan"]["metrics"] == {"a": None, "b": None, "c": 0.5}
+    assert by_id["20260101-000002-big"]["metrics"] == {"a": None}
+    assert by_id["20260101-000003-list"]["reason"] == "results.json metrics is not a JSON object"
+    assert by_id["20260101-000005-fifo"]["reason"] == "results.json: not a regular file"
+    table = run_cli("runs", "--logdir", str(tmp_path / "logs"), timeout=60)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.strip().splitlines()
+    assert len(lines) == 1 + len(cases) + 1  # one line per run, the newline escaped
+    assert "x\\ny=1" in table.stdout and "a=null b=null c=0.5" in table.stdout

@@ -56,7 +56,10 @@ def test_bad_grid_exits_2_with_nothing_run(logdir):
     cases = {
         ("--grid", "model.hidden=2,0"): "model.hidden: received 0; allowed: a value >= 1 and <= 100000",
         ("--grid", "model.nope=1,2"): "unknown key 'model.nope'; valid keys of model: hidden, activation",
-        ("--grid", "model.hidden=2,2"): "--grid 'model.hidden=2,2': value '2' repeated; allowed: distinct values",
+        ("--grid", "model.hidden=2,02"): "--grid 'model.hidden=2,02': '02' is the same value as '2'; "
+                                         "allowed: distinct values",
+        ("--grid", "train.shuffle=true,yes"): "--grid 'train.shuffle=true,yes': 'yes' is the same value as "
+                                              "'true'; allowed: distinct values",
         ("--grid", "model.hidden"): "--grid 'model.hidden': expected section.key=v1,v2, e.g. --grid train.epochs=5,10",
         ("--grid", "train.epochs=1,2", "--set", "train.epochs=3"):
             "--grid 'train.epochs=1,2': train.epochs is also given with --set; allowed: one of the two",
@@ -179,3 +182,89 @@ def test_a_failing_point_keeps_its_run_folder_and_the_sweep_goes_on(logdir, tmp_
     assert json.loads((Path(failed["run_dir"]) / "results.json").read_text())["status"] == "failed"
     assert "RuntimeError: failing on request" in (_sweep_dir(proc.stdout) / "points" / "point-001.log").read_text()
     assert ok["metrics"] == {"score": 1.0}
+    # A resume runs the failed point again (failures may pass: a missing file, a path), not the finished one.
+    again = run_cli("sweep", "--resume", str(_sweep_dir(proc.stdout)), env=env, timeout=600)
+    assert again.returncode == 1
+    assert "[1/2] model.mode=fail: started" in again.stdout and "[2/2]" not in again.stdout
+    log = (_sweep_dir(proc.stdout) / "points" / "point-001.log").read_text()
+    assert log.count("RuntimeError: failing on request") == 2
+
+
+def test_killed_sweep_takes_its_points_along_and_resume_continues_them_in_their_folders(logdir):
+    from kexp import rundir
+
+    command = [sys.executable, "-m", "kexp", "sweep", "xor", "--grid", "model.hidden=4,8",
+               "--set", "train.epochs=6", "--set", "data.repeats=20000", "--logdir", str(logdir)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        log = None
+        while time.monotonic() < deadline:
+            logs = list((logdir / "xor").glob("sweep-*/points/point-001.log")) if (logdir / "xor").exists() else []
+            if logs and "Epoch 2/6" in logs[0].read_text():
+                log = logs[0]
+                break
+            time.sleep(0.2)
+        assert log is not None
+        proc.kill()  # SIGKILL: no chance to stop its points itself
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_dir = Path(next(line for line in log.read_text().splitlines()
+                        if line.startswith("kexp: run folder ")).split("folder ", 1)[1])
+    # The point got SIGTERM when the sweep died, saved its state and stopped.
+    deadline = time.monotonic() + 120
+    while rundir.in_use(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not rundir.in_use(run_dir)
+    sweep_dir = log.parent.parent
+    assert [p["status"] for p in json.loads((sweep_dir / "sweep.json").read_text())["points"]] == [
+        "running", "pending"]
+
+    again = run_cli("sweep", "--resume", str(sweep_dir), timeout=600)
+    assert again.returncode == 0, again.stderr
+    points = json.loads((sweep_dir / "sweep.json").read_text())["points"]
+    assert [p["status"] for p in points] == ["ok", "ok"]
+    assert points[0]["run_dir"] == str(run_dir)  # continued, not started again
+    assert len(list((logdir / "xor").glob("2*"))) == 2
+    for fit in ("single_layer", "two_layer"):
+        history = (run_dir / fit / "history.csv").read_text().splitlines()
+        assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(6)]
+
+
+def test_sigterm_stops_the_sweep_with_143(logdir):
+    command = [sys.executable, "-m", "kexp", "sweep", "xor", "--grid", "model.hidden=4",
+               "--set", "data.repeats=20000", "--logdir", str(logdir)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "started" in proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "continue with: kexp sweep --resume" in err
+    assert out.strip().splitlines()[-1].startswith("sweep_dir: ")
+
+
+def test_resume_refuses_a_sweep_json_that_kexp_did_not_write(tmp_path):
+    from kexp.sweep import new_sweep
+
+    sweep_dir, sweep = new_sweep("xor", {"model.hidden": ["2", "4"]}, [], tmp_path, "auto")
+    edits = {
+        "points": lambda s: s.update(points=[1, 2]),
+        "settings": lambda s: s["points"][1].update(settings={"model.hidden": "abc"}),
+        "logdir": lambda s: s.pop("logdir"),
+        "strategy": lambda s: s.update(strategy="bogus"),
+    }
+    for what, edit in edits.items():
+        data = json.loads(json.dumps(sweep))
+        edit(data)
+        (sweep_dir / "sweep.json").write_text(json.dumps(data))
+        proc = run_cli("sweep", "--resume", str(sweep_dir))
+        assert proc.returncode == 2, (what, proc.stderr)
+        assert proc.stderr.startswith(f"kexp: error: sweep --resume {str(sweep_dir)!r}: sweep.json is not as kexp "
+                                      "sweep wrote it ("), what
+        assert len(proc.stderr.strip().splitlines()) == 1, what
