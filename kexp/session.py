@@ -114,10 +114,10 @@ def open_run(
     harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, backup_root=backup_root,
                       run_info={"experiment": name, "config": config_data}, resumed=resume is not None)
     harness.seeded_globally = seeded
-    if chief:
-        # The run folder is one HParams session; a resumed run's replaces its old start.
-        harness.summaries.write_hparams(hparams.flatten(config_data), trial_id=run_dir.name)
     if chief and resume is None:
+        # The run folder is one HParams session (a resumed run writes its start again at the end:
+        # a resume that fails must leave the folder as it was).
+        harness.summaries.write_hparams(hparams.flatten(config_data), trial_id=run_dir.name)
         harness.images.write_text("config", _config_markdown(config_data))
     started = time.perf_counter()
     usage_error = False
@@ -217,7 +217,7 @@ def _write_results(harness: Harness, name: str, config_data: dict, wall_time_s: 
     harness.results = _results(harness, name, config_data, wall_time_s)
     if chief and not harness.final_logged:
         harness.final_logged = True
-        _log_final(harness)
+        _log_final(harness, config_data)
     harness.close()
     if not chief:
         shutil.rmtree(harness.run_dir, ignore_errors=True)
@@ -230,13 +230,17 @@ def _write_results(harness: Harness, name: str, config_data: dict, wall_time_s: 
         raise WriteError(err.path, err.os_error, "; the trained state is in the run folder's backup/") from None
 
 
-def _log_final(harness: Harness) -> None:
+def _log_final(harness: Harness, config_data: dict) -> None:
     """Writes the quality metrics as scalars (`metrics/NAME`) and the HParams session's end with its status.
 
-    TensorBoard is a view of the run: a write that fails (a full disk, say)
-    is a warning, and `results.json`, written next, says what failed.
+    A resumed run writes its session start again too (replacing the one it
+    has, or the one a kill before it was written left out). TensorBoard is a
+    view of the run: a write that fails (a full disk, say) is a warning, and
+    `results.json`, written next, says what failed.
     """
     try:
+        if harness.resumed:
+            harness.summaries.write_hparams(hparams.flatten(config_data), trial_id=harness.run_dir.name)
         harness.summaries.write_scalars({f"metrics/{key}": value for key, value in harness.metrics.items()})
         harness.summaries.write_session_end(harness.status)
     except (OSError, tf.errors.OpError) as err:
