@@ -572,6 +572,25 @@ class Harness:
             self.images.write_png(name, png, step=step)
         return path
 
+    def log_text(self, name: str, text: str, step: int = 0, filename: str | None = None) -> Path:
+        """Saves text as `NAME.txt` and as a TensorBoard Text entry (a Markdown code block).
+
+        Args:
+            name: File stem and TensorBoard tag.
+            text: Plain text (e.g. generated samples).
+            step: TensorBoard step (e.g. the epoch).
+            filename: Path relative to the run folder, instead of `NAME.txt`.
+
+        Returns:
+            The file's path.
+        """
+        path = self.run_dir / (filename or f"{name}.txt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rundir.write_text(path, text if text.endswith("\n") else text + "\n")
+        if self.is_chief:
+            self.images.write_text(name, f"```\n{text}\n```", step=step)
+        return path
+
     @property
     def images(self) -> SummaryWriter:
         """TensorBoard writer for figures and text (the run's `plots` folder)."""

@@ -62,7 +62,8 @@ def _dcgan_digits(results: dict) -> None:
     assert kexp.load_model(run_dir, fit="dcgan").generator.output_shape[1:] == (16, 16, 1)
 
 
-# What each run shows beyond its declared bars. lstm_sine runs in test_lstm_sine.py.
+# What each run shows beyond its declared bars. lstm_sine runs in test_lstm_sine.py, char_rnn and
+# rnn_memory (minutes at defaults) in test_sequence_experiments.py.
 EXTRA_CHECKS = {
     "heart_mlp": _heart_mlp, "xor": _xor, "softmax": _classifier, "mlp": _classifier, "lenet": _classifier,
     "gan_gaussian_1d": _gan_gaussian_1d, "dcgan_digits": _dcgan_digits,
@@ -71,7 +72,7 @@ EXTRA_CHECKS = {
 
 def test_every_bundled_experiment_declares_bars_and_is_run_by_a_quality_test():
     bundled = sorted(n for n, spec in registry.discover().items() if spec.path.parent == registry.bundled_dir())
-    assert sorted([*EXTRA_CHECKS, "lstm_sine"]) == bundled
+    assert sorted([*EXTRA_CHECKS, "lstm_sine", "char_rnn", "rnn_memory"]) == bundled
     for name in bundled:
         expected = registry.load(name).EXPECTED
         quality.check_declaration(expected, name)

@@ -19,6 +19,32 @@ def _sweep_dir(stdout: str) -> Path:
     return Path(stdout.strip().splitlines()[-1].split(": ", 1)[1])
 
 
+def _signal_sweep_at(logdir: Path, hidden: str, point: int, signum: int) -> tuple[subprocess.CompletedProcess, Path]:
+    """Runs a slow xor sweep over `model.hidden=HIDDEN`, sends `signum` once point POINT is in its 2nd epoch.
+
+    Returns the finished sweep process (its output as text) and that point's log.
+    """
+    command = [sys.executable, "-m", "kexp", "sweep", "xor", "--grid", f"model.hidden={hidden}",
+               "--set", "train.epochs=6", "--set", "data.repeats=20000", "--logdir", str(logdir)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        log = None
+        while log is None and time.monotonic() < deadline:
+            found = list(logdir.glob(f"xor/sweep-*/points/point-{point:03d}.log"))
+            if found and "Epoch 2/6" in found[0].read_text():
+                log = found[0]
+            time.sleep(0.2)
+        assert log is not None, "the point never reached its second epoch"
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(command, proc.returncode, out, err), log
+
+
 def test_grid_runs_every_point_as_a_comparable_run(logdir):
     proc = run_cli("sweep", "xor", "--grid", "model.hidden=2,8", "--grid", "train.learning_rate=0.01,0.05",
                    *FAST, "--jobs", "2", "--logdir", str(logdir), timeout=600)
@@ -93,26 +119,8 @@ def test_a_diverging_point_is_reported_and_the_others_go_on(logdir):
 
 
 def test_ctrl_c_keeps_finished_points_and_resume_runs_only_the_missing_ones(logdir):
-    command = [sys.executable, "-m", "kexp", "sweep", "xor", "--grid", "model.hidden=2,4,8",
-               "--set", "train.epochs=6", "--set", "data.repeats=20000", "--logdir", str(logdir)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        sweep_dir = None
-        while time.monotonic() < deadline:
-            folders = list((logdir / "xor").glob("sweep-*")) if (logdir / "xor").exists() else []
-            if folders:
-                sweep_dir = folders[0]
-                log = sweep_dir / "points" / "point-002.log"
-                if log.exists() and "Epoch 2/6" in log.read_text():
-                    break
-            time.sleep(0.2)
-        assert sweep_dir is not None
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, log = _signal_sweep_at(logdir, "2,4,8", 2, signal.SIGINT)
+    sweep_dir, err = log.parent.parent, proc.stderr
     assert proc.returncode == 130, err
     assert f"continue with: kexp sweep --resume {sweep_dir}" in err
     sweep = json.loads((sweep_dir / "sweep.json").read_text())
@@ -193,24 +201,7 @@ def test_a_failing_point_keeps_its_run_folder_and_the_sweep_goes_on(logdir, tmp_
 def test_killed_sweep_takes_its_points_along_and_resume_continues_them_in_their_folders(logdir):
     from kexp import rundir
 
-    command = [sys.executable, "-m", "kexp", "sweep", "xor", "--grid", "model.hidden=4,8",
-               "--set", "train.epochs=6", "--set", "data.repeats=20000", "--logdir", str(logdir)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        log = None
-        while time.monotonic() < deadline:
-            logs = list((logdir / "xor").glob("sweep-*/points/point-001.log")) if (logdir / "xor").exists() else []
-            if logs and "Epoch 2/6" in logs[0].read_text():
-                log = logs[0]
-                break
-            time.sleep(0.2)
-        assert log is not None
-        proc.kill()  # SIGKILL: no chance to stop its points itself
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _, log = _signal_sweep_at(logdir, "4,8", 1, signal.SIGKILL)  # no chance to stop its points itself
     run_dir = Path(next(line for line in log.read_text().splitlines()
                         if line.startswith("kexp: run folder ")).split("folder ", 1)[1])
     # The point got SIGTERM when the sweep died, saved its state and stopped.

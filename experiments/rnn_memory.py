@@ -1,0 +1,118 @@
+"""Why GRU and LSTM: a SimpleRNN cannot carry a value across 100 steps; gated cells can (seeds 001, 004).
+
+What it shows: the adding problem (Hochreiter & Schmidhuber 1997). Each
+sequence holds `data.length` random values, two of them marked (one in
+each half); the target is their sum. Always answering 1 scores the
+baseline MSE 1/6 (`mse_baseline`). Under the same budget of optimizer steps
+and the same seed, a SimpleRNN stays at the baseline (its gradient from
+the first marked step vanishes), while a GRU and an LSTM solve the task.
+Each cell also trains with gradient clipping (`clipnorm`). The figure
+shows the weight-gradient norm over training (log scale: spikes are the
+exploding side) and, after training, how strongly the loss depends on each
+input step: for the SimpleRNN it falls off exponentially towards the
+early steps.
+
+`--set model.cells=simple,gru,lstm,bi_lstm,deep_lstm` adds a bidirectional
+and a two-layer LSTM (`mse_bi_lstm`, `mse_deep_lstm`, and `_clipped`; 32 and
+57 ms a step against the LSTM's 30, so about 9 minutes more on 2 cores).
+Length (measured, seed 0, the default 3,000 steps): at `data.length=20` the
+SimpleRNN solves the task too (MSE 0.002); at 50 and at 100 it stays at the
+baseline (0.168, 0.172) while the gated cells solve 100. The contrast opens
+between 20 and 50 steps, where the SimpleRNN's gradient from the first
+marked value has shrunk by many orders of magnitude (the figure).
+Seeds 0, 1, 2 at defaults: mse_lstm 6.1e-4, 6.1e-4, 2.4e-4; mse_gru 7.8e-5,
+1.9e-4, 1.6e-4; mse_simple_rnn 0.172, 0.166, 0.167.
+
+Command:  python -m kexp run rnn_memory
+Expected: mse_gru and mse_lstm <= 0.01 (clipped or not), mse_simple_rnn >= 0.1.
+Runtime:  about 6 minutes on a 2-core CPU (SimpleRNN 6, GRU 24, LSTM 30 ms a step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from kexp.config import ExperimentConfig, TrainConfig, param
+
+if TYPE_CHECKING:
+    from kexp.harness import Harness
+
+CELLS = ("simple", "gru", "lstm", "bi_lstm", "deep_lstm")
+# How each cell is named in the metrics, and built.
+METRIC_NAMES = {"simple": "simple_rnn", "gru": "gru", "lstm": "lstm", "bi_lstm": "bi_lstm", "deep_lstm": "deep_lstm"}
+
+
+@dataclasses.dataclass(frozen=True)
+class AddingData:
+    """The adding problem's sequences."""
+
+    length: int = param(100, ge=2, le=10_000, help="steps per sequence; the two marked values are a half apart")
+    train_size: int = param(25_600, ge=128, le=2_000_000, help="training sequences (a fixed set, reshuffled)")
+    test_size: int = param(5_000, ge=100, le=1_000_000, help="held-out test sequences")
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryModel:
+    """The recurrent networks compared."""
+
+    cells: tuple[str, ...] = param(("simple", "gru", "lstm"), choices=CELLS,
+                                   help="networks to train: simple, gru, lstm, bi_lstm, deep_lstm (2 layers)")
+    units: int = param(64, ge=1, le=4_096, help="units of each recurrent layer")
+    clipnorm: float = param(1.0, gt=0, le=1e6, help="gradient clipping (global norm) of the clipped runs")
+    compare_clipping: bool = param(True, help="also train each network with clipnorm")
+
+
+CONFIG = ExperimentConfig(
+    data=AddingData(),
+    model=MemoryModel(),
+    # 200 steps an epoch x 15 epochs = 3,000 optimizer steps for every network.
+    train=TrainConfig(epochs=15, batch_size=128, learning_rate=3e-3),
+)
+
+# The quality bar, declared once: the slow tests and the README's table follow it.
+EXPECTED = {"mse_lstm": ("<=", 0.01), "mse_gru": ("<=", 0.01), "mse_simple_rnn": (">=", 0.1)}
+
+
+def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
+    """Trains each cell on the adding problem, with and without clipping, and compares them."""
+    import numpy as np
+
+    from kexp import plots, tables
+    from kexp.data.sequences import adding_problem
+    from kexp.gradients import GradientNormRecorder
+    from kexp.models import rnn
+
+    d, m = config.data, config.model
+    rng = np.random.default_rng(config.train.seed)
+    x_train, y_train = adding_problem(d.train_size, d.length, rng)
+    x_test, y_test = adding_problem(d.test_size, d.length, rng)
+    probe = adding_problem(256, d.length, rng)
+
+    def builder(cell):
+        base = "lstm" if cell in ("bi_lstm", "deep_lstm") else cell
+        units = (m.units, m.units) if cell == "deep_lstm" else (m.units,)
+        return lambda: rnn((d.length, 2), 1, cell=base, units=units, bidirectional=cell == "bi_lstm",
+                           return_sequences=False, name=METRIC_NAMES[cell])
+
+    metrics = {"mse_baseline": float(np.mean((y_test - 1.0) ** 2))}
+    curves, rows = {}, []
+    for cell in dict.fromkeys(m.cells):
+        for clipped in (False, True) if m.compare_clipping else (False,):
+            name = METRIC_NAMES[cell] + ("_clipped" if clipped else "")
+            recorder = GradientNormRecorder(*probe)
+            options = {"clipnorm": m.clipnorm} if clipped else {}
+            model = harness.fit(builder(cell), (x_train, y_train), (x_test[:1000], y_test[:1000]), loss="mse",
+                                name=name, callbacks=[recorder], optimizer=lambda o=options: harness.optimizer(**o))
+            mse = harness.evaluate(model, (x_test, y_test))["test_loss"]
+            metrics[f"mse_{name}"] = mse
+            curves[name] = (recorder.steps, recorder.weight_norms, recorder.input_norms)
+            rows.append([name, mse, mse / metrics["mse_baseline"], recorder.steps[-1] if recorder.steps else 0,
+                         model.count_params()])
+    harness.log_figure("gradient_norms", plots.gradient_norm_figure(curves, d.length))
+    text = tables.write(harness.run_dir, "comparison", ["network", "test_mse", "mse / baseline",
+                                                        "optimizer_steps", "params"], rows)
+    harness.images.write_text("comparison", text)
+    print(f"adding problem, length {d.length}; baseline MSE (always 1): {metrics['mse_baseline']:.4f}")
+    print(text)
+    return metrics
