@@ -9,9 +9,12 @@ because its state can count open brackets, the text it writes closes `(`,
 `[` and `{` in order far more often (`lstm_bracket_balance` vs
 `ngram_bracket_balance`: the share of 200 samples of 400 characters,
 strings and comments ignored, each continuing a prompt from the validation
-files that leaves nothing open). `real_bracket_balance` is the same share
-for the real continuations. Samples are printed, kept in `samples.txt` and
-TensorBoard's Text tab along training.
+files that leaves nothing open; a sample that opens no bracket counts as
+balanced). `real_bracket_balance` is the same share for the real
+continuations. Samples are printed, kept in `samples.txt` (and
+`samples/epoch_NNN.txt`) and TensorBoard's Text tab along training;
+`final_samples.txt` puts the LSTM's and the n-gram's continuations of the
+same prompts side by side.
 
 Command:  python -m kexp run char_rnn
 Expected: val_bpc below ngram_bpc (bpc_margin > 0) and lstm_bracket_balance
@@ -29,7 +32,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+import sys
+
 from kexp.config import ExperimentConfig, TrainConfig, param
+from kexp.errors import ConfigError
 
 if TYPE_CHECKING:
     from kexp.harness import Harness
@@ -88,6 +94,10 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
 
     d, m, e = config.data, config.model, config.eval
     corpus = text.stdlib_corpus(d.corpus_chars)
+    if len(corpus.validation) <= d.seq_length:
+        raise ConfigError(f"data.seq_length={d.seq_length}: the validation files of data.corpus_chars="
+                          f"{d.corpus_chars} hold {len(corpus.validation)} characters; allowed: a window shorter "
+                          "than that, or a larger corpus")
     baseline, scores = ngram.best_order(corpus.train, corpus.validation, text.VOCAB_SIZE,
                                         range(1, m.max_ngram_order + 1))
     print("n-gram bits per char on validation, by order: "
@@ -98,6 +108,13 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     validation_text = text.decode(corpus.validation)
     starts = text.clean_line_starts(validation_text)
     starts = starts[(starts >= e.prompt_length) & (starts + e.sample_length <= len(validation_text))]
+    if not len(starts):
+        raise ConfigError(f"eval.prompt_length={e.prompt_length} and eval.sample_length={e.sample_length}: no "
+                          f"prompt fits the {len(validation_text)} validation characters of data.corpus_chars="
+                          f"{d.corpus_chars}; allowed: shorter prompts and samples, or a larger corpus")
+    if len(starts) < e.num_samples:
+        print(f"kexp: note: eval.num_samples={e.num_samples}, but the validation text has {len(starts)} prompt "
+              f"positions; bracket balance uses {len(starts)} samples (metric bracket_samples)", file=sys.stderr)
     chosen = np.sort(rng.choice(starts, size=min(e.num_samples, len(starts)), replace=False))
     prompts = np.stack([corpus.validation[s - e.prompt_length: s] for s in chosen])
     real = [validation_text[s: s + e.sample_length] for s in chosen]
@@ -134,6 +151,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
         "lstm_bracket_balance": float(np.mean([text.brackets_balanced(text.decode(s)) for s in lstm_samples])),
         "ngram_bracket_balance": float(np.mean([text.brackets_balanced(text.decode(s)) for s in ngram_samples])),
         "real_bracket_balance": float(np.mean([text.brackets_balanced(s) for s in real])),
+        "bracket_samples": float(len(chosen)),
     }
     metrics["bpc_margin"] = metrics["ngram_bpc"] - metrics["val_bpc"]
     metrics["bracket_margin"] = metrics["lstm_bracket_balance"] - metrics["ngram_bracket_balance"]

@@ -57,7 +57,7 @@ class MemoryModel:
     """The recurrent networks compared."""
 
     cells: tuple[str, ...] = param(("simple", "gru", "lstm"), choices=CELLS,
-                                   help="networks to train: simple, gru, lstm, bi_lstm, deep_lstm (2 layers)")
+                                   help="comma-separated networks to train (deep_lstm: 2 layers), each once")
     units: int = param(64, ge=1, le=4_096, help="units of each recurrent layer")
     clipnorm: float = param(1.0, gt=0, le=1e6, help="gradient clipping (global norm) of the clipped runs")
     compare_clipping: bool = param(True, help="also train each network with clipnorm")
@@ -89,11 +89,11 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     x_test, y_test = adding_problem(d.test_size, d.length, rng)
     probe = adding_problem(256, d.length, rng)
 
-    def builder(cell):
+    def builder(cell, name):
         base = "lstm" if cell in ("bi_lstm", "deep_lstm") else cell
         units = (m.units, m.units) if cell == "deep_lstm" else (m.units,)
         return lambda: rnn((d.length, 2), 1, cell=base, units=units, bidirectional=cell == "bi_lstm",
-                           return_sequences=False, name=METRIC_NAMES[cell])
+                           return_sequences=False, name=name)
 
     metrics = {"mse_baseline": float(np.mean((y_test - 1.0) ** 2))}
     curves, rows = {}, []
@@ -102,7 +102,8 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
             name = METRIC_NAMES[cell] + ("_clipped" if clipped else "")
             recorder = GradientNormRecorder(*probe)
             options = {"clipnorm": m.clipnorm} if clipped else {}
-            model = harness.fit(builder(cell), (x_train, y_train), (x_test[:1000], y_test[:1000]), loss="mse",
+            print(f"training {name}" + (f" (clipnorm {m.clipnorm})" if clipped else ""), flush=True)
+            model = harness.fit(builder(cell, name), (x_train, y_train), (x_test[:1000], y_test[:1000]), loss="mse",
                                 name=name, callbacks=[recorder], optimizer=lambda o=options: harness.optimizer(**o))
             mse = harness.evaluate(model, (x_test, y_test))["test_loss"]
             metrics[f"mse_{name}"] = mse

@@ -54,8 +54,12 @@ class GradientNormRecorder(keras.callbacks.Callback):
     def _measure(self) -> tuple[float, np.ndarray]:
         if self._gradients is None:
             self._gradients = _mse_gradients(self.model)
-        weight_norm, input_norms = self._gradients(self._x, self._y)
-        return float(weight_norm), input_norms.numpy()
+        # In a replica's context: under MirroredStrategy the weights are mirrored variables, which a
+        # gradient outside one cannot read. Every replica measures the same batch; the first answers.
+        strategy = tf.distribute.get_strategy()
+        weight_norm, input_norms = (strategy.experimental_local_results(value)[0]
+                                    for value in strategy.run(self._gradients, args=(self._x, self._y)))
+        return float(weight_norm), np.asarray(input_norms)
 
     def on_train_begin(self, logs: Any = None) -> None:
         self._record()

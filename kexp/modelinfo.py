@@ -11,7 +11,7 @@ from kexp import checkpoint
 
 
 def describe_training(model: keras.Model) -> dict[str, Any]:
-    """Returns what trained a model: its optimizers (class, learning rate or schedule), loss and parameter count."""
+    """Returns what trained a model: its optimizers (class, learning rate or schedule, clipping), loss, parameters."""
     optimizers = {}
     for attr, opt in checkpoint.optimizers_of(model).items():
         try:
@@ -21,6 +21,10 @@ def describe_training(model: keras.Model) -> dict[str, Any]:
         optimizers[attr] = {"class": type(opt).__name__,
                             "learning_rate": float(f"{lr:.7g}") if isinstance(lr, (int, float)) else
                             lr if isinstance(lr, dict) else str(lr)}
+        # Gradient clipping changes what trained; record it where set.
+        for clip in ("clipnorm", "global_clipnorm", "clipvalue"):
+            if getattr(opt, clip, None) is not None:
+                optimizers[attr][clip] = float(getattr(opt, clip))
     return {"optimizers": optimizers, "loss": _loss_name(getattr(model, "loss", None)),
             "params": int(model.count_params())}
 

@@ -4,7 +4,8 @@ The baseline the char-RNN must beat, so the strongest usual n-gram: each
 order's discounts D1, D2, D3+ are estimated from its count-of-counts, lower
 orders use continuation counts (in how many contexts a string follows), and
 every order interpolates with the one below, down to a uniform distribution
-over the vocabulary (so no symbol ever gets probability 0).
+over the vocabulary (so no symbol ever gets probability 0: every discount
+is positive, so every seen context passes mass down).
 
 Counting is NumPy over integer-coded n-grams (an order-n gram of symbols
 from a vocabulary of V is one int64 `sum(s_j * V^(n-1-j))`), so fitting
@@ -51,7 +52,9 @@ class KneserNey:
         if order < 1 or vocab_size ** order >= 2**62:
             raise ValueError(f"order must be >= 1 with vocab_size**order < 2**62; received: order={order}, "
                              f"vocab_size={vocab_size}")
-        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        if ids.size < order:
+            raise ValueError(f"need at least order = {order} ids to count; received {ids.size}")
+        if ids.min() < 0 or ids.max() >= vocab_size:
             raise ValueError(f"ids must be in [0, {vocab_size}); received ids in [{ids.min()}, {ids.max()}]")
         self.order, self.vocab_size = order, vocab_size
         grams = [None] + [_grams(ids, k, vocab_size) for k in range(1, order + 1)]
@@ -149,10 +152,15 @@ def sample(model: KneserNey, prompts: np.ndarray, length: int, temperature: floa
            rng: np.random.Generator) -> np.ndarray:
     """Returns `(N, length)` symbols sampled after each prompt row, each distribution raised to 1/temperature."""
     history = np.asarray(prompts, dtype=np.int64)
+    if history.ndim != 2 or history.shape[1] < model.order - 1:
+        raise ValueError(f"prompts must be (N, >= order - 1 = {model.order - 1}) symbol ids; "
+                         f"received shape {history.shape}")
     out = np.zeros((len(history), length), dtype=np.int64)
     for step in range(length):
         context = history[:, history.shape[1] - (model.order - 1):] if model.order > 1 else history[:, :0]
-        p = model.probabilities(context) ** (1.0 / temperature)
+        # In log space: p ** (1/T) underflows to 0 for a small T (every row NaN, every draw symbol 0).
+        logits = np.log(model.probabilities(context)) / temperature
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
         cumulative = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
         draws = (cumulative < rng.random((len(p), 1))).sum(axis=1)
         out[:, step] = np.minimum(draws, model.vocab_size - 1)
@@ -184,7 +192,12 @@ def _level(keys: np.ndarray, counts: np.ndarray, vocab_size: int) -> _Level:
     """One order's level: discounts from its count-of-counts, totals and gamma numerators per context."""
     n = [np.sum(counts == c) for c in range(1, 5)]
     y = n[0] / (n[0] + 2 * n[1]) if n[0] + 2 * n[1] > 0 else 0.5
-    d = [0.0] + [max(0.0, c - (c + 1) * y * (n[c] / n[c - 1] if n[c - 1] else 0.0)) for c in (1, 2, 3)]
+    # Chen & Goodman's estimates can come out <= 0 on odd counts-of-counts; a zero discount for a
+    # count class could leave a context no mass to give lower orders (a symbol with P = 0), so
+    # such a class falls back to the plain Kneser-Ney discount Y (or 1/2).
+    fallback = y if y > 0 else 0.5
+    estimates = [c - (c + 1) * y * (n[c] / n[c - 1] if n[c - 1] else 0.0) for c in (1, 2, 3)]
+    d = [0.0] + [value if value > 0 else fallback for value in estimates]
     discounts = np.array(d)
     context_of = keys // vocab_size
     contexts, first = np.unique(context_of, return_index=True)

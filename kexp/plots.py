@@ -310,7 +310,9 @@ def gradient_norm_figure(curves: Any, length: int) -> Any:
         # One color per network; its clipped run dashed.
         style = {"color": f"C{bases.index(name.removesuffix('_clipped'))}",
                  "linestyle": "--" if name.endswith("_clipped") else "-"}
-        left.plot(steps, weight_norms, label=name, **style)
+        # A resumed fit's recorder saw only the steps after the resume.
+        label = name if not steps or steps[0] == 0 else f"{name} (from step {steps[0]}: resumed)"
+        left.plot(steps, weight_norms, label=label, **style)
         if input_norms is not None:
             right.plot(range(length), input_norms, label=name, **style)
     left.set_yscale("log")

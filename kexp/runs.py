@@ -120,7 +120,7 @@ def format_table(entries: list[dict[str, Any]]) -> list[str]:
     for e in entries:
         bar = {True: "met", False: "missed", None: "-"}[e["meets_bar"]]
         overrides = "?" if e["overrides"] is None else _printable(" ".join(
-            f"{k}={v}" for k, v in e["overrides"].items())) or "defaults"
+            f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in e["overrides"].items())) or "defaults"
         metrics = " ".join(f"{_printable(k)}={'null' if v is None else format_number(v)}"
                            for k, v in e["metrics"].items())
         if e["reason"]:

@@ -253,7 +253,7 @@ def _config_markdown(config_data: dict) -> str:
     rows = ["| key | value |", "|---|---|"]
     for section, values in config_data.items():
         for key, value in (values or {}).items():
-            rows.append(f"| {section}.{key} | {value} |")
+            rows.append(f"| {section}.{key} | {hparams.flatten({section: {key: value}})[f'{section}.{key}']} |")
     return "\n".join(rows)
 
 

@@ -46,3 +46,15 @@ def test_char_rnn_beats_the_best_ngram_and_closes_its_brackets(logdir):
     run_dir = Path(results["run_dir"])
     assert (run_dir / "samples.txt").read_text().count("--- LSTM after epoch") == 4 * 3  # epochs 4, 8, 12, 14
     assert {"samples", "final_samples", "model_summary/model"} <= set(read_events(run_dir / "plots"))
+
+
+def test_rnn_memory_runs_under_mirrored_strategy_and_records_clipping(logdir):
+    # Tiny settings: the gradient probe must work on mirrored weights, and results.json must say which fits clipped.
+    settings = {"data.length": 4, "data.train_size": 256, "data.test_size": 100, "train.epochs": 1,
+                "model.units": 4, "model.cells": "simple"}
+    results = kexp.run("rnn_memory", settings, logdir=logdir, strategy="mirrored", verbose=0)
+    assert results["status"] == "ok" and results["num_replicas"] == 2
+    optimizers = {fit: info["optimizers"]["optimizer"] for fit, info in results["fits"].items()}
+    assert optimizers["simple_rnn"] == {"class": "Adam", "learning_rate": 0.003}
+    assert optimizers["simple_rnn_clipped"] == {"class": "Adam", "learning_rate": 0.003, "clipnorm": 1.0}
+    assert set(results["metrics"]) == {"mse_baseline", "mse_simple_rnn", "mse_simple_rnn_clipped"}

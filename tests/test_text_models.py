@@ -114,3 +114,39 @@ def test_stream_scoring_carries_state_and_sampling_is_compiled_and_seeded():
     np.testing.assert_array_equal(first, charlm.sample(model, np.stack([ids[:20], ids[20:40]]), 25, 0.8, seed=3))
     x, y = charlm.windows(ids, 100)
     assert x.shape == y.shape == (3, 100) and (y[:, :-1] == x[:, 1:]).all() and y[0, -1] == ids[100]
+
+
+def test_no_symbol_gets_probability_zero_when_a_discount_estimate_is_not_positive():
+    # Level 3 of this text has counts-of-counts n1..n4 = 1, 0, 2, 2: Chen & Goodman's D3+ = 3 - 4 * 1 * 2/2 = -1.
+    ids = np.array([1, 0, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 0])
+    model = ngram.KneserNey(ids, order=3, vocab_size=2)
+    contexts = np.array([[a, b] for a in (0, 1) for b in (0, 1)])
+    p = model.probabilities(contexts)
+    assert (p > 0).all()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+
+
+def test_ngram_sampling_at_a_cold_temperature_is_greedy_not_nan():
+    corpus = text.stdlib_corpus(60_000)
+    model = ngram.KneserNey(corpus.train, 4, text.VOCAB_SIZE)
+    prompts = np.stack([corpus.validation[i: i + 3] for i in range(0, 600, 30)])
+    out = ngram.sample(model, prompts, 1, temperature=0.001, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(out[:, 0], model.probabilities(prompts).argmax(axis=1))
+    with pytest.raises(ValueError, match="need at least order = 4 ids"):
+        ngram.KneserNey(np.array([1, 2]), 4, 5)
+    with pytest.raises(ValueError, match=r"prompts must be \(N, >= order - 1 = 3\)"):
+        ngram.sample(model, prompts[:, :2], 5, 1.0, np.random.default_rng(0))
+
+
+def test_char_rnn_settings_that_do_not_fit_the_validation_text_exit_2(logdir):
+    from helpers import run_cli
+
+    for settings, message in [
+        (["eval.sample_length=100000"], "eval.prompt_length=100 and eval.sample_length=100000: no prompt fits the "),
+        (["data.seq_length=7000"], "data.seq_length=7000: the validation files of data.corpus_chars=50000 hold "),
+    ]:
+        args = [item for setting in ["data.corpus_chars=50000", *settings] for item in ("--set", setting)]
+        proc = run_cli("run", "char_rnn", "--logdir", str(logdir), *args)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith(f"kexp: error: {message}") and len(proc.stderr.strip().splitlines()) == 1
+        assert not any(logdir.iterdir())  # the run folder went again

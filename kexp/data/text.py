@@ -83,7 +83,8 @@ def encode(text: str) -> np.ndarray:
     table = np.full(128, len(ALPHABET), dtype=np.int32)
     for index, char in enumerate(ALPHABET):
         table[ord(char)] = index
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    # surrogatepass: a lone surrogate (from a bad decode) is one unknown symbol, not an error.
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     ids = np.full(codes.shape, len(ALPHABET), dtype=np.int32)
     ascii_ = codes < 128
     ids[ascii_] = table[codes[ascii_]]
