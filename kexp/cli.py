@@ -2,8 +2,9 @@
 
 Exit codes: 0 ok; 2 bad usage, config or input (one line on stderr, no run
 folder left); 1 the run failed or diverged; 130 / 143 stopped by SIGINT /
-SIGTERM (continue with `--resume RUN_DIR`). TensorFlow is imported only by
-commands that train.
+SIGTERM (continue with `--resume RUN_DIR`; `sweep` likewise with `sweep
+--resume SWEEP_DIR`). TensorFlow is imported only by commands that train and
+by `tensorboard`; `list`, `show`, `runs` and `sweep` itself never import it.
 """
 
 from __future__ import annotations
@@ -285,6 +286,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _tensorboard(args: argparse.Namespace) -> int:
+    import importlib.util
     import signal
     import threading
 
@@ -299,8 +301,6 @@ def _tensorboard(args: argparse.Namespace) -> int:
     from tensorboard import program
 
     board = program.TensorBoard()
-    import importlib.util
-
     # TensorBoard's "auto" prints a note about its fast loader; pick the loader here instead.
     fast = "true" if importlib.util.find_spec("tensorboard_data_server") else "false"
     board.configure(logdir=os.path.abspath(args.logdir), host="127.0.0.1", port=args.port, load_fast=fast)
