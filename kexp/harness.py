@@ -27,22 +27,23 @@ from typing import Any, Callable, Mapping, Sequence
 import keras
 import tensorflow as tf
 
-from kexp import checkpoint, fitargs, fitlogs, fused, inputs, modelinfo, plots, rundir, saving, speed
+from kexp import checkpoint, fitargs, fitlogs, fused, inputs, modelinfo, rundir, saving, speed
 from kexp.callbacks import (
-    SaveState, EpochGate, EpochTimer, HistoryCSV, StopOnRequest, SummaryWriter, TensorBoardLogger,
+    SaveState, EpochGate, EpochTimer, HistoryCSV, StopOnRequest, TensorBoardLogger,
 )
 from kexp.compat import built_locally, is_multi_worker, prepare_multi_worker_fit, quiet_retracing_warnings
 from kexp.config import TrainConfig
 from kexp.errors import UsageError
 from kexp.interrupt import StopRequest
 from kexp.models.gan import GAN
+from kexp.outputs import RunOutputs
 from kexp.pipeline import Pipeline, fixed_shapes
 from kexp.strategy import is_chief
 
 Data = Any  # what `fit` takes: see `kexp.inputs`
 
 
-class Harness:
+class Harness(RunOutputs):
     """Trains and evaluates Keras models for one run, in one strategy.
 
     Create it with `open_run(...)`, which also writes the run folder's files.
@@ -96,8 +97,6 @@ class Harness:
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose
         self._train_seconds = 0.0
         self._train_samples = 0
-        self._images: SummaryWriter | None = None
-        self._summaries: SummaryWriter | None = None
         self._steps_per_epoch: int | None = None
         self._epochs: int | None = None
         self.pipeline = Pipeline(train, int(strategy.num_replicas_in_sync), strategy_name)
@@ -551,67 +550,3 @@ class Harness:
         """Adds quality figures to the run's `results.json` `metrics`."""
         for key, value in metrics.items():
             self.metrics[key] = float(value)
-
-    def log_figure(self, name: str, fig: Any, step: int = 0, filename: str | None = None) -> Path:
-        """Saves a matplotlib figure as `NAME.png` and as a TensorBoard image.
-
-        Args:
-            name: File stem and TensorBoard tag.
-            fig: A matplotlib figure; it is closed afterwards.
-            step: TensorBoard step (e.g. the epoch).
-            filename: PNG path relative to the run folder, instead of `NAME.png`
-                (e.g. one file per epoch).
-
-        Returns:
-            The PNG's path.
-        """
-        path = self.run_dir / (filename or f"{name}.png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        png = plots.save(fig, path)
-        if self.is_chief:
-            self.images.write_png(name, png, step=step)
-        return path
-
-    def log_text(self, name: str, text: str, step: int = 0, filename: str | None = None) -> Path:
-        """Saves text as `NAME.txt` and as a TensorBoard Text entry (a Markdown code block).
-
-        Args:
-            name: File stem and TensorBoard tag.
-            text: Plain text (e.g. generated samples).
-            step: TensorBoard step (e.g. the epoch).
-            filename: Path relative to the run folder, instead of `NAME.txt`.
-
-        Returns:
-            The file's path.
-        """
-        path = self.run_dir / (filename or f"{name}.txt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rundir.write_text(path, text if text.endswith("\n") else text + "\n")
-        if self.is_chief:
-            self.images.write_text(name, f"```\n{text}\n```", step=step)
-        return path
-
-    @property
-    def images(self) -> SummaryWriter:
-        """TensorBoard writer for figures and text (the run's `plots` folder)."""
-        if self._images is None:
-            self._images = SummaryWriter(self.run_dir / "plots", replace_existing=self.resumed)
-        return self._images
-
-    @property
-    def summaries(self) -> SummaryWriter:
-        """TensorBoard writer of the run folder itself: HParams and the final quality metrics.
-
-        The run folder is the HParams session; the fits' `train/` and
-        `validation/` scalars below it are the session's metrics too.
-        """
-        if self._summaries is None:
-            self._summaries = SummaryWriter(self.run_dir, replace_existing=self.resumed)
-        return self._summaries
-
-    def close(self) -> None:
-        """Closes the run's TensorBoard writers."""
-        for writer in (self._images, self._summaries):
-            if writer is not None:
-                writer.close()
-        self._images = self._summaries = None
