@@ -1,4 +1,4 @@
-"""Internal: Keras callbacks and TensorBoard writers the harness adds to every fit."""
+"""Internal: Keras callbacks and TensorBoard writers the harness adds to every fit, and recorders experiments pass."""
 
 from __future__ import annotations
 
@@ -208,6 +208,68 @@ class SaveState(keras.callbacks.Callback):
         if not _all_finite(logs):
             return  # diverged: keep the last good state
         checkpoint.save(self.backup_dir, self.model, epoch + 1, self.epochs, run=self.run_info)
+
+
+class LayerWeightsRecorder(keras.callbacks.Callback):
+    """Keeps one layer's weights, flattened and concatenated (kernel then bias), after every epoch.
+
+    Args:
+        layer: The layer's name in the fitted model.
+
+    Attributes:
+        values: One flat NumPy array per epoch this process trained.
+    """
+
+    def __init__(self, layer: str) -> None:
+        super().__init__()
+        self.layer = layer
+        self.values: list[Any] = []
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        import numpy as np
+
+        weights = self.model.get_layer(self.layer).get_weights()
+        self.values.append(np.concatenate([np.ravel(w) for w in weights]))
+
+
+class LossCurveRecorder(keras.callbacks.Callback):
+    """Records the loss on fixed data after every epoch, against examples seen and training seconds.
+
+    The evaluation runs outside the measured time, so `seconds` is the time
+    spent training only (first epoch's tracing included).
+
+    Args:
+        x: Inputs to score, e.g. the whole training set.
+        y: Their targets.
+        loss: A Keras loss (a callable of `y_true, y_pred`).
+        examples_per_epoch: Examples one epoch trains on.
+
+    Attributes:
+        points: `(examples_seen, seconds, loss)`, the first one before this process's first epoch.
+    """
+
+    def __init__(self, x: Any, y: Any, loss: Any, examples_per_epoch: int) -> None:
+        super().__init__()
+        self.x, self.y, self.loss = x, y, loss
+        self.examples_per_epoch = examples_per_epoch
+        self.points: list[tuple[int, float, float]] = []
+        self._seconds = 0.0
+        self._started = 0.0
+        self._score: Any = None
+
+    def _loss(self) -> float:
+        if self._score is None:
+            self._score = tf.function(lambda x, y: self.loss(y, self.model(x, training=False)))
+        return float(self._score(self.x, self.y))
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        if not self.points:  # where this process starts: epoch 0, or a resumed fit's next epoch
+            self.points.append((epoch * self.examples_per_epoch, 0.0, self._loss()))
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self._seconds += time.perf_counter() - self._started
+        self.points.append(((epoch + 1) * self.examples_per_epoch, self._seconds, self._loss()))
 
 
 def _all_finite(logs: Any) -> bool:

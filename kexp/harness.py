@@ -18,11 +18,13 @@ Use it on your own Keras model without writing an experiment file:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import inspect
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import keras
 import tensorflow as tf
@@ -32,7 +34,7 @@ from kexp.callbacks import (
     SaveState, EpochGate, EpochTimer, HistoryCSV, StopOnRequest, TensorBoardLogger,
 )
 from kexp.compat import built_locally, is_multi_worker, prepare_multi_worker_fit, quiet_retracing_warnings
-from kexp.config import TrainConfig
+from kexp.config import ExperimentConfig, TrainConfig, validate
 from kexp.errors import UsageError
 from kexp.interrupt import StopRequest
 from kexp.models.gan import GAN
@@ -62,7 +64,8 @@ class Harness(RunOutputs):
         fit_settings: What each `fit` ran with, by its fit name (`model`,
             `model_2`, or its `name`): `steps_per_execution`, `jit_compile`,
             `fused_steps` (whether its batches ran fused), `compiled_by`,
-            example counts, and what trained it (`optimizers` with their
+            example counts, `examples_per_s` (its epochs after the first,
+            which holds tracing), and what trained it (`optimizers` with their
             learning rate or schedule, `loss`, `params`); `results.json`
             holds them as `fits`.
         history: Each fit's `keras.callbacks.History`, by fit name (also
@@ -108,6 +111,37 @@ class Harness(RunOutputs):
         self.saved_models: dict[str, str] = {}
         # Whether the final metrics and HParams session end went to TensorBoard (`kexp.session`).
         self.final_logged = False
+
+    @contextlib.contextmanager
+    def overrides(self, **changes: Any) -> Iterator[TrainConfig]:
+        """Changes train settings for the fits inside the `with` block, e.g. one optimizer of a comparison.
+
+        Example: `with harness.overrides(batch_size=1, optimizer="sgd", learning_rate=0.01): harness.fit(...)`.
+        Each fit's `batch_size` and optimizer are recorded in `fit_settings`
+        (`results.json` `fits`); the run's config keeps the configured values.
+
+        Args:
+            **changes: `TrainConfig` fields and their values for these fits,
+                checked against the field's limits.
+
+        Yields:
+            The train settings in force.
+
+        Raises:
+            UsageError: For a name that is not a `TrainConfig` field or a value out of its limits.
+        """
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(changes) - fields)
+        if unknown:
+            raise UsageError(f"Harness.overrides: received {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}")
+        configured = self.train
+        changed = dataclasses.replace(configured, **changes)
+        validate(ExperimentConfig(data=None, model=None, train=changed))
+        self.train = changed
+        try:
+            yield changed
+        finally:
+            self.train = configured
 
     # -- data -------------------------------------------------------------
 
@@ -341,7 +375,7 @@ class Harness(RunOutputs):
                               pad=pad) if validation is not None else None
         self.fit_settings[fit_name] = {
             "steps_per_execution": steps_per_execution, "jit_compile": bool(model.jit_compile),
-            "fused_steps": group > 1, "compiled_by": compiled_by,
+            "fused_steps": group > 1, "compiled_by": compiled_by, "global_batch_size": self.global_batch_size,
             "train_examples": n_all, "trained_examples_per_epoch": n_train, "validation_examples": n_validation,
         }
         if is_multi_worker(self.strategy):
@@ -368,6 +402,9 @@ class Harness(RunOutputs):
             steady = timer.durations[1:] or timer.durations
             self._train_seconds += sum(steady)
             self._train_samples += n_train * len(steady)
+            if steady:
+                # This fit alone: what a comparison of models reports as its throughput.
+                self.fit_settings[fit_name]["examples_per_s"] = n_train * len(steady) / max(sum(steady), 1e-9)
         self.stop.check()
         self._after_fit(model, history, fit_name)
         return model

@@ -326,3 +326,124 @@ def gradient_norm_figure(curves: Any, length: int) -> Any:
     left.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def linear_regression_figure(losses: Any, errors: Any, first_epoch: int, names: Any, lstsq_errors: Any) -> Any:
+    """Returns two panels: training loss per epoch, and each parameter's absolute error per epoch.
+
+    Args:
+        losses: Training loss of each epoch.
+        errors: `(epochs, parameters)` absolute errors of the estimates after each recorded epoch.
+        first_epoch: The epoch (from 1) of the first row of `errors`.
+        names: Parameter names.
+        lstsq_errors: The closed-form solution's error per parameter (dashed lines).
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    left.plot(range(1, len(losses) + 1), losses, marker="o")
+    left.set_yscale("log")
+    left.set_xlabel("epoch")
+    left.set_ylabel("training loss (MSE)")
+    left.set_title("loss")
+    epochs = range(first_epoch, first_epoch + len(errors))
+    for i, name in enumerate(names):
+        right.plot(epochs, [row[i] for row in errors], marker="o", color=f"C{i}", label=f"{name}: gradient descent")
+        right.axhline(max(float(lstsq_errors[i]), 1e-12), color=f"C{i}", linestyle="--",
+                      label=f"{name}: least squares")
+    right.set_yscale("log")
+    right.set_xlabel("epoch")
+    right.set_ylabel("|estimate - true value|")
+    right.set_title("parameter error")
+    right.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves_figure(curves: Any) -> Any:
+    """Returns two panels: each variant's loss against examples seen, and against training seconds.
+
+    Args:
+        curves: `{name: [(examples_seen, seconds, loss), ...]}` (`kexp.callbacks.LossCurveRecorder`).
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for i, (name, points) in enumerate(curves.items()):
+        examples, seconds, losses = zip(*points)
+        left.plot(examples, losses, marker=".", color=f"C{i}", label=name)
+        right.plot(seconds, losses, marker=".", color=f"C{i}", label=name)
+    for axes, label in ((left, "examples seen"), (right, "training seconds (first epoch's tracing included)")):
+        axes.set_yscale("log")
+        axes.set_xlabel(label)
+        axes.set_ylabel("training loss (whole training set)")
+    left.set_title("loss against examples")
+    right.set_title("loss against wall time")
+    left.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def variants_figure(accuracies: Any, curves: Any, title: str = "", curve_label: str = "test accuracy") -> Any:
+    """Returns two panels: accuracies per variant (mean, bars of ± sample std, dots per seed), and a curve per variant.
+
+    Args:
+        accuracies: `{variant: {series: values}}`, e.g. `{"l2": {"train": [...], "test": [...]}}`,
+            one value per seed.
+        curves: `{variant: per-epoch values}` (e.g. the mean validation accuracy over seeds).
+        title: Figure title.
+        curve_label: What the curves are.
+    """
+    import numpy as np
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    names = list(accuracies)
+    series = list(dict.fromkeys(label for per in accuracies.values() for label in per))
+    width = 0.8 / len(series)
+    positions = np.arange(len(names))
+    for k, label in enumerate(series):
+        offset = (k - (len(series) - 1) / 2) * width
+        values = [np.asarray(accuracies[n].get(label, []), dtype=float) for n in names]
+        left.bar(positions + offset, [v.mean() if v.size else 0 for v in values], width=width, label=label,
+                 color=f"C{k}", yerr=[v.std(ddof=1) if v.size > 1 else 0 for v in values], capsize=3, alpha=0.8)
+        for p, v in zip(positions, values):
+            left.plot([p + offset] * v.size, v, "k.", markersize=4)
+    low = min(float(np.min(v)) for per in accuracies.values() for v in per.values() if len(v))
+    left.set_xticks(positions, names)
+    left.set_ylim(max(0.0, low - 0.1), 1.0)
+    left.set_ylabel("accuracy")
+    left.set_title("accuracy (mean ± std over seeds; dots: seeds)")
+    left.legend(fontsize="small")
+    for i, (name, values) in enumerate(curves.items()):
+        right.plot(range(1, len(values) + 1), values, color=f"C{i}", label=name)
+    right.set_xlabel("epoch")
+    right.set_ylabel(curve_label)
+    right.set_title(f"{curve_label} along training (mean over seeds)")
+    right.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def zoo_figure(curves: Any, points: Any) -> Any:
+    """Returns two panels: each model's validation accuracy per epoch, and test accuracy against throughput.
+
+    Args:
+        curves: `{model: validation accuracy per epoch}`.
+        points: `{model: (examples_per_s, test_accuracy, params)}`.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for i, (name, values) in enumerate(curves.items()):
+        left.plot(range(1, len(values) + 1), values, color=f"C{i}", marker=".", label=name)
+    left.set_xlabel("epoch")
+    left.set_ylabel("validation accuracy")
+    left.set_ylim(max(0.0, min(min(v) for v in curves.values()) - 0.05), 1.0)
+    left.set_title("validation accuracy along training")
+    left.legend(fontsize="small")
+    for i, (name, (throughput, accuracy, params)) in enumerate(points.items()):
+        right.scatter([throughput], [accuracy], color=f"C{i}", s=30)
+        right.annotate(f"{name} ({params:,} params)", (throughput, accuracy), fontsize="small",
+                       textcoords="offset points", xytext=(4, 4))
+    right.set_xscale("log")
+    right.set_xlabel("training examples per second (steady epochs)")
+    right.set_ylabel("test accuracy")
+    right.set_title("accuracy against cost")
+    fig.tight_layout()
+    return fig

@@ -19,6 +19,11 @@ from kexp.strategy import configure_cpu_devices  # noqa: E402
 configure_cpu_devices(2)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Starts the slow tests first, so that the two workers finish together instead of one waiting on a long test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def logdir(tmp_path: Path) -> Path:
     """An empty folder for run folders."""

@@ -63,7 +63,7 @@ def _dcgan_digits(results: dict) -> None:
 
 
 # What each run shows beyond its declared bars. lstm_sine runs in test_lstm_sine.py, char_rnn and
-# rnn_memory (minutes at defaults) in test_sequence_experiments.py.
+# rnn_memory (minutes at defaults) in test_sequence_experiments.py, the training studies in test_studies.py.
 EXTRA_CHECKS = {
     "heart_mlp": _heart_mlp, "xor": _xor, "softmax": _classifier, "mlp": _classifier, "lenet": _classifier,
     "gan_gaussian_1d": _gan_gaussian_1d, "dcgan_digits": _dcgan_digits,
@@ -72,7 +72,8 @@ EXTRA_CHECKS = {
 
 def test_every_bundled_experiment_declares_bars_and_is_run_by_a_quality_test():
     bundled = sorted(n for n, spec in registry.discover().items() if spec.path.parent == registry.bundled_dir())
-    assert sorted([*EXTRA_CHECKS, "lstm_sine", "char_rnn", "rnn_memory"]) == bundled
+    studies = ["cnn_zoo", "regularization", "optimizers", "transfer", "linear_regression"]
+    assert sorted([*EXTRA_CHECKS, "lstm_sine", "char_rnn", "rnn_memory", *studies]) == bundled
     for name in bundled:
         expected = registry.load(name).EXPECTED
         quality.check_declaration(expected, name)

@@ -136,3 +136,36 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     import tensorflow as tf
 
     return tf.image.resize(images, (size, size), method="bilinear").numpy().astype("float32")
+
+
+def scatter(images: np.ndarray, canvas: int, rng: np.random.Generator, noise: float = 0.0) -> np.ndarray:
+    """Places each image at a random position on a blank square canvas, optionally adding pixel noise.
+
+    Makes a small, clean data set harder in a controlled way: a classifier
+    must find the digit wherever it is (what convolutions and their
+    pretraining are for) and, with noise, must not memorize the noise.
+
+    Args:
+        images: `(n, h, w, c)` images in [0, 1].
+        canvas: Side of the canvas, at least the images' height and width.
+        rng: Draws the positions (and the noise).
+        noise: Standard deviation of Gaussian noise added to every canvas pixel, clipped to [0, 1].
+
+    Returns:
+        `(n, canvas, canvas, c)` float32 images.
+
+    Raises:
+        UsageError: When the canvas is smaller than the images.
+    """
+    n, h, w, c = images.shape
+    if canvas < max(h, w):
+        raise UsageError(f"data.canvas: received {canvas}; allowed: 0 (off) or at least the images' side {max(h, w)}")
+    out = np.zeros((n, canvas, canvas, c), dtype="float32")
+    top = rng.integers(0, canvas - h + 1, n)
+    left = rng.integers(0, canvas - w + 1, n)
+    rows = top[:, None] + np.arange(h)[None, :]
+    cols = left[:, None] + np.arange(w)[None, :]
+    out[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]] = images
+    if noise:
+        out = np.clip(out + rng.normal(scale=noise, size=out.shape), 0.0, 1.0).astype("float32")
+    return out

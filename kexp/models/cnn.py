@@ -131,6 +131,7 @@ def vgg(
     dense: Sequence[int] = (256,),
     dropout: float = 0.5,
     batch_norm: bool = False,
+    bn_momentum: float = 0.99,
     sequential: bool = False,
     name: str = "vgg",
 ) -> keras.Model:
@@ -146,6 +147,9 @@ def vgg(
         dense: Units of the hidden FC layers.
         dropout: Dropout after each hidden FC layer.
         batch_norm: BatchNorm after each conv (not in the 2014 original).
+        bn_momentum: Momentum of BatchNorm's moving statistics (Keras' 0.99
+            by default; 0.9, PyTorch's 0.1, lets them catch up within the
+            first epoch of a small data set).
         sequential: Return a `keras.Sequential` instead of a functional model.
         name: Model name.
 
@@ -153,6 +157,7 @@ def vgg(
         A `keras.Model`.
     """
     check_pairs("blocks", blocks, "(num_convs, filters)")
+    check_range("bn_momentum", bn_momentum, low=0.0, high=1.0, high_open=True)
     check_sizes("dense", dense, allow_empty=True)
     _image_shape(input_shape, 2 ** len(blocks), "VGG", f"{len(blocks)} 2x2 pools")
     layers: list[keras.layers.Layer] = []
@@ -162,7 +167,7 @@ def vgg(
                 int(filters), 3, padding="same", use_bias=not batch_norm,
                 activation=None if batch_norm else "relu", name=f"block{b + 1}_conv{c + 1}"))
             if batch_norm:
-                layers += [keras.layers.BatchNormalization(name=f"block{b + 1}_bn{c + 1}"),
+                layers += [keras.layers.BatchNormalization(momentum=bn_momentum, name=f"block{b + 1}_bn{c + 1}"),
                            keras.layers.ReLU(name=f"block{b + 1}_relu{c + 1}")]
         layers.append(keras.layers.MaxPooling2D(2, name=f"block{b + 1}_pool"))
     layers.append(keras.layers.Flatten(name="flatten"))
@@ -293,7 +298,8 @@ def googlenet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def residual_block(x: keras.KerasTensor, filters: int, stride: int, name: str) -> keras.KerasTensor:
+def residual_block(x: keras.KerasTensor, filters: int, stride: int, name: str,
+                   bn_momentum: float = 0.99) -> keras.KerasTensor:
     """Applies a ResNet basic block: conv-BN-ReLU-conv-BN plus shortcut, then ReLU.
 
     The shortcut is the identity, or a strided 1x1 conv + BN when the shape changes.
@@ -305,19 +311,20 @@ def residual_block(x: keras.KerasTensor, filters: int, stride: int, name: str) -
         filters: Output channels.
         stride: 1, or 2 to halve height and width.
         name: Prefix of the block's layer names.
+        bn_momentum: Momentum of BatchNorm's moving statistics.
 
     Returns:
         The block's output tensor.
     """
     y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-    y = keras.layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = keras.layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn2")(y)
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x)
-        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_proj_bn")(shortcut)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
@@ -327,6 +334,7 @@ def resnet(
     num_classes: int = 10,
     *,
     stages: Sequence[tuple[int, int]] = ((16, 1), (32, 1), (64, 1)),
+    bn_momentum: float = 0.99,
     name: str = "resnet",
 ) -> keras.Model:
     """Builds a CIFAR-style ResNet: conv stem, stages of residual blocks, global average pool.
@@ -340,21 +348,23 @@ def resnet(
         input_shape: `(height, width, channels)`; height and width >= 2**(len(stages) - 1).
         num_classes: Logits out.
         stages: `(filters, num_blocks)` per stage.
+        bn_momentum: Momentum of BatchNorm's moving statistics (see `vgg`).
         name: Model name.
 
     Returns:
         A functional `keras.Model`.
     """
     check_pairs("stages", stages, "(filters, num_blocks)")
+    check_range("bn_momentum", bn_momentum, low=0.0, high=1.0, high_open=True)
     shape = _image_shape(input_shape, 2 ** (len(stages) - 1), "ResNet", f"{len(stages) - 1} stride-2 stages")
     inputs = keras.Input(shape, name="inputs")
     x = keras.layers.Conv2D(int(stages[0][0]), 3, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=bn_momentum, name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     for s, (filters, num_blocks) in enumerate(stages):
         for b in range(int(num_blocks)):
             stride = 2 if (s > 0 and b == 0) else 1
-            x = residual_block(x, int(filters), stride, f"stage{s + 1}_block{b + 1}")
+            x = residual_block(x, int(filters), stride, f"stage{s + 1}_block{b + 1}", bn_momentum)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)

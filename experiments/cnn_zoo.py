@@ -1,0 +1,103 @@
+"""The CNN families of d2l on one budget: LeNet, AlexNet, VGG, NiN, GoogLeNet, ResNet, and batch norm (seed 004).
+
+What it shows: every convolutional family in `kexp.models`, each at the
+small scale its builder documents, trained on the bundled digits for the
+same number of epochs with the same optimizer. LeNet-5 gets the 32x32
+input it was designed for, the others `data.image_size` (16x16; the 8x8
+originals are too small for their pooling stages). The table lists each
+net's parameters, test accuracy, training time and steady throughput: on
+this small task every family classifies about as well, and they differ by
+two orders of magnitude in parameters and in cost. One family, VGG, is
+also trained with batch normalization after every convolution (`vgg_bn`):
+`bn_first_epoch_gain` is its validation accuracy after the first epoch
+minus the plain VGG's (the seed's "batch norm converges faster");
+`min_test_accuracy` is the lowest of all the nets. The figure shows each
+net's validation accuracy per epoch, and accuracy against throughput.
+
+Command:  python -m kexp run cnn_zoo
+Expected: min_test_accuracy >= 0.95 and bn_first_epoch_gain > 0.
+Runtime:  about 4 minutes on a 2-core CPU (README: measured figures; the issue asked for at most 10).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
+
+if TYPE_CHECKING:
+    from kexp.harness import Harness
+
+MODELS = ("lenet", "alexnet", "vgg", "vgg_bn", "nin", "googlenet", "resnet")
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooModels:
+    """The nets trained."""
+
+    models: tuple[str, ...] = param(MODELS, choices=MODELS,
+                                    help="comma-separated nets to train, each for train.epochs")
+
+
+CONFIG = ExperimentConfig(
+    data=ImageDataConfig(image_size=16),
+    model=ZooModels(),
+    train=TrainConfig(epochs=30, batch_size=32, learning_rate=1e-3, optimizer="adam"),
+)
+
+# The quality bar, declared once: the slow tests and the README's table follow it.
+EXPECTED = {"min_test_accuracy": (">=", 0.95), "bn_first_epoch_gain": (">", 0.0)}
+
+
+def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
+    """Trains each net on the digits under one epoch budget and compares them."""
+    import time
+
+    from kexp import compare, plots
+    from kexp.classify import load_data, train_classifier
+    from kexp.data import images
+    from kexp.errors import UsageError
+    from kexp.models import alexnet, googlenet, lenet5, nin, resnet, vgg
+
+    chosen = list(dict.fromkeys(config.model.models))
+    data = load_data(config)
+    if min(data.image_shape[:2]) < 8:
+        raise UsageError(f"data.image_size: received {config.data.image_size} (images {data.image_shape[0]}x"
+                         f"{data.image_shape[1]}); allowed: 8 or more, which AlexNet's, VGG's and NiN's three "
+                         "2x2 pools need (0 keeps the data's own size)")
+    builders = {
+        "lenet": lambda shape, n: lenet5(shape, n, variant="modern", name="lenet"),
+        "alexnet": lambda shape, n: alexnet(shape, n, name="alexnet"),
+        "vgg": lambda shape, n: vgg(shape, n, name="vgg"),
+        # BatchNorm's moving statistics at momentum 0.9 (PyTorch's default) settle within the
+        # first epoch's 45 steps; at Keras' 0.99 a first-epoch evaluation would see stale ones.
+        "vgg_bn": lambda shape, n: vgg(shape, n, batch_norm=True, bn_momentum=0.9, name="vgg_bn"),
+        "nin": lambda shape, n: nin(shape, n, name="nin"),
+        "googlenet": lambda shape, n: googlenet(shape, n, name="googlenet"),
+        "resnet": lambda shape, n: resnet(shape, n, bn_momentum=0.9, name="resnet"),
+    }
+    metrics, rows, curves = {}, [], {}
+    for name in chosen:
+        # LeNet-5 was built for 32x32 inputs; the others take the configured size.
+        inputs = data if name != "lenet" else dataclasses.replace(
+            data, x_train=images.resize(data.x_train, 32), x_test=images.resize(data.x_test, 32))
+        print(f"training {name} on {inputs.image_shape[0]}x{inputs.image_shape[1]} images", flush=True)
+        started = time.perf_counter()
+        model, result = train_classifier(config, harness, builders[name], inputs, name=name)
+        seconds = time.perf_counter() - started
+        throughput = harness.fit_settings[name].get("examples_per_s", float("nan"))
+        accuracy = compare.history_curve(harness, name, "val_accuracy")
+        curves[name] = accuracy
+        metrics.update({f"test_accuracy_{name}": result["test_accuracy"], f"params_{name}": model.count_params(),
+                        f"first_epoch_accuracy_{name}": accuracy[0], f"examples_per_s_{name}": throughput})
+        rows.append([name, f"{inputs.image_shape[0]}x{inputs.image_shape[1]}", model.count_params(),
+                     result["test_accuracy"], accuracy[0], round(seconds, 1), round(throughput)])
+    metrics["min_test_accuracy"] = min(metrics[f"test_accuracy_{n}"] for n in chosen)
+    if {"vgg", "vgg_bn"} <= set(chosen):
+        metrics["bn_first_epoch_gain"] = metrics["first_epoch_accuracy_vgg_bn"] - metrics["first_epoch_accuracy_vgg"]
+    compare.write_table(harness, "comparison", ["model", "input", "params", "test_accuracy", "first_epoch_accuracy",
+                                                "seconds (fit, tracing included)", "examples_per_s"], rows,
+                        title=f"{config.train.epochs} epochs of {len(data.x_train)} {data.name} images for every net")
+    harness.log_figure("cnn_zoo", plots.zoo_figure(curves, {r[0]: (r[6], r[3], r[2]) for r in rows}))
+    return metrics

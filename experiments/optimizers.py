@@ -1,0 +1,120 @@
+"""Full-batch GD, SGD, mini-batch SGD, momentum, RMSprop and Adam on one budget of examples (seed 001 §7.2).
+
+What it shows: the same MLP on the bundled digits, from the same initial
+weights, trained by each optimizer for the same number of examples
+(`train.epochs` passes over the training set). Full-batch gradient descent
+takes one step per pass: with the same examples it takes the fewest steps
+and ends with the highest loss. Single-example SGD takes the most steps and
+the most wall time per example (each step does little work for its fixed
+cost). Mini-batches trade the two; momentum, RMSprop and Adam reach lower
+losses than plain SGD with the same steps. Two figures: the training loss
+against examples seen and against training seconds, one curve each; and
+TensorBoard has one sub-folder per optimizer.
+
+`adam_loss_vs_gd` is Adam's final training loss over full-batch GD's, and
+`sgd_time_vs_next_slowest` is single-example SGD's time per example (steady
+epochs, tracing excluded) over the slowest other optimizer's.
+
+Command:  python -m kexp run optimizers
+Expected: adam_loss_vs_gd < 1 (0.17 at defaults); sgd_time_vs_next_slowest > 1 (about 14).
+Runtime:  about 16 s on a 2-core CPU, TensorFlow import included (README: measured figures).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
+
+if TYPE_CHECKING:
+    from kexp.harness import Harness
+
+# name: (Harness optimizer, batch size or 0 for the whole training set, what it is)
+OPTIMIZERS = {
+    "gd": ("sgd", 0, "full-batch gradient descent"),
+    "sgd": ("sgd", 1, "stochastic gradient descent, one example per step"),
+    "minibatch": ("sgd", -1, "mini-batch SGD"),
+    "momentum": ("momentum", -1, "mini-batch SGD with momentum 0.9"),
+    "rmsprop": ("rmsprop", -1, "RMSprop"),
+    "adam": ("adam", -1, "Adam"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerStudy:
+    """The model and the optimizers compared on it."""
+
+    hidden: int = param(64, ge=1, le=100_000, help="hidden units of the MLP")
+    optimizers: tuple[str, ...] = param(tuple(OPTIMIZERS), choices=tuple(OPTIMIZERS),
+                                        help="comma-separated optimizers to train, each from the same weights")
+    minibatch_size: int = param(32, ge=2, le=2**20, help="batch of minibatch, momentum, rmsprop and adam")
+    gd_lr: float = param(0.5, gt=0, le=100, help="learning rate of full-batch GD")
+    sgd_lr: float = param(0.01, gt=0, le=100, help="learning rate of single-example SGD")
+    minibatch_lr: float = param(0.1, gt=0, le=100, help="learning rate of mini-batch SGD")
+    momentum_lr: float = param(0.02, gt=0, le=100, help="learning rate of SGD with momentum")
+    rmsprop_lr: float = param(1e-3, gt=0, le=100, help="learning rate of RMSprop")
+    adam_lr: float = param(1e-3, gt=0, le=100, help="learning rate of Adam")
+
+
+CONFIG = ExperimentConfig(
+    data=ImageDataConfig(),
+    model=OptimizerStudy(),
+    # The example budget: 20 passes over the training set for every optimizer.
+    train=TrainConfig(epochs=20),
+)
+
+# The quality bar, declared once: the slow tests and the README's table follow it.
+EXPECTED = {"adam_loss_vs_gd": ("<", 1.0), "sgd_time_vs_next_slowest": (">", 1.0)}
+
+
+def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
+    """Trains the MLP with each optimizer on the same examples and compares loss and time."""
+    import keras
+
+    from kexp import compare, plots
+    from kexp.callbacks import LossCurveRecorder
+    from kexp.classify import load_data
+    from kexp.errors import UsageError
+    from kexp.models import mlp
+
+    m = config.model
+    chosen = list(dict.fromkeys(m.optimizers))
+    for needed, bar in (({"adam", "gd"}, "adam_loss_vs_gd"), ({"sgd"}, "sgd_time_vs_next_slowest")):
+        if not needed <= set(chosen) or len(chosen) < 2:
+            raise UsageError(f"model.optimizers: received {','.join(chosen)}; allowed: a list with "
+                             f"{' and '.join(sorted(needed))} and one more optimizer, which {bar} compares")
+    data = load_data(config)
+    n = len(data.x_train)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    metrics, curves, rows = {}, {}, []
+    for name in chosen:
+        kind, batch, what = OPTIMIZERS[name]
+        batch = n if batch == 0 else m.minibatch_size if batch < 0 else batch
+        learning_rate = getattr(m, f"{name}_lr")
+        recorder = LossCurveRecorder(data.x_train, data.y_train, loss, n)
+        compare.reseed(config.train.seed or 0)  # the same initial weights for every optimizer
+        per_replica = max(1, batch // harness.num_replicas)
+        print(f"training with {what} (batch {batch}, learning rate {learning_rate})", flush=True)
+        with harness.overrides(optimizer=kind, learning_rate=learning_rate, batch_size=per_replica):
+            model = harness.fit(lambda: mlp(data.image_shape, data.num_classes, hidden=(m.hidden,), name=name),
+                                (data.x_train, data.y_train), (data.x_test, data.y_test), loss=loss,
+                                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")], name=name,
+                                callbacks=[recorder])
+        test = harness.evaluate(model, (data.x_test, data.y_test))
+        per_example = 1.0 / harness.fit_settings[name]["examples_per_s"]
+        final = recorder.points[-1][2]
+        steps = config.train.epochs * -(-n // batch)
+        metrics.update({f"loss_{name}": final, f"seconds_{name}": recorder.points[-1][1],
+                        f"us_per_example_{name}": per_example * 1e6, f"test_accuracy_{name}": test["test_accuracy"]})
+        curves[name] = recorder.points
+        rows.append([name, batch, learning_rate, steps, final, test["test_accuracy"], recorder.points[-1][1],
+                     per_example * 1e6])
+    others = [metrics[f"us_per_example_{o}"] for o in chosen if o != "sgd"]
+    metrics["adam_loss_vs_gd"] = metrics["loss_adam"] / metrics["loss_gd"]
+    metrics["sgd_time_vs_next_slowest"] = metrics["us_per_example_sgd"] / max(others)
+    compare.write_table(harness, "comparison", ["optimizer", "batch", "learning_rate", "steps", "train_loss",
+                                                "test_accuracy", "train_seconds", "us_per_example"], rows,
+                        title=f"{config.train.epochs} passes over {n} training examples for every optimizer")
+    harness.log_figure("loss_curves", plots.loss_curves_figure(curves))
+    return metrics

@@ -1,0 +1,198 @@
+"""The training studies (cnn_zoo, regularization, optimizers, transfer, linear_regression) and what they share.
+
+Fast tests cover the shared parts (`Harness.overrides`, the recorders, the
+comparison helpers) and each study's refusals; the slow ones check each
+study's declared bars and outputs, at defaults where those take under two
+minutes on 2 cores, else at the reduced settings each test names.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from helpers import read_events, run_cli
+
+import kexp
+from kexp import compare, quality, registry
+from kexp.callbacks import LayerWeightsRecorder, LossCurveRecorder
+from kexp.config import TrainConfig
+from kexp.errors import ConfigError, UsageError
+
+
+def _table(run_dir: Path, name: str = "comparison") -> list[dict[str, str]]:
+    with open(run_dir / f"{name}.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# -- shared parts ---------------------------------------------------------------------------------------------
+
+
+def test_overrides_change_a_fit_and_are_recorded_then_restored(logdir):
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+    with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=1, batch_size=8), verbose=0) as run:
+        with run.overrides(batch_size=40, optimizer="sgd", learning_rate=0.5) as settings:
+            assert settings.batch_size == 40 and run.train.optimizer == "sgd"
+            run.fit(lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]), (x, y), loss="mse",
+                    name="full_batch")
+        run.fit(lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]), (x, y), loss="mse",
+                name="configured")
+        assert run.train == TrainConfig(epochs=1, batch_size=8)
+    fits = json.loads((Path(run.run_dir) / "results.json").read_text())["fits"]
+    assert fits["full_batch"]["global_batch_size"] == 40
+    assert fits["full_batch"]["optimizers"]["optimizer"] == {"class": "SGD", "learning_rate": 0.5}
+    assert fits["configured"]["global_batch_size"] == 8
+    assert fits["configured"]["optimizers"]["optimizer"]["class"] == "Adam"
+    assert fits["configured"]["examples_per_s"] > 0
+
+
+def test_overrides_refuse_unknown_names_and_values_out_of_limits(logdir):
+    with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+        with pytest.raises(UsageError, match=r"^Harness.overrides: received batch, lr; allowed: .*batch_size"):
+            with run.overrides(batch=4, lr=0.1):
+                pass
+        with pytest.raises(ConfigError, match=r"^train.batch_size: received 0; allowed"):
+            with run.overrides(batch_size=0):
+                pass
+        assert run.train == TrainConfig(epochs=1)
+
+
+def test_loss_curve_and_weight_recorders_follow_every_epoch(logdir):
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+    y = (x @ np.array([[2.0], [-1.0]]) + 0.5).astype("float32")
+    curve = LossCurveRecorder(x, y, keras.losses.MeanSquaredError(), len(x))
+    weights = LayerWeightsRecorder("head")
+    with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=4, batch_size=16, learning_rate=0.1,
+                                                                   optimizer="sgd"), verbose=0) as run:
+        model = run.fit(lambda: kexp.models.mlp((2,), 1, hidden=()), (x, y), loss="mse", callbacks=[curve, weights])
+    examples, seconds, losses = zip(*curve.points)
+    assert examples == (0, 64, 128, 192, 256)
+    assert seconds[0] == 0 and all(b > a for a, b in zip(seconds, seconds[1:]))
+    assert losses[-1] < losses[0] / 10
+    assert losses[-1] == pytest.approx(float(np.mean((model.predict(x, verbose=0) - y) ** 2)), rel=1e-4)
+    assert len(weights.values) == 4 and weights.values[-1].shape == (3,)  # two weights, then the bias
+    np.testing.assert_allclose(weights.values[-1], np.concatenate([w.ravel() for w in model.get_layer("head")
+                                                                   .get_weights()]))
+    assert compare.history_curve(run, "model", "loss") == pytest.approx(model.history.history["loss"])
+
+
+def test_mean_spread_and_its_description():
+    assert compare.mean_spread([0.9, 0.92, 0.94]) == pytest.approx((0.92, 0.02))
+    assert compare.describe([0.9, 0.92, 0.94]) == "0.920 ± 0.020"
+    assert compare.describe([0.5]) == "0.500" and compare.mean_spread([0.5]) == (0.5, 0.0)
+    assert compare.summary_metrics("acc", [0.9, 0.92, 0.94]) == pytest.approx({"acc": 0.92, "acc_spread": 0.02})
+    assert compare.summary_metrics("acc", [0.5]) == {"acc": 0.5}
+
+
+@pytest.mark.parametrize("name, setting, message", [
+    ("optimizers", {"model.optimizers": "adam,sgd"},
+     "model.optimizers: received adam,sgd; allowed: a list with adam and gd and one more optimizer"),
+    ("regularization", {"data.train_size": 5000},
+     "data.train_size: received 5000; allowed: at most the 1437 examples of the digits training split"),
+    ("regularization", {"model.variants": "l2,dropout"}, "model.variants: received l2,dropout; allowed: none and"),
+    ("transfer", {"data.labels_per_class": 500}, "data.labels_per_class: received 500; allowed: at most"),
+    ("transfer", {"model.variants": "finetune"}, "model.variants: received finetune; allowed: a list with scratch"),
+    ("cnn_zoo", {"data.image_size": 4}, "data.image_size: received 4 (images 4x4); allowed: 8 or more"),
+    ("linear_regression", {"data.num_examples": 2}, "data.num_examples: received 2; allowed: more than the 2"),
+])
+def test_studies_refuse_settings_they_cannot_run_and_leave_no_folder(logdir, name, setting, message):
+    with pytest.raises(UsageError) as caught:
+        kexp.run(name, {**setting, "train.epochs": 1}, logdir=logdir, verbose=0)
+    assert str(caught.value).startswith(message)
+    assert not any(p.is_dir() for p in (logdir / name).glob("*")), "a refused run left its folder behind"
+
+
+def test_a_refused_study_exits_2_with_one_line(tmp_path):
+    proc = run_cli("run", "transfer", "--set", "data.labels_per_class=500", "--logdir", str(tmp_path / "logs"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("kexp: error")]
+    assert errors == ["kexp: error: data.labels_per_class: received 500; allowed: at most 139 (the rarest of the "
+                      "digits 5-9 in the digits training split)"], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+# -- each study's claims (slow) ---------------------------------------------------------------------------------
+
+
+def _bars_met(name: str, results: dict) -> dict:
+    assert results["status"] == "ok"
+    assert quality.failures(registry.load(name).EXPECTED, results["metrics"]) == []
+    return results["metrics"]
+
+
+@pytest.mark.slow
+def test_linear_regression_recovers_the_weights_as_well_as_least_squares(logdir):
+    # Defaults (about 6 s).
+    results = kexp.run("linear_regression", logdir=logdir, verbose=0)
+    metrics = _bars_met("linear_regression", results)
+    assert metrics["distance_to_lstsq"] < metrics["lstsq_weight_error"]  # gradient descent found the optimum
+    assert metrics["train_mse"] == pytest.approx(0.01 ** 2, rel=0.2)  # down to the noise
+    run_dir = Path(results["run_dir"])
+    rows = _table(run_dir, "parameters")
+    assert [(r["parameter"], float(r["true"])) for r in rows] == [("w1", 2.0), ("w2", -3.4), ("b", 4.2)]
+    assert max(float(r["gd_error"]) for r in rows) == pytest.approx(metrics["weight_error"], rel=1e-3)
+    assert (run_dir / "convergence.png").exists() and "parameters" in read_events(run_dir / "plots")
+
+
+@pytest.mark.slow
+def test_optimizers_share_one_example_budget_and_show_the_tradeoff(logdir):
+    # Defaults (about 16 s).
+    results = kexp.run("optimizers", logdir=logdir, verbose=0)
+    metrics = _bars_met("optimizers", results)
+    run_dir = Path(results["run_dir"])
+    rows = {r["optimizer"]: r for r in _table(run_dir)}
+    assert list(rows) == ["gd", "sgd", "minibatch", "momentum", "rmsprop", "adam"]
+    n = results["fits"]["gd"]["train_examples"]
+    assert {name: results["fits"][name]["global_batch_size"] for name in rows} == {
+        "gd": n, "sgd": 1, "minibatch": 32, "momentum": 32, "rmsprop": 32, "adam": 32}
+    epochs = results["config"]["train"]["epochs"]
+    assert int(rows["gd"]["steps"]) == epochs and int(rows["sgd"]["steps"]) == epochs * n
+    # Full-batch GD takes the fewest steps and ends highest; every other optimizer ends lower.
+    assert all(metrics["loss_gd"] > metrics[f"loss_{name}"] for name in rows if name != "gd")
+    for name in rows:  # one TensorBoard folder per optimizer, one point per epoch
+        assert len(read_events(run_dir / name / "train")["epoch_loss"]) == epochs
+    assert (run_dir / "loss_curves.png").exists()
+
+
+@pytest.mark.slow
+def test_transfer_fine_tuning_beats_training_from_scratch_on_few_labels(logdir):
+    # Defaults (3 seeds, 10 labels per digit 5-9, about 70 s).
+    results = kexp.run("transfer", logdir=logdir, verbose=0)
+    metrics = _bars_met("transfer", results)
+    assert metrics["pretrain_test_accuracy"] > 0.95  # the copied base had learnt 0-4
+    run_dir = Path(results["run_dir"])
+    rows = {r["variant"]: r for r in _table(run_dir)}
+    assert list(rows) == ["scratch", "scratch_aug", "finetune", "finetune_aug"]
+    for variant in rows:
+        assert len(rows[variant]["per seed"].split(", ")) == 3
+        for seed in (0, 1, 2):  # a TensorBoard folder per variant and seed, and 50 labelled images each
+            assert results["fits"][f"{variant}-seed{seed}"]["train_examples"] == 50
+            assert len(read_events(run_dir / f"{variant}-seed{seed}" / "train")["epoch_loss"]) == 60
+    assert results["fits"]["finetune-seed0"]["optimizers"]["optimizer"]["learning_rate"] == 1e-3
+    assert results["fits"]["scratch-seed0"]["optimizers"]["optimizer"]["learning_rate"] == 2e-3
+    assert (run_dir / "transfer.png").exists()
+
+
+@pytest.mark.slow
+def test_cnn_zoo_every_family_learns_the_digits_and_batch_norm_starts_faster(logdir):
+    # Defaults (7 nets x 30 epochs, about 2 minutes).
+    results = kexp.run("cnn_zoo", logdir=logdir, verbose=0)
+    metrics = _bars_met("cnn_zoo", results)
+    run_dir = Path(results["run_dir"])
+    rows = {r["model"]: r for r in _table(run_dir)}
+    assert list(rows) == ["lenet", "alexnet", "vgg", "vgg_bn", "nin", "googlenet", "resnet"]
+    assert rows["lenet"]["input"] == "32x32" and rows["resnet"]["input"] == "16x16"
+    # The builders' documented sizes, at these inputs and 10 classes.
+    assert int(rows["nin"]["params"]) == 112_646 and int(rows["alexnet"]["params"]) == 346_762
+    # BatchNorm adds gamma, beta and two moving statistics per channel of the 4 convs and drops their biases.
+    channels = 32 + 64 + 128 + 128
+    assert int(rows["vgg_bn"]["params"]) - int(rows["vgg"]["params"]) == 4 * channels - channels
+    for name in rows:
+        assert float(rows[name]["examples_per_s"]) > 0
+        assert len(read_events(run_dir / name / "train")["epoch_loss"]) == 30
+    assert (run_dir / "cnn_zoo.png").exists()
