@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from kexp import checkpoint, fitlogs
+from kexp import checkpoint, fitlogs, rundir
 from kexp.errors import WriteError
 from kexp.interrupt import StopRequest
 
@@ -232,30 +233,39 @@ class LayerWeightsRecorder(keras.callbacks.Callback):
         self.values.append(np.concatenate([np.ravel(w) for w in weights]))
 
 
-class LossCurveRecorder(keras.callbacks.Callback):
+class LossCurveRecorder(EpochTimer):
     """Records the loss on fixed data after every epoch, against examples seen and training seconds.
 
-    The evaluation runs outside the measured time, so `seconds` is the time
-    spent training only (first epoch's tracing included).
+    Seconds count training only, as `EpochTimer` does (validation and this
+    evaluation excluded; the first epoch's tracing included). With `path`
+    the curve is kept in a JSON file after every epoch, so that a resumed
+    fit continues it (points past the restored epoch are dropped) and a fit
+    that had finished before the resume still has it (`load`).
 
     Args:
         x: Inputs to score, e.g. the whole training set.
         y: Their targets.
         loss: A Keras loss (a callable of `y_true, y_pred`).
         examples_per_epoch: Examples one epoch trains on.
+        path: JSON file the curve is kept in; None keeps it in memory only.
 
     Attributes:
-        points: `(examples_seen, seconds, loss)`, the first one before this process's first epoch.
+        points: `(examples_seen, seconds, loss)`, the first one before training.
     """
 
-    def __init__(self, x: Any, y: Any, loss: Any, examples_per_epoch: int) -> None:
+    def __init__(self, x: Any, y: Any, loss: Any, examples_per_epoch: int, path: Path | None = None) -> None:
         super().__init__()
         self.x, self.y, self.loss = x, y, loss
         self.examples_per_epoch = examples_per_epoch
+        self.path = Path(path) if path else None
         self.points: list[tuple[int, float, float]] = []
-        self._seconds = 0.0
-        self._started = 0.0
         self._score: Any = None
+
+    def load(self) -> list[tuple[int, float, float]]:
+        """Returns the curve kept in `path` (empty without one)."""
+        if self.path is None or not self.path.exists():
+            return []
+        return [tuple(point) for point in json.loads(self.path.read_text())["points"]]  # type: ignore[misc]
 
     def _loss(self) -> float:
         if self._score is None:
@@ -263,13 +273,21 @@ class LossCurveRecorder(keras.callbacks.Callback):
         return float(self._score(self.x, self.y))
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        if not self.points:  # where this process starts: epoch 0, or a resumed fit's next epoch
-            self.points.append((epoch * self.examples_per_epoch, 0.0, self._loss()))
-        self._started = time.perf_counter()
+        if not self.points:  # this process's first epoch: epoch 0, or where a resumed fit goes on
+            done = epoch * self.examples_per_epoch
+            self.points = [p for p in self.load() if p[0] <= done]
+            if not self.points or self.points[-1][0] != done:
+                self.points = [(done, 0.0, self._loss())]
+        super().on_epoch_begin(epoch, logs)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        self._seconds += time.perf_counter() - self._started
-        self.points.append(((epoch + 1) * self.examples_per_epoch, self._seconds, self._loss()))
+        super().on_epoch_end(epoch, logs)
+        if not self.durations:
+            return
+        seconds = self.points[-1][1] + self.durations[-1]
+        self.points.append(((epoch + 1) * self.examples_per_epoch, seconds, self._loss()))
+        if self.path is not None:
+            rundir.write_json(self.path, {"points": self.points})
 
 
 def _all_finite(logs: Any) -> bool:

@@ -1,11 +1,14 @@
-"""Helpers the tests share: the repository root, running the CLI, reading TensorBoard event files."""
+"""Helpers the tests share: the repository root, running the CLI (and signalling it), reading TensorBoard event files."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,3 +45,49 @@ def read_events(folder: Path) -> dict[str, list]:
                 rows.append((ev.step, float(value) if value.ndim == 0 else value))
         out[tag] = rows
     return out
+
+
+def start_run(*args: str) -> subprocess.Popen:
+    """Starts `python -m kexp run ARGS` with unbuffered output, to be signalled (`signal_at`)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.Popen([sys.executable, "-m", "kexp", "run", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def signal_at(proc: subprocess.Popen, marker: str, signum: int, timeout: float = 240, after: str = "") -> list[str]:
+    """Sends `signum` when a stdout line starts with `marker` (Keras prints "Epoch 3/4" as epoch 3 begins).
+
+    Args:
+        proc: From `start_run`.
+        marker: The start of the line to signal at.
+        signum: The signal.
+        timeout: Seconds to wait for the marker.
+        after: Only a marker after a line containing this counts (e.g. the fit an experiment announces).
+    """
+    lines = []
+    armed = not after
+    deadline = time.monotonic() + timeout
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            armed = armed or after in line
+            if armed and line.startswith(marker):
+                proc.send_signal(signum)
+                break
+            assert time.monotonic() < deadline, "no epoch marker in time"
+        else:
+            pytest.fail(f"run ended before {marker!r}: {''.join(lines)[-2000:]} {proc.stderr.read()[-2000:]}")
+    except BaseException:
+        proc.kill()
+        raise
+    return lines
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    """Waits for `proc` and returns `(returncode, stdout, stderr)`; kills it after `timeout` seconds."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, out, err

@@ -12,47 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import read_events, run_cli
+from helpers import finish, read_events, run_cli, signal_at, start_run
 
 from kexp import checkpoint
 
 # lstm_sine at small settings: 52 steps (about 0.3 s) per epoch on 2 cores,
 # long enough for a signal sent as an epoch begins to land inside it.
 SMALL = ["--set", "data.train_range=0,200", "--set", "train.deterministic=true"]
-
-
-def _start(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen([sys.executable, "-m", "kexp", "run", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-
-
-def _signal_at(proc: subprocess.Popen, marker: str, signum: int, timeout: float = 240) -> list[str]:
-    """Sends `signum` when a stdout line starts with `marker` (Keras prints "Epoch 3/4" as epoch 3 begins)."""
-    lines = []
-    deadline = time.monotonic() + timeout
-    try:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.append(line)
-            if line.startswith(marker):
-                proc.send_signal(signum)
-                break
-            assert time.monotonic() < deadline, "no epoch marker in time"
-        else:
-            pytest.fail(f"run ended before {marker!r}: {''.join(lines)[-2000:]} {proc.stderr.read()[-2000:]}")
-    except BaseException:
-        proc.kill()
-        raise
-    return lines
-
-
-def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    return proc.returncode, out, err
 
 
 def _only_run(logdir: Path, name: str = "lstm_sine") -> Path:
@@ -68,9 +34,9 @@ def _history_epochs(run_dir: Path, fit: str = "") -> list[int]:
 
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     killed_logs, whole_logs = tmp_path / "killed", tmp_path / "whole"
-    proc = _start("lstm_sine", "--logdir", str(killed_logs), "--set", "train.epochs=4", *SMALL)
-    _signal_at(proc, "Epoch 3/4", signal.SIGKILL)
-    assert _finish(proc)[0] == -signal.SIGKILL
+    proc = start_run("lstm_sine", "--logdir", str(killed_logs), "--set", "train.epochs=4", *SMALL)
+    signal_at(proc, "Epoch 3/4", signal.SIGKILL)
+    assert finish(proc)[0] == -signal.SIGKILL
     run_dir = _only_run(killed_logs)
     state_file = checkpoint.state_path(run_dir / "backup" / "model")
     assert checkpoint.load(state_file).epochs_done == 2  # epoch 3 was in progress
@@ -105,9 +71,9 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_cleanly_and_resume_finishes(tmp_path, signum, code):
-    proc = _start("lstm_sine", "--logdir", str(tmp_path), "--set", "train.epochs=6", *SMALL)
-    _signal_at(proc, "Epoch 3/6", signum)
-    returncode, out, err = _finish(proc)
+    proc = start_run("lstm_sine", "--logdir", str(tmp_path), "--set", "train.epochs=6", *SMALL)
+    signal_at(proc, "Epoch 3/6", signum)
+    returncode, out, err = finish(proc)
     assert returncode == code, err[-3000:]
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("kexp: interrupted"), err[-2000:]
@@ -133,12 +99,12 @@ def test_signal_stops_cleanly_and_resume_finishes(tmp_path, signum, code):
 def test_second_sigint_exits_at_once(tmp_path):
     # One compiled call covers a whole 1,000-step epoch (seconds), so the
     # first SIGINT alone would wait for it; the second must not.
-    proc = _start("lstm_sine", "--logdir", str(tmp_path), "--set", "train.epochs=3", "--set", "data.train_range=0,3200",
+    proc = start_run("lstm_sine", "--logdir", str(tmp_path), "--set", "train.epochs=3", "--set", "data.train_range=0,3200",
                   "--set", "train.steps_per_execution=1000")
-    _signal_at(proc, "Epoch 2/3", signal.SIGINT)
+    signal_at(proc, "Epoch 2/3", signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    returncode, out, err = _finish(proc, timeout=30)
+    returncode, out, err = finish(proc, timeout=30)
     assert returncode == 130
     assert "Traceback" not in err
     # It did not wait to write results: the process ended in the middle of the call.
@@ -148,9 +114,9 @@ def test_second_sigint_exits_at_once(tmp_path):
 
 def test_gan_resumes_with_both_optimizers_state(tmp_path):
     args = ["--set", "train.epochs=4", "--set", "data.num_samples=25600", "--set", "train.steps_per_execution=20"]
-    proc = _start("gan_gaussian_1d", "--logdir", str(tmp_path), *args)
-    _signal_at(proc, "Epoch 3/4", signal.SIGKILL)
-    _finish(proc)
+    proc = start_run("gan_gaussian_1d", "--logdir", str(tmp_path), *args)
+    signal_at(proc, "Epoch 3/4", signal.SIGKILL)
+    finish(proc)
     run_dir = _only_run(tmp_path, "gan_gaussian_1d")
     state_file = checkpoint.state_path(run_dir / "backup" / "model")
     saved = checkpoint.load(state_file)
@@ -171,10 +137,10 @@ def test_gan_resumes_with_both_optimizers_state(tmp_path):
 
 
 def test_ctrl_c_before_a_run_folder_exists_says_there_is_nothing_to_resume(tmp_path):
-    proc = _start("lstm_sine", "--logdir", str(tmp_path))
+    proc = start_run("lstm_sine", "--logdir", str(tmp_path))
     time.sleep(0.5)  # TensorFlow takes seconds to import: no run folder yet
     proc.send_signal(signal.SIGINT)
-    returncode, out, err = _finish(proc)
+    returncode, out, err = finish(proc)
     assert returncode == 130, err[-2000:]
     assert err.strip().splitlines() == ["kexp: interrupted (SIGINT) before a run folder was created; nothing to resume"]
     assert not (tmp_path / "lstm_sine").exists() or not list((tmp_path / "lstm_sine").iterdir())

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from helpers import read_events, run_cli
+from helpers import finish, read_events, run_cli, signal_at, start_run
 
 import kexp
 from kexp import compare, quality, registry
@@ -193,6 +194,46 @@ def test_cnn_zoo_every_family_learns_the_digits_and_batch_norm_starts_faster(log
     channels = 32 + 64 + 128 + 128
     assert int(rows["vgg_bn"]["params"]) - int(rows["vgg"]["params"]) == 4 * channels - channels
     for name in rows:
+        assert float(rows[name]["test_accuracy"]) == pytest.approx(metrics[f"test_accuracy_{name}"], abs=5e-5)
         assert float(rows[name]["examples_per_s"]) > 0
         assert len(read_events(run_dir / name / "train")["epoch_loss"]) == 30
     assert (run_dir / "cnn_zoo.png").exists()
+
+
+@pytest.mark.slow
+def test_regularization_keeps_the_mlp_from_learning_the_noise(logdir):
+    # Defaults (3 seeds x 5 variants, about 105 s).
+    results = kexp.run("regularization", logdir=logdir, verbose=0)
+    metrics = _bars_met("regularization", results)
+    # The unregularized net memorizes every label, the wrong ones too.
+    assert metrics["train_accuracy_none"] == 1.0 and metrics["memorized_noise_none"] > 0.95
+    run_dir = Path(results["run_dir"])
+    rows = {r["variant"]: r for r in _table(run_dir)}
+    assert list(rows) == ["none", "l1", "l2", "dropout", "l2_dropout"]
+    for variant, row in rows.items():  # mean ± std over the seeds, as results.json has them
+        mean, spread = (float(v) for v in row["test_accuracy"].split(" ± "))
+        assert mean == pytest.approx(metrics[f"test_accuracy_{variant}"], abs=5e-4)
+        assert spread == pytest.approx(metrics[f"test_accuracy_{variant}_spread"], abs=5e-4)
+    assert results["fits"]["l2_dropout-seed2"]["train_examples"] == 300
+    assert len(read_events(run_dir / "none-seed0" / "validation")["epoch_accuracy"]) == 100
+    assert (run_dir / "regularization.png").exists()
+
+
+@pytest.mark.slow
+def test_optimizers_killed_mid_study_resumes_every_curve(tmp_path):
+    # Three optimizers, 4 epochs: killed as single-example SGD (the second) starts its third epoch.
+    settings = ["--set", "model.optimizers=gd,sgd,adam", "--set", "train.epochs=4", "--logdir", str(tmp_path)]
+    proc = start_run("optimizers", *settings)
+    signal_at(proc, "Epoch 3/4", signal.SIGKILL, after="training with stochastic gradient descent")
+    assert finish(proc)[0] == -signal.SIGKILL
+    (run_dir,) = (tmp_path / "optimizers").iterdir()
+    resumed = run_cli("run", "optimizers", "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    n = results["fits"]["gd"]["train_examples"]
+    for name in ("gd", "sgd", "adam"):  # whole curves: gd finished before the kill, sgd was cut, adam came after
+        points = json.loads((run_dir / name / "loss_curve.json").read_text())["points"]
+        assert [p[0] for p in points] == [0, n, 2 * n, 3 * n, 4 * n]
+        assert all(b[1] > a[1] for a, b in zip(points, points[1:]))
+        assert results["metrics"][f"loss_{name}"] == points[-1][2]
+    assert set(results["metrics"]) >= {"adam_loss_vs_gd", "sgd_time_vs_next_slowest"}
