@@ -328,6 +328,16 @@ def gradient_norm_figure(curves: Any, length: int) -> Any:
     return fig
 
 
+def _style(axes: Any, xlabel: str, ylabel: str, title: str, yscale: str = "linear", legend: bool = False) -> None:
+    """Labels one panel; `legend` adds a small legend of its labelled lines."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.set_yscale(yscale)
+    if legend:
+        axes.legend(fontsize="small")
+
+
 def linear_regression_figure(losses: Any, errors: Any, first_epoch: int, names: Any, lstsq_errors: Any) -> Any:
     """Returns two panels: training loss per epoch, and each parameter's absolute error per epoch.
 
@@ -340,20 +350,13 @@ def linear_regression_figure(losses: Any, errors: Any, first_epoch: int, names: 
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     left.plot(range(1, len(losses) + 1), losses, marker="o")
-    left.set_yscale("log")
-    left.set_xlabel("epoch")
-    left.set_ylabel("training loss (MSE)")
-    left.set_title("loss")
+    _style(left, "epoch", "training loss (MSE)", "loss", yscale="log")
     epochs = range(first_epoch, first_epoch + len(errors))
     for i, name in enumerate(names):
         right.plot(epochs, [row[i] for row in errors], marker="o", color=f"C{i}", label=f"{name}: gradient descent")
         right.axhline(max(float(lstsq_errors[i]), 1e-12), color=f"C{i}", linestyle="--",
                       label=f"{name}: least squares")
-    right.set_yscale("log")
-    right.set_xlabel("epoch")
-    right.set_ylabel("|estimate - true value|")
-    right.set_title("parameter error")
-    right.legend(fontsize="small")
+    _style(right, "epoch", "|estimate - true value|", "parameter error", yscale="log", legend=True)
     fig.tight_layout()
     return fig
 
@@ -369,13 +372,9 @@ def loss_curves_figure(curves: Any) -> Any:
         examples, seconds, losses = zip(*points)
         left.plot(examples, losses, marker=".", color=f"C{i}", label=name)
         right.plot(seconds, losses, marker=".", color=f"C{i}", label=name)
-    for axes, label in ((left, "examples seen"), (right, "training seconds (first epoch's tracing included)")):
-        axes.set_yscale("log")
-        axes.set_xlabel(label)
-        axes.set_ylabel("training loss (whole training set)")
-    left.set_title("loss against examples")
-    right.set_title("loss against wall time")
-    left.legend(fontsize="small")
+    _style(left, "examples seen", "training loss (whole training set)", "loss against examples", "log", legend=True)
+    _style(right, "training seconds (first epoch's tracing included)", "training loss (whole training set)",
+           "loss against wall time", "log")
     fig.tight_layout()
     return fig
 
@@ -407,15 +406,10 @@ def variants_figure(accuracies: Any, curves: Any, title: str = "", curve_label: 
     low = min(float(np.min(v)) for per in accuracies.values() for v in per.values() if len(v))
     left.set_xticks(positions, names)
     left.set_ylim(max(0.0, low - 0.1), 1.0)
-    left.set_ylabel("accuracy")
-    left.set_title("accuracy (mean ± std over seeds; dots: seeds)")
-    left.legend(fontsize="small")
+    _style(left, "", "accuracy", "accuracy (mean ± std over seeds; dots: seeds)", legend=True)
     for i, (name, values) in enumerate(curves.items()):
         right.plot(range(1, len(values) + 1), values, color=f"C{i}", label=name)
-    right.set_xlabel("epoch")
-    right.set_ylabel(curve_label)
-    right.set_title(f"{curve_label} along training (mean over seeds)")
-    right.legend(fontsize="small")
+    _style(right, "epoch", curve_label, f"{curve_label} along training (mean over seeds)", legend=True)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -432,18 +426,13 @@ def zoo_figure(curves: Any, points: Any) -> Any:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
     for i, (name, values) in enumerate(curves.items()):
         left.plot(range(1, len(values) + 1), values, color=f"C{i}", marker=".", label=name)
-    left.set_xlabel("epoch")
-    left.set_ylabel("validation accuracy")
+    _style(left, "epoch", "validation accuracy", "validation accuracy along training", legend=True)
     left.set_ylim(max(0.0, min(min(v) for v in curves.values()) - 0.05), 1.0)
-    left.set_title("validation accuracy along training")
-    left.legend(fontsize="small")
     for i, (name, (throughput, accuracy, params)) in enumerate(points.items()):
         right.scatter([throughput], [accuracy], color=f"C{i}", s=30)
         right.annotate(f"{name} ({params:,} params)", (throughput, accuracy), fontsize="small",
                        textcoords="offset points", xytext=(4, 4))
     right.set_xscale("log")
-    right.set_xlabel("training examples per second (steady epochs)")
-    right.set_ylabel("test accuracy")
-    right.set_title("accuracy against cost")
+    _style(right, "training examples per second (steady epochs)", "test accuracy", "accuracy against cost")
     fig.tight_layout()
     return fig

@@ -162,13 +162,14 @@ def test_optimizers_share_one_example_budget_and_show_the_tradeoff(logdir):
 
 @pytest.mark.slow
 def test_transfer_fine_tuning_beats_training_from_scratch_on_few_labels(logdir):
-    # Defaults (3 seeds, 10 labels per digit 5-9, about 70 s).
-    results = kexp.run("transfer", logdir=logdir, verbose=0)
+    # Defaults (3 seeds, 10 labels per digit 5-9) with the two variants the bar compares (about 50 s; the
+    # augmented ones run in test_transfer_variants_with_augmentation_run_and_are_tabled).
+    results = kexp.run("transfer", {"model.variants": "scratch,finetune"}, logdir=logdir, verbose=0)
     metrics = _bars_met("transfer", results)
     assert metrics["pretrain_test_accuracy"] > 0.95  # the copied base had learnt 0-4
     run_dir = Path(results["run_dir"])
     rows = {r["variant"]: r for r in _table(run_dir)}
-    assert list(rows) == ["scratch", "scratch_aug", "finetune", "finetune_aug"]
+    assert list(rows) == ["scratch", "finetune"]
     for variant in rows:
         assert len(rows[variant]["per seed"].split(", ")) == 3
         for seed in (0, 1, 2):  # a TensorBoard folder per variant and seed, and 50 labelled images each
@@ -202,11 +203,12 @@ def test_cnn_zoo_every_family_learns_the_digits_and_batch_norm_starts_faster(log
 
 @pytest.mark.slow
 def test_regularization_keeps_the_mlp_from_learning_the_noise(logdir):
-    # Defaults (3 seeds x 5 variants, about 105 s).
+    # Defaults (3 seeds x 5 variants, about 60 s).
     results = kexp.run("regularization", logdir=logdir, verbose=0)
     metrics = _bars_met("regularization", results)
     # The unregularized net memorizes every label, the wrong ones too.
-    assert metrics["train_accuracy_none"] == 1.0 and metrics["memorized_noise_none"] > 0.95
+    assert metrics["train_accuracy_none"] > 0.99 and metrics["memorized_noise_none"] > 0.95
+    assert metrics["memorized_noise_l2_dropout"] < metrics["memorized_noise_none"] - 0.1
     run_dir = Path(results["run_dir"])
     rows = {r["variant"]: r for r in _table(run_dir)}
     assert list(rows) == ["none", "l1", "l2", "dropout", "l2_dropout"]
@@ -215,7 +217,7 @@ def test_regularization_keeps_the_mlp_from_learning_the_noise(logdir):
         assert mean == pytest.approx(metrics[f"test_accuracy_{variant}"], abs=5e-4)
         assert spread == pytest.approx(metrics[f"test_accuracy_{variant}_spread"], abs=5e-4)
     assert results["fits"]["l2_dropout-seed2"]["train_examples"] == 300
-    assert len(read_events(run_dir / "none-seed0" / "validation")["epoch_accuracy"]) == 100
+    assert len(read_events(run_dir / "none-seed0" / "validation")["epoch_accuracy"]) == 50
     assert (run_dir / "regularization.png").exists()
 
 
@@ -237,3 +239,21 @@ def test_optimizers_killed_mid_study_resumes_every_curve(tmp_path):
         assert all(b[1] > a[1] for a, b in zip(points, points[1:]))
         assert results["metrics"][f"loss_{name}"] == points[-1][2]
     assert set(results["metrics"]) >= {"adam_loss_vs_gd", "sgd_time_vs_next_slowest"}
+
+
+def test_transfer_variants_with_augmentation_run_and_are_tabled(logdir):
+    # Tiny settings (one seed, 2 epochs each): every variant trains, the augmented ones through Keras'
+    # preprocessing layers, and a frozen base keeps its pretrained weights.
+    settings = {"model.seeds": 1, "train.epochs": 2, "model.pretrain_epochs": 1, "model.freeze_base": True,
+                "data.labels_per_class": 2}
+    results = kexp.run("transfer", settings, logdir=logdir, verbose=0)
+    assert results["status"] == "ok"
+    run_dir = Path(results["run_dir"])
+    assert [r["variant"] for r in _table(run_dir)] == ["scratch", "scratch_aug", "finetune", "finetune_aug"]
+    pretrained = kexp.load_model(run_dir, fit="pretrain-seed0")
+    tuned = kexp.load_model(run_dir, fit="finetune_aug-seed0")
+    assert [layer.name for layer in tuned.layers[:3]] == ["images", "shift", "rotate"]
+    base = tuned.get_layer("cnn")
+    np.testing.assert_array_equal(base.get_layer("block1_conv1").get_weights()[0],
+                                  pretrained.get_layer("block1_conv1").get_weights()[0])
+    assert results["fits"]["finetune-seed0"]["params"] > 0 and "test_accuracy_finetune_aug" in results["metrics"]
