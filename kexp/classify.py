@@ -8,7 +8,7 @@ confusion matrix and the misclassified examples.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -41,6 +41,7 @@ def train_classifier(
     name: str | None = None,
     epochs: int | None = None,
     optimizer: Callable[[], keras.optimizers.Optimizer] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[keras.Model, dict[str, float]]:
     """Fits a classifier, evaluates it, logs its figures and returns its metrics.
 
@@ -52,6 +53,7 @@ def train_classifier(
         name: Sub-folder and figure prefix when the run trains other models too.
         epochs: Overrides `train.epochs`.
         optimizer: Returns the optimizer; defaults to the train config's.
+        callbacks: More Keras callbacks for the fit.
 
     Returns:
         The model and `test_accuracy`, `train_accuracy`, `test_loss`.
@@ -67,6 +69,7 @@ def train_classifier(
         name=name,
         epochs=epochs,
         optimizer=optimizer,
+        callbacks=callbacks,
     )
     test = harness.evaluate(model, (data.x_test, data.y_test), prefix="test_")
     train = harness.evaluate(model, (data.x_train, data.y_train), prefix="train_")

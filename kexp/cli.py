@@ -210,6 +210,9 @@ def _run(args: argparse.Namespace) -> int:
         raise
     for key, value in results["metrics"].items():
         print(f"{key}: {value:.6g}")
+    bar_line = _quality_bar_line(args.name, results["metrics"])
+    if bar_line:
+        print(bar_line)
     print(
         f"status: {results['status']}  wall_time_s: {results['wall_time_s']:.1f}  "
         f"train_samples_per_s: {results['train_samples_per_s']:.0f}  "
@@ -217,6 +220,19 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(f"run_dir: {results['run_dir'] or 'none (not the chief worker; the chief writes the run folder)'}")
     return 0 if results["status"] == "ok" else 1
+
+
+def _quality_bar_line(name: str, metrics: dict[str, float]) -> str:
+    """Returns `quality bar: met (...)` or `quality bar: missed: ...` for an experiment that declares one."""
+    from kexp import quality, registry
+
+    expected = getattr(registry.load(name), "EXPECTED", None) or {}
+    if not expected or not metrics:
+        return ""
+    missed = quality.failures(expected, metrics)
+    if missed:
+        return "quality bar: missed: " + "; ".join(missed)
+    return "quality bar: met (" + ", ".join(f"{key} {quality.describe(bar)}" for key, bar in expected.items()) + ")"
 
 
 def _bench_train_settings(overrides: Sequence[str]) -> dict[str, Any]:

@@ -90,3 +90,13 @@ def summary_metrics(prefix: str, values: Sequence[float]) -> Mapping[str, float]
     """Returns `{PREFIX: mean, PREFIX_spread: sample std}` for `results.json` (spread only over repeats)."""
     mean, spread = mean_spread(values)
     return {prefix: mean, f"{prefix}_spread": spread} if len(values) > 1 else {prefix: mean}
+
+
+def mean_curve(curves: Sequence[Sequence[float]]) -> np.ndarray:
+    """Returns the mean per epoch of several runs' curves, NaN-padded where a run stopped early (diverged)."""
+    length = max((len(c) for c in curves), default=0)
+    padded = np.full((len(curves), length), np.nan)
+    for row, curve in zip(padded, curves):
+        row[:len(curve)] = curve
+    with np.errstate(all="ignore"):
+        return np.nanmean(padded, axis=0) if len(curves) else padded[0:0].ravel()

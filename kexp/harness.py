@@ -45,6 +45,11 @@ from kexp.strategy import is_chief
 Data = Any  # what `fit` takes: see `kexp.inputs`
 
 
+# The train settings a fit reads when it starts, which `Harness.overrides` may change for some fits.
+PER_FIT_SETTINGS = ("epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "steps_per_execution",
+                    "jit_compile", "fuse_steps", "profile_steps")
+
+
 class Harness(RunOutputs):
     """Trains and evaluates Keras models for one run, in one strategy.
 
@@ -121,8 +126,10 @@ class Harness(RunOutputs):
         (`results.json` `fits`); the run's config keeps the configured values.
 
         Args:
-            **changes: `TrainConfig` fields and their values for these fits,
-                checked against the field's limits.
+            **changes: `TrainConfig` fields that each fit reads (`PER_FIT_SETTINGS`:
+                epochs, batch size, optimizer and learning rate, speed
+                settings), checked against the field's limits. The data
+                order, seed and precision are the run's and cannot change.
 
         Yields:
             The train settings in force.
@@ -130,10 +137,11 @@ class Harness(RunOutputs):
         Raises:
             UsageError: For a name that is not a `TrainConfig` field or a value out of its limits.
         """
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(changes) - fields)
+        unknown = sorted(set(changes) - set(PER_FIT_SETTINGS))
         if unknown:
-            raise UsageError(f"Harness.overrides: received {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}")
+            # The others (seed, shuffling, precision, ...) are fixed when the run opens.
+            raise UsageError(f"Harness.overrides: received {', '.join(unknown)}; allowed: the settings each fit "
+                             f"reads, {', '.join(PER_FIT_SETTINGS)}")
         configured = self.train
         changed = dataclasses.replace(configured, **changes)
         validate(ExperimentConfig(data=None, model=None, train=changed))

@@ -329,7 +329,9 @@ def gradient_norm_figure(curves: Any, length: int) -> Any:
 
 
 def _style(axes: Any, xlabel: str, ylabel: str, title: str, yscale: str = "linear", legend: bool = False) -> None:
-    """Labels one panel; `legend` adds a small legend of its labelled lines."""
+    """Labels one panel; `legend` adds a small legend of its labelled lines; an `epoch` axis gets whole ticks."""
+    if xlabel == "epoch":
+        axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
@@ -373,13 +375,17 @@ def loss_curves_figure(curves: Any) -> Any:
         left.plot(examples, losses, marker=".", color=f"C{i}", label=name)
         right.plot(seconds, losses, marker=".", color=f"C{i}", label=name)
     _style(left, "examples seen", "training loss (whole training set)", "loss against examples", "log", legend=True)
-    _style(right, "training seconds (first epoch's tracing included)", "training loss (whole training set)",
-           "loss against wall time", "log")
+    _style(right, "training seconds (first epoch's tracing included; log scale from 0.01)",
+           "training loss (whole training set)", "loss against wall time", "log")
+    # The fast optimizers finish in a fraction of a second, single-example SGD in seconds.
+    right.set_xscale("symlog", linthresh=0.01)
+    right.set_xlim(left=0)
     fig.tight_layout()
     return fig
 
 
-def variants_figure(accuracies: Any, curves: Any, title: str = "", curve_label: str = "test accuracy") -> Any:
+def variants_figure(accuracies: Any, curves: Any, title: str = "", curve_label: str = "test accuracy",
+                    chance: float | None = None) -> Any:
     """Returns two panels: accuracies per variant (mean, bars of ± sample std, dots per seed), and a curve per variant.
 
     Args:
@@ -388,6 +394,7 @@ def variants_figure(accuracies: Any, curves: Any, title: str = "", curve_label: 
         curves: `{variant: per-epoch values}` (e.g. the mean validation accuracy over seeds).
         title: Figure title.
         curve_label: What the curves are.
+        chance: Accuracy of guessing, drawn as a dotted line in both panels.
     """
     import numpy as np
 
@@ -403,12 +410,16 @@ def variants_figure(accuracies: Any, curves: Any, title: str = "", curve_label: 
                  color=f"C{k}", yerr=[v.std(ddof=1) if v.size > 1 else 0 for v in values], capsize=3, alpha=0.8)
         for p, v in zip(positions, values):
             left.plot([p + offset] * v.size, v, "k.", markersize=4)
-    low = min(float(np.min(v)) for per in accuracies.values() for v in per.values() if len(v))
+    low = min([float(np.min(v)) for per in accuracies.values() for v in per.values() if len(v)]
+              + ([chance] if chance is not None else []))
     left.set_xticks(positions, names)
     left.set_ylim(max(0.0, low - 0.1), 1.0)
     _style(left, "", "accuracy", "accuracy (mean ± std over seeds; dots: seeds)", legend=True)
     for i, (name, values) in enumerate(curves.items()):
         right.plot(range(1, len(values) + 1), values, color=f"C{i}", label=name)
+    if chance is not None:
+        for axes in (left, right):
+            axes.axhline(chance, color="grey", linestyle=":", label="chance")
     _style(right, "epoch", curve_label, f"{curve_label} along training (mean over seeds)", legend=True)
     if title:
         fig.suptitle(title)

@@ -57,6 +57,9 @@ def test_overrides_refuse_unknown_names_and_values_out_of_limits(logdir):
         with pytest.raises(UsageError, match=r"^Harness.overrides: received batch, lr; allowed: .*batch_size"):
             with run.overrides(batch=4, lr=0.1):
                 pass
+        with pytest.raises(UsageError, match=r"^Harness.overrides: received seed, shuffle; allowed: the settings"):
+            with run.overrides(shuffle=False, seed=7):  # the run's data order is fixed when it opens
+                pass
         with pytest.raises(ConfigError, match=r"^train.batch_size: received 0; allowed"):
             with run.overrides(batch_size=0):
                 pass
@@ -94,11 +97,13 @@ def test_mean_spread_and_its_description():
     ("optimizers", {"model.optimizers": "adam,sgd"},
      "model.optimizers: received adam,sgd; allowed: a list with adam and gd and one more optimizer"),
     ("regularization", {"data.train_size": 5000},
-     "data.train_size: received 5000; allowed: at most the 1437 examples of the digits training split"),
+     "data.train_size: received 5000 (with data.validation_size 300); allowed: the two together at most the 1437 "
+     "examples of the digits training split"),
     ("regularization", {"model.variants": "l2,dropout"}, "model.variants: received l2,dropout; allowed: none and"),
     ("transfer", {"data.labels_per_class": 500}, "data.labels_per_class: received 500; allowed: at most"),
     ("transfer", {"model.variants": "finetune"}, "model.variants: received finetune; allowed: a list with scratch"),
     ("cnn_zoo", {"data.image_size": 4}, "data.image_size: received 4 (images 4x4); allowed: 8 or more"),
+    ("cnn_zoo", {"model.models": "resnet,vgg"}, "model.models: received resnet,vgg; allowed: a list with vgg and vgg_bn"),
     ("linear_regression", {"data.num_examples": 2}, "data.num_examples: received 2; allowed: more than the 2"),
 ])
 def test_studies_refuse_settings_they_cannot_run_and_leave_no_folder(logdir, name, setting, message):
@@ -203,7 +208,7 @@ def test_cnn_zoo_every_family_learns_the_digits_and_batch_norm_starts_faster(log
 
 @pytest.mark.slow
 def test_regularization_keeps_the_mlp_from_learning_the_noise(logdir):
-    # Defaults (3 seeds x 5 variants, about 60 s).
+    # Defaults (3 seeds x 5 variants, about 70 s).
     results = kexp.run("regularization", logdir=logdir, verbose=0)
     metrics = _bars_met("regularization", results)
     # The unregularized net memorizes every label, the wrong ones too.
@@ -257,3 +262,47 @@ def test_transfer_variants_with_augmentation_run_and_are_tabled(logdir):
     np.testing.assert_array_equal(base.get_layer("block1_conv1").get_weights()[0],
                                   pretrained.get_layer("block1_conv1").get_weights()[0])
     assert results["fits"]["finetune-seed0"]["params"] > 0 and "test_accuracy_finetune_aug" in results["metrics"]
+
+
+def test_optimizers_under_mirrored_strategy_record_unscaled_losses_and_true_batches(logdir):
+    # Two replicas, 1 epoch: Keras divides a loss computed in the strategy's scope by the replica count; the
+    # recorded curve must not. Full-batch GD's epoch loss (one step, at the initial weights) is the curve's start.
+    settings = {"model.optimizers": "gd,sgd,adam", "train.epochs": 1}
+    results = kexp.run("optimizers", settings, logdir=logdir, strategy="mirrored", verbose=0)
+    assert results["status"] == "ok" and results["num_replicas"] == 2
+    run_dir = Path(results["run_dir"])
+    start = json.loads((run_dir / "gd" / "loss_curve.json").read_text())["points"][0][2]
+    with open(run_dir / "gd" / "history.csv", newline="") as handle:
+        assert start == pytest.approx(float(next(csv.DictReader(handle))["loss"]), rel=1e-4)
+    rows = {r["optimizer"]: r for r in _table(run_dir)}
+    trained = results["fits"]["gd"]["trained_examples_per_epoch"]
+    assert int(rows["gd"]["batch"]) >= trained and int(rows["gd"]["steps"]) == 1
+    assert int(rows["sgd"]["batch"]) == 2 and int(rows["sgd"]["steps"]) == trained // 2
+
+
+def test_a_study_whose_fits_partly_diverge_ends_diverged_with_its_metrics(logdir):
+    # An L1 penalty of 10 at learning rate 1000 blows up some fits after one epoch: their curves are shorter.
+    settings = {"train.epochs": 3, "model.seeds": 2, "model.hidden": "16,16", "model.variants": "none,l1",
+                "model.l1": 10, "train.optimizer": "sgd", "train.learning_rate": 1e3}
+    results = kexp.run("regularization", settings, logdir=logdir, verbose=0)
+    assert results["status"] == "diverged"
+    assert {"test_accuracy_none", "test_accuracy_l1", "gap_reduction"} <= set(results["metrics"])
+    assert (Path(results["run_dir"]) / "regularization.png").exists()
+
+
+@pytest.mark.slow
+def test_cnn_zoo_killed_after_a_finished_fit_resumes_with_its_timing(tmp_path):
+    settings = ["--set", "model.models=vgg,vgg_bn", "--set", "train.epochs=3", "--set", "data.image_size=8",
+                "--logdir", str(tmp_path)]
+    proc = start_run("cnn_zoo", *settings)
+    signal_at(proc, "Epoch 2/3", signal.SIGKILL, after="training vgg_bn")
+    assert finish(proc)[0] == -signal.SIGKILL
+    (run_dir,) = (tmp_path / "cnn_zoo").iterdir()
+    resumed = run_cli("run", "cnn_zoo", "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "ok"
+    for row in _table(run_dir):  # vgg finished before the kill: its epoch times come from its folder
+        assert float(row["examples_per_s"]) > 0 and float(row["train_seconds (tracing included)"]) > 0
+        points = json.loads((run_dir / row["model"] / "epoch_times.json").read_text())["points"]
+        assert [p[0] for p in points] == [0, 1437, 2 * 1437, 3 * 1437]

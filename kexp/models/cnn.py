@@ -316,6 +316,7 @@ def residual_block(x: keras.KerasTensor, filters: int, stride: int, name: str,
     Returns:
         The block's output tensor.
     """
+    check_range("bn_momentum", bn_momentum, low=0.0, high=1.0, high_open=True)
     y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
     y = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)

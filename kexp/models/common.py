@@ -64,9 +64,9 @@ def check_pairs(arg: str, pairs: Sequence[Sequence[int]], meaning: str) -> None:
 
 
 def check_range(arg: str, value: float, *, low: float, high: float | None = None, high_open: bool = False) -> None:
-    """Raises ValueError unless `low <= value <= high` (or `< high` when `high_open`)."""
+    """Raises ValueError unless `low <= value <= high` (or `< high` when `high_open`); NaN is never in range."""
     above = high is not None and (value >= high if high_open else value > high)
-    if value < low or above:
+    if not value >= low or above:
         upper = "" if high is None else (f" and < {high}" if high_open else f" and <= {high}")
         raise ValueError(f"{arg} must be >= {low}{upper}; received: {arg}={value}")
 
