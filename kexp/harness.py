@@ -135,7 +135,7 @@ class Harness(RunOutputs):
             The train settings in force.
 
         Raises:
-            UsageError: For a name that is not a `TrainConfig` field or a value out of its limits.
+            UsageError: For a name not in `PER_FIT_SETTINGS` or a value out of its limits.
         """
         unknown = sorted(set(changes) - set(PER_FIT_SETTINGS))
         if unknown:
