@@ -128,16 +128,17 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
             test_predicted, test_probs = predict_classes(model, data.x_test)
-            predicted, _ = predict_classes(model, x[flipped]) if flipped.any() else (np.zeros(0), None)
+            train_predicted, _ = predict_classes(model, x)
             got = results[variant]
-            got["train_accuracy"].append(float(np.mean(predict_classes(model, x)[0] == y)))
+            got["train_accuracy"].append(float(np.mean(train_predicted == y)))
             got["validation_accuracy"].append(float(np.mean(predict_classes(model, validation[0])[0] == validation[1])))
             got["test_accuracy"].append(float(np.mean(test_predicted == data.y_test)))
             # Cross-entropy alone: Keras' evaluate adds the L1/L2 penalty to the loss.
             got["test_loss"].append(float(-np.mean(np.log(np.maximum(
                 test_probs[np.arange(len(data.y_test)), data.y_test], 1e-12)))))
             # The share of wrong labels the net reproduces: the noise it learnt.
-            got["memorized_noise"].append(float(np.mean(predicted == y[flipped])) if flipped.any() else 0.0)
+            got["memorized_noise"].append(float(np.mean(train_predicted[flipped] == y[flipped]))
+                                          if flipped.any() else 0.0)
             curves[variant].append(compare.history_curve(harness, fit, "val_accuracy"))
     metrics: dict[str, float] = {}
     rows = []
