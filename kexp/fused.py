@@ -14,10 +14,13 @@ in one compiled function. Keras still counts K steps per call, so callbacks,
 progress bars and `stop_training` behave as with plain `steps_per_execution`;
 the arithmetic of every step is the same, so the losses are too.
 
-Used only where that holds: the model trains with Keras' own `train_step`
-(custom steps, a GAN's, may keep Python state per call), on one replica, with
-every batch full or the data held as tensors (a partial last batch then
-travels beside the stacked full ones and is trained on after them).
+Used only where that holds: the model trains with Keras' own `train_step`,
+or with one whose class declares `fuse_train_step = True` (kexp's `GAN`: a
+custom step may keep Python state per call, which a loop would run once), on
+one replica, with every batch full or the data held as tensors (a partial
+last batch then travels beside the stacked full ones and is trained on after
+them). An element may hold fewer than K batches (an epoch's last call, when
+K does not divide the epoch): the loop runs over what it holds.
 """
 
 from __future__ import annotations
@@ -36,9 +39,12 @@ def supports(model: keras.Model) -> bool:
         model: A compiled model.
 
     Returns:
-        True for models that use Keras' own `train_step` on one replica, outside `MirroredStrategy`.
+        True for models that use Keras' own `train_step`, or declare theirs
+        fusable (`fuse_train_step = True` on the class), on one replica,
+        outside `MirroredStrategy`.
     """
-    own_step = getattr(type(model), "train_step", None) is getattr(keras.Model, "train_step", None)
+    own_step = (getattr(type(model), "train_step", None) is getattr(keras.Model, "train_step", None)
+                or getattr(type(model), "fuse_train_step", False) is True)
     overridden = "train_step" in vars(model) or model.train_function is not None
     strategy = model.distribute_strategy
     # A MirroredStrategy over one device still syncs gradients through
@@ -95,7 +101,7 @@ def _make_train_function(model: keras.Model, tail: bool) -> Callable[[Any], Any]
         steps = tf.shape(tf.nest.flatten(stacked)[0])[0]
 
         def body(i: tf.Tensor) -> tf.Tensor:
-            model.train_step(tf.nest.map_structure(lambda t: t[i], stacked))
+            model.train_step(tf.nest.map_structure(lambda t: _unknown_batch(t[i]), stacked))
             return i + 1
 
         # One step at a time: every step reads the variables the one before wrote.
@@ -123,3 +129,14 @@ def _make_train_function(model: keras.Model, tail: bool) -> Callable[[Any], Any]
         return compiled(iterator.get_next())
 
     return train_function
+
+
+def _unknown_batch(batch: tf.Tensor) -> tf.Tensor:
+    """Returns `batch` with its batch dimension unknown to the graph, as in Keras' own step.
+
+    A slice of the stacked batches has a static batch size, Keras' batches do
+    not; with it the graph optimizer picks other kernels for some ops (the
+    gradient of a GAN generator's first kernel differed in its last bits), so
+    the step would not be bit-for-bit Keras' own.
+    """
+    return tf.compat.v1.placeholder_with_default(batch, [None, *batch.shape[1:]])

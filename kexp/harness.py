@@ -370,11 +370,11 @@ class Harness(RunOutputs):
                 checkpoint.restore(model, state, f"--resume {str(self.run_dir)!r}")
         if self.is_chief and initial_epoch == 0:
             self.images.write_text(f"model_summary/{fit_name}", modelinfo.summary_markdown(model))
-        # One input stream for the whole fit when a compiled call never spans
-        # two epochs; else one iteration per epoch.
         steps_per_execution = int(model.steps_per_execution)
-        stream = steps_per_epoch % steps_per_execution == 0
-        group = self._fused_group(model, train, n_train, stream, pad)
+        group = self._fused_group(model, train, n_train, steps_per_epoch, pad)
+        # One input stream for the whole fit when a compiled call never spans
+        # two epochs (a fused call ends with its epoch); else one iteration per epoch.
+        stream = steps_per_epoch % steps_per_execution == 0 or group > 1
         # (A finished fit still gets its last epoch's stream: Keras may peek at a batch.)
         stream_epochs = (min(initial_epoch, epochs - 1), epochs)
         train_ds = self.dataset(train, training=True, epochs=stream_epochs if stream else None, num_examples=n_all,
@@ -430,14 +430,17 @@ class Harness(RunOutputs):
             n_validation = inputs.count_examples(validation, "validation", self.stop.check)
         return train, validation, n_all, n_validation
 
-    def _fused_group(self, model: keras.Model, train: Any, n_train: int, stream: bool, pad: bool) -> int:
+    def _fused_group(self, model: keras.Model, train: Any, n_train: int, steps_per_epoch: int, pad: bool) -> int:
         """Returns how many batches each compiled call runs in one loop (`kexp.fused`), or 1 where it cannot."""
         steps_per_execution = int(model.steps_per_execution)
+        held_as_tensors = not isinstance(train, tf.data.Dataset) or fixed_shapes(train)
         fusable = (
-            self.train.fuse_steps and stream and steps_per_execution > 1 and not pad
-            # A partial last batch rides along as a separate tail, for data held as tensors.
-            and (n_train % self.global_batch_size == 0 or not isinstance(train, tf.data.Dataset)
-                 or fixed_shapes(train))
+            self.train.fuse_steps and steps_per_execution > 1 and not pad
+            # Data held as tensors is gathered per call: an epoch's last call
+            # may hold fewer batches, and its partial last batch rides along as
+            # a tail. Other data is batched once and grouped, so needs whole groups.
+            and (held_as_tensors or (steps_per_epoch % steps_per_execution == 0
+                                     and n_train % self.global_batch_size == 0))
             and not is_multi_worker(self.strategy) and fused.supports(model))
         return steps_per_execution if fusable else 1
 

@@ -77,11 +77,12 @@ class Pipeline:
             num_examples: The number of examples in `data`, when the caller
                 knows it (a dataset of unknown cardinality is counted otherwise).
             group: Batches stacked into one element (`[group, batch, ...]`),
-                for fused steps (`kexp.fused`). Needs a stream with a multiple
-                of `group` batches per epoch. Data of fixed shapes (arrays,
-                and datasets whose examples have one shape) may end each epoch
-                in a partial batch: elements are then `(stacked, tail)`, see
-                `_permuted_batches`; other data needs full batches.
+                for fused steps (`kexp.fused`); needs a stream. Data of fixed
+                shapes (arrays, and datasets whose examples have one shape)
+                may end each epoch in a partial batch (elements are then
+                `(stacked, tail)`, see `_permuted_batches`) and in a partial
+                group (the epoch's last element stacks fewer batches); other
+                data needs a multiple of `group` full batches per epoch.
             pad: Pad each batch to its longest example (examples of varying
                 shapes, e.g. variable-length sequences).
 
@@ -106,8 +107,8 @@ class Pipeline:
         n = self.trained_examples(num_examples) if training else num_examples
         per_epoch = math.ceil(n / batch_size)
         gatherable = not pad and (not isinstance(data, tf.data.Dataset) or fixed_shapes(data))
-        if group > 1 and (per_epoch % group or epochs is None or (n % batch_size and not gatherable)):
-            raise ValueError(f"group={group} needs a stream of whole groups, and full batches unless the data has "
+        if group > 1 and (epochs is None or (not gatherable and (per_epoch % group or n % batch_size))):
+            raise ValueError(f"group={group} needs a stream, and whole groups of full batches unless the data has "
                              f"fixed shapes; got {n} examples, batch_size={batch_size}, epochs={epochs}")
         tensors = None
         if (shuffle or group > 1) and gatherable:
@@ -173,13 +174,16 @@ class Pipeline:
         """Returns batches of `arrays` (a nest of arrays or tensors), in a seeded permutation per epoch.
 
         With `group > 1`, each element holds `group` batches stacked
-        (`[group, batch, ...]`); when the epoch ends in a partial batch, each
-        element is `(stacked_full_batches, tail)`, where `tail` is that
-        partial batch in the epoch's last element and empty in the others.
+        (`[group, batch, ...]`), the epoch's last one fewer when `group` does
+        not divide the epoch's batches; when the epoch ends in a partial
+        batch, each element is `(stacked_full_batches, tail)`, where `tail` is
+        that partial batch in the epoch's last element and empty in the others.
         """
         tensors = tf.nest.map_structure(lambda a: tf.convert_to_tensor(a[:n]), arrays)
         seed = tf.constant(self.train.seed, tf.int64)
         has_tail = group > 1 and n % batch_size != 0
+        # Every element stacks `group` batches: a static leading dimension.
+        whole_groups = n % (batch_size * group) == 0
 
         def batch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
             order = tf.range(n, dtype=tf.int64)
@@ -195,8 +199,10 @@ class Pipeline:
         def gather(idx: tf.Tensor) -> Any:
             if group == 1:
                 return tf.nest.map_structure(lambda t: tf.gather(t, idx), tensors)
-            if not has_tail:
+            if whole_groups:
                 return tf.nest.map_structure(lambda t: stack(t, idx, group), tensors)
+            if not has_tail:
+                return tf.nest.map_structure(lambda t: stack(t, idx, tf.size(idx) // batch_size), tensors)
             batches = tf.size(idx) // batch_size
             full = batches * batch_size
             return (tf.nest.map_structure(lambda t: stack(t, idx[:full], batches), tensors),

@@ -60,6 +60,19 @@ def test_fused_steps_train_bit_for_bit_like_plain_steps(logdir, jit, shuffle, n)
     assert losses[-1] < 0.8 * losses[0]  # it trains
 
 
+@pytest.mark.parametrize("jit, n", [("false", 460), ("true", 460), ("false", 455), ("true", 455)])
+def test_an_epoch_the_call_size_does_not_divide_ends_in_a_shorter_fused_call(logdir, jit, n):
+    # 23 batches an epoch (the last of 15 for n=455), 10 per call: calls of 10, 10 and 3 batches.
+    data = _data(n)
+    plain, plain_fit = _fit(logdir, data, fuse=False, jit_compile=jit, steps_per_execution=10)
+    fused, fused_fit = _fit(logdir, data, fuse=True, jit_compile=jit, steps_per_execution=10)
+    assert plain_fit["fused_steps"] is False and fused_fit["fused_steps"] is True
+    for a, b in zip(plain.variables + plain.optimizer.variables, fused.variables + fused.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    assert int(fused.optimizer.iterations) == 3 * 23
+    assert plain.history.history == fused.history.history
+
+
 @pytest.mark.parametrize("n", [400, 390])
 def test_a_dataset_input_is_fused_too(logdir, n):
     import tensorflow as tf
@@ -122,14 +135,22 @@ def test_fits_that_cannot_fuse_run_step_by_step(logdir, case):
 
 
 def test_dataset_stacks_groups_and_refuses_ones_that_do_not_tile_the_stream(logdir):
+    import tensorflow as tf
+
     x, y = _data(590)
+    x600, y600 = _data(600)
+    ragged = tf.data.Dataset.from_generator(lambda: zip(x600, y600), output_signature=(
+        tf.TensorSpec((None,), tf.float32), tf.TensorSpec((), tf.int32)))
     with kexp.open_run("fused", logdir=logdir, train=TrainConfig(batch_size=20), verbose=0) as run:
-        with pytest.raises(ValueError, match="group=7 needs a stream of whole groups"):
-            run.dataset((x, y), training=True, epochs=(0, 2), group=7)  # 30 batches an epoch
+        with pytest.raises(ValueError, match="group=7 needs a stream, and whole groups of full batches"):
+            run.dataset(ragged, training=True, epochs=(0, 2), group=7, num_examples=600)  # 30 batches an epoch
+        # Held as tensors: 30 batches an epoch in groups of 7, the last of 2.
+        short = [tuple(xs.shape) for xs, _ in run.dataset((x600, y600), training=True, epochs=(0, 1), group=7)]
         ds = run.dataset((x[:400], y[:400]), training=True, epochs=(0, 2), group=10)
         shapes = [tuple(t.shape) for t in next(iter(ds))]
         # 590 = 29 x 20 + 10: three elements an epoch, the last 9 full batches and a tail of 10.
         elements = list(run.dataset((x, y), training=True, epochs=(0, 1), group=10))
+    assert short == [(7, 20, 6)] * 4 + [(2, 20, 6)]
     assert shapes == [(10, 20, 6), (10, 20)]
     assert [(tuple(s[0].shape), tuple(t[0].shape)) for s, t in elements] == [
         ((10, 20, 6), (0, 6)), ((10, 20, 6), (0, 6)), ((9, 20, 6), (10, 6))]
@@ -168,3 +189,44 @@ def test_shuffled_datasets_get_the_arrays_permutation_or_a_seeded_buffer(logdir)
     assert first_run == second_run
     assert sorted(first_run[:100]) == [10.0 * i for i in range(100)]
     assert first_run[:100] != [10.0 * i for i in range(100)]
+
+
+def _gan_fit(logdir, kind: str, n: int, fuse: bool):
+    from kexp.models import GAN, dcgan_discriminator, dcgan_generator, gan_1d_discriminator, gan_1d_generator
+
+    rng = np.random.default_rng(0)
+    if kind == "dcgan":
+        real = rng.uniform(-1, 1, (n, 8, 8, 1)).astype("float32")
+
+        def build():
+            return GAN(dcgan_generator(8, 1, noise_dim=8, base_filters=4), dcgan_discriminator(8, 1, base_filters=4))
+    else:
+        real = rng.normal(4, 1, (n, 1)).astype("float32")
+
+        def build():
+            return GAN(gan_1d_generator(4, 1, hidden=(8,)), gan_1d_discriminator(1, hidden=(8,)), d_steps=2,
+                       noise="uniform")
+    train = TrainConfig(epochs=3, batch_size=16, fuse_steps=fuse, steps_per_execution=5)
+    with kexp.open_run("fused_gan", logdir=logdir, train=train, strategy="default", verbose=0) as run:
+        gan = run.fit(build, (real,))
+    return gan, run.fit_settings["model"]
+
+
+@pytest.mark.parametrize("kind, n", [("gan_1d", 200), ("gan_1d", 160), ("dcgan", 100)])
+def test_gan_steps_fuse_bit_for_bit_like_plain_steps(logdir, kind, n):
+    # 1-D: k=2 discriminator steps per batch; 200 = 12 batches of 16 and one of 8 (calls of 5, 5, 3);
+    # 160 = two whole calls an epoch. DCGAN: batch norm in both nets, 6 full batches and one of 4.
+    plain, plain_fit = _gan_fit(logdir, kind, n, fuse=False)
+    fused, fused_fit = _gan_fit(logdir, kind, n, fuse=True)
+    assert plain_fit["fused_steps"] is False and fused_fit["fused_steps"] is True
+    steps = 3 * -(-n // 16)
+    assert int(fused.g_optimizer.iterations) == steps
+    assert int(fused.d_optimizer.iterations) == steps * fused.d_steps
+    # Every weight and batch-norm statistic, the noise seed's state, both optimizers' slots: the same bits.
+    mine = plain.variables + plain.d_optimizer.variables + plain.g_optimizer.variables
+    theirs = fused.variables + fused.d_optimizer.variables + fused.g_optimizer.variables
+    assert len(mine) == len(theirs) and any("seed" in v.path for v in fused.variables)
+    for a, b in zip(mine, theirs):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    assert plain.history.history == fused.history.history
+    assert set(fused.history.history) == {"d_loss", "g_loss"}

@@ -169,6 +169,12 @@ class GAN(keras.Model):
     noise, with the same real batch), then one generator update with the
     non-saturating loss -log D(G(z)). Calling the model generates samples.
 
+    The noise is stateless random numbers drawn from a seed held as a model
+    variable (a `keras.random.SeedGenerator`), folded with the replica's id:
+    the training is a function of the data, the variables and that seed, so
+    it resumes exactly from saved state, and `kexp.fused` may run several of
+    its steps in one compiled loop (`fuse_train_step`) with the same result.
+
     Example:
         gan = GAN(gan_1d_generator(), gan_1d_discriminator(), d_steps=3, noise="uniform")
         gan.compile()
@@ -179,8 +185,14 @@ class GAN(keras.Model):
         discriminator: Model from samples to one logit.
         d_steps: Discriminator steps per generator step (`k` in Goodfellow et al.).
         noise: `normal` (standard normal) or `uniform` (on [-1, 1]).
+        seed: Seed of the noise; None draws one from Keras' global seed
+            (`keras.utils.set_random_seed`).
         **kwargs: Passed to `keras.Model`.
     """
+
+    # `train_step` keeps no Python state between calls and reads its noise from
+    # a seed variable: `kexp.fused` may loop over several batches inside one call.
+    fuse_train_step = True
 
     def __init__(
         self,
@@ -188,16 +200,21 @@ class GAN(keras.Model):
         discriminator: keras.Model,
         d_steps: int = 1,
         noise: str = "normal",
+        seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_range("d_steps", d_steps, low=1)
         check_choice("noise", noise, ("normal", "uniform"))
+        if seed is not None:
+            check_range("seed", seed, low=0)
         self.generator = generator
         self.discriminator = discriminator
         self.d_steps = int(d_steps)
         self.noise = noise
         self.noise_dim = int(generator.input_shape[-1])
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self._bce = keras.losses.BinaryCrossentropy(from_logits=True)
@@ -234,11 +251,16 @@ class GAN(keras.Model):
         return [self.d_loss_tracker, self.g_loss_tracker]
 
     def sample_noise(self, batch_size: Any) -> tf.Tensor:
-        """Returns a batch of noise vectors from the configured distribution."""
+        """Returns a batch of noise vectors from the configured distribution; advances the noise seed."""
         shape = (batch_size, self.noise_dim)
+        seed = self.seed_generator.next()
+        context = tf.distribute.get_replica_context()
+        # Each replica draws its own noise: one seed state, folded with the replica's id.
+        replica = context.replica_id_in_sync_group if context is not None else 0
+        seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), tf.cast(replica, tf.int64))
         if self.noise == "uniform":
-            return tf.random.uniform(shape, -1.0, 1.0)
-        return tf.random.normal(shape)
+            return tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
+        return tf.random.stateless_normal(shape, seed)
 
     def call(self, noise: Any, training: bool = False) -> Any:
         return self.generator(noise, training=training)
@@ -294,6 +316,7 @@ class GAN(keras.Model):
             "discriminator": keras.saving.serialize_keras_object(self.discriminator),
             "d_steps": self.d_steps,
             "noise": self.noise,
+            "seed": self.seed,
         }
         return {**base_config, **config}
 
