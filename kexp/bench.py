@@ -10,10 +10,16 @@ includes tracing and compilation, left out; median and spread over repeats):
   the stop-on-signal check);
 - baseline: a plain `model.fit(x, y)` at Keras defaults (steps_per_execution 1,
   no XLA, NumPy arrays passed directly);
-- bare: a compiled `tf.function` training step called once per batch from Python.
+- bare: a compiled `tf.function` training step called once per batch from Python
+  (for a GAN, its own `train_step`).
 
 It also checks that faster is not different: with shuffling off in both, the
-harness's per-epoch losses must match the baseline's to float tolerance.
+harness's per-epoch losses must match the baseline's to float tolerance. And
+it puts each figure against the machine's limit (`kexp.flops`): the model's
+training FLOPs per example over a large float32 matmul's rate in the same
+process is the most examples/s the machine could train. `profile=True`
+traces one harness epoch and names the op types that took the time
+(`kexp.profiling`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-CASES = ("fnn", "heart_mlp", "xor")
+CASES = ("fnn", "heart_mlp", "xor", "lstm", "dcgan")
 # Training settings a case fixes for all three methods alike; `--set` may not change them.
 BENCH_OWN_KEYS = ("epochs", "batch_size", "learning_rate", "shuffle")
 
@@ -40,10 +46,25 @@ class Case:
     name: str
     build: Callable[[], Any]
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None  # None for a GAN: it trains on `x` alone
     loss: Any
     batch_size: int
     learning_rate: float
+
+    @property
+    def data(self) -> tuple[np.ndarray, ...]:
+        """What `fit` takes."""
+        return (self.x,) if self.y is None else (self.x, self.y)
+
+    def compile(self, model: Any, **options: Any) -> None:
+        """Compiles `model` with Adam at the case's learning rate (a GAN: one for each net)."""
+        import keras
+
+        if self.y is None:
+            model.compile(d_optimizer=keras.optimizers.Adam(self.learning_rate),
+                          g_optimizer=keras.optimizers.Adam(self.learning_rate), **options)
+        else:
+            model.compile(keras.optimizers.Adam(self.learning_rate), self.loss, **options)
 
 
 def make_case(name: str, *, examples: int | None = None, width: int = 500, batch_size: int | None = None) -> Case:
@@ -51,8 +72,10 @@ def make_case(name: str, *, examples: int | None = None, width: int = 500, batch
 
     Args:
         name: `fnn` (seed 000's 784-500-10 net on Fashion-MNIST-shaped data),
-            `heart_mlp` or `xor` (the tiny models of those experiments).
-        examples: Training examples (defaults: 60,000 / 20,000 / 256).
+            `heart_mlp` or `xor` (the tiny models of those experiments),
+            `lstm` (lstm_sine's forecaster at the seed's LSTM(256) and 80
+            steps of 32 samples) or `dcgan` (dcgan_digits' GAN on 16x16 images).
+        examples: Training examples (defaults: 60,000 / 20,000 / 256 / 2,048 / 1,437).
         width: Hidden width of `fnn`.
         batch_size: Overrides the case's batch size.
 
@@ -69,7 +92,7 @@ def _make_case(name: str, examples: int | None, width: int) -> Case:
     import keras
 
     from kexp.data.functions import heart
-    from kexp.models import mlp
+    from kexp.models import GAN, dcgan_discriminator, dcgan_generator, mlp, rnn
 
     rng = np.random.default_rng(0)
     if name == "fnn":
@@ -93,6 +116,22 @@ def _make_case(name: str, examples: int | None, width: int) -> Case:
         y = (x[:, :1] != x[:, 1:]).astype("float32")
         return Case(name, lambda: mlp((2,), 1, hidden=(8,), activation="tanh", output_activation="sigmoid",
                                       name="xor"), x, y, "binary_crossentropy", 16, 0.05)
+    if name == "lstm":
+        from kexp.data import functions, windows
+
+        # lstm_sine's windows (interval 0.1, steps overlapping by half) at the seed's sizes.
+        n, feature_length, seq_length = examples or 2_048, 32, 80
+        values = functions.sin(0.1 * np.arange(windows.span(feature_length, seq_length + 1) + n - 1))
+        x, y = windows.sequences(values, feature_length, seq_length, 1)
+        return Case(name, lambda: rnn((seq_length, feature_length), feature_length, cell="lstm", units=(256,),
+                                      name="lstm_forecaster"), x[:n], y[:n], "mse", 32, 1e-3)
+    if name == "dcgan":
+        # dcgan_digits' nets and batch; the digits' count, as images in [-1, 1] (the speed does not look at them).
+        n = examples or 1_437
+        x = rng.uniform(-1, 1, size=(n, 16, 16, 1)).astype("float32")
+        return Case(name, lambda: GAN(dcgan_generator(16, 1, noise_dim=32, base_filters=32),
+                                      dcgan_discriminator(16, 1, base_filters=32), name="dcgan"),
+                    x, None, None, 32, 2e-4)
     from kexp.errors import UsageError
 
     raise UsageError(f"unknown benchmark {name!r}; allowed: {', '.join(CASES)}")
@@ -103,16 +142,23 @@ def _steady(durations: list[float]) -> float:
     return statistics.median(steady)
 
 
-def _harness_run(case: Case, epochs: int, logdir: str, shuffle: bool, strategy: str,
+def _losses(history: dict[str, list[float]]) -> list[float]:
+    """Returns a fit's per-epoch training losses: `loss`, or a GAN's `d_loss` then `g_loss`."""
+    return history["loss"] if "loss" in history else history["d_loss"] + history["g_loss"]
+
+
+def _harness_run(case: Case, epochs: int, logdir: str, shuffle: bool, strategy: str, profile: str | None = None,
                  **train_settings: Any) -> tuple[float, list[float], Any]:
     from kexp.config import TrainConfig
+    from kexp.profiling import ProfileEpoch
     from kexp.session import open_run
 
     train = TrainConfig(**{**train_settings, "epochs": epochs, "batch_size": case.batch_size,
                            "learning_rate": case.learning_rate, "shuffle": shuffle})
     with open_run(f"bench_{case.name}", logdir=logdir, train=train, strategy=strategy, verbose=0) as run:
-        model = run.fit(case.build, (case.x, case.y), loss=case.loss)
-        history = model.history.history["loss"]
+        callbacks = [ProfileEpoch(profile, epoch=epochs - 1)] if profile else []
+        model = run.fit(case.build, case.data, loss=case.loss, callbacks=callbacks)
+        history = _losses(model.history.history)
     # The fit's settings; its own examples_per_s is a measurement, reported once as harness_examples_per_s.
     settings = {key: value for key, value in run.fit_settings["model"].items() if key != "examples_per_s"}
     return run.train_samples_per_s, history, {
@@ -127,11 +173,11 @@ def _baseline_run(case: Case, epochs: int, shuffle: bool = True) -> tuple[float,
 
     keras.utils.set_random_seed(0)
     model = case.build()
-    model.compile(keras.optimizers.Adam(case.learning_rate), case.loss, steps_per_execution=1, jit_compile=False)
+    case.compile(model, steps_per_execution=1, jit_compile=False)
     timer = EpochTimer()
-    history = model.fit(case.x, case.y, batch_size=case.batch_size, epochs=epochs, shuffle=shuffle, verbose=0,
+    history = model.fit(*case.data, batch_size=case.batch_size, epochs=epochs, shuffle=shuffle, verbose=0,
                         callbacks=[timer])
-    return len(case.x) / _steady(timer.durations), history.history["loss"]
+    return len(case.x) / _steady(timer.durations), _losses(history.history)
 
 
 def _bare_run(case: Case, epochs: int) -> float:
@@ -140,24 +186,31 @@ def _bare_run(case: Case, epochs: int) -> float:
 
     keras.utils.set_random_seed(0)
     model = case.build()
-    optimizer = keras.optimizers.Adam(case.learning_rate)
-    loss_fn = keras.losses.get(case.loss) if isinstance(case.loss, str) else case.loss
+    if case.y is None:
+        # A GAN's step is its own `train_step` (k discriminator steps, one generator step).
+        case.compile(model)
+        gan_step = tf.function(model.train_step)
 
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(loss_fn(y, model(x, training=True)))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+        def step(*batch):
+            return gan_step(batch)["g_loss"]
+    else:
+        optimizer = keras.optimizers.Adam(case.learning_rate)
+        loss_fn = keras.losses.get(case.loss) if isinstance(case.loss, str) else case.loss
 
-    ds = tf.data.Dataset.from_tensor_slices((case.x, case.y)).cache().batch(case.batch_size).prefetch(
-        tf.data.AUTOTUNE)
+        @tf.function
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(loss_fn(y, model(x, training=True)))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+    ds = tf.data.Dataset.from_tensor_slices(case.data).cache().batch(case.batch_size).prefetch(tf.data.AUTOTUNE)
     durations = []
     for _ in range(epochs):
         start = time.perf_counter()
-        for xb, yb in ds:
-            loss = step(xb, yb)
+        for batch in ds:
+            loss = step(*batch)
         float(loss)  # wait for the last step
         durations.append(time.perf_counter() - start)
     return len(case.x) / _steady(durations)
@@ -171,6 +224,7 @@ def peak_rss_mb() -> float:
 def run_bench(
     name: str, *, repeats: int = 3, epochs: int = 3, strategy: str = "default", examples: int | None = None,
     width: int = 500, batch_size: int | None = None, compare: bool = True, train_settings: dict[str, Any] | None = None,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """Benchmarks one case and returns the figures.
 
@@ -186,13 +240,18 @@ def run_bench(
         train_settings: `TrainConfig` fields for the harness runs (e.g.
             `{"fuse_steps": False}`), other than those the case sets
             (`BENCH_OWN_KEYS`).
+        profile: Also trace one epoch of one more harness fit and report
+            its top ops (`top_ops`, see `kexp.profiling.top_ops`).
 
     Returns:
         `harness_examples_per_s`, `baseline_examples_per_s`, `ratio` (median
         over repeats of harness/baseline measured back to back),
         `ratio_of_medians`, `bare_examples_per_s`, `bare_over_harness`
         (paired, likewise), `repeat_examples_per_s`, `max_loss_rel_diff`,
-        `peak_rss_mb` and the settings the harness chose.
+        `peak_rss_mb`, the settings the harness chose, and the machine's
+        limit: `train_flops_per_example`, `matmul_gflop_s`,
+        `flop_bound_examples_per_s` (their quotient) and each method's
+        `*_fraction_of_bound`.
     """
     case = make_case(name, examples=examples, width=width, batch_size=batch_size)
     harness, baseline, bare = [], [], []
@@ -237,8 +296,32 @@ def run_bench(
                 "baseline_losses": baseline_losses,
                 "max_loss_rel_diff": max(abs(a - b) / abs(b) for a, b in zip(harness_losses, baseline_losses)),
             })
+        if profile:
+            from kexp.profiling import top_ops
+
+            trace = f"{logdir}/profile"
+            _harness_run(case, max(epochs, 2), logdir, shuffle=True, strategy=strategy, profile=trace,
+                         **(train_settings or {}))
+            result["top_ops"] = top_ops(trace)
+    result.update(_flop_bound(case, result))
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def _flop_bound(case: Case, result: dict[str, Any]) -> dict[str, Any]:
+    """Returns the case's training FLOPs per example, this machine's matmul rate and each method's share of it."""
+    from kexp import flops
+
+    per_example = flops.training_flops(case.build())
+    rate = flops.matmul_gflops()
+    bound = rate * 1e9 / per_example if per_example else math.nan
+    return {
+        "train_flops_per_example": per_example,
+        "matmul_gflop_s": rate,
+        "flop_bound_examples_per_s": bound,
+        **{f"{method}_fraction_of_bound": result[f"{method}_examples_per_s"] / bound
+           for method in ("harness", "baseline", "bare") if f"{method}_examples_per_s" in result},
+    }
 
 
 def format_result(result: dict[str, Any]) -> list[str]:
@@ -260,5 +343,20 @@ def format_result(result: dict[str, Any]) -> list[str]:
             f"of the medians: {result['ratio_of_medians']:.2f}x)   bare/harness: {result['bare_over_harness']:.2f}x",
             f"loss curves max relative difference: {result['max_loss_rel_diff']:.1e}",
         ]
+    lines.append(
+        f"limit   : {result['flop_bound_examples_per_s']:>10.0f} examples/s  ({result['train_flops_per_example'] / 1e6:.3g} "
+        f"MFLOP to train on an example, at this process's float32 matmul rate of {result['matmul_gflop_s']:.0f} GFLOP/s)")
+    lines.append("of the limit: " + ", ".join(
+        f"{method} {result[f'{method}_fraction_of_bound']:.1%}" for method in ("harness", "baseline", "bare")
+        if f"{method}_fraction_of_bound" in result))
+    if "top_ops" in result:
+        lines.append("top ops of one harness epoch (CPU time of all threads, by op type):")
+        lines += [f"  {op['share']:6.1%}  {op['ms']:8.1f} ms  {op['op']}  (longest: {_short(op['longest'])})"
+                  for op in result["top_ops"]]
     lines.append(f"peak_rss_mb: {result['peak_rss_mb']:.0f}")
     return lines
+
+
+def _short(op_path: str) -> str:
+    """Returns the last layer-level parts of a traced op's path (inside the fused loop's scopes)."""
+    return "/".join(op_path.split("/")[-3:])

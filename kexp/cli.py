@@ -44,13 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", default=None,
                      help="continue an interrupted run in its own folder, from its last completed epoch")
     bench = sub.add_parser("bench", help="measure training throughput against plain model.fit")
-    bench.add_argument("name", nargs="?", default=None, help="benchmark case: fnn, heart_mlp or xor")
+    bench.add_argument("name", nargs="?", default=None, help="benchmark case: fnn, heart_mlp, xor, lstm or dcgan")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--repeats", type=_positive, default=3, help="fits per method (default 3)")
     bench.add_argument("--epochs", type=_positive, default=3, help="epochs per fit; the first is excluded")
     bench.add_argument("--examples", type=_positive, default=None, help="training examples")
     bench.add_argument("--width", type=_positive, default=500, help="hidden width of fnn")
     bench.add_argument("--strategy", default="default", choices=STRATEGIES)
+    bench.add_argument("--profile", action="store_true",
+                       help="also trace one harness epoch with the TensorFlow profiler and list its top ops")
     bench.add_argument("--no-compare", dest="compare", action="store_false",
                        help="harness only: skip the baseline, the bare loop and the loss check")
     bench.add_argument("--sweep", action="store_true",
@@ -278,7 +280,7 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     result = bench.run_bench(args.name, repeats=args.repeats, epochs=args.epochs, strategy=args.strategy,
                              examples=args.examples, width=args.width, compare=args.compare,
-                             train_settings=train_settings)
+                             train_settings=train_settings, profile=args.profile)
     if args.json:
         print(json.dumps(result))
     else:
