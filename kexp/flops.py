@@ -123,31 +123,31 @@ def _layer_flops(layer: Any, input_shape: Any = None, output_shape: Any = None) 
     import keras
 
     name = type(layer).__name__
-    if name in ("InputLayer",) or not layer.weights:
+
+    def shape_in() -> tuple[int, ...]:
+        return _known(input_shape if input_shape is not None else layer.input.shape, layer)
+
+    def shape_out() -> tuple[int, ...]:
+        return _known(output_shape if output_shape is not None else layer.output.shape, layer)
+
+    if not layer.weights:
         return 0
-    in_shape = _known(input_shape if input_shape is not None else layer.input.shape, layer)
-    out_shape = _known(output_shape if output_shape is not None else layer.output.shape, layer)
     if isinstance(layer, keras.layers.TimeDistributed):
-        steps = in_shape[0]
-        return steps * _layer_flops(layer.layer, (None, *in_shape[1:]), (None, *out_shape[1:]))
+        in_shape, out_shape = shape_in(), shape_out()
+        return in_shape[0] * _layer_flops(layer.layer, (None, *in_shape[1:]), (None, *out_shape[1:]))
     if isinstance(layer, keras.layers.Bidirectional):
-        one = layer.forward_layer
-        return 2 * _recurrent_flops(one, in_shape)
-    if isinstance(layer, keras.layers.RNN) or name in ("LSTM", "GRU", "SimpleRNN"):
-        return _recurrent_flops(layer, in_shape)
-    if isinstance(layer, keras.layers.Dense) or name == "EinsumDense":
-        kernel = layer.kernel.shape
+        return 2 * _recurrent_flops(layer.forward_layer, shape_in())
+    if isinstance(layer, keras.layers.RNN):
+        return _recurrent_flops(layer, shape_in())
+    if isinstance(layer, keras.layers.Dense):
         # A Dense on [..., features] runs once per position of the leading dimensions.
-        positions = math.prod(out_shape[:-1])
-        return 2 * math.prod(kernel) * positions
+        return 2 * math.prod(layer.kernel.shape) * math.prod(shape_out()[:-1])
     if name.startswith("Conv") and name.endswith("Transpose"):
-        kernel = layer.kernel.shape  # (*window, out_channels, in_channels)
-        positions = math.prod(in_shape[:-1])
-        return 2 * math.prod(kernel) * positions
-    if name.startswith("Conv") or name.startswith("DepthwiseConv") or name.startswith("SeparableConv"):
-        weights = sum(math.prod(w.shape) for w in layer.weights if "kernel" in w.path)
-        positions = math.prod(out_shape[:-1])
-        return 2 * weights * positions
+        # Every input position scatters through the whole kernel.
+        return 2 * math.prod(layer.kernel.shape) * math.prod(shape_in()[:-1])
+    if name.startswith(("Conv", "DepthwiseConv", "SeparableConv")):
+        kernels = sum(math.prod(w.shape) for w in layer.weights if "kernel" in w.path)
+        return 2 * kernels * math.prod(shape_out()[:-1])
     return 0
 
 

@@ -33,6 +33,42 @@ def test_bench_json_reports_harness_baseline_bare_and_loss_agreement():
     assert result["max_loss_rel_diff"] < 1e-5
 
 
+def test_bench_dcgan_runs_the_gans_own_step_three_ways_and_names_its_top_ops():
+    proc = run_cli("bench", "dcgan", "--json", "--repeats", "1", "--epochs", "2", "--examples", "96", "--profile")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    # 96 images, batch 32: 3 steps an epoch, one fused call.
+    assert result["harness_steps_per_execution"] == 3 and result["harness_fused_steps"] is True
+    for method in ("harness", "baseline", "bare"):
+        assert result[f"{method}_examples_per_s"] > 0
+        assert result[f"{method}_fraction_of_bound"] == pytest.approx(
+            result[f"{method}_examples_per_s"] / result["flop_bound_examples_per_s"])
+    # d_loss then g_loss per epoch; fused GAN steps train as plain fit's do.
+    assert len(result["harness_losses"]) == len(result["baseline_losses"]) == 4
+    assert result["max_loss_rel_diff"] < 1e-5
+    # dcgan_digits' nets (G 6.50M, D 1.12M forward FLOPs), one D step per G step: (G + 6D) + (3G + 2D).
+    assert result["train_flops_per_example"] == 4 * 6_504_448 + 8 * 1_116_160
+    assert result["matmul_gflop_s"] > 1
+    assert result["flop_bound_examples_per_s"] == pytest.approx(
+        result["matmul_gflop_s"] * 1e9 / result["train_flops_per_example"])
+    # A real trace, read back: the convolutions' kernels are among the op types that took the time.
+    ops = [op["op"] for op in result["top_ops"]]
+    assert len(ops) == 8 and not any(op.strip().startswith("__") for op in ops)
+    assert any("Conv2D" in op for op in ops), ops
+    assert sum(op["share"] for op in result["top_ops"]) <= 1 + 1e-9
+
+
+def test_bench_lstm_is_lstm_sines_forecaster_at_the_seeds_size():
+    proc = run_cli("bench", "lstm", "--json", "--repeats", "1", "--epochs", "2", "--examples", "64", "--no-compare")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["examples"] == 64 and result["batch_size"] == 32
+    # LSTM(256) on 80 steps of 32 samples, Dense(32) per step: 304,160 parameters, all in matmuls.
+    assert result["harness_params"] == 304_160
+    assert result["train_flops_per_example"] == 3 * 2 * 80 * (4 * 256 * (32 + 256) + 256 * 32)
+    assert "baseline_examples_per_s" not in result and result["harness_fraction_of_bound"] > 0
+
+
 def test_bench_set_changes_the_harness_settings_only():
     proc = run_cli("bench", "xor", "--json", "--repeats", "1", "--epochs", "2", "--no-compare",
                    "--set", "train.fuse_steps=false", "--set", "train.steps_per_execution=8")
@@ -44,13 +80,13 @@ def test_bench_set_changes_the_harness_settings_only():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["bench", "resnet152"], "bench: unknown case 'resnet152'; allowed: fnn, heart_mlp, xor"),
+    (["bench", "resnet152"], "bench: unknown case 'resnet152'; allowed: fnn, heart_mlp, xor, lstm, dcgan"),
     (["bench", "xor", "--set", "train.batch_size=4"],
      "bench --set 'train.batch_size=4': train.batch_size is fixed by the case for all three methods; "
      "settable: train.* except epochs, batch_size, learning_rate, shuffle"),
     (["bench", "xor", "--set", "model.units=4"], "unknown section 'model' in --set 'model.units=4'; valid sections: train"),
     (["bench", "--sweep", "--set", "train.fuse_steps=false"], "bench: --set applies to a case, not to --sweep"),
-    (["bench"], "bench: give a case (fnn, heart_mlp, xor) or --sweep, not both or neither"),
+    (["bench"], "bench: give a case (fnn, heart_mlp, xor, lstm, dcgan) or --sweep, not both or neither"),
     (["bench", "xor", "--repeats", "0"], "kexp bench: argument --repeats: received 0; allowed: an integer >= 1"),
 ])
 def test_bench_bad_input_exits_2(args, message):
