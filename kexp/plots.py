@@ -99,21 +99,39 @@ def confusion_figure(matrix: Any, class_names: Any, title: str = "") -> Any:
 
 
 def image_grid(images: Any, titles: Any = None, ncols: int = 10, title: str = "") -> Any:
-    """Returns a grid of images (values in [0, 1]; one channel shown grey)."""
+    """Returns a grid of images (values in [0, 1]; one channel shown grey), each under its title if given.
+
+    The images are tiled into one picture drawn once (titles as text over
+    it): a grid of 100 subplots took 1.3 s to draw and save, which
+    `dcgan_digits` paid at every tenth epoch.
+    """
     import numpy as np
 
-    images = np.asarray(images)
-    count = max(1, len(images))
-    ncols = min(ncols, count)
-    nrows = int(np.ceil(count / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.3 * nrows), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < len(images):
-            image = np.clip(images[k], 0, 1)
-            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
-            if titles is not None:
-                ax.set_title(titles[k], fontsize=7)
+    images = np.clip(np.asarray(images, dtype="float32"), 0, 1)
+    if images.ndim == 3:
+        images = images[..., None]
+    count = len(images)
+    ncols = max(1, min(ncols, count))
+    nrows = max(1, -(-count // ncols))
+    height, width = (images.shape[1], images.shape[2]) if count else (1, 1)
+    channels = images.shape[-1] if count else 1
+    # White gutters between tiles; taller ones above each tile hold its title.
+    gap = max(1, width // 8)
+    top = max(gap, height // 2) if titles is not None else gap
+    cell_h, cell_w = top + height, gap + width
+    mosaic = np.ones((nrows * cell_h + gap, ncols * cell_w + gap, channels), dtype="float32")
+    for k, image in enumerate(images):
+        row, col = divmod(k, ncols)
+        y, x = row * cell_h + top, col * cell_w + gap
+        mosaic[y:y + height, x:x + width] = image
+    fig, ax = plt.subplots(figsize=(1.2 * ncols, 1.3 * nrows))
+    ax.imshow(mosaic[..., 0] if channels == 1 else mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    if titles is not None:
+        for k, text in enumerate(list(titles)[:count]):
+            row, col = divmod(k, ncols)
+            ax.text(col * cell_w + gap + width / 2, row * cell_h + top - 0.5, str(text), ha="center", va="bottom",
+                    fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
