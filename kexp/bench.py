@@ -347,7 +347,7 @@ def format_result(result: dict[str, Any]) -> list[str]:
         f"limit   : {result['flop_bound_examples_per_s']:>10.0f} examples/s  ({result['train_flops_per_example'] / 1e6:.3g} "
         f"MFLOP to train on an example, at this process's float32 matmul rate of {result['matmul_gflop_s']:.0f} GFLOP/s)")
     lines.append("of the limit: " + ", ".join(
-        f"{method} {result[f'{method}_fraction_of_bound']:.1%}" for method in ("harness", "baseline", "bare")
+        f"{method} {_percent(result[f'{method}_fraction_of_bound'])}" for method in ("harness", "baseline", "bare")
         if f"{method}_fraction_of_bound" in result))
     if "top_ops" in result:
         lines.append("top ops of one harness epoch (CPU time of all threads, by op type):")
@@ -355,6 +355,11 @@ def format_result(result: dict[str, Any]) -> list[str]:
                   for op in result["top_ops"]]
     lines.append(f"peak_rss_mb: {result['peak_rss_mb']:.0f}")
     return lines
+
+
+def _percent(fraction: float) -> str:
+    """Returns a fraction as a percentage, with two significant digits below 1% (tiny models: 0.0013%)."""
+    return f"{100 * fraction:.1f}%" if fraction >= 0.01 else f"{100 * fraction:.2g}%"
 
 
 def _short(op_path: str) -> str:

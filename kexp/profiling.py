@@ -10,6 +10,7 @@ wall time; the shares say which kernels bound the step.
 from __future__ import annotations
 
 import collections
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ def top_ops(logdir: str | Path, count: int = 8) -> list[dict[str, Any]]:
 
     Returns:
         `[{"op": TYPE, "ms": milliseconds, "share": of all ops' time, "longest": the op
-        instance of that type that ran longest}]`; empty when no trace is found.
+        instance of that type that ran longest}]`, longest first; empty when no
+        trace is found. TYPE is a TensorFlow op type, `TYPE (eager)` for ops run
+        outside a compiled function, or `NAME (XLA)` for a kernel XLA compiled.
     """
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
@@ -74,20 +77,39 @@ def top_ops(logdir: str | Path, count: int = 8) -> list[dict[str, Any]]:
             names = {key: meta.name for key, meta in plane.event_metadata.items()}
             for line in plane.lines:
                 for event in line.events:
-                    name = names.get(event.metadata_id, "")
-                    # Op events are named `path/of/op:OpType`; the executor's
-                    # own events (`ExecutorState::Process`) and intra-op tasks are not.
-                    if ":" not in name or "::" in name:
-                        continue
-                    path_, op_type = name.rsplit(":", 1)
-                    if op_type.strip().startswith("__"):
-                        continue  # a whole tf.function's call, not an op inside it
-                    by_type[op_type] += event.duration_ps
-                    by_name[f"{op_type}:{path_}"] += event.duration_ps
+                    kind = _op_kind(names.get(event.metadata_id, ""), line.name)
+                    if kind is not None:
+                        by_type[kind[0]] += event.duration_ps
+                        by_name[f"{kind[0]}\n{kind[1]}"] += event.duration_ps
     total = sum(by_type.values())
     result = []
     for op_type, ps in by_type.most_common(count):
-        longest = max((n for n in by_name if n.startswith(op_type + ":")), key=by_name.__getitem__)
-        result.append({"op": op_type, "ms": ps / 1e9, "share": ps / total,
-                       "longest": longest.split(":", 1)[1]})
+        longest = max((n for n in by_name if n.startswith(op_type + "\n")), key=by_name.__getitem__)
+        result.append({"op": op_type, "ms": ps / 1e9, "share": ps / total, "longest": longest.split("\n", 1)[1]})
     return result
+
+
+# XLA's compiled kernels run on the intra-op threads, named like HLO instructions: `MatMul.24`, `add_fusion.3`.
+_XLA_KERNEL = re.compile(r"^[A-Za-z][\w\-]*(\.\d+|fusion)$")
+
+
+def _op_kind(name: str, line: str) -> tuple[str, str] | None:
+    """Returns `(op type, op name)` for a traced event that is one op's run, else None.
+
+    Graph ops are traced as `path/of/op:OpType`, ops run eagerly (a callback's
+    summary writes) as `EagerLocalExecute: OpType`, and an XLA computation's
+    kernels on the intra-op threads by their HLO names. The executor's own
+    events (`ExecutorState::Process`), whole `tf.function` calls, intra-op
+    tasks and input-pipeline events are not ops.
+    """
+    if name.startswith("EagerLocalExecute: "):
+        op_type = name.split(": ", 1)[1].strip()
+        return None if op_type.startswith("__") else (f"{op_type} (eager)", op_type)
+    if ":" in name:
+        if "::" in name or ": " in name:
+            return None
+        path, op_type = name.rsplit(":", 1)
+        return op_type, path
+    if "Eigen" in line and _XLA_KERNEL.match(name):
+        return f"{name.rsplit('.', 1)[0]} (XLA)", name
+    return None

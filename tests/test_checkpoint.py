@@ -97,3 +97,38 @@ def test_auto_steps_per_execution_prefers_a_divisor_of_the_epoch(steps, expected
 
     assert speed.steps_per_execution(TrainConfig(), steps, num_replicas=1) == expected
     assert speed.steps_per_execution(TrainConfig(), steps, num_replicas=2) == 1
+
+
+def test_an_interrupted_gan_resumes_to_the_bits_of_an_uninterrupted_one(logdir):
+    """The noise seed is state too: a resumed GAN draws the noise the uninterrupted one drew."""
+    import keras
+
+    import kexp
+    from kexp.models import GAN, dcgan_discriminator, dcgan_generator
+
+    real = np.random.default_rng(0).uniform(-1, 1, (100, 8, 8, 1)).astype("float32")
+
+    def build():
+        return GAN(dcgan_generator(8, 1, noise_dim=8, base_filters=4), dcgan_discriminator(8, 1, base_filters=4),
+                   d_steps=2)
+
+    class StopAtEpoch2(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    # 7 batches an epoch (the last of 4) in calls of 3: fused, with a short last call.
+    train = TrainConfig(epochs=4, batch_size=16, steps_per_execution=3)
+    with pytest.raises(KeyboardInterrupt):
+        with kexp.open_run("gan_resume", logdir=logdir, train=train, verbose=0) as run:
+            run.fit(build, (real,), callbacks=[StopAtEpoch2()])
+    assert checkpoint.load(checkpoint.state_path(run.run_dir / "backup" / "model")).epochs_done == 2
+    with kexp.open_run("gan_resume", logdir=logdir, train=train, verbose=0, resume=run.run_dir) as run:
+        resumed = run.fit(build, (real,))
+    assert run.fit_settings["model"]["fused_steps"] is True
+    with kexp.open_run("gan_whole", logdir=logdir, train=train, verbose=0) as run:
+        whole = run.fit(build, (real,))
+    assert int(resumed.g_optimizer.iterations) == int(whole.g_optimizer.iterations) == 4 * 7
+    for a, b in zip(resumed.variables + resumed.d_optimizer.variables + resumed.g_optimizer.variables,
+                    whole.variables + whole.d_optimizer.variables + whole.g_optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)

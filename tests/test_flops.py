@@ -57,3 +57,20 @@ def test_matmul_rate_is_a_positive_rate():
     from kexp.flops import matmul_gflops
 
     assert 0.1 < matmul_gflops(size=256, repeats=2) < 1e6
+
+
+@pytest.mark.parametrize("name, line, kind", [
+    ("gradient_tape/dcgan/up2/conv_transpose/Conv2DBackpropInput:_MklNativeConv2DBackpropInput", "tf_Compute/1",
+     ("_MklNativeConv2DBackpropInput", "gradient_tape/dcgan/up2/conv_transpose/Conv2DBackpropInput")),
+    ("EagerLocalExecute: WriteSummary", "python", ("WriteSummary (eager)", "WriteSummary")),
+    ("EagerLocalExecute: __inference_train_function_667", "python", None),   # the whole compiled call
+    ("ExecutorState::Process", "tf_Compute/1", None),
+    ("MatMul.24", "tf_numa_-1_Eigen/-91", ("MatMul (XLA)", "MatMul.24")),
+    ("divide_subtract_fusion", "tf_numa_-1_Eigen/-91", ("divide_subtract_fusion (XLA)", "divide_subtract_fusion")),
+    ("ParallelFor", "tf_numa_-1_Eigen/-91", None),                           # an intra-op task, not an op
+    ("PrefetchProduce", "tf_data_iterator_resource/1", None),
+])
+def test_profiler_events_are_told_apart_from_ops(name, line, kind):
+    from kexp.profiling import _op_kind
+
+    assert _op_kind(name, line) == kind
