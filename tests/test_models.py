@@ -225,3 +225,17 @@ def test_impossible_requests_fail_at_build_time(build, message):
     with pytest.raises(ValueError) as info:
         build()
     assert message in str(info.value)
+
+
+def test_gan_holds_its_two_optimizers_only_and_refuses_a_third():
+    from kexp import checkpoint
+
+    model = _gan(d_steps=2)
+    model.compile()
+    model.fit(np.random.default_rng(0).normal(4, 0.5, (64, 1)).astype("float32"), batch_size=32, epochs=1, verbose=0)
+    # No unused Keras default optimizer: nothing else is saved in state, restored or logged.
+    assert model.optimizer is None
+    assert list(checkpoint.optimizers_of(model)) == ["d_optimizer", "g_optimizer"]
+    assert int(model.d_optimizer.iterations) == 4 and int(model.g_optimizer.iterations) == 2
+    with pytest.raises(ValueError, match="received: optimizer='adam'"):
+        model.compile(optimizer="adam")

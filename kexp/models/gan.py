@@ -239,8 +239,18 @@ class GAN(keras.Model):
             d_optimizer: The discriminator's optimizer.
             g_optimizer: The generator's optimizer.
             **kwargs: Passed to `keras.Model.compile` (e.g. `steps_per_execution`).
+
+        Raises:
+            ValueError: For an `optimizer`, `loss` or `metrics` argument: the GAN
+                trains with its two optimizers and its own losses.
         """
-        super().compile(**kwargs)
+        for key in ("optimizer", "loss", "metrics"):
+            if kwargs.get(key) is not None:
+                raise ValueError(f"GAN.compile takes d_optimizer and g_optimizer and computes its own losses; "
+                                 f"received: {key}={kwargs[key]!r}")
+        # No `model.optimizer`: Keras' default would create an RMSprop that
+        # nothing trains with, yet is saved, restored and logged.
+        super().compile(**{**kwargs, "optimizer": None})
         self.d_optimizer = d_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
         self.g_optimizer = g_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
         self.d_optimizer.build(self.discriminator.trainable_variables)
