@@ -270,6 +270,8 @@ def _bench(args: argparse.Namespace) -> int:
     train_settings = _bench_train_settings(args.overrides)
     if args.sweep and train_settings:
         raise UsageError("bench: --set applies to a case, not to --sweep")
+    if args.sweep and args.profile:
+        raise UsageError("bench: --profile applies to a case, not to --sweep")
     _import_tensorflow_quietly()
     if args.sweep:
         from kexp import scaling
@@ -278,9 +280,13 @@ def _bench(args: argparse.Namespace) -> int:
         lines = [json.dumps({**sweep, "run_dir": str(run_dir)})] if args.json else scaling.format_sweep(sweep, run_dir)
         print("\n".join(lines))
         return 0
-    result = bench.run_bench(args.name, repeats=args.repeats, epochs=args.epochs, strategy=args.strategy,
-                             examples=args.examples, width=args.width, compare=args.compare,
-                             train_settings=train_settings, profile=args.profile)
+    try:
+        result = bench.run_bench(args.name, repeats=args.repeats, epochs=args.epochs, strategy=args.strategy,
+                                 examples=args.examples, width=args.width, compare=args.compare,
+                                 train_settings=train_settings, profile=args.profile)
+    except MemoryError:
+        raise UsageError(f"bench {args.name}: --examples {args.examples}: the case's data does not fit in this "
+                         "machine's memory; allowed: fewer examples") from None
     if args.json:
         print(json.dumps(result))
     else:

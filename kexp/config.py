@@ -79,7 +79,8 @@ class TrainConfig:
         help="XLA; auto: on for dense-only nets of >= 50k parameters on CPU, Keras' choice on GPU",
     )
     fuse_steps: bool = param(
-        True, help="run a compiled call's batches in one loop inside it (Keras' own train_step, full batches)",
+        True, help="run a compiled call's batches in one loop inside it (Keras' own train_step or one declared "
+        "fusable, e.g. kexp's GAN; one replica; data of fixed shapes)",
     )
     precision: str = param(
         "float32", choices=("float32", "mixed_float16", "mixed_bfloat16"),

@@ -8,6 +8,10 @@ counted (2 FLOPs each): Dense, Conv1D/2D/3D, Conv2DTranspose/Conv3DTranspose
 kernels of SimpleRNN, GRU and LSTM. Bias adds, activations, normalization,
 pooling and optimizer updates are left out: on the models here they are a
 few percent of the count, and they are what runs below the matmul rate.
+Each layer is counted once, at the shapes of its place in the model: a
+layer or sub-model shared by two branches counts once, and attention,
+EinsumDense and ConvLSTM layers are not counted (0); the count is for the
+bench's and similar plain models, a floor for others.
 
 A training step costs about three forward passes: the forward pass, the
 gradient with respect to each layer's input and with respect to its
@@ -34,9 +38,13 @@ def forward_flops(model: Any) -> int:
         FLOPs per example (0 for a model with no such layers).
 
     Raises:
-        ValueError: When a layer's shapes are not fully known (other than the
-            batch), e.g. a sequence model built for any length.
+        ValueError: For a model that is not built, or whose layers' shapes are
+            not fully known (other than the batch), e.g. a sequence model
+            built for any length or a subclassed model.
     """
+    if not model.built:
+        raise ValueError(f"forward_flops: model {model.name!r} is not built; allowed: a built model "
+                         "(functional or Sequential, starting from keras.Input)")
     return sum(_layer_flops(layer) for layer in _leaf_layers(model))
 
 
@@ -110,6 +118,17 @@ def _leaf_layers(model: Any) -> list[Any]:
     return found
 
 
+def _shape(layer: Any, which: str) -> Any:
+    """Returns a layer's input or output shape in the model it was built in."""
+    try:
+        return getattr(layer, which).shape
+    except (AttributeError, ValueError) as err:
+        # Subclassed models' layers have no symbolic input; a layer called
+        # twice has two (kexp counts each layer once).
+        raise ValueError(f"forward_flops: layer {layer.name!r} has no single known {which} shape ({err}); "
+                         "allowed: layers of functional or Sequential models, each called once") from None
+
+
 def _known(shape: Any, layer: Any) -> tuple[int, ...]:
     dims = tuple(shape)[1:]
     if any(d is None for d in dims):
@@ -125,10 +144,10 @@ def _layer_flops(layer: Any, input_shape: Any = None, output_shape: Any = None) 
     name = type(layer).__name__
 
     def shape_in() -> tuple[int, ...]:
-        return _known(input_shape if input_shape is not None else layer.input.shape, layer)
+        return _known(input_shape if input_shape is not None else _shape(layer, "input"), layer)
 
     def shape_out() -> tuple[int, ...]:
-        return _known(output_shape if output_shape is not None else layer.output.shape, layer)
+        return _known(output_shape if output_shape is not None else _shape(layer, "output"), layer)
 
     if not layer.weights:
         return 0

@@ -15,8 +15,10 @@ progress bars and `stop_training` behave as with plain `steps_per_execution`;
 the arithmetic of every step is the same, so the losses are too.
 
 Used only where that holds: the model trains with Keras' own `train_step`,
-or with one whose class declares `fuse_train_step = True` (kexp's `GAN`: a
-custom step may keep Python state per call, which a loop would run once), on
+or with one whose class declares `fuse_train_step = True` beside it (kexp's
+`GAN`: a custom step may keep Python state per call, which a loop would run
+once; a fusable one keeps none and returns the model's metric results, which
+is what a fused call reports after its last step), on
 one replica, with every batch full or the data held as tensors (a partial
 last batch then travels beside the stacked full ones and is trained on after
 them). An element may hold fewer than K batches (an epoch's last call, when
@@ -44,7 +46,7 @@ def supports(model: keras.Model) -> bool:
         outside `MirroredStrategy`.
     """
     own_step = (getattr(type(model), "train_step", None) is getattr(keras.Model, "train_step", None)
-                or getattr(type(model), "fuse_train_step", False) is True)
+                or _declared_fusable(type(model)))
     overridden = "train_step" in vars(model) or model.train_function is not None
     strategy = model.distribute_strategy
     # A MirroredStrategy over one device still syncs gradients through
@@ -104,7 +106,7 @@ def _make_train_function(model: keras.Model, tail: bool) -> Callable[[Any], Any]
         steps = tf.shape(tf.nest.flatten(stacked)[0])[0]
 
         def body(i: tf.Tensor) -> tf.Tensor:
-            model.train_step(tf.nest.map_structure(lambda t: batch_of(t[i]), stacked))
+            _check_logs(model, model.train_step(tf.nest.map_structure(lambda t: batch_of(t[i]), stacked)))
             return i + 1
 
         # One step at a time: every step reads the variables the one before wrote.
@@ -132,6 +134,32 @@ def _make_train_function(model: keras.Model, tail: bool) -> Callable[[Any], Any]
         return compiled(iterator.get_next())
 
     return train_function
+
+
+def _check_logs(model: keras.Model, logs: Any) -> None:
+    """Raises if a fused `train_step` returned logs other than the model's metric results (checked while tracing).
+
+    A fused call reports the metric results after its last step; anything
+    else a step returned would be lost without a word.
+    """
+    expected = model.get_metrics_result()
+    if isinstance(logs, dict) and sorted(logs) != sorted(expected):
+        raise ValueError(
+            f"{type(model).__name__}.train_step declares fuse_train_step = True but returned logs "
+            f"{sorted(logs)}; allowed: the model's metric results {sorted(expected)} (what "
+            "model.get_metrics_result() returns), or drop fuse_train_step")
+
+
+def _declared_fusable(cls: type) -> bool:
+    """Returns whether the class that defines `cls.train_step` declares `fuse_train_step = True` itself.
+
+    A subclass that overrides a fusable `train_step` inherits the flag but not
+    the promise: its step may keep Python state or return other logs.
+    """
+    for klass in cls.__mro__:
+        if "train_step" in vars(klass):
+            return vars(klass).get("fuse_train_step") is True
+    return False
 
 
 def _unknown_batch(batch: tf.Tensor) -> tf.Tensor:

@@ -371,7 +371,7 @@ class Harness(RunOutputs):
         if self.is_chief and initial_epoch == 0:
             self.images.write_text(f"model_summary/{fit_name}", modelinfo.summary_markdown(model))
         steps_per_execution = int(model.steps_per_execution)
-        group = self._fused_group(model, train, n_train, steps_per_epoch, pad)
+        group = self._fused_group(model, train, n_train, pad)
         # One input stream for the whole fit when a compiled call never spans
         # two epochs (a fused call ends with its epoch); else one iteration per epoch.
         stream = steps_per_epoch % steps_per_execution == 0 or group > 1
@@ -430,17 +430,17 @@ class Harness(RunOutputs):
             n_validation = inputs.count_examples(validation, "validation", self.stop.check)
         return train, validation, n_all, n_validation
 
-    def _fused_group(self, model: keras.Model, train: Any, n_train: int, steps_per_epoch: int, pad: bool) -> int:
+    def _fused_group(self, model: keras.Model, train: Any, n_train: int, pad: bool) -> int:
         """Returns how many batches each compiled call runs in one loop (`kexp.fused`), or 1 where it cannot."""
         steps_per_execution = int(model.steps_per_execution)
         held_as_tensors = not isinstance(train, tf.data.Dataset) or fixed_shapes(train)
         fusable = (
             self.train.fuse_steps and steps_per_execution > 1 and not pad
-            # Data held as tensors is gathered per call: an epoch's last call
-            # may hold fewer batches, and its partial last batch rides along as
-            # a tail. Other data is batched once and grouped, so needs whole groups.
-            and (held_as_tensors or (steps_per_epoch % steps_per_execution == 0
-                                     and n_train % self.global_batch_size == 0))
+            # Data held as tensors is gathered a call's batches at a time: an
+            # epoch's last call may hold fewer batches, and its partial last
+            # batch rides along as a tail. Batches of other data may differ in
+            # shape and cannot be stacked.
+            and held_as_tensors and n_train >= self.global_batch_size
             and not is_multi_worker(self.strategy) and fused.supports(model))
         return steps_per_execution if fusable else 1
 

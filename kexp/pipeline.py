@@ -77,12 +77,11 @@ class Pipeline:
             num_examples: The number of examples in `data`, when the caller
                 knows it (a dataset of unknown cardinality is counted otherwise).
             group: Batches stacked into one element (`[group, batch, ...]`),
-                for fused steps (`kexp.fused`); needs a stream. Data of fixed
-                shapes (arrays, and datasets whose examples have one shape)
-                may end each epoch in a partial batch (elements are then
-                `(stacked, tail)`, see `_permuted_batches`) and in a partial
-                group (the epoch's last element stacks fewer batches); other
-                data needs a multiple of `group` full batches per epoch.
+                for fused steps (`kexp.fused`); needs a stream and data of
+                fixed shapes (arrays, and datasets whose examples have one
+                shape), held as tensors. Each epoch may end in a partial
+                batch (elements are then `(stacked, tail)`, see
+                `_permuted_batches`) and in a partial group.
             pad: Pad each batch to its longest example (examples of varying
                 shapes, e.g. variable-length sequences).
 
@@ -107,9 +106,9 @@ class Pipeline:
         n = self.trained_examples(num_examples) if training else num_examples
         per_epoch = math.ceil(n / batch_size)
         gatherable = not pad and (not isinstance(data, tf.data.Dataset) or fixed_shapes(data))
-        if group > 1 and (epochs is None or (not gatherable and (per_epoch % group or n % batch_size))):
-            raise ValueError(f"group={group} needs a stream, and whole groups of full batches unless the data has "
-                             f"fixed shapes; got {n} examples, batch_size={batch_size}, epochs={epochs}")
+        if group > 1 and (epochs is None or not gatherable or n < batch_size):
+            raise ValueError(f"group={group} needs a stream, data of fixed shapes held as tensors and a full batch; "
+                             f"got {n} examples, batch_size={batch_size}, epochs={epochs}, pad={pad}")
         tensors = None
         if (shuffle or group > 1) and gatherable:
             # The pipeline would cache it in memory anyway; as tensors, a
@@ -134,8 +133,6 @@ class Pipeline:
                 ds = batch(ds, batch_size)
                 if epochs is not None:
                     ds = ds.repeat(epochs[1] - epochs[0])
-            if group > 1:
-                ds = ds.batch(group, drop_remainder=True)
         if group > 1:
             # Keras checks its step count (K per element) against a known
             # cardinality (elements); an unknown one it leaves to
@@ -178,6 +175,7 @@ class Pipeline:
         not divide the epoch's batches; when the epoch ends in a partial
         batch, each element is `(stacked_full_batches, tail)`, where `tail` is
         that partial batch in the epoch's last element and empty in the others.
+        Every element stacks at least one full batch (`_group_ends`).
         """
         tensors = tf.nest.map_structure(lambda a: tf.convert_to_tensor(a[:n]), arrays)
         seed = tf.constant(self.train.seed, tf.int64)
@@ -185,11 +183,16 @@ class Pipeline:
         # Every element stacks `group` batches: a static leading dimension.
         whole_groups = n % (batch_size * group) == 0
 
+        ends = tf.constant(_group_ends(n, batch_size, group) if group > 1 else [], tf.int64)
+
         def batch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
             order = tf.range(n, dtype=tf.int64)
             if shuffle:
                 order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed, epoch]))
-            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size * group)
+            if group == 1 or whole_groups:
+                return tf.data.Dataset.from_tensor_slices(order).batch(batch_size * group)
+            starts = tf.concat([[0], ends[:-1]], 0)
+            return tf.data.Dataset.from_tensor_slices((starts, ends)).map(lambda a, b: order[a:b])
 
         def stack(t: tf.Tensor, idx: tf.Tensor, batches: int) -> tf.Tensor:
             # One gather for the whole group, then a free reshape: cheaper
@@ -227,6 +230,34 @@ class Pipeline:
         epoch = self.data_epoch
         ds = tf.data.Dataset.from_tensors(0).flat_map(lambda _: make(epoch.read_value()))
         return ds.apply(tf.data.experimental.assert_cardinality(per_epoch))
+
+
+def _group_ends(n: int, batch_size: int, group: int) -> list[int]:
+    """Returns where each element of an epoch's fused groups ends, in examples.
+
+    `group` batches an element, the last element what is left; but when only
+    a partial batch would be left, the element before gives it one of its
+    full batches: a stack of no batches cannot be sliced under XLA (it
+    failed to compile), and the epoch keeps the same number of elements,
+    one per compiled call Keras makes.
+
+    Raises:
+        ValueError: For fewer than one full batch (nothing to stack).
+    """
+    full, tail = divmod(n, batch_size)
+    if full == 0:
+        raise ValueError(f"fused groups need a full batch; got {n} examples, batch_size={batch_size}")
+    counts = [group] * (full // group) + ([full % group] if full % group else [])
+    if tail and (full % group == 0):
+        # The tail alone would be the last element: take a full batch along.
+        counts[-1] -= 1
+        counts.append(1)
+    ends, at = [], 0
+    for count in counts:
+        at += count * batch_size
+        ends.append(at)
+    ends[-1] += tail
+    return ends
 
 
 def fixed_shapes(dataset: tf.data.Dataset) -> bool:

@@ -86,6 +86,7 @@ def test_bench_set_changes_the_harness_settings_only():
      "settable: train.* except epochs, batch_size, learning_rate, shuffle"),
     (["bench", "xor", "--set", "model.units=4"], "unknown section 'model' in --set 'model.units=4'; valid sections: train"),
     (["bench", "--sweep", "--set", "train.fuse_steps=false"], "bench: --set applies to a case, not to --sweep"),
+    (["bench", "--sweep", "--profile"], "bench: --profile applies to a case, not to --sweep"),
     (["bench"], "bench: give a case (fnn, heart_mlp, xor, lstm, dcgan) or --sweep, not both or neither"),
     (["bench", "xor", "--repeats", "0"], "kexp bench: argument --repeats: received 0; allowed: an integer >= 1"),
 ])

@@ -53,6 +53,27 @@ def test_a_model_of_unknown_sequence_length_is_refused_with_its_shape():
         forward_flops(rnn((None, 3), 1, cell="lstm", units=(4,)))
 
 
+def test_an_unbuilt_or_subclassed_model_is_refused_with_a_reason():
+    import keras
+
+    from kexp.flops import forward_flops
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3, name="head")
+
+        def call(self, x):
+            return self.dense(x)
+
+    subclassed = Subclassed()
+    subclassed(keras.ops.ones((1, 4)))
+    with pytest.raises(ValueError, match="layer 'head' has no single known output shape"):
+        forward_flops(subclassed)
+    with pytest.raises(ValueError, match="model 'unbuilt' is not built"):
+        forward_flops(keras.Sequential([keras.layers.Dense(2)], name="unbuilt"))
+
+
 def test_matmul_rate_is_a_positive_rate():
     from kexp.flops import matmul_gflops
 

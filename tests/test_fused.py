@@ -60,16 +60,18 @@ def test_fused_steps_train_bit_for_bit_like_plain_steps(logdir, jit, shuffle, n)
     assert losses[-1] < 0.8 * losses[0]  # it trains
 
 
-@pytest.mark.parametrize("jit, n", [("false", 460), ("true", 460), ("false", 455), ("true", 455)])
+@pytest.mark.parametrize("jit, n", [("false", 460), ("true", 460), ("false", 455), ("true", 455),
+                                    ("false", 405), ("true", 405)])
 def test_an_epoch_the_call_size_does_not_divide_ends_in_a_shorter_fused_call(logdir, jit, n):
     # 23 batches an epoch (the last of 15 for n=455), 10 per call: calls of 10, 10 and 3 batches.
+    # n=405: 20 full batches and 5 examples: calls of 10, 9, and 1 with the 5 (XLA cannot slice a stack of none).
     data = _data(n)
     plain, plain_fit = _fit(logdir, data, fuse=False, jit_compile=jit, steps_per_execution=10)
     fused, fused_fit = _fit(logdir, data, fuse=True, jit_compile=jit, steps_per_execution=10)
     assert plain_fit["fused_steps"] is False and fused_fit["fused_steps"] is True
     for a, b in zip(plain.variables + plain.optimizer.variables, fused.variables + fused.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
-    assert int(fused.optimizer.iterations) == 3 * 23
+    assert int(fused.optimizer.iterations) == 3 * -(-n // 20)
     assert plain.history.history == fused.history.history
 
 
@@ -101,8 +103,8 @@ def test_after_a_fused_fit_the_model_trains_and_saves_as_usual(logdir, tmp_path)
     np.testing.assert_allclose(loaded.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0), rtol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["varying_shapes_partial_batch", "one_step_per_call", "custom_train_step",
-                                  "two_replicas"])
+@pytest.mark.parametrize("case", ["varying_shapes_partial_batch", "varying_shapes_full_batches", "one_step_per_call",
+                                  "custom_train_step", "gan_subclass_step", "fewer_than_a_batch", "two_replicas"])
 def test_fits_that_cannot_fuse_run_step_by_step(logdir, case):
     import keras
     import tensorflow as tf
@@ -117,6 +119,20 @@ def test_fits_that_cannot_fuse_run_step_by_step(logdir, case):
         data = tf.data.Dataset.from_generator(
             lambda: zip(x[:590], y[:590]),
             output_signature=(tf.TensorSpec((None,), tf.float32), tf.TensorSpec((), tf.int32)))
+    elif case == "varying_shapes_full_batches":
+        # Sorted by length, unshuffled: every batch is uniform but batches differ, so they cannot be stacked.
+        lengths = np.repeat([3, 4, 5], 200)
+        data = tf.data.Dataset.from_generator(
+            lambda: ((np.full(n, 0.5, "float32"), i % 2) for i, n in enumerate(lengths)),
+            output_signature=(tf.TensorSpec((None,), tf.float32), tf.TensorSpec((), tf.int32)))
+        train["shuffle"] = False
+
+        def build():
+            return keras.Sequential([keras.Input((None,)), keras.layers.Reshape((-1, 1)),
+                                     keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+    elif case == "fewer_than_a_batch":
+        data = (x[:7], y[:7])
+        train["steps_per_execution"] = 4
     elif case == "one_step_per_call":
         train["steps_per_execution"] = 1
     elif case == "custom_train_step":
@@ -126,12 +142,27 @@ def test_fits_that_cannot_fuse_run_step_by_step(logdir, case):
 
         def build():
             return Custom([keras.Input((6,)), keras.layers.Dense(2)])
+    elif case == "gan_subclass_step":
+        from kexp.models import GAN, gan_1d_discriminator, gan_1d_generator
+
+        class Noisy(GAN):
+            # Overrides the fusable step without declaring its own fusable: not fused.
+            def train_step(self, data):
+                return {**super().train_step(data), "extra": tf.constant(1.0)}
+
+        data = (x[:, :1],)
+
+        def build():
+            return Noisy(gan_1d_generator(2, 1, hidden=(4,)), gan_1d_discriminator(1, hidden=(4,)))
     else:
         strategy = "mirrored"
     with kexp.open_run("fused", logdir=logdir, train=TrainConfig(**train), strategy=strategy, verbose=0) as run:
         model = run.fit(build, data, loss="sparse_categorical_crossentropy")
     assert run.fit_settings["model"]["fused_steps"] is False
-    assert len(model.history.history["loss"]) == 2
+    history = model.history.history
+    assert len(history["g_loss" if case == "gan_subclass_step" else "loss"]) == 2
+    if case == "gan_subclass_step":
+        assert history["extra"] == [1.0, 1.0]  # what its own step returns reaches the logs
 
 
 def test_dataset_stacks_groups_and_refuses_ones_that_do_not_tile_the_stream(logdir):
@@ -142,7 +173,7 @@ def test_dataset_stacks_groups_and_refuses_ones_that_do_not_tile_the_stream(logd
     ragged = tf.data.Dataset.from_generator(lambda: zip(x600, y600), output_signature=(
         tf.TensorSpec((None,), tf.float32), tf.TensorSpec((), tf.int32)))
     with kexp.open_run("fused", logdir=logdir, train=TrainConfig(batch_size=20), verbose=0) as run:
-        with pytest.raises(ValueError, match="group=7 needs a stream, and whole groups of full batches"):
+        with pytest.raises(ValueError, match="group=7 needs a stream, data of fixed shapes held as tensors"):
             run.dataset(ragged, training=True, epochs=(0, 2), group=7, num_examples=600)  # 30 batches an epoch
         # Held as tensors: 30 batches an epoch in groups of 7, the last of 2.
         short = [tuple(xs.shape) for xs, _ in run.dataset((x600, y600), training=True, epochs=(0, 1), group=7)]
@@ -230,3 +261,22 @@ def test_gan_steps_fuse_bit_for_bit_like_plain_steps(logdir, kind, n):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
     assert plain.history.history == fused.history.history
     assert set(fused.history.history) == {"d_loss", "g_loss"}
+
+
+def test_a_step_declared_fusable_that_returns_other_logs_is_refused(logdir):
+    import keras
+    import tensorflow as tf
+
+    class Fusable(keras.Sequential):
+        fuse_train_step = True
+
+        def train_step(self, data):
+            # A fused call reports the metrics after its last step: this extra log would be lost.
+            return {**super().train_step(data), "w_norm": tf.norm(self.trainable_variables[0])}
+
+    x, y = _data(200)
+    with pytest.raises(ValueError, match=r"Fusable.train_step declares fuse_train_step = True but returned logs "
+                                         r"\['loss', 'w_norm'\]; allowed: the model's metric results \['loss'\]"):
+        with kexp.open_run("fused", logdir=logdir, train=TrainConfig(epochs=1, batch_size=20), verbose=0) as run:
+            run.fit(lambda: Fusable([keras.Input((6,)), keras.layers.Dense(2)]), (x, y),
+                    loss="sparse_categorical_crossentropy")

@@ -147,6 +147,9 @@ def test_gan_save_and_load_round_trip(tmp_path: Path):
         np.asarray(loaded.discriminator(z)), np.asarray(model.discriminator(z))
     )
     assert loaded.d_optimizer is not None and loaded.g_optimizer is not None
+    # The noise seed's state travels too: the loaded GAN goes on drawing where the saved one stopped.
+    np.testing.assert_array_equal(loaded.seed_generator.state.numpy(), model.seed_generator.state.numpy())
+    assert model.seed_generator.state.numpy()[1] == 2 * (3 + 1)  # 2 batches x (3 D steps + 1 G step)
 
 
 def test_gan_train_step_reduces_discriminator_loss():

@@ -319,6 +319,18 @@ class GAN(keras.Model):
         self.g_loss_tracker.update_state(self._bce(tf.ones((batch, 1)), fake_logits))
         return {m.name: m.result() for m in self.metrics}
 
+    def save_own_variables(self, store: Any) -> None:
+        # Keras does not save a SeedGenerator's state: without it a loaded
+        # GAN would draw its noise from the start again.
+        super().save_own_variables(store)
+        store["noise_seed"] = self.seed_generator.state.numpy()
+
+    def load_own_variables(self, store: Any) -> None:
+        own = {key: store[key] for key in store.keys() if key != "noise_seed"}
+        super().load_own_variables(own)
+        if "noise_seed" in store.keys():  # files saved before the noise had a seed state have none
+            self.seed_generator.state.assign(store["noise_seed"][...])
+
     def get_config(self) -> dict[str, Any]:
         base_config = super().get_config()
         config = {
