@@ -224,7 +224,7 @@ def peak_rss_mb() -> float:
 def run_bench(
     name: str, *, repeats: int = 3, epochs: int = 3, strategy: str = "default", examples: int | None = None,
     width: int = 500, batch_size: int | None = None, compare: bool = True, train_settings: dict[str, Any] | None = None,
-    profile: bool = False,
+    profile: bool = False, limit: bool = True,
 ) -> dict[str, Any]:
     """Benchmarks one case and returns the figures.
 
@@ -242,6 +242,7 @@ def run_bench(
             (`BENCH_OWN_KEYS`).
         profile: Also trace one epoch of one more harness fit and report
             its top ops (`top_ops`, see `kexp.profiling.top_ops`).
+        limit: Also measure the machine's limit (below).
 
     Returns:
         `harness_examples_per_s`, `baseline_examples_per_s`, `ratio` (median
@@ -255,10 +256,14 @@ def run_bench(
         `*_fraction_of_bound`.
     """
     from kexp import flops
+    from kexp.strategy import make_strategy
 
     case = make_case(name, examples=examples, width=width, batch_size=batch_size)
+    # The strategy first: it sets up the (logical) devices, which must happen
+    # before any TensorFlow op runs; the harness's fits reuse it.
+    make_strategy(strategy)
     # Before the fits and after them: the better of the two is the machine's rate (a slow spell only lowers it).
-    matmul_rates = [flops.matmul_gflops()]
+    matmul_rates = [flops.matmul_gflops()] if limit else []
     harness, baseline, bare = [], [], []
     with tempfile.TemporaryDirectory(prefix="kexp-bench-") as logdir:
         settings: dict[str, Any] = {}
@@ -308,8 +313,9 @@ def run_bench(
             _harness_run(case, max(epochs, 2), logdir, shuffle=True, strategy=strategy, profile=trace,
                          **(train_settings or {}))
             result["top_ops"] = top_ops(trace)
-    matmul_rates.append(flops.matmul_gflops())
-    result.update(_flop_bound(case, result, matmul_rates))
+    if limit:
+        matmul_rates.append(flops.matmul_gflops())
+        result.update(_flop_bound(case, result, matmul_rates))
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
@@ -350,12 +356,14 @@ def format_result(result: dict[str, Any]) -> list[str]:
             f"of the medians: {result['ratio_of_medians']:.2f}x)   bare/harness: {result['bare_over_harness']:.2f}x",
             f"loss curves max relative difference: {result['max_loss_rel_diff']:.1e}",
         ]
-    lines.append(
-        f"limit   : {result['flop_bound_examples_per_s']:>10.0f} examples/s  ({result['train_flops_per_example'] / 1e6:.3g} "
-        f"MFLOP to train on an example, at this process's float32 matmul rate of {result['matmul_gflop_s']:.0f} GFLOP/s)")
-    lines.append("of the limit: " + ", ".join(
-        f"{method} {_percent(result[f'{method}_fraction_of_bound'])}" for method in ("harness", "baseline", "bare")
-        if f"{method}_fraction_of_bound" in result))
+    if "flop_bound_examples_per_s" in result:
+        lines.append(
+            f"limit   : {result['flop_bound_examples_per_s']:>10.0f} examples/s  "
+            f"({result['train_flops_per_example'] / 1e6:.3g} MFLOP to train on an example, at this process's "
+            f"float32 matmul rate of {result['matmul_gflop_s']:.0f} GFLOP/s)")
+        lines.append("of the limit: " + ", ".join(
+            f"{method} {_percent(result[f'{method}_fraction_of_bound'])}" for method in ("harness", "baseline", "bare")
+            if f"{method}_fraction_of_bound" in result))
     if "top_ops" in result:
         lines.append("top ops of one harness epoch (CPU time of all threads, by op type):")
         lines += [f"  {op['share']:6.1%}  {op['ms']:8.1f} ms  {op['op']}  (longest: {_short(op['longest'])})"

@@ -41,7 +41,7 @@ def run_sweep(logdir: str, *, examples: int = SWEEP_EXAMPLES) -> tuple[Any, dict
     from kexp.bench import run_bench
 
     run_dir = rundir.create_run_dir(logdir, "bench_sweep")
-    common = {"repeats": 1, "epochs": 3, "examples": examples, "compare": False}
+    common = {"repeats": 1, "epochs": 3, "examples": examples, "compare": False, "limit": False}
     sweep: dict[str, Any] = {"examples": examples, "epochs": 3, "first_epoch_excluded": True}
     sweep["batch_size"] = [
         {"batch_size": b, **_pick(run_bench("fnn", batch_size=b, **common))} for b in (32, 100, 256, 1024)]
