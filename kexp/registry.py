@@ -84,7 +84,7 @@ def _entry_point_files() -> dict[str, tuple[Path | str, str]]:
             # Imports the module's parent packages (not the module itself),
             # which may fail like any import: a stale or broken installation.
             spec = importlib.util.find_spec(ep.value)
-        except Exception as err:
+        except (Exception, SystemExit) as err:
             found[ep.name] = (f"entry point {ep.value!r}: {_describe_error(err)}", ep.value)
             continue
         if spec is not None and spec.origin and spec.origin not in ("built-in", "frozen"):
@@ -175,7 +175,7 @@ def load(name: str) -> ModuleType:
         module_name = spec.module or f"kexp.experiments.{name}"
         try:
             module = importlib.import_module(module_name)
-        except Exception as err:
+        except (Exception, SystemExit) as err:
             raise UsageError(f"{where}: {_describe_error(err)}") from None
         _check_module(module, where)
         return module
@@ -195,10 +195,11 @@ def load(name: str) -> ModuleType:
     try:
         try:
             import_spec.loader.exec_module(module)
-        except Exception as err:
+        except (Exception, SystemExit) as err:
             # A user's experiment file is input like any other: its error is
-            # one line naming the file, not a traceback through kexp.
-            # (KeyboardInterrupt and SystemExit pass through untouched.)
+            # one line naming the file, not a traceback through kexp. A
+            # sys.exit() at import would otherwise end kexp with the module's
+            # code and no message; KeyboardInterrupt still passes through.
             raise UsageError(f"{where}: {_describe_error(err)}") from None
         _check_module(module, where)
     except BaseException:
@@ -233,9 +234,15 @@ def _check_module(module: ModuleType, where: str) -> None:
         )
 
 
-def _describe_error(err: Exception) -> str:
-    """Returns `Type: message` on one line, with the line number of a syntax error."""
-    if isinstance(err, SyntaxError):
+def _describe_error(err: BaseException) -> str:
+    """Returns `Type: message` on one line, with the line number of a syntax error.
+
+    A `SystemExit` (the module called `sys.exit`) is described as that call.
+    """
+    if isinstance(err, SystemExit):
+        code = " ".join(repr(err.code).split())
+        text = f"called sys.exit({code}) at import; allowed: a module that defines CONFIG and run without exiting"
+    elif isinstance(err, SyntaxError):
         text = f"{type(err).__name__}: {err.msg}" + (f" (line {err.lineno})" if err.lineno else "")
     else:
         message = " ".join(str(err).split())  # one line, whatever the exception says

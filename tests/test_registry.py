@@ -87,6 +87,8 @@ BROKEN = {
     "import error": ("import no_such_module_xyz\n",
                      "ModuleNotFoundError: No module named 'no_such_module_xyz'"),
     "exception at import": ('raise RuntimeError("boom\\nsecond line")\n', "RuntimeError: boom second line"),
+    "sys.exit at import": ("import sys\nsys.exit(3)\n",
+                           "called sys.exit(3) at import; allowed: a module that defines CONFIG and run without exiting"),
     "no CONFIG": ("def run(config, harness):\n    return {}\n",
                   "defines no CONFIG; allowed: a module with CONFIG and run(config, harness)"),
     "no run": ("from kexp.config import ExperimentConfig\nCONFIG = ExperimentConfig(data=None, model=None)\n",
@@ -118,6 +120,20 @@ def test_broken_experiment_file_exits_2_with_one_line_naming_it(case, command, t
     listing = run_cli("list", env={"KEXP_EXPERIMENTS_PATH": str(folder)})
     assert listing.returncode == 0, listing.stderr
     assert "bad" in [line.split()[0] for line in listing.stdout.splitlines()]
+
+
+def test_runs_lists_the_runs_of_an_experiment_that_exits_at_import(tmp_path: Path):
+    # Like any experiment file that fails to import: its runs are listed, without comparisons to its defaults.
+    folder = tmp_path / "my_experiments"
+    folder.mkdir()
+    (folder / "bad.py").write_text(BROKEN["sys.exit at import"][0])
+    run_dir = tmp_path / "logs" / "bad" / "20260101-000000-abcdef"
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps({"experiment": "bad", "run_id": run_dir.name, "status": "ok",
+                                                      "metrics": {"loss": 0.5}, "config": {}}))
+    proc = run_cli("runs", "--logdir", str(tmp_path / "logs"), "--json", env={"KEXP_EXPERIMENTS_PATH": str(folder)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [entry["run_id"] for entry in json.loads(proc.stdout)] == [run_dir.name]
 
 
 def test_entry_point_whose_module_is_gone_exits_2(tmp_path: Path):
