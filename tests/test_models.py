@@ -242,3 +242,96 @@ def test_gan_holds_its_two_optimizers_only_and_refuses_a_third():
     assert int(model.d_optimizer.iterations) == 4 and int(model.g_optimizer.iterations) == 2
     with pytest.raises(ValueError, match="received: optimizer='adam'"):
         model.compile(optimizer="adam")
+
+
+# Builders combine: default names are unique in the process, explicit ones are kept as given.
+
+
+def _names(model: keras.Model) -> list[str]:
+    return [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def test_two_default_mlp_stacks_sit_in_one_model(tmp_path: Path):
+    first, second = km.mlp_layers(3, hidden=(4,)), km.mlp_layers(2, hidden=(5,))
+    seq = keras.Sequential([keras.Input((6,)), *first, *second])
+    assert seq.count_params() == dense(6, 4) + dense(4, 3) + dense(3, 5) + dense(5, 2)
+    inputs = keras.Input((6,))
+    x = inputs
+    for layer in km.mlp_layers(3, hidden=(4,)) + km.mlp_layers(2, hidden=(5,)):
+        x = layer(x)
+    fun = keras.Model(inputs, x)
+    assert len(set(_names(fun))) == len(_names(fun)) == 6
+    fun.save(tmp_path / "two.keras")
+    loaded = keras.models.load_model(tmp_path / "two.keras")
+    z = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(loaded(z)), np.asarray(fun(z)))
+
+
+def test_rnn_and_mlp_stacks_sit_in_one_model():
+    layers = km.rnn_layers(4, units=(3,), return_sequences=False) + km.mlp_layers(1, hidden=(2,))
+    model = keras.Sequential([keras.Input((7, 2)), *layers])
+    assert model.count_params() == lstm(2, 3) + dense(3, 4) + dense(4, 2) + dense(2, 1)
+    heads = [name for name in _names(model) if name.endswith("head")]
+    assert len(heads) == len(set(heads)) == 2
+
+
+def test_default_names_follow_keras_and_restart_with_the_session():
+    keras.backend.clear_session()
+    assert [layer.name for layer in km.mlp_layers(1, hidden=(2,))] == ["mlp_dense_0", "mlp_relu_0", "mlp_head"]
+    assert [layer.name for layer in km.mlp_layers(1, hidden=())] == ["mlp_1_head"]
+    assert km.mlp((2,), 1).name == "mlp_2"
+    assert [km.resnet().name, km.resnet().name] == ["resnet", "resnet_1"]
+
+
+@pytest.mark.parametrize("build", [km.resnet, km.vgg, km.googlenet, km.lenet5])
+def test_two_default_cnns_are_sub_models_of_one_model(build, tmp_path: Path):
+    shape = (32, 32, 1) if build is km.lenet5 else (32, 32, 3)
+    a, b = build(shape), build(shape)
+    inputs = keras.Input(shape)
+    outer = keras.Model(inputs, keras.layers.Average()([a(inputs), b(inputs)]))
+    assert outer.count_params() == 2 * a.count_params()
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype("float32")
+    outer.save(tmp_path / "pair.keras")
+    loaded = keras.models.load_model(tmp_path / "pair.keras")
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(outer(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_blocks_used_twice_get_unique_names_and_explicit_ones_are_kept():
+    x = keras.Input((8, 8, 4))
+    y = km.residual_block(km.residual_block(x, 4, 1), 4, 1)
+    y = km.inception_block(km.inception_block(y, 2, (2, 2), (2, 2), 2), 2, (2, 2), (2, 2), 2)
+    y = km.residual_block(y, 8, 2, "down")
+    model = keras.Model(x, y)
+    assert len(set(_names(model))) == len(_names(model))
+    assert model.get_layer("down_proj").strides == (2, 2)
+    strided_proj = conv(1, 8, 8, False) + bn(8)  # stride 2 projects the shortcut though channels stay 8
+    assert model.count_params() == 2 * res_block(4, 4) + inception(4, 2, (2, 2), (2, 2), 2) \
+        + inception(8, 2, (2, 2), (2, 2), 2) + res_block(8, 8) + strided_proj
+
+
+def test_a_prefix_names_the_layers():
+    assert [layer.name for layer in km.mlp_layers(2, hidden=(3,), batch_norm=True, dropout=0.1, name="enc")] == [
+        "enc_dense_0", "enc_bn_0", "enc_relu_0", "enc_dropout_0", "enc_head"]
+    assert [layer.name for layer in km.rnn_layers(5, cell="gru", units=(4,), bidirectional=True, vocab_size=9,
+                                                  name="dec-1")] == ["dec-1_embedding", "dec-1_bi_gru_0",
+                                                                     "dec-1_per_step_head"]
+    assert km.resnet(name="trunk").name == "trunk"
+    # The models' own layers keep their short names.
+    assert km.mlp((2,), 1, hidden=(3,)).get_layer("head").units == 1
+    assert km.rnn((None, 2), 1).get_layer("per_step_head").units == 1
+
+
+@pytest.mark.parametrize(
+    "build, shown",
+    [
+        (lambda: km.mlp_layers(1, name="my stack"), "received: name='my stack'"),
+        (lambda: km.rnn_layers(1, name=""), "received: name=''"),
+        (lambda: km.mlp((2,), 1, name="a/b"), "received: name='a/b'"),
+        (lambda: km.resnet(name=7), "received: name=7"),
+        (lambda: km.residual_block(keras.Input((4, 4, 2)), 2, 1, "blk.1"), "received: name='blk.1'"),
+    ],
+)
+def test_a_bad_prefix_is_refused_naming_it(build, shown):
+    with pytest.raises(ValueError, match="name must be a non-empty string of letters, digits") as info:
+        build()
+    assert shown in str(info.value)

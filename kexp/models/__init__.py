@@ -3,6 +3,8 @@
 Every builder is a plain function: shapes and hyperparameters in, a named
 `keras.Model` out. Plain stacks accept `sequential=True` for a
 `keras.Sequential`; branching nets (GoogLeNet, ResNet) are functional.
+Names (`name=`: a model's, a block's or a `*_layers` stack's prefix) are
+unique in the process by default, so builders combine in one model.
 
     from kexp.models import lenet5, rnn, GAN, dcgan_generator, dcgan_discriminator
     model = lenet5((32, 32, 3), 10)           # 62,006 parameters

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import keras
 
-from kexp.models.common import assemble, check_choice, check_pairs, check_range, check_sizes
+from kexp.models.common import assemble, check_choice, check_pairs, check_range, check_sizes, unique_name
 
 Shape = Sequence[int]
 
@@ -35,7 +35,7 @@ def lenet5(
     *,
     variant: str = "classic",
     sequential: bool = False,
-    name: str = "lenet5",
+    name: str | None = None,
 ) -> keras.Model:
     """Builds LeNet-5: conv 5x5x6 -> pool -> conv 5x5x16 -> pool -> FC 120 -> 84 -> classes.
 
@@ -48,7 +48,7 @@ def lenet5(
         variant: `classic` (sigmoid, average pooling, as in 1998) or `modern`
             (ReLU, max pooling).
         sequential: Return a `keras.Sequential` instead of a functional model.
-        name: Model name.
+        name: Model name; None gives `lenet5`, `lenet5_1`, ..., unique in the process.
 
     Returns:
         A `keras.Model`.
@@ -68,7 +68,7 @@ def lenet5(
         keras.layers.Dense(84, activation=act, name="fc2"),
         keras.layers.Dense(num_classes, name="logits"),
     ]
-    return assemble(layers, input_shape, name=name, sequential=sequential)
+    return assemble(layers, input_shape, name=unique_name(name, "lenet5"), sequential=sequential)
 
 
 def alexnet(
@@ -79,7 +79,7 @@ def alexnet(
     dense: Sequence[int] = (256, 256),
     dropout: float = 0.5,
     sequential: bool = False,
-    name: str = "alexnet",
+    name: str | None = None,
 ) -> keras.Model:
     """Builds an AlexNet-style net scaled to small images: 5 conv + 3 FC layers.
 
@@ -96,7 +96,7 @@ def alexnet(
         dense: Units of the two hidden FC layers.
         dropout: Dropout rate before each hidden FC layer's successor.
         sequential: Return a `keras.Sequential` instead of a functional model.
-        name: Model name.
+        name: Model name; None gives `alexnet`, `alexnet_1`, ..., unique in the process.
 
     Returns:
         A `keras.Model`.
@@ -120,7 +120,7 @@ def alexnet(
         keras.layers.Dropout(dropout, name="dropout2"),
         keras.layers.Dense(num_classes, name="logits"),
     ]
-    return assemble(layers, input_shape, name=name, sequential=sequential)
+    return assemble(layers, input_shape, name=unique_name(name, "alexnet"), sequential=sequential)
 
 
 def vgg(
@@ -133,7 +133,7 @@ def vgg(
     batch_norm: bool = False,
     bn_momentum: float = 0.99,
     sequential: bool = False,
-    name: str = "vgg",
+    name: str | None = None,
 ) -> keras.Model:
     """Builds a VGG net: blocks of 3x3 convolutions, each block ending in a 2x2 max pool.
 
@@ -151,7 +151,7 @@ def vgg(
             by default; 0.9, PyTorch's 0.1, lets them catch up within the
             first epoch of a small data set).
         sequential: Return a `keras.Sequential` instead of a functional model.
-        name: Model name.
+        name: Model name; None gives `vgg`, `vgg_1`, ..., unique in the process.
 
     Returns:
         A `keras.Model`.
@@ -175,7 +175,7 @@ def vgg(
         layers += [keras.layers.Dense(int(units), activation="relu", name=f"fc{i + 1}"),
                    keras.layers.Dropout(dropout, name=f"dropout{i + 1}")]
     layers.append(keras.layers.Dense(num_classes, name="logits"))
-    return assemble(layers, input_shape, name=name, sequential=sequential)
+    return assemble(layers, input_shape, name=unique_name(name, "vgg"), sequential=sequential)
 
 
 def nin(
@@ -185,7 +185,7 @@ def nin(
     blocks: Sequence[tuple[int, int]] = ((32, 5), (64, 3), (96, 3)),
     dropout: float = 0.5,
     sequential: bool = False,
-    name: str = "nin",
+    name: str | None = None,
 ) -> keras.Model:
     """Builds Network in Network: conv + two 1x1 convs per block, global average pooling head.
 
@@ -201,7 +201,7 @@ def nin(
         blocks: `(filters, kernel_size)` of each NiN block before the head.
         dropout: Dropout before the head block.
         sequential: Return a `keras.Sequential` instead of a functional model.
-        name: Model name.
+        name: Model name; None gives `nin`, `nin_1`, ..., unique in the process.
 
     Returns:
         A `keras.Model`.
@@ -225,11 +225,12 @@ def nin(
     # Logits: the last 1x1 conv of the head block is linear.
     head[-1] = keras.layers.Conv2D(num_classes, 1, name="head_mlp2")
     layers += head + [keras.layers.GlobalAveragePooling2D(name="gap")]
-    return assemble(layers, input_shape, name=name, sequential=sequential)
+    return assemble(layers, input_shape, name=unique_name(name, "nin"), sequential=sequential)
 
 
 def inception_block(
-    x: keras.KerasTensor, c1: int, c3: tuple[int, int], c5: tuple[int, int], pool_proj: int, name: str
+    x: keras.KerasTensor, c1: int, c3: tuple[int, int], c5: tuple[int, int], pool_proj: int,
+    name: str | None = None,
 ) -> keras.KerasTensor:
     """Applies a GoogLeNet Inception block: four parallel branches, concatenated.
 
@@ -241,11 +242,14 @@ def inception_block(
         c3: `(reduce, filters)` of the 1x1 -> 3x3 branch.
         c5: `(reduce, filters)` of the 1x1 -> 5x5 branch.
         pool_proj: Filters of the 3x3 max pool -> 1x1 branch.
-        name: Prefix of the block's layer names.
+        name: Prefix of the block's layer names (`{name}_1x1`, ...); None gives
+            `inception_block`, `inception_block_1`, ..., unique in the process.
 
     Returns:
         Output with `c1 + c3[1] + c5[1] + pool_proj` channels.
     """
+    name = unique_name(name, "inception_block")
+
     def conv(t, filters, kernel, tag):
         return keras.layers.Conv2D(filters, kernel, padding="same", activation="relu", name=f"{name}_{tag}")(t)
 
@@ -263,7 +267,7 @@ def googlenet(
     *,
     stem_filters: int = 32,
     dropout: float = 0.4,
-    name: str = "googlenet",
+    name: str | None = None,
 ) -> keras.Model:
     """Builds a small GoogLeNet: a conv stem, three Inception blocks, global average pooling.
 
@@ -278,7 +282,7 @@ def googlenet(
         num_classes: Logits out.
         stem_filters: Filters of the stem convolution.
         dropout: Dropout before the classifier.
-        name: Model name.
+        name: Model name; None gives `googlenet`, `googlenet_1`, ..., unique in the process.
 
     Returns:
         A functional `keras.Model`.
@@ -295,10 +299,10 @@ def googlenet(
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=unique_name(name, "googlenet"))
 
 
-def residual_block(x: keras.KerasTensor, filters: int, stride: int, name: str,
+def residual_block(x: keras.KerasTensor, filters: int, stride: int, name: str | None = None,
                    bn_momentum: float = 0.99) -> keras.KerasTensor:
     """Applies a ResNet basic block: conv-BN-ReLU-conv-BN plus shortcut, then ReLU.
 
@@ -310,13 +314,15 @@ def residual_block(x: keras.KerasTensor, filters: int, stride: int, name: str,
         x: Input tensor.
         filters: Output channels.
         stride: 1, or 2 to halve height and width.
-        name: Prefix of the block's layer names.
+        name: Prefix of the block's layer names (`{name}_conv1`, ...); None gives
+            `residual_block`, `residual_block_1`, ..., unique in the process.
         bn_momentum: Momentum of BatchNorm's moving statistics.
 
     Returns:
         The block's output tensor.
     """
     check_range("bn_momentum", bn_momentum, low=0.0, high=1.0, high_open=True)
+    name = unique_name(name, "residual_block")
     y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
     y = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
@@ -336,7 +342,7 @@ def resnet(
     *,
     stages: Sequence[tuple[int, int]] = ((16, 1), (32, 1), (64, 1)),
     bn_momentum: float = 0.99,
-    name: str = "resnet",
+    name: str | None = None,
 ) -> keras.Model:
     """Builds a CIFAR-style ResNet: conv stem, stages of residual blocks, global average pool.
 
@@ -350,7 +356,7 @@ def resnet(
         num_classes: Logits out.
         stages: `(filters, num_blocks)` per stage.
         bn_momentum: Momentum of BatchNorm's moving statistics (see `vgg`).
-        name: Model name.
+        name: Model name; None gives `resnet`, `resnet_1`, ..., unique in the process.
 
     Returns:
         A functional `keras.Model`.
@@ -368,4 +374,4 @@ def resnet(
             x = residual_block(x, int(filters), stride, f"stage{s + 1}_block{b + 1}", bn_momentum)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=unique_name(name, "resnet"))

@@ -1,13 +1,15 @@
-"""Helpers every builder shares: assembling a layer stack, argument checks."""
+"""Helpers every builder shares: assembling a layer stack, naming, argument checks."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 import keras
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "softplus", "elu", "gelu", "linear")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal", "random_normal")
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def assemble(
@@ -76,3 +78,34 @@ def activation_layer(name: str, layer_name: str | None = None) -> keras.layers.L
     if name == "leaky_relu":
         return keras.layers.LeakyReLU(negative_slope=0.2, name=layer_name)
     return keras.layers.Activation(name, name=layer_name)
+
+
+def check_name(arg: str, value: Any) -> None:
+    """Raises ValueError unless `value` is a non-empty str of letters, digits, `_` and `-`."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(f'{arg} must be a non-empty string of letters, digits, "_" and "-", e.g. {arg}="encoder"; '
+                         f"received: {arg}={value!r}")
+
+
+def unique_name(name: str | None, default: str) -> str:
+    """Returns `name` when given (checked), else `default` made unique in this process.
+
+    Unique as Keras names its layers, on the same counter
+    (`keras.backend.get_uid`): `default`, then `default_1`, `default_2`, ...;
+    `keras.backend.clear_session()` starts again from `default`.
+
+    Args:
+        name: The caller's name, kept exactly; None picks one.
+        default: The name's stem when `name` is None.
+
+    Returns:
+        The name.
+
+    Raises:
+        ValueError: When `name` is not a non-empty string of letters, digits, `_` and `-`.
+    """
+    if name is not None:
+        check_name("name", name)
+        return name
+    uid = keras.backend.get_uid(default)
+    return default if uid == 1 else f"{default}_{uid - 1}"

@@ -13,12 +13,12 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kexp.models.common import assemble, check_choice, check_range
+from kexp.models.common import assemble, check_choice, check_range, unique_name
 from kexp.models.mlp import mlp
 
 
 def gan_1d_generator(
-    noise_dim: int = 1, output_dim: int = 1, *, hidden: Sequence[int] = (32, 32), name: str = "generator_1d"
+    noise_dim: int = 1, output_dim: int = 1, *, hidden: Sequence[int] = (32, 32), name: str | None = None
 ) -> keras.Model:
     """Builds the 1-D GAN's generator: noise -> MLP (ReLU) -> a sample.
 
@@ -28,16 +28,17 @@ def gan_1d_generator(
         noise_dim: Size of the noise vector.
         output_dim: Size of a sample.
         hidden: Widths of the hidden layers.
-        name: Model name.
+        name: Model name; None gives `generator_1d`, `generator_1d_1`, ..., unique in
+            the process.
 
     Returns:
         A `keras.Model` with a linear output.
     """
-    return mlp((noise_dim,), output_dim, hidden=hidden, activation="relu", name=name)
+    return mlp((noise_dim,), output_dim, hidden=hidden, activation="relu", name=unique_name(name, "generator_1d"))
 
 
 def gan_1d_discriminator(
-    input_dim: int = 1, *, hidden: Sequence[int] = (32, 32), name: str = "discriminator_1d"
+    input_dim: int = 1, *, hidden: Sequence[int] = (32, 32), name: str | None = None
 ) -> keras.Model:
     """Builds the 1-D GAN's discriminator: sample -> MLP (LeakyReLU) -> one logit.
 
@@ -46,12 +47,13 @@ def gan_1d_discriminator(
     Args:
         input_dim: Size of a sample.
         hidden: Widths of the hidden layers.
-        name: Model name.
+        name: Model name; None gives `discriminator_1d`, `discriminator_1d_1`, ..., unique in
+            the process.
 
     Returns:
         A `keras.Model` returning the logit of "x is real".
     """
-    return mlp((input_dim,), 1, hidden=hidden, activation="leaky_relu", name=name)
+    return mlp((input_dim,), 1, hidden=hidden, activation="leaky_relu", name=unique_name(name, "discriminator_1d"))
 
 
 def dcgan_upsamplings(image_size: int) -> int:
@@ -80,7 +82,7 @@ def dcgan_generator(
     noise_dim: int = 100,
     base_filters: int = 64,
     sequential: bool = False,
-    name: str = "dcgan_generator",
+    name: str | None = None,
 ) -> keras.Model:
     """Builds a DCGAN generator (Radford et al. 2015).
 
@@ -95,7 +97,8 @@ def dcgan_generator(
         noise_dim: Size of the noise vector.
         base_filters: Filters of the last upsampling; doubled per earlier one.
         sequential: Return a `keras.Sequential` instead of a functional model.
-        name: Model name.
+        name: Model name; None gives `dcgan_generator`, `dcgan_generator_1`, ..., unique in
+            the process.
 
     Returns:
         A `keras.Model` `(batch, noise_dim) -> (batch, image_size, image_size, channels)`.
@@ -120,7 +123,7 @@ def dcgan_generator(
             keras.layers.ReLU(name=f"up{i + 1}_relu"),
         ]
     layers.append(keras.layers.Conv2D(channels, 3, padding="same", activation="tanh", name="to_image"))
-    return assemble(layers, (noise_dim,), name=name, sequential=sequential)
+    return assemble(layers, (noise_dim,), name=unique_name(name, "dcgan_generator"), sequential=sequential)
 
 
 def dcgan_discriminator(
@@ -129,7 +132,7 @@ def dcgan_discriminator(
     *,
     base_filters: int = 64,
     sequential: bool = False,
-    name: str = "dcgan_discriminator",
+    name: str | None = None,
 ) -> keras.Model:
     """Builds a DCGAN discriminator: strided convolutions, BatchNorm, LeakyReLU(0.2), one logit.
 
@@ -142,7 +145,8 @@ def dcgan_discriminator(
         channels: 1 (grey) or 3 (RGB).
         base_filters: Filters of the first convolution; doubled per later one.
         sequential: Return a `keras.Sequential` instead of a functional model.
-        name: Model name.
+        name: Model name; None gives `dcgan_discriminator`, `dcgan_discriminator_1`, ..., unique in
+            the process.
 
     Returns:
         A `keras.Model` returning the logit of "image is real".
@@ -158,7 +162,8 @@ def dcgan_discriminator(
             layers.append(keras.layers.BatchNormalization(name=f"down{i + 1}_bn"))
         layers.append(keras.layers.LeakyReLU(negative_slope=0.2, name=f"down{i + 1}_lrelu"))
     layers += [keras.layers.Flatten(name="flatten"), keras.layers.Dense(1, name="logit")]
-    return assemble(layers, (image_size, image_size, channels), name=name, sequential=sequential)
+    return assemble(layers, (image_size, image_size, channels), name=unique_name(name, "dcgan_discriminator"),
+                    sequential=sequential)
 
 
 @keras.saving.register_keras_serializable(package="kexp")

@@ -6,7 +6,16 @@ from typing import Sequence
 
 import keras
 
-from kexp.models.common import ACTIVATIONS, INITIALIZERS, activation_layer, assemble, check_choice, check_range, check_sizes
+from kexp.models.common import (
+    ACTIVATIONS,
+    INITIALIZERS,
+    activation_layer,
+    assemble,
+    check_choice,
+    check_range,
+    check_sizes,
+    unique_name,
+)
 
 
 def mlp_layers(
@@ -20,13 +29,17 @@ def mlp_layers(
     initializer: str = "glorot_uniform",
     batch_norm: bool = False,
     output_activation: str | None = None,
+    name: str | None = None,
 ) -> list[keras.layers.Layer]:
     """Returns the layers of an MLP, input to output.
 
     Example: `keras.Sequential([keras.Input((2,)), *mlp_layers(1, hidden=(8,))])`.
 
     Each hidden layer is Dense -> [BatchNorm] -> activation -> [Dropout]. With
-    batch norm the Dense has no bias (BatchNorm's beta replaces it).
+    batch norm the Dense has no bias (BatchNorm's beta replaces it). Layer
+    names start with the prefix: `mlp_layers(1, name="enc")` gives
+    `enc_dense_0`, `enc_relu_0`, ..., `enc_head`; by default the prefix is
+    `mlp`, `mlp_1`, ..., unique in the process, so stacks combine in one model.
 
     Args:
         output_size: Units of the head.
@@ -38,10 +51,33 @@ def mlp_layers(
         initializer: Kernel initializer (glorot_* is Xavier, he_* is He).
         batch_norm: Add BatchNormalization before each hidden activation.
         output_activation: Head activation; None for logits or regression.
+        name: Prefix of the layer names (letters, digits, `_`, `-`), kept as
+            given; None picks a unique one.
 
     Returns:
         The layers.
     """
+    prefix = unique_name(name, "mlp") + "_"
+    return _mlp_layers(
+        output_size, prefix, hidden=hidden, activation=activation, dropout=dropout, l1=l1, l2=l2,
+        initializer=initializer, batch_norm=batch_norm, output_activation=output_activation,
+    )
+
+
+def _mlp_layers(
+    output_size: int,
+    prefix: str,
+    *,
+    hidden: Sequence[int],
+    activation: str,
+    dropout: float,
+    l1: float,
+    l2: float,
+    initializer: str,
+    batch_norm: bool,
+    output_activation: str | None,
+) -> list[keras.layers.Layer]:
+    """Returns `mlp_layers`, with layer names starting with `prefix` ("" inside `mlp`'s own model)."""
     check_sizes("hidden", hidden, allow_empty=True)
     check_range("output_size", output_size, low=1)
     check_choice("activation", activation, ACTIVATIONS)
@@ -54,16 +90,16 @@ def mlp_layers(
     for i, width in enumerate(hidden):
         layers.append(keras.layers.Dense(
             int(width), use_bias=not batch_norm, kernel_initializer=initializer,
-            kernel_regularizer=regularizer, name=f"dense_{i}",
+            kernel_regularizer=regularizer, name=f"{prefix}dense_{i}",
         ))
         if batch_norm:
-            layers.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
-        layers.append(activation_layer(activation, f"{activation}_{i}"))
+            layers.append(keras.layers.BatchNormalization(name=f"{prefix}bn_{i}"))
+        layers.append(activation_layer(activation, f"{prefix}{activation}_{i}"))
         if dropout:
-            layers.append(keras.layers.Dropout(dropout, name=f"dropout_{i}"))
+            layers.append(keras.layers.Dropout(dropout, name=f"{prefix}dropout_{i}"))
     layers.append(keras.layers.Dense(
         output_size, activation=output_activation, kernel_initializer=initializer,
-        kernel_regularizer=regularizer, name="head",
+        kernel_regularizer=regularizer, name=f"{prefix}head",
     ))
     return layers
 
@@ -81,7 +117,7 @@ def mlp(
     batch_norm: bool = False,
     output_activation: str | None = None,
     sequential: bool = False,
-    name: str = "mlp",
+    name: str | None = None,
 ) -> keras.Model:
     """Builds an MLP; inputs with more than one axis are flattened first.
 
@@ -99,13 +135,15 @@ def mlp(
         batch_norm: See `mlp_layers`.
         output_activation: See `mlp_layers`.
         sequential: Return a `keras.Sequential` instead of a functional model.
-        name: Model name.
+        name: Model name; None gives `mlp`, `mlp_1`, ..., unique in the process.
+            The model's own layers keep short names (`dense_0`, ..., `head`).
 
     Returns:
         A `keras.Model`.
     """
-    layers = mlp_layers(
-        output_size, hidden=hidden, activation=activation, dropout=dropout, l1=l1, l2=l2,
+    name = unique_name(name, "mlp")
+    layers = _mlp_layers(
+        output_size, "", hidden=hidden, activation=activation, dropout=dropout, l1=l1, l2=l2,
         initializer=initializer, batch_norm=batch_norm, output_activation=output_activation,
     )
     if len(input_shape) > 1:
