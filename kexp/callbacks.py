@@ -6,7 +6,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
@@ -119,11 +119,12 @@ class TensorBoardLogger(keras.callbacks.TensorBoard):
     Args:
         gate: The fit's `EpochGate`.
         timer: An `EpochTimer` that runs before this callback.
-        examples_per_epoch: Examples one epoch trains on.
+        examples_per_epoch: Examples one epoch trains on, or a function returning the last epoch's count.
         **kwargs: Passed to `keras.callbacks.TensorBoard`.
     """
 
-    def __init__(self, gate: EpochGate, timer: EpochTimer, examples_per_epoch: int, **kwargs: Any) -> None:
+    def __init__(self, gate: EpochGate, timer: EpochTimer, examples_per_epoch: int | Callable[[], int],
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gate = gate
         self.timer = timer
@@ -134,8 +135,10 @@ class TensorBoardLogger(keras.callbacks.TensorBoard):
             return
         logs = dict(logs or {})  # a copy: History and the CSV keep Keras' own keys
         seconds = self.timer.durations[-1] if self.timer.durations else 0.0
-        if seconds > 0:
-            logs["examples_per_s"] = self.examples_per_epoch / seconds
+        # A stream's examples are counted as they pass (`kexp.streams`): a function gives the epoch's count.
+        examples = self.examples_per_epoch() if callable(self.examples_per_epoch) else self.examples_per_epoch
+        if seconds > 0 and examples:
+            logs["examples_per_s"] = examples / seconds
         super().on_epoch_end(epoch, logs)
         for writer in self._writers.values():
             writer.flush()

@@ -1,18 +1,41 @@
-"""Internal: the arguments `Harness.fit` takes as Keras' `fit` would, checked; what the harness owns.
+"""Internal: the arguments `Harness.fit` takes as Keras' `fit` and `compile` would, checked; what the harness owns.
 
-Refused here, each with its reason: the `fit` arguments the harness sets
-itself, counts that are not positive integers, a model instance whose
-variables a multi-replica strategy cannot reach.
+Refused here, each with its reason and as a `UsageError` (so that a refused
+call leaves no run folder behind): the `fit` arguments the harness sets
+itself, counts that are not positive integers, compile arguments given for a
+model that is already compiled (Keras' `fit` takes none: they would be
+silently dropped), a model instance whose variables a multi-replica strategy
+cannot reach.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from kexp.errors import UsageError
+
+# `Model.compile` arguments `Harness.fit` takes, for a model it compiles.
+COMPILE_ARGUMENTS = ("loss", "metrics", "loss_weights", "weighted_metrics", "optimizer")
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasFitArguments:
+    """The Keras `fit` keyword arguments a harness fit was given, checked.
+
+    Attributes:
+        validation: Validation data, a fraction of the training data, or None.
+        verbose: Keras' verbosity for this fit, or None for the run's.
+        steps_per_epoch: Batches per epoch of a Python generator (None: the
+            data decides).
+    """
+
+    validation: Any
+    verbose: int | str | None
+    steps_per_epoch: int | None
 
 
 def mirrored(model: keras.Model) -> bool:
@@ -31,26 +54,107 @@ def count_argument(name: str, value: Any, most: int) -> int:
     return value
 
 
-def validation_argument(validation: Any, fit_kwargs: dict[str, Any]) -> Any:
-    """Returns the validation data or fraction from `validation` and `fit_kwargs`; refuses what the harness owns."""
+def keras_fit_arguments(validation: Any, fit_kwargs: dict[str, Any]) -> KerasFitArguments:
+    """Returns the checked Keras `fit` arguments; refuses what the harness owns or does not know.
+
+    Args:
+        validation: `Harness.fit`'s own `validation` argument.
+        fit_kwargs: The other keyword arguments, by Keras' names:
+            `validation_data`, `validation_split`, `verbose`, and
+            `steps_per_epoch` (for a Python generator only).
+
+    Raises:
+        UsageError: For an argument the harness owns (saying why), an
+            unknown one, or two ways of giving the validation data.
+    """
+    fit_kwargs = dict(fit_kwargs)
     for key, why in _OWNED_FIT_ARGS.items():
         if key in fit_kwargs:
-            raise TypeError(f"fit: {key} is set by the harness ({why}); received {key}={fit_kwargs[key]!r}")
-    split = fit_kwargs.pop("validation_split", None)
+            raise UsageError(f"fit: {key} is set by the harness ({why}); received {key}={fit_kwargs[key]!r}")
+    given = {key: fit_kwargs.pop(key) for key in ("validation_data", "validation_split") if key in fit_kwargs}
+    verbose = fit_kwargs.pop("verbose", None)
+    if verbose is not None and verbose not in (0, 1, 2, "auto"):
+        raise UsageError(f"fit: verbose: received {verbose!r}; allowed: 0, 1, 2 or 'auto', as in Keras' fit")
+    steps = fit_kwargs.pop("steps_per_epoch", None)
+    if steps is not None:
+        steps = count_argument("steps_per_epoch", steps, 10**12)
     if fit_kwargs:
-        raise TypeError(f"fit: unexpected keyword arguments {sorted(fit_kwargs)}; allowed: class_weight, "
-                        "validation_freq, validation_split, pad and the harness's own")
-    if split is not None:
-        if validation is not None:
-            raise TypeError("fit: received both validation and validation_split; allowed: one of them")
-        return split
-    return validation
+        raise UsageError(f"fit: unexpected keyword arguments {sorted(fit_kwargs)}; allowed: class_weight, "
+                         "validation_data, validation_split, validation_freq, verbose, steps_per_epoch (Python "
+                         f"generators), pad, and {', '.join(COMPILE_ARGUMENTS)} for a model the harness compiles")
+    if validation is not None:
+        given = {"validation": validation, **given}
+    if len(given) > 1:
+        raise UsageError(f"fit: received both {' and '.join(given)}; allowed: one of them")
+    return KerasFitArguments(next(iter(given.values()), None), verbose, steps)
+
+
+def check_compile_arguments(model: keras.Model, compile_args: dict[str, Any]) -> None:
+    """Refuses compile arguments for a model its user compiled: Keras' `fit` takes none, so none would apply.
+
+    Raises:
+        UsageError: Naming the arguments and what the model was compiled with.
+    """
+    given = sorted(key for key, value in compile_args.items() if value is not None)
+    if not model.compiled or not given:
+        return
+    optimizer = getattr(model, "optimizer", None)
+    had = f"optimizer {type(optimizer).__name__}" if optimizer is not None else "its own optimizers"
+    loss = getattr(model, "loss", None)
+    if loss is not None:
+        had += f", loss {getattr(loss, 'name', None) or getattr(loss, '__name__', None) or loss!r}"
+    raise UsageError(
+        f"fit: received {', '.join(given)} for a model that is already compiled ({had}); the harness would "
+        "not use them; allowed: an uncompiled model (or a function returning one) with the compile arguments "
+        "(the harness compiles it), or your compiled model without them")
+
+
+def model_from(model: Any, num_replicas: int, strategy_name: str) -> keras.Model:
+    """Returns the model to fit: the instance given, or what the function given returns.
+
+    Call inside `strategy.scope()`.
+
+    Raises:
+        UsageError: For something that is not a model or a function
+            returning one, or an instance whose variables live outside the
+            scope of a multi-replica strategy.
+    """
+    if isinstance(model, keras.Model):
+        if num_replicas > 1 and not mirrored(model):
+            raise UsageError(
+                f"fit: received a {type(model).__name__} instance built outside the scope of --strategy "
+                f"{strategy_name} ({num_replicas} replicas); allowed: a function that builds "
+                "the model (fit calls it inside strategy.scope()), or a model built inside run.strategy.scope()")
+        return model
+    if not callable(model):
+        raise UsageError(f"fit: received {type(model).__name__}; allowed: a keras.Model or a function returning one")
+    built = model()
+    if not isinstance(built, keras.Model):
+        raise UsageError(f"fit: the model function returned {type(built).__name__}; allowed: a keras.Model")
+    return built
+
+
+def needs_loss(model: keras.Model, compile_args: dict[str, Any], is_gan: bool) -> None:
+    """Refuses an uncompiled model given no loss (a `kexp.models.GAN` has its own)."""
+    if compile_args.get("loss") is None and not is_gan:
+        raise UsageError(f"fit: received no loss for the uncompiled {type(model).__name__} "
+                         f"{model.name!r}; allowed: fit(..., loss=...), or a model you compiled")
+
+
+def compile_arguments(**given: Any) -> dict[str, Any]:
+    """Returns the compile arguments given to `fit` (`COMPILE_ARGUMENTS`), None where not given."""
+    return {key: given.get(key) for key in COMPILE_ARGUMENTS}
 
 
 # Keras `fit` arguments the harness sets itself, and why.
 _OWNED_FIT_ARGS = {
     "initial_epoch": "a resume starts each fit at its saved epoch",
     "shuffle": "train.shuffle and train.seed order every epoch, reproducibly across resumes",
-    "steps_per_epoch": "an epoch is every training example once",
     "batch_size": "train.batch_size per replica",
+    "validation_steps": "validation scores every validation example",
+    "validation_batch_size": "train.batch_size per replica",
+    "x": "pass the training data as fit(model, (x, y)), e.g. harness.fit(build, (x_train, y_train))",
+    "y": "pass the training data as fit(model, (x, y)), e.g. harness.fit(build, (x_train, y_train))",
+    "sample_weight": "pass it as the third part of the data: fit(model, (x, y, sample_weight))",
 }
+

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import keras
 import tensorflow as tf
 
-from kexp import checkpoint, fitargs, fitlogs, fused, inputs, modelinfo, rundir, saving, speed
+from kexp import building, checkpoint, fitargs, fitdata, fitlogs, fused, inputs, modelinfo, rundir, saving, speed, streams
 from kexp.callbacks import (
     SaveState, EpochGate, EpochTimer, HistoryCSV, StopOnRequest, TensorBoardLogger,
 )
@@ -77,6 +77,9 @@ class Harness(RunOutputs):
             the fitted model's `model.history`).
         saved_models: Each fit's saved model, relative to the run folder
             (`models/FIT.keras`); `results.json` holds them as `models`.
+        precision: The dtype policy the run trains under (`policy`) and
+            whether `train.precision` or the caller's global policy set it
+            (`set_by`); `results.json` holds it as `precision`.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class Harness(RunOutputs):
         backup_root: Path | None = None,
         run_info: dict[str, Any] | None = None,
         resumed: bool = False,
+        precision: dict[str, str] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.backup_root = Path(backup_root) if backup_root else self.run_dir / "backup"
@@ -112,6 +116,8 @@ class Harness(RunOutputs):
         self.fit_settings: dict[str, dict[str, Any]] = {}
         self.run_info = run_info
         self.resumed = resumed
+        self.precision = precision or {"policy": keras.mixed_precision.dtype_policy().name,
+                                       "set_by": "the global policy"}
         self.history: dict[str, keras.callbacks.History] = {}
         self.saved_models: dict[str, str] = {}
         # Whether the final metrics and HParams session end went to TensorBoard (`kexp.session`).
@@ -226,10 +232,12 @@ class Harness(RunOutputs):
         model: keras.Model,
         *,
         loss: Any,
-        metrics: Sequence[Any] | None = None,
+        metrics: Any = None,
         optimizer: keras.optimizers.Optimizer | Callable[[], keras.optimizers.Optimizer] | None = None,
         steps_per_epoch: int | None = None,
         epochs: int | None = None,
+        loss_weights: Any = None,
+        weighted_metrics: Any = None,
     ) -> keras.Model:
         """Compiles `model` with the train config's optimizer and speed settings.
 
@@ -237,13 +245,15 @@ class Harness(RunOutputs):
 
         Args:
             model: The model to compile.
-            loss: Keras loss.
-            metrics: Keras metrics.
+            loss: Keras loss (one, or a list or dict by output).
+            metrics: Keras metrics (a list, or a list or dict by output).
             optimizer: Overrides the optimizer named in the train config: an
                 optimizer, or a function returning one (a `kexp.models.GAN`
                 gets one from each call, for its two networks).
             steps_per_epoch: Lets `steps_per_execution=0` pick a value.
             epochs: With `steps_per_epoch`, the length of a cosine schedule.
+            loss_weights: As in `Model.compile`.
+            weighted_metrics: As in `Model.compile`.
 
         Returns:
             The compiled model.
@@ -258,7 +268,10 @@ class Harness(RunOutputs):
         model.compile(
             optimizer=(optimizer() if callable(optimizer) else optimizer) or self.optimizer(),
             loss=loss,
-            metrics=list(metrics or []),
+            # As Keras takes them: a list, or one list per output by name or position.
+            metrics=metrics,
+            loss_weights=loss_weights,
+            weighted_metrics=weighted_metrics,
             **self.compile_options(model),
         )
         return model
@@ -284,7 +297,9 @@ class Harness(RunOutputs):
         validation: Data | float | None = None,
         *,
         loss: Any = None,
-        metrics: Sequence[Any] | None = None,
+        metrics: Any = None,
+        loss_weights: Any = None,
+        weighted_metrics: Any = None,
         epochs: int | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
         name: str | None = None,
@@ -312,12 +327,21 @@ class Harness(RunOutputs):
                 still picks `steps_per_execution` when the model has Keras'
                 default of 1 and `train.steps_per_execution` is 0 (auto).
             train: Training data: `(x,)`, `(x, y)` or `(x, y, sample_weight)`
-                of arrays or nests of arrays, or an unbatched dataset.
+                of arrays or nests of arrays, or an unbatched dataset; or a
+                `keras.utils.PyDataset` or Python generator of batches, which
+                Keras reads as it would in its own `fit` (`kexp.streams` says
+                what the harness then does and does not guarantee).
             validation: Validation data of the same kind, a fraction of
                 `train` to hold out (its last examples, as Keras'
                 `validation_split`), or None.
-            loss: Loss for `compile` (ignored for a model already compiled).
-            metrics: Metrics for `compile`.
+            loss: Loss for `compile`, as `Model.compile` takes it (one, or a
+                list or dict by output). Compile arguments (`loss`, `metrics`,
+                `loss_weights`, `weighted_metrics`, `optimizer`) are for a
+                model the harness compiles: with a model its user compiled
+                they are refused (`UsageError`), since Keras' `fit` takes none.
+            metrics: Metrics for `compile` (a list, or a list or dict by output).
+            loss_weights: As in `Model.compile`.
+            weighted_metrics: As in `Model.compile`.
             epochs: Overrides `train.epochs`.
             callbacks: Extra callbacks, run after the standard logging ones
                 and before the epoch's state is saved.
@@ -334,101 +358,133 @@ class Harness(RunOutputs):
             validation_freq: Validate every this many epochs, as in Keras' `fit`.
             pad: Batch examples of varying shapes (variable-length sequences)
                 by padding each batch to its longest example (`padded_batch`).
-            **fit_kwargs: `validation_split` (as `validation`). The harness
-                owns `initial_epoch`, `shuffle`, `steps_per_epoch` and
-                `batch_size`: passing one is a `TypeError` saying why.
+            **fit_kwargs: Keras' `validation_data` or `validation_split`
+                (as `validation`), `verbose` (this fit's; default the run's),
+                and `steps_per_epoch` for a Python generator or an endless
+                PyDataset. The harness owns `initial_epoch`, `shuffle`,
+                `batch_size` and, for arrays and datasets, `steps_per_epoch`:
+                passing one is a `UsageError` saying why.
 
         Returns:
             The trained model.
 
         Raises:
             UsageError: (a `ValueError`) for data of a shape Keras' `fit`
-                refuses, or a model instance built outside a multi-replica
-                strategy's scope.
+                refuses, an argument the harness refuses (saying why), or a
+                model instance built outside a multi-replica strategy's scope.
+                A refused call leaves nothing in the run folder.
             RunInterrupted: SIGINT/SIGTERM stopped the fit (the last completed
                 epoch's state is on disk).
         """
         self.stop.check()
-        validation = fitargs.validation_argument(validation, fit_kwargs)
+        keras_args = fitargs.keras_fit_arguments(validation, fit_kwargs)
         epochs = self.train.epochs if epochs is None else fitargs.count_argument("epochs", epochs, 1_000_000)
         validation_freq = fitargs.count_argument("validation_freq", validation_freq, 1_000_000)
-        train, validation, n_all, n_validation = self._fit_data(train, validation, class_weight)
-        n_train = self.pipeline.trained_examples(n_all)  # as `dataset` does
-        steps_per_epoch = max(1, math.ceil(n_train / self.global_batch_size))
-        self._steps_per_epoch, self._epochs = steps_per_epoch, epochs
+        compile_args = fitargs.compile_arguments(loss=loss, metrics=metrics, loss_weights=loss_weights,
+                                                 weighted_metrics=weighted_metrics, optimizer=optimizer)
         if name is not None:
             rundir.check_name(name, "fit name")
+        data = fitdata.prepare(self.pipeline, train, keras_args.validation, class_weight=class_weight,
+                               epochs=epochs, steps_per_epoch=keras_args.steps_per_epoch,
+                               global_batch_size=self.global_batch_size, num_replicas=self.num_replicas,
+                               should_stop=self.stop.check)
+        steps_per_epoch = data.steps_per_epoch
+        self._steps_per_epoch, self._epochs = steps_per_epoch, epochs
         fit_name = self._backup_name(name or "model")
         backup_dir = self.backup_root / fit_name
         state = checkpoint.load(checkpoint.state_path(backup_dir)) \
             if checkpoint.state_path(backup_dir).exists() else None
         initial_epoch = min(state.epochs_done, epochs) if state else 0
         with self.strategy.scope():
-            model, compiled_by = self._model_for_fit(model, loss, metrics, optimizer, steps_per_epoch, epochs)
+            model, compiled_by = self._model_for_fit(model, compile_args, steps_per_epoch, epochs)
             if state is not None:
                 # Before any callback writes: a state that does not fit fails with the folder untouched.
-                checkpoint.restore(model, state, f"--resume {str(self.run_dir)!r}")
+                batch, data = fitdata.first_batch(data, self.dataset) if building.needs_build(model) \
+                    else (None, data)
+                building.restore_built(model, state, f"--resume {str(self.run_dir)!r}", batch)
+        self.fit_settings[fit_name] = self._settings(model, data, compiled_by)
+        if state is not None and initial_epoch >= epochs:
+            # Trained to the end before the resume: nothing to train, nothing to write (a later fit's
+            # state that does not fit then leaves the folder as it was).
+            model.history = keras.callbacks.History()
+            model.history.set_model(model)
+            self._after_fit(model, model.history, fit_name, finished_before=True)
+            return model
         if self.is_chief and initial_epoch == 0:
             self.images.write_text(f"model_summary/{fit_name}", modelinfo.summary_markdown(model))
+        history = self._run_fit(model, data, fit_name, epochs, initial_epoch, validation_freq, pad,
+                                callbacks, keras_args.verbose)
+        self.stop.check()
+        self._after_fit(model, history, fit_name)
+        return model
+
+    def _settings(self, model: keras.Model, data: fitdata.FitData, compiled_by: str) -> dict[str, Any]:
+        """Returns what `results.json` `fits` records of a fit before it trains."""
+        settings = {
+            "steps_per_execution": int(model.steps_per_execution), "jit_compile": bool(model.jit_compile),
+            "fused_steps": False, "compiled_by": compiled_by, "global_batch_size": self.global_batch_size,
+            "train_examples": data.n_all, "trained_examples_per_epoch": data.n_train,
+            "validation_examples": data.n_validation,
+        }
+        if data.is_stream:
+            settings["global_batch_size"] = None  # the stream's own batches
+        return settings
+
+    def _run_fit(self, model: keras.Model, data: fitdata.FitData, fit_name: str, epochs: int, initial_epoch: int,
+                 validation_freq: int, pad: bool, callbacks: Sequence[keras.callbacks.Callback],
+                 verbose: int | str | None) -> keras.callbacks.History:
+        """Runs Keras' `fit` of one harness fit, from `initial_epoch`, with the harness's pipeline and callbacks."""
+        steps_per_epoch = data.steps_per_epoch
         steps_per_execution = int(model.steps_per_execution)
-        group = self._fused_group(model, train, n_train, pad)
+        group = 1 if data.is_stream else self._fused_group(model, data.train, data.n_train, pad)
         # One input stream for the whole fit when a compiled call never spans
         # two epochs (a fused call ends with its epoch); else one iteration per epoch.
-        stream = steps_per_epoch % steps_per_execution == 0 or group > 1
-        # (A finished fit still gets its last epoch's stream: Keras may peek at a batch.)
-        stream_epochs = (min(initial_epoch, epochs - 1), epochs)
-        train_ds = self.dataset(train, training=True, epochs=stream_epochs if stream else None, num_examples=n_all,
-                                group=group, pad=pad)
-        val_ds = self.dataset(validation, training=False, num_examples=n_validation,
-                              pad=pad) if validation is not None else None
-        self.fit_settings[fit_name] = {
-            "steps_per_execution": steps_per_execution, "jit_compile": bool(model.jit_compile),
-            "fused_steps": group > 1, "compiled_by": compiled_by, "global_batch_size": self.global_batch_size,
-            "train_examples": n_all, "trained_examples_per_epoch": n_train, "validation_examples": n_validation,
-        }
+        one_stream = not data.is_stream and (steps_per_epoch % steps_per_execution == 0 or group > 1)
+        if data.is_stream:
+            train_ds = data.train
+        else:
+            # (A finished fit still gets its last epoch's stream: Keras may peek at a batch.)
+            stream_epochs = (min(initial_epoch, epochs - 1), epochs)
+            train_ds = self.dataset(data.train, training=True, epochs=stream_epochs if one_stream else None,
+                                    num_examples=data.n_all, group=group, pad=pad)
+        val_ds = data.validation
+        if data.validation is not None and data.n_validation is not None:
+            val_ds = self.dataset(data.validation, training=False, num_examples=data.n_validation, pad=pad)
+        self.fit_settings[fit_name]["fused_steps"] = group > 1
+        if data.is_stream:
+            self.fit_settings[fit_name]["input"] = streams.describe(data.source, None, steps_per_epoch)
         if is_multi_worker(self.strategy):
             prepare_multi_worker_fit(model, self.strategy, train_ds)
-        calls = (epochs - initial_epoch) * math.ceil(steps_per_epoch / steps_per_execution)
-        all_callbacks, timer = self._callbacks(fit_name, epochs, initial_epoch, n_train, calls, stream, callbacks)
-        fusing = fused.fused_steps(model, train_ds.element_spec, tail=n_train % self.global_batch_size != 0
+        calls = (epochs - initial_epoch) * math.ceil((steps_per_epoch or 1) / steps_per_execution)
+        all_callbacks, timer = self._callbacks(fit_name, epochs, initial_epoch, data, calls, one_stream, callbacks)
+        fusing = fused.fused_steps(model, train_ds.element_spec, tail=data.n_train % self.global_batch_size != 0
                                    ) if group > 1 else built_locally(model, train_ds, self.strategy)
         try:
             with self.strategy.scope(), fusing:
-                history = model.fit(
+                return model.fit(
                     train_ds,
                     validation_data=val_ds,
                     validation_freq=validation_freq,
                     epochs=epochs,
                     initial_epoch=initial_epoch,
-                    steps_per_epoch=steps_per_epoch if stream else None,
+                    steps_per_epoch=steps_per_epoch if one_stream or data.is_stream else None,
                     callbacks=all_callbacks,
-                    verbose=self.verbose,
+                    verbose=self.verbose if verbose is None else verbose,
                     shuffle=False,  # the pipeline already shuffles, seeded
+                    class_weight=data.class_weight,  # a stream's (the pipeline weighs the others' examples)
                 )
         finally:
             # Completed epochs count towards throughput however the fit ends.
             steady = timer.durations[1:] or timer.durations
-            self._train_seconds += sum(steady)
-            self._train_samples += n_train * len(steady)
-            if steady:
+            examples = data.examples_in_epochs(len(steady))
+            if examples is not None:  # (a generator's examples per epoch are not known)
+                self._train_seconds += sum(steady)
+                self._train_samples += examples
+            if steady and examples is not None:
                 # This fit alone: what a comparison of models reports as its throughput.
-                self.fit_settings[fit_name]["examples_per_s"] = n_train * len(steady) / max(sum(steady), 1e-9)
-        self.stop.check()
-        self._after_fit(model, history, fit_name)
-        return model
-
-    def _fit_data(self, train: Data, validation: Any, class_weight: Any) -> tuple[Any, Any, int, int]:
-        """Returns `(train, validation, n_train, n_validation)`: checked, weighted and counted (`kexp.inputs`)."""
-        train, validation = inputs.split_validation(train, validation)
-        train = inputs.normalize(train, "train")
-        if class_weight is not None:
-            train = inputs.with_class_weight(train, class_weight)
-        n_all = inputs.count_examples(train, "train", self.stop.check)
-        n_validation = 0
-        if validation is not None:
-            validation = inputs.normalize(validation, "validation")
-            n_validation = inputs.count_examples(validation, "validation", self.stop.check)
-        return train, validation, n_all, n_validation
+                self.fit_settings[fit_name]["examples_per_s"] = examples / max(sum(steady), 1e-9)
+            if data.is_stream:
+                self.fit_settings[fit_name]["input"] = streams.describe(data.source, data.counter, steps_per_epoch)
 
     def _fused_group(self, model: keras.Model, train: Any, n_train: int, pad: bool) -> int:
         """Returns how many batches each compiled call runs in one loop (`kexp.fused`), or 1 where it cannot."""
@@ -444,7 +500,8 @@ class Harness(RunOutputs):
             and not is_multi_worker(self.strategy) and fused.supports(model))
         return steps_per_execution if fusable else 1
 
-    def _callbacks(self, fit_name: str, epochs: int, initial_epoch: int, n_train: int, calls: int, stream: bool,
+    def _callbacks(self, fit_name: str, epochs: int, initial_epoch: int, data: fitdata.FitData, calls: int,
+                   stream: bool,
                    callbacks: Sequence[keras.callbacks.Callback]) -> tuple[list[keras.callbacks.Callback], EpochTimer]:
         """Returns a fit's callbacks, in the order their epoch-end work must run, and its timer.
 
@@ -469,7 +526,7 @@ class Harness(RunOutputs):
             logging = [
                 tb_timer,
                 # The model's conceptual graph goes in once, at step 0, with the fit's first epoch.
-                TensorBoardLogger(gate, tb_timer, n_train, log_dir=str(sub), write_graph=initial_epoch == 0,
+                TensorBoardLogger(gate, tb_timer, data.last_epoch_examples if data.is_stream else data.n_train, log_dir=str(sub), write_graph=initial_epoch == 0,
                                   profile_batch=self._profile_range(sub, calls)),
                 HistoryCSV(gate, str(sub / "history.csv")),
             ]
@@ -480,10 +537,12 @@ class Harness(RunOutputs):
         # timer comes last so that all of it counts as epoch time.
         return [
             gate,
+            # A stream's epoch count closes before anything reads it.
+            *([streams.EpochCounts(data.counter)] if data.counter is not None else []),
             keras.callbacks.TerminateOnNaN(),
             StopOnRequest(self.stop),
             # A stream carries its epochs itself; a per-epoch pipeline reads `data_epoch`.
-            *([] if stream else [keras.callbacks.LambdaCallback(
+            *([] if stream or data.is_stream else [keras.callbacks.LambdaCallback(
                 on_epoch_begin=lambda epoch, logs: data_epoch.assign(epoch))]),
             *logging,
             *callbacks,
@@ -515,15 +574,23 @@ class Harness(RunOutputs):
         print(f"kexp: profiling compiled calls {start}-{stop} into {where}; {view}", file=sys.stderr)
         return (start, stop)
 
-    def _after_fit(self, model: keras.Model, history: keras.callbacks.History, fit_name: str) -> None:
-        """Records the fit: history, divergence, what trained it, its saved model."""
+    def _after_fit(self, model: keras.Model, history: keras.callbacks.History, fit_name: str,
+                   finished_before: bool = False) -> None:
+        """Records the fit: history, divergence, what trained it, its saved model.
+
+        A fit that had finished before a resume keeps the model file it
+        saved then; it is written only if a kill came before it was.
+        """
         self.history[fit_name] = history
         losses = history.history.get("loss", [])
         if any(not math.isfinite(v) for v in losses) or not modelinfo.finite_weights(model):
             # NaN in the inputs can leave finite logged losses but NaN weights.
             self.status = "diverged"
         self.fit_settings[fit_name].update(modelinfo.describe_training(model))
-        if self.is_chief:
+        saved = saving.model_path(self.run_dir, fit_name)
+        if finished_before and saved.is_file():
+            self.saved_models[fit_name] = str(saved.relative_to(self.run_dir))
+        elif self.is_chief:
             try:
                 path = saving.save_fit_model(model, self.run_dir, fit_name)
                 self.saved_models[fit_name] = str(path.relative_to(self.run_dir))
@@ -533,32 +600,20 @@ class Harness(RunOutputs):
                 print(f"kexp: warning: fit {fit_name!r} trained, but Keras cannot save it ({err}); "
                       "results.json fits says so", file=sys.stderr)
 
-    def _model_for_fit(self, model: Any, loss: Any, metrics: Any, optimizer: Any, steps_per_epoch: int,
+    def _model_for_fit(self, model: Any, compile_args: dict[str, Any], steps_per_epoch: int | None,
                        epochs: int) -> tuple[keras.Model, str]:
         """Returns the model to fit, built and compiled in the strategy's scope, and who compiled it.
 
         Call inside `strategy.scope()`.
         """
-        if isinstance(model, keras.Model):
-            if self.num_replicas > 1 and not fitargs.mirrored(model):
-                raise UsageError(
-                    f"fit: received a {type(model).__name__} instance built outside the scope of --strategy "
-                    f"{self.strategy_name} ({self.num_replicas} replicas); allowed: a function that builds "
-                    "the model (fit calls it inside strategy.scope()), or a model built inside run.strategy.scope()")
-        elif callable(model):
-            model = model()
-            if not isinstance(model, keras.Model):
-                raise TypeError(f"fit: the model function returned {type(model).__name__}; allowed: a keras.Model")
-        else:
-            raise TypeError(f"fit: received {type(model).__name__}; allowed: a keras.Model or a function returning one")
+        model = fitargs.model_from(model, self.num_replicas, self.strategy_name)
         if not model.compiled:
-            if loss is None and not isinstance(model, GAN):
-                raise ValueError("fit needs `loss` for a model that is not compiled")
-            self.compile(model, loss=loss, metrics=metrics, steps_per_epoch=steps_per_epoch, epochs=epochs,
-                         optimizer=optimizer)
+            fitargs.needs_loss(model, compile_args, isinstance(model, GAN))
+            self.compile(model, **compile_args, steps_per_epoch=steps_per_epoch, epochs=epochs)
             return model, "harness"
+        fitargs.check_compile_arguments(model, compile_args)
         if self.train.steps_per_execution == 0 and int(model.steps_per_execution) == 1 \
-                and model.train_function is None:
+                and model.train_function is None and steps_per_epoch:
             # Keras' default of one step per call: the harness's choice
             # costs the user nothing and is worth 1.2-4x on small models.
             model.steps_per_execution = speed.steps_per_execution(self.train, steps_per_epoch, self.num_replicas)
@@ -585,9 +640,13 @@ class Harness(RunOutputs):
             `{prefix + metric_name: value}`, e.g. `{"test_loss": 0.01}`.
         """
         self.stop.check()
-        data = inputs.normalize(data, "data")
-        n = inputs.count_examples(data, "data", self.stop.check)
-        ds = self.dataset(data, training=False, num_examples=n, pad=pad)
+        if streams.is_stream(data):
+            # Keras reads it as its own `evaluate` would (`kexp.streams`).
+            ds = streams.prepare(data, "data", self.num_replicas, 1, None)[0]
+        else:
+            data = inputs.normalize(data, "data")
+            n = inputs.count_examples(data, "data", self.stop.check)
+            ds = self.dataset(data, training=False, num_examples=n, pad=pad)
         with self.strategy.scope(), built_locally(model, ds, self.strategy):
             values = model.evaluate(ds, verbose=0, return_dict=True)
         return {f"{prefix}{k}": float(v) for k, v in values.items()}

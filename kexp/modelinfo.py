@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -26,7 +27,17 @@ def describe_training(model: keras.Model) -> dict[str, Any]:
             if getattr(opt, clip, None) is not None:
                 optimizers[attr][clip] = float(getattr(opt, clip))
     return {"optimizers": optimizers, "loss": _loss_name(getattr(model, "loss", None)),
-            "params": int(model.count_params())}
+            "params": count_params(model)}
+
+
+def count_params(model: keras.Model) -> int:
+    """Returns the model's number of weights, as `Model.count_params` counts them.
+
+    Works on a model Keras never marked built: a subclassed model whose own
+    `train_step` calls its sub-models but never `self(x)` (Keras' VAE
+    example) has built weights, yet `count_params` refuses it.
+    """
+    return int(sum(math.prod(w.shape) for w in model.weights))
 
 
 def _loss_name(loss: Any) -> Any:

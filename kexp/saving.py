@@ -107,4 +107,30 @@ def load_model(run_dir: str | os.PathLike, fit: str = "model", *, compile: bool 
         saved = sorted(p.stem for p in (Path(run_dir) / MODELS_DIR).glob("*.keras") if not p.name.startswith("."))
         raise UsageError(f"load_model: no model {fit!r} in {str(run_dir)!r}; "
                          f"allowed: {', '.join(saved) if saved else 'none: this run saved no model'}")
-    return keras.models.load_model(path, compile=compile)
+    model = keras.models.load_model(path, compile=compile)
+    stored = _stored_weights(path)
+    if len(model.weights) < stored:
+        # Keras only warns (or says nothing) when a layer of the rebuilt model was never built: its weights
+        # stay at their initial values, or absent. A model that looks loaded and is not is refused.
+        raise UsageError(
+            f"load_model: {str(path)!r} holds {stored} weights but the {type(model).__name__} rebuilt from its "
+            f"config has {len(model.weights)}: its layers are built lazily (in train_step or on the first call) "
+            "and Keras cannot load their weights; allowed: a model whose class builds its layers in __init__ "
+            "or implements build(input_shape), as Keras' saving needs")
+    return model
+
+
+def _stored_weights(path: Path) -> int:
+    """Returns how many model weights (optimizer variables aside) a `.keras` file stores."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as archive:
+        if "model.weights.h5" not in archive.namelist():
+            return 0
+        names: list[str] = []
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+            weights.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+    return sum(1 for name in names if not name.startswith("optimizer"))

@@ -107,12 +107,17 @@ def open_run(
         on_open(run_dir)
     new_folder = resume is None or not chief
     previous_policy = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(train.precision)
+    if train.precision != "global":
+        # A setting wins; left at `global`, the caller's own global policy holds, as in plain Keras.
+        keras.mixed_precision.set_dtype_policy(train.precision)
+    precision = {"policy": keras.mixed_precision.dtype_policy().name,
+                 "set_by": "train.precision" if train.precision != "global" else "the global policy"}
     stop = StopRequest()
     # Every worker of a resumed multi-worker run restores the chief's state.
     backup_root = Path(resume).absolute() / "backup" if resume is not None else None
     harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, backup_root=backup_root,
-                      run_info={"experiment": name, "config": config_data}, resumed=resume is not None)
+                      run_info={"experiment": name, "config": config_data}, resumed=resume is not None,
+                      precision=precision)
     harness.seeded_globally = seeded
     if chief and resume is None:
         # The run folder is one HParams session (a resumed run writes its start again at the end:
@@ -128,7 +133,13 @@ def open_run(
             try:
                 yield harness
                 stop.check()
-            except UsageError:
+            except UsageError as err:
+                if harness.fit_settings and new_folder:
+                    # A library user's run that already holds fits keeps them: the refused call
+                    # itself left nothing, and results.json says the run failed.
+                    harness.status = "failed"
+                    err.run_dir = run_dir if chief else None  # type: ignore[attr-defined]
+                    raise
                 # Bad input: a new folder goes, a resumed one stays as it was.
                 usage_error = True
                 harness.close()
@@ -268,6 +279,8 @@ def _results(harness: Harness, name: str, config: dict, wall_time_s: float) -> d
         "config": config,
         "wall_time_s": round(wall_time_s, 3),
         "train_samples_per_s": round(harness.train_samples_per_s, 1),
+        # The dtype policy models were built and trained under, and whether the config or the caller chose it.
+        "precision": harness.precision,
         "strategy": harness.strategy_name,
         "num_replicas": harness.num_replicas,
         "devices": describe_devices(harness.strategy),
