@@ -82,6 +82,8 @@ def check_name(name: str) -> None:
         raise UsageError(f"--strategy: received {name!r}; allowed: {', '.join(STRATEGIES)}")
     if name == "multi_worker":
         _check_tf_config()
+        if name not in _CREATED:  # once it exists, this process's own server holds the port
+            _check_own_port_free()
 
 
 def make_strategy(name: str) -> Any:
@@ -173,6 +175,45 @@ def _check_tf_config() -> None:
             f"TF_CONFIG task.index: received {_shown(index)}; "
             f"allowed: an integer 0..{size - 1} (cluster.{_key(task_type)} has {size} address{'es' if size > 1 else ''})"
         )
+
+
+def _check_own_port_free() -> None:
+    """Checks that this worker's own `TF_CONFIG` address can be bound here, before TensorFlow starts.
+
+    TensorFlow binds its gRPC server to every interface (0.0.0.0) at the
+    port of `cluster[task.type][task.index]`; a port already in use is
+    otherwise a traceback ("Could not start gRPC server"). Call it after
+    `_check_tf_config`, which has checked the address's shape.
+
+    Raises:
+        UsageError: One line naming TF_CONFIG, the address and that its port is in use (or not permitted).
+    """
+    import errno
+    import json
+    import socket
+
+    try:
+        tf_config = json.loads(os.environ["TF_CONFIG"])
+        task_type, index = tf_config["task"]["type"], tf_config["task"]["index"]
+        address = tf_config["cluster"][task_type][index]
+    except (KeyError, TypeError, ValueError, RecursionError, IndexError):
+        return  # _check_tf_config judges the shape
+    port = int(address.rpartition(":")[2])
+    where = f"TF_CONFIG cluster.{_key(task_type)}[{index}] (this worker's own address): received {_shown(address)}"
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # As gRPC does: a port left in TIME_WAIT by an earlier run is free to reuse.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("0.0.0.0", port))
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise UsageError(f"{where}; port {port} is in use on this machine; allowed: a free port") from None
+        if err.errno == errno.EACCES:
+            raise UsageError(f"{where}; port {port} may not be bound here (permission denied); "
+                             "allowed: a port this user may open (usually >= 1024)") from None
+        # Anything else is TensorFlow's to report.
+    finally:
+        probe.close()
 
 
 def _host_port(address: str) -> bool:

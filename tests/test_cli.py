@@ -126,6 +126,19 @@ def test_wrong_tf_config_exits_2_with_one_line_before_tensorflow(tf_config, mess
     _assert_exit_2_one_line(proc, message, logdir)
 
 
+def test_tf_config_whose_own_port_is_in_use_exits_2_before_tensorflow(logdir):
+    import socket
+
+    with socket.socket() as holder:  # another program on this worker's port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        tf_config = _tf_config(workers=(f"127.0.0.1:{port}", "127.0.0.1:1"))
+        proc = run_cli("run", "xor", "--strategy", "multi_worker", "--logdir", str(logdir), env={"TF_CONFIG": tf_config})
+    _assert_exit_2_one_line(proc, f"TF_CONFIG cluster.worker[0] (this worker's own address): received "
+                                  f"'127.0.0.1:{port}'; port {port} is in use on this machine", logdir)
+
+
 @pytest.mark.parametrize("saved, message", [
     ({"train": "abc"}, "train: received 'abc'; allowed: a JSON object of key: value"),
     ({"train": {"epochs": {"a": 1}}}, "train.epochs: received {'a': 1}; allowed: a string, number"),
