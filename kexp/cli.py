@@ -104,7 +104,18 @@ def _positive(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the CLI and returns its exit code."""
+    """Runs the CLI and returns its exit code.
+
+    Output to a reader that has left (`kexp run NAME | head -2`) is dropped:
+    the command goes on and ends as it would have (see `kexp.pipes`).
+    """
+    from kexp.pipes import dropping_closed_pipes
+
+    with dropping_closed_pipes():
+        return _dispatch(argv)
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "list":
@@ -189,12 +200,16 @@ def _show(name: str, overrides: Sequence[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kexp.interrupt import StopRequest
+    import signal
+
+    from kexp.interrupt import StopRequest, raise_on_signals
     from kexp.runner import RUN_FOLDER_LINE, request_config, run_experiment
     from kexp.strategy import check_name
 
     # A second Ctrl-C ends the command at once (a library call raises instead).
     StopRequest.exit_on_second = True
+    # Before the run opens, a signal ends the command with nothing left (130/143); the run then catches them.
+    raise_on_signals()
 
     # Bad input fails here, before TensorFlow loads.
     request_config(args.name, args.overrides, args.resume)
@@ -210,6 +225,9 @@ def _run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
             print(f"status: failed\nrun_dir: {err.run_dir}", flush=True)
         raise
+    # The run is over and its files written: a signal now would only cut the summary short.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     for key, value in results["metrics"].items():
         print(f"{key}: {value:.6g}")
     bar_line = _quality_bar_line(args.name, results["metrics"])

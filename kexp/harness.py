@@ -23,6 +23,7 @@ import dataclasses
 import inspect
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -122,6 +123,10 @@ class Harness(RunOutputs):
         self.saved_models: dict[str, str] = {}
         # Whether the final metrics and HParams session end went to TensorBoard (`kexp.session`).
         self.final_logged = False
+        # When the run started (`time.perf_counter`), and whether bad input ended it: nothing more is
+        # written then, and a new folder is removed (`kexp.session`).
+        self.started = time.perf_counter()
+        self.refused = False
 
     @contextlib.contextmanager
     def overrides(self, **changes: Any) -> Iterator[TrainConfig]:

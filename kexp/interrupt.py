@@ -134,3 +134,18 @@ class StopRequest:
         self._main_sigints += 1
         if self._main_sigints >= 2 and not self.exit_on_second:
             raise KeyboardInterrupt("second SIGINT")
+
+
+def raise_on_signals() -> None:
+    """Makes SIGINT and SIGTERM raise `RunInterrupted` in the main thread until a `StopRequest` takes over.
+
+    For the command line before its run opens (TensorFlow's import takes
+    seconds): SIGTERM's default would kill the process with no message and
+    no exit code of its own. A run's `StopRequest` replaces these handlers
+    while it is active and puts them back when it ends.
+    """
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise RunInterrupted(signum)
+
+    for signum in EXIT_CODES:
+        signal.signal(signum, interrupt)

@@ -85,6 +85,56 @@ def open_run(
         WriteError: A file of the run could not be written (names the file).
     """
     rundir.check_name(name, "open_run name")
+    stop = StopRequest()
+    # Signals are caught from before the run folder exists until its lock is released: a SIGINT or
+    # SIGTERM at any moment is a clean stop (interrupted, resumable), or before the folder, nothing left.
+    with stop:
+        train, tf_strategy, seeded = _prepare(train, config, strategy)
+        chief = is_chief(tf_strategy)
+        config_data = to_dict(config) if config is not None else {"train": to_dict(train)}
+        stop.check()
+        run_dir, lock = _open_folder(name, logdir, resume, chief, config_data)
+        try:
+            if on_open is not None and chief:
+                on_open(run_dir)
+            previous_policy = keras.mixed_precision.dtype_policy()
+            # Every worker of a resumed multi-worker run restores the chief's state.
+            backup_root = Path(resume).absolute() / "backup" if resume is not None else None
+            harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop,
+                              backup_root=backup_root, run_info={"experiment": name, "config": config_data},
+                              resumed=resume is not None, precision=_set_precision(train))
+            harness.seeded_globally = seeded
+            try:
+                stop.check()  # a signal while the folder was made: status interrupted, resumable
+                _start_logs(harness, config_data, chief and resume is None)
+                yield harness
+                stop.check()
+            except BaseException as err:
+                _on_error(err, harness, new_folder=resume is None or not chief, chief=chief)
+                raise
+            finally:
+                keras.mixed_precision.set_dtype_policy(previous_policy)
+                if run_dir.exists() and not harness.refused:
+                    _write_results(harness, name, config_data, chief, failing=sys.exc_info()[1] is not None)
+            if stop.requested:
+                # A signal that arrived while results.json was written.
+                harness.status = "interrupted"
+                _write_results(harness, name, config_data, chief)
+                interrupted = RunInterrupted(stop.signum)  # type: ignore[arg-type]
+                interrupted.run_dir = run_dir if chief else None  # type: ignore[attr-defined]
+                raise interrupted
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+def _prepare(train: TrainConfig | None, config: ExperimentConfig | None, strategy: str
+             ) -> tuple[TrainConfig, Any, bool]:
+    """Returns the run's train settings (checked, seed drawn if None), its strategy, and whether it seeded globally.
+
+    Raises:
+        UsageError: A setting `--set` would refuse, or a bad strategy.
+    """
     train = train or (config.train if config is not None else TrainConfig())
     # Settings made in Python never went through `--set`: the same checks, before any folder exists.
     validate(config if config is not None else ExperimentConfig(data=None, model=None, train=train))
@@ -100,83 +150,50 @@ def open_run(
         train = dataclasses.replace(train, seed=random.randrange(2**31))
     if train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    chief = is_chief(tf_strategy)
-    config_data = to_dict(config) if config is not None else {"train": to_dict(train)}
-    run_dir, lock = _open_folder(name, logdir, resume, chief, config_data)
-    if on_open is not None and chief:
-        on_open(run_dir)
-    new_folder = resume is None or not chief
-    previous_policy = keras.mixed_precision.dtype_policy()
+    return train, tf_strategy, seeded
+
+
+def _set_precision(train: TrainConfig) -> dict[str, str]:
+    """Sets the dtype policy `train.precision` names and returns what the run trains under, and who chose it."""
     if train.precision != "global":
         # A setting wins; left at `global`, the caller's own global policy holds, as in plain Keras.
         keras.mixed_precision.set_dtype_policy(train.precision)
-    precision = {"policy": keras.mixed_precision.dtype_policy().name,
-                 "set_by": "train.precision" if train.precision != "global" else "the global policy"}
-    stop = StopRequest()
-    # Every worker of a resumed multi-worker run restores the chief's state.
-    backup_root = Path(resume).absolute() / "backup" if resume is not None else None
-    harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, backup_root=backup_root,
-                      run_info={"experiment": name, "config": config_data}, resumed=resume is not None,
-                      precision=precision)
-    harness.seeded_globally = seeded
-    if chief and resume is None:
-        # The run folder is one HParams session (a resumed run writes its start again at the end:
-        # a resume that fails must leave the folder as it was).
-        harness.summaries.write_hparams(hparams.flatten(config_data), trial_id=run_dir.name)
+    return {"policy": keras.mixed_precision.dtype_policy().name,
+            "set_by": "train.precision" if train.precision != "global" else "the global policy"}
+
+
+def _start_logs(harness: Harness, config_data: dict, new_run: bool) -> None:
+    """Writes a new run's HParams session start and config text (a resumed run writes its start at the end:
+    a resume that fails must leave the folder as it was)."""
+    harness.started = time.perf_counter()
+    if new_run:
+        harness.summaries.write_hparams(hparams.flatten(config_data), trial_id=harness.run_dir.name)
         harness.images.write_text("config", _config_markdown(config_data))
-    started = time.perf_counter()
-    usage_error = False
-    try:
-        # Signals stay caught until results.json is written: a stop then
-        # still leaves a results.json, with status interrupted.
-        with stop:
-            try:
-                yield harness
-                stop.check()
-            except UsageError as err:
-                if harness.fit_settings and new_folder:
-                    # A library user's run that already holds fits keeps them: the refused call
-                    # itself left nothing, and results.json says the run failed.
-                    harness.status = "failed"
-                    err.run_dir = run_dir if chief else None  # type: ignore[attr-defined]
-                    raise
-                # Bad input: a new folder goes, a resumed one stays as it was.
-                usage_error = True
-                harness.close()
-                if new_folder and chief:
-                    rundir.remove_run_dir(run_dir)
-                elif new_folder:
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                raise
-            except KeyboardInterrupt as err:
-                harness.status = "interrupted"
-                err.run_dir = run_dir if chief else None  # type: ignore[attr-defined]
-                raise
-            except SystemExit as err:
-                harness.status = "failed"
-                failed = RunError(f"the experiment exited (sys.exit({err.code!r})) before it finished")
-                failed.run_dir = run_dir if chief else None  # type: ignore[attr-defined]
-                raise failed from None
-            except BaseException as err:
-                harness.status = "failed"
-                # The CLI still ends with `run_dir: PATH` (kexp sweep reads it).
-                err.run_dir = run_dir if chief else None  # type: ignore[attr-defined]
-                raise
-            finally:
-                keras.mixed_precision.set_dtype_policy(previous_policy)
-                if run_dir.exists() and not usage_error:
-                    _write_results(harness, name, config_data, time.perf_counter() - started, chief,
-                                   failing=sys.exc_info()[1] is not None)
-            if stop.requested:
-                # A signal that arrived while results.json was written.
-                harness.status = "interrupted"
-                _write_results(harness, name, config_data, time.perf_counter() - started, chief)
-                interrupted = RunInterrupted(stop.signum)  # type: ignore[arg-type]
-                interrupted.run_dir = run_dir if chief else None  # type: ignore[attr-defined]
-                raise interrupted
-    finally:
-        if lock is not None:
-            lock.release()
+
+
+def _on_error(err: BaseException, harness: Harness, *, new_folder: bool, chief: bool) -> None:
+    """Sets the run's status for an error leaving the block, and the folder it names (`err.run_dir`).
+
+    Bad input (`UsageError`) removes a new folder that holds no fit; a
+    resumed one stays as it was; a library user's folder with fits stays,
+    failed. A `SystemExit` becomes a `RunError`.
+    """
+    run_dir = harness.run_dir if chief else None
+    if isinstance(err, UsageError) and not (harness.fit_settings and new_folder):
+        harness.refused = True
+        harness.close()
+        if new_folder and chief:
+            rundir.remove_run_dir(harness.run_dir)
+        elif new_folder:
+            shutil.rmtree(harness.run_dir, ignore_errors=True)
+        return
+    harness.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+    if isinstance(err, SystemExit):
+        failed = RunError(f"the experiment exited (sys.exit({err.code!r})) before it finished")
+        failed.run_dir = run_dir  # type: ignore[attr-defined]
+        raise failed from None
+    # The CLI still ends with `run_dir: PATH`.
+    err.run_dir = run_dir  # type: ignore[attr-defined]
 
 
 def _open_folder(name: str, logdir: str | Path, resume: str | Path | None, chief: bool,
@@ -218,14 +235,13 @@ def _finished(run_dir: Path) -> bool:
         return False
 
 
-def _write_results(harness: Harness, name: str, config_data: dict, wall_time_s: float, chief: bool,
-                   failing: bool = False) -> None:
+def _write_results(harness: Harness, name: str, config_data: dict, chief: bool, failing: bool = False) -> None:
     """Writes `results.json` (chief) or removes a worker's scratch folder.
 
     When the run is already failing, a write that fails too keeps the first
     error: it names what failed first (a full disk fails both).
     """
-    harness.results = _results(harness, name, config_data, wall_time_s)
+    harness.results = _results(harness, name, config_data, time.perf_counter() - harness.started)
     if chief and not harness.final_logged:
         harness.final_logged = True
         _log_final(harness, config_data)

@@ -290,3 +290,28 @@ def _mark_unfinished(run_dir, epochs: int) -> None:
     config = json.loads((run_dir / "config.json").read_text())
     config["train"]["epochs"] = epochs
     (run_dir / "config.json").write_text(json.dumps(config))
+
+
+# -- 5: a resume refused at its second fit leaves the folder byte for byte as it was --
+
+def _snapshot(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_resume_whose_second_fit_does_not_fit_changes_nothing(logdir):
+    x, y = _xy()
+    wide = lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])  # noqa: E731
+    train = TrainConfig(epochs=2)
+    with kexp.open_run("two", logdir=logdir, train=train, verbose=0) as run:
+        run.fit(_dense, (x, y), loss="mse", name="first")
+        run.fit(wide, (x, y), loss="mse", name="second")
+    (run.run_dir / "results.json").unlink()  # as a kill during the second fit would leave it
+    # The second fit's state now comes from other settings: one layer where the model has two.
+    (run.run_dir / "backup" / "second" / "state.npz").write_bytes(
+        (run.run_dir / "backup" / "first" / "state.npz").read_bytes())
+    before = _snapshot(run.run_dir)
+    with pytest.raises(UsageError, match="its state does not match this model"):
+        with kexp.open_run("two", logdir=logdir, train=train, verbose=0, resume=run.run_dir) as again:
+            again.fit(_dense, (x, y), loss="mse", name="first")
+            again.fit(wide, (x, y), loss="mse", name="second")
+    assert _snapshot(run.run_dir) == before
