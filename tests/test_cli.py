@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import finish, run_cli, start_run
 
 
 def test_list_names_experiments_without_importing_tensorflow():
@@ -169,6 +169,20 @@ def test_unwritable_logdir_exits_2(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("kexp: error: --logdir "), proc.stderr
     assert "not writable" in lines[-1]
+
+
+def test_run_whose_reader_leaves_trains_to_the_end_and_ends_ok(logdir):
+    # `kexp run xor | head -2`: the reader takes two lines and closes the pipe; only the output is lost.
+    proc = start_run("xor", "--logdir", str(logdir), "--set", "train.epochs=3")
+    first = [proc.stdout.readline() for _ in range(2)]
+    proc.stdout.close()
+    code, _, err = finish(proc, timeout=300)
+    assert code == 0, err[-3000:]
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err[-3000:]
+    run_dir = Path(first[0].strip().removeprefix("kexp: run folder "))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "ok"
+    assert list((run_dir / "models").glob("*.keras"))
 
 
 def test_diverged_run_exits_1_with_status_diverged(logdir):
