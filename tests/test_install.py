@@ -11,6 +11,110 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
+OUTSIDE_VAE = '''"""Keras' VAE example, small: a subclassed model whose train_step never calls self(x)."""
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="myproj")
+class VAE(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                                         keras.layers.Dense(4)])
+        self.decoder = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4)])
+        self.total = keras.metrics.Mean(name="loss")
+        self.seed_generator = keras.random.SeedGenerator(7)
+
+    @property
+    def metrics(self):
+        return [self.total]
+
+    def train_step(self, data):
+        x = data[0] if isinstance(data, tuple) else data
+        with tf.GradientTape() as tape:
+            mean, log_var = tf.split(self.encoder(x), 2, axis=-1)
+            z = mean + tf.exp(0.5 * log_var) * keras.random.normal(tf.shape(mean), seed=self.seed_generator)
+            loss = tf.reduce_mean(tf.square(x - self.decoder(z))) - 0.005 * tf.reduce_mean(1 + log_var - mean ** 2)
+        grads = tape.gradient(loss, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+        self.total.update_state(loss)
+        return {"loss": self.total.result()}
+
+'''
+
+# A Keras user's own models through the harness (issue 22 items 1, 2, 6, 7, 8), in the outside project's venv.
+OUTSIDE_KERAS_USER = '''
+import sys
+import keras, numpy as np
+import kexp
+from kexp import TrainConfig
+from myproj.vae import VAE
+
+logdir = sys.argv[1]
+rng = np.random.default_rng(0)
+x = rng.normal(size=(128, 4)).astype("float32")
+y = (x[:, :1] > 0).astype("float32")
+dense = lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+
+keras.mixed_precision.set_global_policy("mixed_bfloat16")  # 1: the user's policy holds
+with kexp.open_run("policy", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+    model = run.fit(dense, (x, y), loss="binary_crossentropy")
+assert model.layers[-1].compute_dtype == "bfloat16", model.layers[-1].compute_dtype
+assert run.results["precision"] == {"policy": "mixed_bfloat16", "set_by": "the global policy"}
+keras.mixed_precision.set_global_policy("float32")
+
+def compiled():
+    model = dense()
+    model.compile("adam", "mse")
+    return model
+
+try:  # 2: compile arguments for a compiled model are refused, not dropped
+    with kexp.open_run("compiled", logdir=logdir, verbose=0) as run:
+        run.fit(compiled, (x, y), loss="mae", metrics=["mae"])
+    raise AssertionError("not refused")
+except kexp.UsageError as err:
+    assert "fit: received loss, metrics for a model that is already compiled" in str(err), err
+
+def vae():
+    model = VAE()
+    model.compile(keras.optimizers.Adam(1e-2))
+    return model
+
+with kexp.open_run("vae", logdir=logdir, train=TrainConfig(epochs=2), verbose=0) as run:  # 6
+    model = run.fit(vae, (x,))
+assert run.results["status"] == "ok" and run.results["fits"]["model"]["params"] == 88
+loaded = kexp.load_model(run.run_dir)
+np.testing.assert_array_equal(loaded.decoder.layers[-1].kernel.numpy(), model.decoder.layers[-1].kernel.numpy())
+
+inputs = keras.Input((4,))  # 7: per-output metrics, loss_weights, weighted_metrics
+outputs = {"reg": keras.layers.Dense(1, name="reg")(inputs),
+           "cls": keras.layers.Dense(1, activation="sigmoid", name="cls")(inputs)}
+with kexp.open_run("multi", logdir=logdir, train=TrainConfig(epochs=2), verbose=0) as run:
+    model = run.fit(lambda: keras.Model(inputs, outputs), (x, {"reg": 2 * x[:, :1], "cls": y}),
+                    loss={"reg": "mse", "cls": "binary_crossentropy"}, metrics={"reg": ["mae"], "cls": ["accuracy"]},
+                    loss_weights={"reg": 0.5, "cls": 2.0}, weighted_metrics={"cls": ["accuracy"]})
+assert {"reg_mae", "cls_accuracy", "cls_weighted_accuracy"} <= set(model.history.history)
+
+class Batches(keras.utils.PyDataset):  # 8: a PyDataset, a generator, validation_data, verbose
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return x[index * 32:(index + 1) * 32], y[index * 32:(index + 1) * 32]
+
+def batches():
+    while True:
+        yield from (Batches()[i] for i in range(4))
+
+with kexp.open_run("streams", logdir=logdir, train=TrainConfig(epochs=2), verbose=2) as run:
+    run.fit(dense, Batches(), validation_data=Batches(), loss="binary_crossentropy", verbose=0)
+    run.fit(dense, batches(), steps_per_epoch=4, loss="binary_crossentropy", verbose=0)
+assert run.results["fits"]["model"]["input"]["examples_per_epoch"] == [128, 128]
+assert run.results["fits"]["model_2"]["input"]["examples_pulled"] >= 256
+print("KERAS_USER_OK")
+'''
+
 
 @pytest.mark.slow
 def test_wheel_install_lists_and_runs_from_another_directory(tmp_path: Path):
@@ -129,6 +233,7 @@ def test_outside_project_fits_loads_and_runs_its_entry_point_experiment(tmp_path
         "import numpy as np\n\ndef line():\n    x = np.linspace(-1, 1, 128, dtype='float32')[:, None]\n"
         "    return x, 2 * x + 1\n")
     (project / "myproj" / "my_exp.py").write_text(OUTSIDE_EXPERIMENT)
+    (project / "myproj" / "vae.py").write_text(OUTSIDE_VAE)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -141,6 +246,10 @@ def test_outside_project_fits_loads_and_runs_its_entry_point_experiment(tmp_path
     work = tmp_path / "work"
     work.mkdir()
     (work / "fit.py").write_text(OUTSIDE_SCRIPT)
+    (work / "keras_user.py").write_text(OUTSIDE_KERAS_USER)
+    user = subprocess.run([python, "keras_user.py", str(work / "user_logs")], cwd=work, capture_output=True,
+                          text=True, timeout=300)
+    assert user.returncode == 0 and "KERAS_USER_OK" in user.stdout, user.stderr[-3000:]
 
     fitted = subprocess.run([python, "fit.py", str(work / "logs")], cwd=work, capture_output=True, text=True,
                             timeout=300)
