@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from kexp.errors import UsageError, WriteError
-from kexp.rundir import fsync_dir
+from kexp.rundir import fsync_dir, parse_json, regular_file_problem
 
 STATE_FILE = "state.npz"
 _TEMP_PREFIX = ".state-"
@@ -140,25 +140,62 @@ def remove_temp_files(backup_dir: Path) -> None:
 
 
 def load(path: Path) -> TrainingState:
-    """Reads a state file.
+    """Reads a state file, checking all of it before a resume acts on any of it.
 
     Raises:
-        UsageError: When the file is not a readable kexp state file.
+        UsageError: When the file is not a readable kexp state file: not a
+            regular file (a FIFO would block the read), torn, or with a
+            header kexp would not have written (an `epochs_done` that is not
+            a count within `epochs`, an experiment that is not a name).
     """
+    problem = regular_file_problem(path)
+    if problem:
+        raise UsageError(f"{path} is not a readable kexp training state ({problem})")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-        header = json.loads(str(arrays.pop(_HEADER)))
+        header = parse_json(str(arrays.pop(_HEADER)))
         if not isinstance(header, dict):  # valid JSON, but not the header's object
             raise ValueError(f"header is a JSON {type(header).__name__}, not an object")
         if header.get("format") != _FORMAT:
-            raise ValueError(f"format {header.get('format')!r}")
-        run = header.get("run")
-        if run is not None and not isinstance(run, dict):
-            raise ValueError(f"run is a JSON {type(run).__name__}, not an object")
-        return TrainingState(int(header["epochs_done"]), arrays, dict(header["names"]), run)
+            raise ValueError(f"format {_cut(header.get('format'))}")
+        epochs, epochs_done = header.get("epochs"), header.get("epochs_done")
+        if not _is_count(epochs) or not _is_count(epochs_done) or epochs_done > epochs:
+            raise ValueError(f"epochs_done {_cut(epochs_done)} of epochs {_cut(epochs)}; "
+                             "allowed: whole numbers, 0 <= epochs_done <= epochs")
+        names = header.get("names")
+        if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+            raise ValueError(f"names {_cut(names)}")
+        return TrainingState(epochs_done, arrays, names, _checked_run(header.get("run")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as err:
         raise UsageError(f"{path} is not a readable kexp training state ({err})") from None
+
+
+def _checked_run(run: Any) -> dict[str, Any] | None:
+    """Returns a header's `run` once it has the shape `save` writes; raises ValueError otherwise."""
+    if run is None:
+        return None
+    if not isinstance(run, dict):
+        raise ValueError(f"run is a JSON {type(run).__name__}, not an object")
+    for key in ("experiment", "fit"):
+        if key in run and not isinstance(run[key], str):
+            raise ValueError(f"run.{key} {_cut(run[key])}; allowed: a name")
+    if run.get("config") is not None and not isinstance(run["config"], dict):
+        raise ValueError(f"run.config {_cut(run['config'])}; allowed: a JSON object")
+    return run
+
+
+# More epochs than anyone trains; bounds what a forged header can make a resume do.
+_MAX_EPOCHS = 10**9
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_EPOCHS
+
+
+def _cut(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def restore(model: Any, state: TrainingState, where: str) -> None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from kexp import checkpoint, registry
-from kexp.config import ExperimentConfig, _shown, apply_overrides, from_dict
-from kexp.errors import ConfigError, UsageError
+from kexp import checkpoint, registry, rundir
+from kexp.config import ExperimentConfig, _shown, apply_overrides, from_dict, to_dict
+from kexp.errors import ConfigError, UsageError, WriteError
 from kexp.strategy import check_name
 
 
-# The line `kexp run` prints first once its folder exists (kexp sweep reads it); its last is `run_dir: PATH`.
+# The line `kexp run` prints first once its folder exists; its last is `run_dir: PATH`.
 RUN_FOLDER_LINE = "kexp: run folder "
+# Names a file where the run writes `{"run_dir": PATH}` once its folder exists (and is locked): how
+# kexp sweep learns each point's folder without reading its output, which a path with a newline would split.
+RUN_RECORD_ENV = "KEXP_RUN_RECORD"
 
 
 def resolve(name: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -44,7 +49,8 @@ def request_config(name: str, overrides: Sequence[str] = (), resume: str | Path 
 def resume_config(name: str, run_dir: str | Path) -> ExperimentConfig:
     """Checks that `run_dir` is an unfinished run of experiment `name` and returns its config.
 
-    Needs no TensorFlow: the CLI calls it so that a bad folder fails at once.
+    Needs no TensorFlow: the CLI calls it so that a bad folder fails at once,
+    before anything in it is written.
 
     Args:
         name: The experiment the run must belong to.
@@ -62,20 +68,13 @@ def resume_config(name: str, run_dir: str | Path) -> ExperimentConfig:
     allowed = f"allowed: a run folder of {name} (LOGDIR/{name}/RUN_ID) that did not finish"
     if not folder.is_dir():
         raise UsageError(f"{prefix}: not a folder; {allowed}")
+    _check_regular_files(folder, prefix)
     results = _read_json(folder / "results.json", prefix, allowed, required=False)
-    if not results and not (folder / "config.json").exists():
+    if not results and rundir.regular_file_problem(folder / "config.json") == "missing":
         # Not a run at all (its parent's name says nothing then).
         raise UsageError(f"{prefix}: no config.json in it; {allowed}")
-    states = {}
-    for state_file in sorted(folder.glob(f"backup/*/{checkpoint.STATE_FILE}")):
-        try:
-            states[state_file.parent.name] = checkpoint.load(state_file)  # a torn state fails here, before training
-        except UsageError as err:
-            raise UsageError(f"{prefix}: {err}; {allowed}") from None
-    trained_under = [state.run for state in states.values() if state.run]
-    # The name a state was trained under survives a moved or linked folder.
-    experiment = (results.get("experiment") if results else None) or (
-        trained_under[0].get("experiment") if trained_under else folder.absolute().parent.name)
+    states = _load_states(folder, prefix, allowed)
+    experiment = _experiment_of(name, module, folder, results, states, prefix, allowed)
     if experiment != name:
         raise UsageError(f"{prefix}: a run of {experiment!r}, not {name!r}; {allowed}")
     if results and results.get("status") == "ok":
@@ -97,6 +96,68 @@ def resume_config(name: str, run_dir: str | Path) -> ExperimentConfig:
                 "allowed: the run's config.json as it was written")
     _check_history_has_state(folder, set(states), prefix)
     return config
+
+
+def _check_regular_files(folder: Path, prefix: str) -> None:
+    """Refuses a run folder holding anything but folders and regular files (or links to them).
+
+    A resume reads and rewrites the files it finds (`config.json`, state
+    files, `history.csv`, event files): opening a FIFO there would block
+    forever, and a device could be endless.
+    """
+    for parent, _, files in os.walk(folder):
+        for file in files:
+            path = Path(parent) / file
+            problem = rundir.regular_file_problem(path)
+            if problem:
+                raise UsageError(f"{prefix}: {path.relative_to(folder)} is {problem}; allowed: a run folder "
+                                 "whose files are regular files, as kexp wrote them")
+
+
+def _load_states(folder: Path, prefix: str, allowed: str) -> dict[str, checkpoint.TrainingState]:
+    """Reads every fit's state file: a torn or forged one fails here, before anything trains or is written."""
+    states = {}
+    for state_file in sorted(folder.glob(f"backup/*/{checkpoint.STATE_FILE}")):
+        try:
+            states[state_file.parent.name] = checkpoint.load(state_file)
+        except UsageError as err:
+            raise UsageError(f"{prefix}: {err}; {allowed}") from None
+    return states
+
+
+def _experiment_of(name: str, module: Any, folder: Path, results: dict[str, Any], states: dict[str, Any], prefix: str,
+                   allowed: str) -> str:
+    """Returns the experiment a run folder is a run of.
+
+    `results.json` and the state files record it, and survive a moved or
+    linked folder. A run killed before its first state has neither: then its
+    real location's experiment folder, or, for a folder moved out of its
+    experiment's, its `config.json` when that is a complete config of
+    `module`'s experiment (`config.json` does not name the experiment).
+    """
+    if results:
+        experiment = results.get("experiment")
+        if not isinstance(experiment, str):
+            raise UsageError(f"{prefix}: results.json names no experiment (received {_cut(experiment)}); {allowed}")
+        return experiment
+    trained_under = [state.run["experiment"] for state in states.values()
+                     if state.run and "experiment" in state.run]
+    if trained_under:
+        return trained_under[0]
+    # The real folder: a link's own parent says nothing.
+    layout = folder.resolve().parent.name
+    if layout == name:
+        return layout
+    saved = _read_json(folder / "config.json", prefix, allowed, required=True)
+    try:
+        complete = _as_json(to_dict(from_dict(module.CONFIG, saved))) == saved
+    except ConfigError:
+        complete = False
+    return name if complete else layout
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value))
 
 
 def _check_history_has_state(folder: Path, fits_with_state: set[str], prefix: str) -> None:
@@ -136,17 +197,39 @@ def _cut(value: Any) -> str:
 
 
 def _read_json(path: Path, prefix: str, allowed: str, *, required: bool) -> dict[str, Any]:
-    if not path.exists():
-        if required:
-            raise UsageError(f"{prefix}: no {path.name} in it; {allowed}")
-        return {}
+    """Reads a run folder's JSON object file; `{}` for a missing one unless `required`."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{prefix}: {path.name} is not readable JSON ({err}); {allowed}") from None
+        data = rundir.read_json(path, **({} if required else {"missing": {}}))
+    except rundir.CorruptFile as err:
+        if err.reason == "missing":
+            raise UsageError(f"{prefix}: no {path.name} in it; {allowed}") from None
+        raise UsageError(f"{prefix}: {path.name} is not readable JSON ({err.reason}); {allowed}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{prefix}: {path.name} is not a JSON object; {allowed}")
     return data
+
+
+def _recording(on_open: Callable[[Path], None] | None) -> Callable[[Path], None] | None:
+    """Returns `on_open`, also writing the run folder to the file `RUN_RECORD_ENV` names, when set.
+
+    The variable is taken out of the environment: the first run of the
+    process is the one its parent asked for (an experiment that runs others
+    must not overwrite the record).
+    """
+    record = os.environ.pop(RUN_RECORD_ENV, "")
+    if not record:
+        return on_open
+
+    def opened(run_dir: Path) -> None:
+        try:
+            rundir.write_json(Path(record), {"run_dir": str(Path(run_dir).absolute())})
+        except WriteError as err:
+            # The run itself is fine; only its parent will not find it.
+            print(f"kexp: warning: {err}", file=sys.stderr)
+        if on_open is not None:
+            on_open(run_dir)
+
+    return opened
 
 
 def override_strings(overrides: Mapping[str, Any] | Iterable[str]) -> list[str]:
@@ -216,6 +299,6 @@ def run_experiment(
     from kexp.session import open_run
 
     with open_run(name, logdir=logdir, strategy=strategy, config=config, verbose=verbose,
-                  resume=resume, on_open=on_open) as harness:
+                  resume=resume, on_open=_recording(on_open)) as harness:
         harness.record(**module.run(config, harness))
     return harness.results

@@ -16,7 +16,6 @@ Sweep folders (`kexp sweep`, they hold a `sweep.json`) are not runs and are skip
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -77,7 +76,8 @@ def describe(run_dir: Path) -> dict[str, Any]:
         "reason": "", "config": None, "metrics": {}, "wall_time_s": None, "train_samples_per_s": None,
         "_created": _created(run_dir),
     }
-    results, results_error = _read(run_dir / "results.json")
+    # Other tools write NaN for a diverged metric: listed as null, as kexp writes it.
+    results, results_error = _read(run_dir / "results.json", null_nonfinite=True)
     config, config_error = _read(run_dir / "config.json")
     if rundir.in_use(run_dir):
         entry["status"] = "running"
@@ -161,22 +161,14 @@ def _folders(parent: Path) -> list[Path]:
         return []
 
 
-def _read(path: Path) -> tuple[dict[str, Any] | None, str]:
+def _read(path: Path, null_nonfinite: bool = False) -> tuple[dict[str, Any] | None, str]:
     """Returns `(data, "")`, `(None, why)` for an unreadable file, or `(None, "")` for a missing one."""
-    if not path.exists() and not path.is_symlink():
-        return None, ""
-    if not path.is_file():
-        return None, "not a regular file"  # a folder, a FIFO (reading one would block), a broken link
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        data = rundir.read_json(path, missing=None, null_nonfinite=null_nonfinite)
+    except rundir.CorruptFile as err:
+        return None, err.reason
+    if data is None:
         return None, ""
-    except (OSError, UnicodeDecodeError) as err:
-        return None, f"not readable ({err})"
-    try:
-        data = json.loads(text)
-    except ValueError as err:
-        return None, f"not valid JSON ({err})"
     if not isinstance(data, dict):
         return None, "not a JSON object"
     return data, ""

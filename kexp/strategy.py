@@ -13,12 +13,12 @@ Strategy names accepted everywhere (CLI `--strategy`, `open_run(strategy=)`):
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from kexp.config import _key, _shown  # the one rule for cutting echoed values
 from kexp.errors import UsageError
+from kexp.rundir import parse_json
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 CPU_DEVICES_ENV = "KEXP_CPU_DEVICES"
@@ -143,9 +143,10 @@ def _check_tf_config() -> None:
         )
     shape = 'JSON {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}}'
     try:
-        tf_config = json.loads(raw)
-    except ValueError:
-        raise UsageError(f"TF_CONFIG: received {_shown(raw)}; allowed: {shape}") from None
+        # The shared reader: a deeply nested value is a ValueError, not a RecursionError's traceback.
+        tf_config = parse_json(raw)
+    except ValueError as err:
+        raise UsageError(f"TF_CONFIG: received {_shown(raw)} ({err}); allowed: {shape}") from None
     cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
     task = tf_config.get("task") if isinstance(tf_config, dict) else None
     if not isinstance(cluster, dict) or not isinstance(task, dict):
