@@ -230,13 +230,13 @@ def gan_1d_figure(snapshots: Any, mu: float, sigma: float) -> Any:
     for ax, (title, grid, samples, d_of_x) in zip(axes[0], snapshots):
         pdf = np.exp(-0.5 * ((grid - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
         ax.plot(grid, pdf, color="k", linestyle=":", label="data density")
-        ax.hist(np.clip(samples, grid[0], grid[-1]), bins=60, range=(grid[0], grid[-1]), density=True,
+        # float64 edges, repeats dropped: 61 float32 edges over a span of a few float32 steps collide ("Too many bins").
+        edges = np.unique(np.linspace(float(grid[0]), float(grid[-1]), 61))
+        ax.hist(np.clip(samples, edges[0], edges[-1]), bins=edges if edges.size > 1 else 1, density=True,
                 color="C2", alpha=0.5, label="generator density")
         ax.plot(grid, d_of_x, color="C0", label="D(x)")
         ax.axhline(0.5, color="C0", linewidth=0.5, linestyle="--")
-        ax.set_title(title)
-        ax.set_xlabel("x")
-        ax.set_ylim(0, max(1.05, 1.2 * pdf.max()))
+        ax.set(title=title, xlabel="x", ylim=(0, max(1.05, 1.2 * pdf.max())))
     axes[0][0].legend(loc="upper left", fontsize="small")
     fig.tight_layout()
     return fig

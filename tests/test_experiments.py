@@ -101,3 +101,22 @@ def test_readme_table_states_each_experiments_declared_bars():
         for metric, bar in registry.load(name).EXPECTED.items():
             pattern = rf"`{metric}` [^|(]*\({re.escape(quality.describe(bar))}[);]"
             assert re.search(pattern, row), f"{name}: README row lacks `{metric}` ... ({quality.describe(bar)})"
+
+
+@pytest.mark.parametrize("mu, sigma", [(1e6, 1e-3), (1e6, 1e-300), (1e6, 61.04), (4.0, 1.25)])
+def test_gan_1d_figure_draws_a_histogram_whatever_the_span_of_its_float32_grid(mu, sigma):
+    # Below gan_gaussian_1d's sigma limit (library callers) the float32 grid collapses to a few values or one:
+    # its 60 bins then collided ("Too many bins for data range"). At and above the limit the bins are the grid's.
+    import numpy as np
+
+    from kexp import plots
+
+    grid = np.linspace(mu - 4 * sigma, mu + 4 * sigma, 400, dtype="float32")
+    samples = np.random.default_rng(0).normal(mu, sigma, 1000).astype("float32")
+    with np.errstate(all="ignore"):  # the density of a collapsed grid divides by zero; only the histogram matters
+        figure = plots.gan_1d_figure([("end", grid, samples, np.full(400, 0.5))], mu, sigma)
+    bars = figure.axes[0].patches
+    assert bars and sum(bar.get_height() * bar.get_width() for bar in bars) == pytest.approx(1.0, rel=1e-3)
+    if sigma >= 61.04:
+        assert len(bars) == 60
+    assert plots.to_png(figure)
