@@ -32,6 +32,14 @@ MAX_RANGE_SAMPLES = 10_000_000
 # Inputs and targets hold this many float32 values each (400 MB).
 MAX_WINDOW_VALUES = 100_000_000
 MAX_ROLLOUT_SAMPLES = 1_000_000
+# Consecutive sample x values (float64) must lie at least this many float64
+# steps apart: then rounding moves each spacing by at most 0.1%. Past that,
+# x values merge (x + interval == x at |x| ~ 1e308) and a range or rollout
+# plots and scores the same x over and over.
+X_STEPS_PER_INTERVAL = 1024
+# Below this spacing consecutive sin values differ by under ~8 float32 steps
+# (1.2e-7 apart near 1): the windows the model sees are rounding noise.
+MIN_INTERVAL = 1e-6
 
 if TYPE_CHECKING:
     from kexp.harness import Harness
@@ -42,7 +50,7 @@ class SineData:
     """Which function, how it is sampled and windowed, and the x-ranges."""
 
     function: str = param("sin", choices=("sin", "sin_x_pow"), help="series to forecast")
-    interval: float = param(0.1, gt=0, help="x spacing between samples")
+    interval: float = param(0.1, ge=MIN_INTERVAL, help="x spacing between samples")
     feature_length: int = param(32, ge=2, le=100_000, help="samples per step (even)")
     seq_length: int = param(20, ge=1, le=100_000, help="steps per training sequence")
     stride: int = param(1, ge=1, le=MAX_RANGE_SAMPLES, help="samples between starts of training sequences")
@@ -71,6 +79,7 @@ class SineData:
                     f"data.{key}: received {lo},{hi}; allowed: lo < hi with hi - lo >= {needed:g} "
                     f"(one sequence of seq_length={self.seq_length} plus its target)"
                 )
+            _check_x_resolution(f"data.{key}", f"{lo},{hi}", max(abs(lo), abs(hi)), self.interval)
             if self.function == "sin_x_pow" and lo < 0:
                 raise ConfigError(f"data.{key}: received {lo},{hi}; allowed: x >= 0 for sin_x_pow")
             values = ((math.ceil(samples) - span) // self.stride + 1) * (self.seq_length + 1) * self.feature_length
@@ -111,6 +120,31 @@ class SineConfig(ExperimentConfig):
                 f"eval.horizon: received {self.eval.horizon!r}; allowed: at most {MAX_ROLLOUT_SAMPLES:,} "
                 f"rollout samples (horizon / data.interval = {points:.3g} at interval {self.data.interval:g})"
             )
+        # The rollout's x run from its context (one sequence before start) to start + horizon.
+        context = (self.data.seq_length - 1) * (self.data.feature_length // 2) + self.data.feature_length
+        first, last = self.eval.start - context * self.data.interval, self.eval.start + self.eval.horizon
+        _check_x_resolution("eval.start", repr(self.eval.start), max(abs(first), abs(last)), self.data.interval)
+
+
+def _check_x_resolution(key: str, received: str, magnitude: float, interval: float) -> None:
+    """Raises `ConfigError` naming `key` when x values `interval` apart near `magnitude` are not resolved.
+
+    Args:
+        key: The setting to name (a range, or the rollout's start).
+        received: Its value as received.
+        magnitude: The largest |x| it makes the experiment sample.
+        interval: `data.interval`.
+    """
+    if math.ulp(magnitude) * X_STEPS_PER_INTERVAL <= interval:  # ulp(inf) is inf: refused
+        return
+    # float64 steps are 2**(k - 52) in [2**k, 2**(k + 1)): the largest |x| whose step fits.
+    _, exponent = math.frexp(interval / X_STEPS_PER_INTERVAL)
+    limit = 2.0 ** (52 + exponent)
+    raise ConfigError(
+        f"{key}: received {received}; allowed: sample x values below {limit:.4g} in magnitude at data.interval "
+        f"{interval:g} (consecutive x values at least {X_STEPS_PER_INTERVAL} float64 steps apart; here |x| "
+        f"reaches {magnitude:.4g})"
+    )
 
 
 CONFIG = SineConfig(

@@ -59,7 +59,20 @@ BAD_INPUTS = [
      "train.epochs: received '" + "9" * 76 + "...; allowed: an integer"),
     (["run", "lstm_sine", "--set", "data.train_range=0,1e12"],
      "data.train_range: received 0.0,1000000000000.0; allowed: at most 10,000,000 samples per range"),
-    (["run", "lstm_sine", "--set", "data.interval=1e-9"], "allowed: at most 10,000,000 samples per range"),
+    (["run", "lstm_sine", "--set", "data.interval=1e-6"], "allowed: at most 10,000,000 samples per range"),
+    # The interval itself is named, not the range it would cut into too many samples.
+    (["run", "lstm_sine", "--set", "data.interval=5e-324"], "data.interval: received 5e-324; allowed: a value >= 1e-06"),
+    # Where consecutive x values merge in float64, a range or the rollout would sample the same x over and over.
+    (["run", "lstm_sine", "--set", "eval.start=1.7976931348623157e308"],
+     "eval.start: received 1.7976931348623157e+308; allowed: sample x values below 5.498e+11 in magnitude at "
+     "data.interval 0.1"),
+    (["run", "lstm_sine", "--set", "data.test_range=1e15,1.00000000001e15"],
+     "data.test_range: received 1000000000000000.0,1000000000010000.0; allowed: sample x values below 5.498e+11"),
+    # sigma too small for float32 to resolve next to mu (the figure's histogram failed on it).
+    (["run", "gan_gaussian_1d", "--set", "data.mu=1e6", "--set", "data.sigma=1e-300"],
+     "data.sigma: received 1e-300; allowed: >= 61.04 at data.mu=1000000.0 (sigma >= |mu| / 16384"),
+    (["run", "gan_gaussian_1d", "--set", "data.mu=1e6", "--set", "data.sigma=0.001"],
+     "data.sigma: received 0.001; allowed: >= 61.04 at data.mu=1000000.0"),
     (["run", "lstm_sine", "--set", "eval.horizon=1e12"], "eval.horizon: received 1000000000000.0; allowed: at most"),
     (["run", "heart_mlp", "--set", "data.grid=1000000"], "data.grid: received 1000000; allowed: a value >= 20 and <= 4096"),
     (["run", "xor", "--set", "data.repeats=" + "9" * 30], "data.repeats: received 999999999999999999999999999999"),

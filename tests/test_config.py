@@ -84,7 +84,7 @@ def test_round_trip_through_json_dict(sine_config):
         # Sizes an experiment's data may ask for.
         ("data.train_range=0,1e12", "data.train_range: received 0.0,1000000000000.0; allowed: at most 10,000,000 "
                                     "samples per range ((hi - lo) / data.interval = 1e+13 at interval 0.1)"),
-        ("data.interval=1e-300", "data.train_range: received 0.0,100.0; allowed: at most 10,000,000 samples per range"),
+        ("data.interval=1e-6", "data.train_range: received 0.0,100.0; allowed: at most 10,000,000 samples per range"),
         ("data.train_range=0,100000", "data.train_range: received 0.0,100000.0; allowed: at most 100,000,000 "
                                       "windowed values"),
         ("eval.horizon=1e12", "eval.horizon: received 1000000000000.0; allowed: at most 1,000,000 rollout samples"),

@@ -33,6 +33,25 @@ def test_windows_reject_a_series_too_short():
         windows.sequences(np.zeros(20), feature_length=8, seq_length=5)
 
 
+def test_x_values_must_stay_resolved_in_float64_up_to_the_limit_and_no_further():
+    from kexp.config import apply_overrides
+    from kexp.errors import ConfigError
+
+    module = registry.load("lstm_sine")
+    # At interval 0.1 float64 steps fit 1024 times into the spacing below 2**39; the rollout reaches start + horizon.
+    limit = 2.0**39
+    last_start = limit - module.CONFIG.eval.horizon - 1
+    assert apply_overrides(module.CONFIG, [f"eval.start={last_start!r}"]).eval.start == last_start
+    with pytest.raises(ConfigError, match=r"^eval\.start: received .*; allowed: sample x values below 5\.498e\+11"):
+        apply_overrides(module.CONFIG, [f"eval.start={limit!r}"])
+    wide = f"data.val_range={limit - 1000!r},{limit + 1000!r}"
+    with pytest.raises(ConfigError, match=r"^data\.val_range: received .*; allowed: sample x values below"):
+        apply_overrides(module.CONFIG, [wide])
+    # A coarser interval resolves larger x (the test range widened to hold one sequence at that interval).
+    coarse = apply_overrides(module.CONFIG, ["data.interval=0.25", "data.test_range=140,240", wide])
+    assert coarse.data.val_range[0] == limit - 1000
+
+
 def test_rollout_feeds_predictions_back():
     # A Dense layer with identity kernel and bias 4 maps a window of a unit
     # ramp to the next half-shifted window exactly. Rolling out a ramp must
