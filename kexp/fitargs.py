@@ -135,8 +135,15 @@ def model_from(model: Any, num_replicas: int, strategy_name: str) -> keras.Model
 
 
 def needs_loss(model: keras.Model, compile_args: dict[str, Any], is_gan: bool) -> None:
-    """Refuses an uncompiled model given no loss (a `kexp.models.GAN` has its own)."""
-    if compile_args.get("loss") is None and not is_gan:
+    """Refuses an uncompiled model given no loss; and a `kexp.models.GAN` given one (it has its own losses)."""
+    if is_gan:
+        given = sorted(key for key, value in compile_args.items() if value is not None and key != "optimizer")
+        if given:
+            raise UsageError(f"fit: received {', '.join(given)} for a kexp.models.GAN, which computes its own "
+                             "losses and metrics (d_loss, g_loss); allowed: optimizer= alone (a function "
+                             "returning one optimizer, called once per network)")
+        return
+    if compile_args.get("loss") is None:
         raise UsageError(f"fit: received no loss for the uncompiled {type(model).__name__} "
                          f"{model.name!r}; allowed: fit(..., loss=...), or a model you compiled")
 

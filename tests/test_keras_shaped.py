@@ -315,3 +315,13 @@ def test_a_resume_whose_second_fit_does_not_fit_changes_nothing(logdir):
             again.fit(_dense, (x, y), loss="mse", name="first")
             again.fit(wide, (x, y), loss="mse", name="second")
     assert _snapshot(run.run_dir) == before
+
+
+def test_a_gan_given_a_loss_is_refused_not_compiled_without_it(logdir):
+    from kexp.models import GAN, gan_1d_discriminator, gan_1d_generator
+
+    real = np.random.default_rng(0).normal(4, 1, (64, 1)).astype("float32")
+    with pytest.raises(UsageError, match="fit: received loss, metrics for a kexp.models.GAN"):
+        with kexp.open_run("gan", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+            run.fit(lambda: GAN(gan_1d_generator(), gan_1d_discriminator()), (real,), loss="mse", metrics=["mae"])
+    assert list(logdir.rglob("*")) == []
