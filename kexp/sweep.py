@@ -7,7 +7,7 @@ state, seeds and devices stay per run), so it leaves a normal run folder
 `LOGDIR/NAME/RUN_ID` that TensorBoard's HParams tab lines up with the others.
 The sweep's own folder `LOGDIR/NAME/sweep-ID/` holds `sweep.json` (rewritten
 atomically after each point), `sweep.png` (each metric against each swept
-key) and each point's output in `points/`.
+key), and each point's output and run-folder record in `points/`.
 
 Every point's config is resolved before anything runs: a bad key or value
 fails with one line and nothing run. A point that fails or diverges is
@@ -20,11 +20,7 @@ TensorFlow is imported here.
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,6 +28,8 @@ from typing import Any, Callable, Sequence
 from kexp import rundir, runs
 from kexp.config import _shown
 from kexp.errors import UsageError
+from kexp.sweep_points import Attempt, finish, folder_problem, recorded_run_dir, refresh, start
+from kexp.sweep_points import settings as _settings
 
 MAX_POINTS = 1000
 # A point with one of these has its result; a resumed sweep runs every other point again.
@@ -121,39 +119,37 @@ def new_sweep(name: str, grid: dict[str, list[str]], overrides: Sequence[str], l
 def load_sweep(sweep_dir: str | Path, name: str | None) -> dict[str, Any]:
     """Reads a sweep folder's `sweep.json` for `--resume` and checks every point can run.
 
+    A point's run folder counts only while its `config.json` is the point's
+    settings (`kexp.sweep_points.folder_problem`): a finished point whose
+    folder is not its run is run again, and another point's folder is never
+    continued.
+
     Raises:
         UsageError: A folder that is not a sweep (of `name`, when given), a
-            `sweep.json` that is not one kexp wrote (edited by hand, say), a
-            point whose config `kexp run` would refuse now, or a point's run
-            folder that a process still trains in.
+            `sweep.json` that is not one kexp wrote (edited by hand, torn,
+            not a regular file), a point whose config `kexp run` would refuse
+            now, or a point's run folder that a process still trains in.
     """
     from kexp.runner import resolve
-    from kexp.strategy import STRATEGIES
 
     folder = Path(sweep_dir)
     prefix = f"sweep --resume {_shown(str(sweep_dir), 200)}"
     allowed = "allowed: a folder kexp sweep made (LOGDIR/NAME/sweep-ID)"
-    try:
-        sweep = json.loads((folder / "sweep.json").read_text(encoding="utf-8")) \
-            if (folder / "sweep.json").is_file() else None
-    except (OSError, ValueError):
-        sweep = None
-    if sweep is None:
-        raise UsageError(f"{prefix}: no readable sweep.json; {allowed}")
-    problem = _shape_problem(sweep, STRATEGIES)
-    if problem:
-        raise UsageError(f"{prefix}: sweep.json is not as kexp sweep wrote it ({problem}); {allowed}")
+    sweep = _read_sweep_json(folder, prefix, allowed)
     if name is not None and name != sweep["experiment"]:
         raise UsageError(f"{prefix}: a sweep of {sweep['experiment']!r}, not of {name!r}; "
                          f"allowed: kexp sweep {sweep['experiment']} --resume ...")
     for point in sweep["points"]:
         if point["status"] == "running":
-            # The sweep was killed while this point ran: its log names the folder it had.
-            point["run_dir"] = _last_run_folder(folder / "points" / f"point-{point['index'] + 1:03d}.log") \
-                or point["run_dir"]
+            # The sweep was killed while this point ran: its record names the folder it had.
+            point["run_dir"] = recorded_run_dir(folder, point) or point["run_dir"]
+        if point["status"] not in DONE:
+            resolve(sweep["experiment"], [*sweep["overrides"], *_settings(point["settings"])])
+        if point["run_dir"] and Path(point["run_dir"]).is_dir() and folder_problem(sweep, point, point["run_dir"]):
+            # Not this point's run: its result does not count, and it is not continued.
+            point.update(status="pending", run_dir=None, metrics={}, meets_bar=None, wall_time_s=None, error="")
         if point["status"] in DONE:
             continue
-        resolve(sweep["experiment"], [*sweep["overrides"], *_settings(point["settings"])])
         if point["run_dir"] and Path(point["run_dir"]).is_dir() and rundir.in_use(Path(point["run_dir"])):
             raise UsageError(f"{prefix}: point {point['index'] + 1}'s run folder {point['run_dir']} is in use by "
                              "another process (a point of a killed sweep still stopping?); allowed: a sweep none of "
@@ -161,15 +157,20 @@ def load_sweep(sweep_dir: str | Path, name: str | None) -> dict[str, Any]:
     return sweep
 
 
-def _last_run_folder(log_path: Path) -> str | None:
-    from kexp.runner import RUN_FOLDER_LINE
+def _read_sweep_json(folder: Path, prefix: str, allowed: str) -> dict[str, Any]:
+    """Returns a sweep folder's `sweep.json` once its shape is what kexp sweep writes."""
+    from kexp.strategy import STRATEGIES
 
     try:
-        lines = log_path.read_bytes().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return None
-    found = [line[len(RUN_FOLDER_LINE):].strip() for line in lines if line.startswith(RUN_FOLDER_LINE)]
-    return found[-1] if found else None
+        sweep = rundir.read_json(folder / "sweep.json", missing=None)
+    except rundir.CorruptFile as err:
+        raise UsageError(f"{prefix}: sweep.json is not readable JSON ({err.reason}); {allowed}") from None
+    if sweep is None:
+        raise UsageError(f"{prefix}: no readable sweep.json; {allowed}")
+    problem = _shape_problem(sweep, STRATEGIES)
+    if problem:
+        raise UsageError(f"{prefix}: sweep.json is not as kexp sweep wrote it ({problem}); {allowed}")
+    return sweep
 
 
 def _shape_problem(sweep: Any, strategies: Sequence[str]) -> str:
@@ -194,10 +195,34 @@ def _shape_problem(sweep: Any, strategies: Sequence[str]) -> str:
         return f"{len(points_)} points for a grid of {len(points(grid))}"
     for index, (point, expected) in enumerate(zip(points_, points(grid))):
         ok = (isinstance(point, dict) and point.get("index") == index and point.get("settings") == expected
-              and point.get("status") in STATUSES and isinstance(point.get("metrics"), dict)
-              and (point.get("run_dir") is None or isinstance(point.get("run_dir"), str)))
+              and point.get("status") in STATUSES)
         if not ok:
             return f"point {index + 1} does not match its grid"
+        problem = _point_values_problem(point)
+        if problem:
+            return f"point {index + 1}'s {problem}"
+    return ""
+
+
+def _point_values_problem(point: dict[str, Any]) -> str:
+    """Returns which of a point's recorded values is not of the type kexp sweep writes, or ""."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    metrics = point.get("metrics")
+    exit_code = point.get("exit_code")
+    checks = [
+        (point.get("run_dir") is None or isinstance(point.get("run_dir"), str), "run_dir"),
+        (exit_code is None or (isinstance(exit_code, int) and not isinstance(exit_code, bool)), "exit_code"),
+        (isinstance(point.get("error"), str), "error"),
+        (isinstance(metrics, dict) and all(v is None or number(v) for v in metrics.values()), "metrics"),
+        # A type check: `1 in (True, False, None)` holds.
+        (point.get("meets_bar") is None or isinstance(point.get("meets_bar"), bool), "meets_bar"),
+        (point.get("wall_time_s") is None or number(point.get("wall_time_s")), "wall_time_s"),
+    ]
+    for ok, key in checks:
+        if not ok:
+            return f"{key} is {_shown(point.get(key))}"
     return ""
 
 
@@ -213,11 +238,11 @@ def run_points(sweep_dir: Path, sweep: dict[str, Any], jobs: int, requests: list
     """
     todo = [p for p in sweep["points"] if p["status"] not in DONE]
     for point in todo:
-        _refresh(point)  # a point that finished after the last sweep.json write
+        refresh(sweep, point)  # a point that finished after the last sweep.json write
     todo = [p for p in todo if p["status"] not in DONE]
     total = len(sweep["points"])
     (sweep_dir / "points").mkdir(exist_ok=True)
-    running: dict[int, _Attempt] = {}
+    running: dict[int, Attempt] = {}
     handled = 0
     try:
         while todo or running:
@@ -232,14 +257,14 @@ def run_points(sweep_dir: Path, sweep: dict[str, Any], jobs: int, requests: list
                 handled = len(requests)
             while todo and len(running) < jobs:
                 point = todo.pop(0)
-                running[point["index"]] = _start(sweep, point, sweep_dir)
+                running[point["index"]] = start(sweep, point, sweep_dir)
                 rundir.write_json(sweep_dir / "sweep.json", sweep)
                 say(f"[{point['index'] + 1}/{total}] {_label(point)}: started")
             for index, attempt in list(running.items()):
                 if attempt.process.poll() is not None:
                     del running[index]
                     point = sweep["points"][index]
-                    _finish(point, attempt)
+                    finish(sweep, point, attempt, sweep_dir)
                     rundir.write_json(sweep_dir / "sweep.json", sweep)
                     say(f"[{index + 1}/{total}] {_label(point)}: {_outcome(point)}")
             time.sleep(0.1)
@@ -277,100 +302,8 @@ def summarize(sweep_dir: Path, sweep: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _settings(point: dict[str, str]) -> list[str]:
-    return [f"{key}={value}" for key, value in point.items()]
-
-
 def _label(point: dict[str, Any]) -> str:
     return " ".join(_settings(point["settings"]))
-
-
-class _Attempt:
-    """One `kexp run` process of a point: the process, its log file, where its output starts, what it resumes."""
-
-    def __init__(self, process: subprocess.Popen, log: Any, log_path: Path, offset: int, resumed: str | None):
-        self.process, self.log, self.log_path, self.offset, self.resumed = process, log, log_path, offset, resumed
-
-
-def _start(sweep: dict[str, Any], point: dict[str, Any], sweep_dir: Path) -> _Attempt:
-    """Starts a point's `kexp run`, or `--resume` of its interrupted or crashed run folder, output to its log."""
-    command = [sys.executable, "-m", "kexp", "run", sweep["experiment"], "--strategy", sweep["strategy"],
-               "--logdir", sweep["logdir"]]
-    resumed = None
-    if point["run_dir"] and Path(point["run_dir"]).is_dir() and \
-            runs.describe(Path(point["run_dir"]))["status"] in ("interrupted", "crashed"):
-        resumed = point["run_dir"]
-        command += ["--resume", resumed]
-    else:
-        # Never run (or failed, or its folder is gone): a fresh run.
-        point["run_dir"] = None
-        for item in [*sweep["overrides"], *_settings(point["settings"])]:
-            command += ["--set", item]
-    point.update(status="running", exit_code=None, error="")
-    log_path = sweep_dir / "points" / f"point-{point['index'] + 1:03d}.log"
-    log = open(log_path, "ab")
-    log.write((" ".join(command) + "\n").encode())
-    log.flush()
-    offset = log.tell()
-    # Its own process group: a Ctrl-C at the terminal reaches the sweep alone,
-    # which passes exactly one SIGINT on (a second one would stop the point at once).
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True, preexec_fn=_die_with_parent,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return _Attempt(process, log, log_path, offset, resumed)
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the sweep dies (Linux), so that no point trains on unwatched."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _finish(point: dict[str, Any], attempt: _Attempt) -> None:
-    """Fills a point in from this attempt's exit code, output, and run folder's `results.json`."""
-    from kexp.runner import RUN_FOLDER_LINE
-
-    attempt.log.close()
-    code = attempt.process.returncode
-    point["exit_code"] = code
-    with open(attempt.log_path, "rb") as log:
-        log.seek(attempt.offset)
-        lines = log.read().decode("utf-8", "replace").splitlines()
-    # This attempt's folder only: its first line once the folder exists, or the folder it resumed.
-    found = [line[len(RUN_FOLDER_LINE):].strip() for line in lines if line.startswith(RUN_FOLDER_LINE)]
-    point["run_dir"] = found[0] if found else attempt.resumed
-    errors = [line for line in lines if line.startswith("kexp: error: ")]
-    point["error"] = errors[-1][len("kexp: error: "):] if errors else ""
-    point["metrics"], point["wall_time_s"], point["meets_bar"] = {}, None, None
-    _refresh(point)
-    if point["status"] == "running":
-        # No results.json of this attempt: refused (exit 2), or stopped or killed before it wrote one.
-        stopped = code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
-        point["status"] = "interrupted" if stopped else "failed" if code in (0, 1, 2) else "crashed"
-        if not point["error"]:
-            point["error"] = f"exit code {code} and no results.json; output in points/{attempt.log_path.name}"
-
-
-def _refresh(point: dict[str, Any]) -> None:
-    """Reads the point's run folder, when it has one, into the point."""
-    if not point["run_dir"] or not Path(point["run_dir"]).is_dir():
-        return
-    entry = runs.describe(Path(point["run_dir"]))
-    if entry["status"] in ("ok", "diverged", "failed", "interrupted", "crashed"):
-        point["status"] = entry["status"]
-    elif entry["status"] == "corrupt":
-        point["status"], point["error"] = "failed", f"run folder: {entry['reason']}"
-    point["metrics"] = entry["metrics"]
-    point["wall_time_s"] = entry["wall_time_s"]
-    from kexp import quality, registry
-
-    try:
-        bars = getattr(registry.load(Path(point["run_dir"]).parent.name), "EXPECTED", {}) or {}
-    except Exception:
-        bars = {}
-    point["meets_bar"] = (not quality.failures(bars, point["metrics"])) if bars and point["metrics"] else None
 
 
 def _outcome(point: dict[str, Any]) -> str:

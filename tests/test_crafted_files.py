@@ -230,3 +230,35 @@ def test_sweep_resume_of_a_crafted_sweep_json_exits_2_naming_it(case, logdir):
     assert len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith(f"kexp: error: sweep --resume {str(sweep_dir)!r}: ") and message in lines[0], lines[0]
     assert _listing(logdir) == before
+
+
+# --- a run folder moved or linked before its first state -----------------------------------------------------
+
+
+def test_moved_or_linked_run_killed_before_its_first_state_resumes(logdir, tmp_path):
+    """Neither results.json nor a state names the experiment yet: the real folder or config.json does (item 12)."""
+    config = {**_config_of("xor")}
+    config["train"] = {**config["train"], "epochs": 1}
+    config["data"] = {"repeats": 8}
+    linked_to = _make_folder(logdir, "xor", {"config.json": json.dumps(config, indent=2) + "\n"})
+    link = tmp_path / "links" / "run"
+    link.parent.mkdir()
+    link.symlink_to(linked_to)
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    (linked_to.parent / "copy").mkdir()
+    (linked_to.parent / "copy" / "config.json").write_text(json.dumps(config))
+    (linked_to.parent / "copy").rename(moved)
+    for folder in (link, moved):
+        proc = run_cli("run", "xor", "--resume", str(folder), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads((folder / "results.json").read_text())["status"] == "ok"
+    # A config.json of another experiment is still refused by the folder it is in.
+    stray = tmp_path / "stray" / "run"
+    stray.mkdir(parents=True)
+    (stray / "config.json").write_text(json.dumps(_config_of("lstm_sine")))
+    proc = run_cli("run", "xor", "--resume", str(stray))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"kexp: error: --resume '{stray}': a run of 'stray', not 'xor'; allowed: a run folder of xor "
+        "(LOGDIR/xor/RUN_ID) that did not finish"]

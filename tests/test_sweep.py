@@ -259,3 +259,48 @@ def test_resume_refuses_a_sweep_json_that_kexp_did_not_write(tmp_path):
         assert proc.stderr.startswith(f"kexp: error: sweep --resume {str(sweep_dir)!r}: sweep.json is not as kexp "
                                       "sweep wrote it ("), what
         assert len(proc.stderr.strip().splitlines()) == 1, what
+
+
+def test_resume_never_counts_a_run_folder_trained_with_other_settings(logdir):
+    """A point's run folder counts only when its config.json is the point's settings (issue 22 item 3)."""
+    from kexp.sweep import new_sweep
+
+    other = run_cli("run", "xor", "--set", "model.hidden=2", "--set", "train.epochs=1", "--set", "data.repeats=8",
+                    "--logdir", str(logdir))
+    assert other.returncode == 0, other.stderr[-3000:]
+    foreign = other.stdout.strip().splitlines()[-1].removeprefix("run_dir: ")
+    metrics = json.loads((Path(foreign) / "results.json").read_text())["metrics"]
+    sweep_dir, sweep = new_sweep("xor", {"model.hidden": ["4", "8"]}, ["train.epochs=1", "data.repeats=8"],
+                                 logdir, "auto")
+    # Point 1 says it finished in the foreign folder; point 2 was running, and its log and record name it.
+    sweep["points"][0].update(status="ok", run_dir=foreign, metrics=metrics, exit_code=0)
+    sweep["points"][1].update(status="running")
+    (sweep_dir / "sweep.json").write_text(json.dumps(sweep))
+    (sweep_dir / "points").mkdir()
+    (sweep_dir / "points" / "point-002.log").write_text(f"kexp: run folder {foreign}\n")
+    (sweep_dir / "points" / "point-002.json").write_text(json.dumps({"run_dir": foreign}))
+
+    again = run_cli("sweep", "--resume", str(sweep_dir), timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    points = json.loads((sweep_dir / "sweep.json").read_text())["points"]
+    assert [p["status"] for p in points] == ["ok", "ok"]
+    assert foreign not in {p["run_dir"] for p in points}
+    for point in points:
+        config = json.loads((Path(point["run_dir"]) / "config.json").read_text())
+        assert config["model"]["hidden"] == int(point["settings"]["model.hidden"])
+    assert len(list((logdir / "xor").glob("2*"))) == 3  # the foreign run and one fresh run per point
+
+
+def test_a_newline_in_logdir_breaks_no_point(tmp_path):
+    """Each point's run folder comes from the record its process writes, not from its output (issue 22 item 12)."""
+    logdir = tmp_path / "two\nlines"
+    proc = run_cli("sweep", "xor", "--grid", "model.hidden=2,4", "--set", "train.epochs=1", "--set",
+                   "data.repeats=8", "--logdir", str(logdir), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep_dir,) = (logdir / "xor").glob("sweep-*")
+    points = json.loads((sweep_dir / "sweep.json").read_text())["points"]
+    assert [p["status"] for p in points] == ["ok", "ok"]
+    for point in points:
+        assert Path(point["run_dir"]).parent == logdir / "xor"
+        config = json.loads((Path(point["run_dir"]) / "config.json").read_text())
+        assert config["model"]["hidden"] == int(point["settings"]["model.hidden"])

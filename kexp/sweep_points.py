@@ -1,0 +1,180 @@
+"""Internal: one point of a `kexp sweep`: its `kexp run` process, and which run folder counts as its result.
+
+A point's process writes its run folder into a small JSON record the sweep
+names (`points/point-NNN.json`, through `kexp.runner.RUN_RECORD_ENV`), so the
+sweep never parses the point's output for it. A folder counts for a point
+only when its `config.json` is the point's settings: the experiment's
+defaults with the sweep's `--set` values and the point's grid values,
+resolved as `kexp run` resolves them. Another folder (a record or
+`sweep.json` edited to name one, a folder moved in its place) is never
+adopted. No TensorFlow is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from kexp import rundir, runs
+
+
+def settings(point: dict[str, str]) -> list[str]:
+    """Returns a point's grid values as `key=value` strings."""
+    return [f"{key}={value}" for key, value in point.items()]
+
+
+def log_path(sweep_dir: Path, point: dict[str, Any]) -> Path:
+    """Returns the file the point's output goes to."""
+    return Path(sweep_dir) / "points" / f"point-{point['index'] + 1:03d}.log"
+
+
+def record_path(sweep_dir: Path, point: dict[str, Any]) -> Path:
+    """Returns the file the point's latest process records its run folder in."""
+    return Path(sweep_dir) / "points" / f"point-{point['index'] + 1:03d}.json"
+
+
+def recorded_run_dir(sweep_dir: Path, point: dict[str, Any]) -> str | None:
+    """Returns the run folder the point's latest process recorded; None without a readable record."""
+    try:
+        record = rundir.read_json(record_path(sweep_dir, point), missing=None)
+    except rundir.CorruptFile:
+        return None
+    run_dir = record.get("run_dir") if isinstance(record, dict) else None
+    return run_dir if isinstance(run_dir, str) and run_dir else None
+
+
+def expected_config(sweep: dict[str, Any], point: dict[str, Any]) -> Any:
+    """Returns the `config.json` content a run of this point has.
+
+    Raises:
+        UsageError: When the point's settings no longer resolve (the experiment changed).
+    """
+    from kexp.config import to_dict
+    from kexp.runner import resolve
+
+    config = resolve(sweep["experiment"], [*sweep["overrides"], *settings(point["settings"])])
+    return json.loads(json.dumps(to_dict(config)))  # as config.json holds it: tuples as lists
+
+
+def folder_problem(sweep: dict[str, Any], point: dict[str, Any], run_dir: str) -> str:
+    """Returns why `run_dir` is not a run of this point (so it must not count), or "" when it is one."""
+    from kexp.runner import _first_difference
+
+    folder = Path(run_dir)
+    try:
+        saved = rundir.read_json(folder / "config.json")
+        results = rundir.read_json(folder / "results.json", missing={}, null_nonfinite=True)
+    except rundir.CorruptFile as err:
+        return f"{Path(err.path).name}: {err.reason}"
+    experiment = results.get("experiment", sweep["experiment"]) if isinstance(results, dict) else None
+    if experiment != sweep["experiment"]:
+        return f"a run of {runs._cut(experiment)}, not of {sweep['experiment']!r}"
+    expected = expected_config(sweep, point)
+    if saved != expected:
+        key, ours, theirs = _first_difference(expected, saved)
+        return f"trained with {key}={runs._cut(theirs)}, not this point's {runs._cut(ours)}"
+    return ""
+
+
+def refresh(sweep: dict[str, Any], point: dict[str, Any]) -> None:
+    """Reads the point's run folder, when it has one that is this point's run, into the point.
+
+    A folder that is not the point's run is dropped (the point runs afresh),
+    with the reason in the point's `error`.
+    """
+    if not point["run_dir"] or not Path(point["run_dir"]).is_dir():
+        return
+    problem = folder_problem(sweep, point, point["run_dir"])
+    if problem:
+        point["error"] = f"run folder {point['run_dir']} not counted: {problem}"
+        point["run_dir"] = None
+        return
+    entry = runs.describe(Path(point["run_dir"]))
+    if entry["status"] in ("ok", "diverged", "failed", "interrupted", "crashed"):
+        point["status"] = entry["status"]
+    elif entry["status"] == "corrupt":
+        point["status"], point["error"] = "failed", f"run folder: {entry['reason']}"
+    point["metrics"] = entry["metrics"]
+    point["wall_time_s"] = entry["wall_time_s"]
+    from kexp import quality, registry
+
+    try:
+        bars = getattr(registry.load(sweep["experiment"]), "EXPECTED", {}) or {}
+    except Exception:  # the bar is a comparison; an experiment that no longer loads has none
+        bars = {}
+    point["meets_bar"] = (not quality.failures(bars, point["metrics"])) if bars and point["metrics"] else None
+
+
+class Attempt:
+    """One `kexp run` process of a point: the process, its log file, where its output starts, what it resumes."""
+
+    def __init__(self, process: subprocess.Popen, log: Any, log_path: Path, offset: int, resumed: str | None):
+        self.process, self.log, self.log_path, self.offset, self.resumed = process, log, log_path, offset, resumed
+
+
+def start(sweep: dict[str, Any], point: dict[str, Any], sweep_dir: Path) -> Attempt:
+    """Starts a point's `kexp run`, or `--resume` of its interrupted or crashed run folder, output to its log."""
+    from kexp.runner import RUN_RECORD_ENV
+
+    command = [sys.executable, "-m", "kexp", "run", sweep["experiment"], "--strategy", sweep["strategy"],
+               "--logdir", sweep["logdir"]]
+    resumed = None
+    if point["run_dir"] and Path(point["run_dir"]).is_dir() and \
+            runs.describe(Path(point["run_dir"]))["status"] in ("interrupted", "crashed"):
+        resumed = point["run_dir"]
+        command += ["--resume", resumed]
+    else:
+        # Never run (or failed, or its folder is gone): a fresh run.
+        point["run_dir"] = None
+        for item in [*sweep["overrides"], *settings(point["settings"])]:
+            command += ["--set", item]
+    point.update(status="running", exit_code=None, error="")
+    record = record_path(sweep_dir, point)
+    # A previous attempt's record must not name this attempt's folder.
+    record.unlink(missing_ok=True)
+    path = log_path(sweep_dir, point)
+    log = open(path, "ab")
+    log.write((" ".join(command) + "\n").encode())
+    log.flush()
+    offset = log.tell()
+    # Its own process group: a Ctrl-C at the terminal reaches the sweep alone,
+    # which passes exactly one SIGINT on (a second one would stop the point at once).
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True, preexec_fn=_die_with_parent,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", RUN_RECORD_ENV: str(record)})
+    return Attempt(process, log, path, offset, resumed)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the sweep dies (Linux), so that no point trains on unwatched."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def finish(sweep: dict[str, Any], point: dict[str, Any], attempt: Attempt, sweep_dir: Path) -> None:
+    """Fills a point in from this attempt's exit code, recorded run folder and that folder's `results.json`."""
+    attempt.log.close()
+    code = attempt.process.returncode
+    point["exit_code"] = code
+    with open(attempt.log_path, "rb") as log:
+        log.seek(attempt.offset)
+        lines = log.read().decode("utf-8", "replace").splitlines()
+    # This attempt's folder only: the one it recorded once the folder existed, or the folder it resumed.
+    point["run_dir"] = recorded_run_dir(sweep_dir, point) or attempt.resumed
+    errors = [line for line in lines if line.startswith("kexp: error: ")]
+    point["error"] = errors[-1][len("kexp: error: "):] if errors else ""
+    point["metrics"], point["wall_time_s"], point["meets_bar"] = {}, None, None
+    refresh(sweep, point)
+    if point["status"] == "running":
+        # No results.json of this attempt: refused (exit 2), or stopped or killed before it wrote one.
+        stopped = code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
+        point["status"] = "interrupted" if stopped else "failed" if code in (0, 1, 2) else "crashed"
+        if not point["error"]:
+            point["error"] = f"exit code {code} and no results.json; output in points/{attempt.log_path.name}"
