@@ -124,6 +124,14 @@ def test_runs_lists_crafted_folders_as_corrupt_with_the_reason(logdir):
 
 # --- kexp run --resume ----------------------------------------------------------------------------------------
 
+STATE_REFUSED = "backup/single_layer/state.npz is not a readable kexp training state"
+
+
+def _with_state(header: str) -> dict[str, str | bytes]:
+    """A run folder of xor whose first fit's state has `header`."""
+    return {"config.json": XOR_CONFIG, "backup/single_layer/state.npz": _state_bytes(header)}
+
+
 RESUME_CASES = {
     "nested results.json": ({"config.json": XOR_CONFIG, "results.json": NESTED},
                             "results.json is not readable JSON (nested deeper than 32 levels)"),
@@ -136,20 +144,16 @@ RESUME_CASES = {
     "FIFO state.npz": ({"config.json": XOR_CONFIG}, "backup/single_layer/state.npz is not a regular file"),
     "FIFO history.csv": ({"config.json": XOR_CONFIG}, "single_layer/history.csv is not a regular file"),
     "link to a FIFO as config.json": ({}, "config.json is not a regular file"),
-    "nested state header": ({"config.json": XOR_CONFIG, "backup/single_layer/state.npz": _state_bytes(NESTED)},
-                            "is not a readable kexp training state (nested deeper than 32 levels)"),
-    "epochs_done -3": ({"config.json": XOR_CONFIG, "backup/single_layer/state.npz": _state_bytes(_header(
-        epochs_done=-3))}, "is not a readable kexp training state (epochs_done -3 of epochs 4"),
-    "epochs_done 2.5": ({"config.json": XOR_CONFIG, "backup/single_layer/state.npz": _state_bytes(_header(
-        epochs_done=2.5))}, "is not a readable kexp training state (epochs_done 2.5 of epochs 4"),
-    "epochs_done 1e30": ({"config.json": XOR_CONFIG, "backup/single_layer/state.npz": _state_bytes(_header(
-        epochs_done=1e30))}, "is not a readable kexp training state (epochs_done 1e+30 of epochs 4"),
-    "epochs_done Infinity": ({"config.json": XOR_CONFIG, "backup/single_layer/state.npz": _state_bytes(_header(
-        epochs_done=float("inf")))}, "is not a readable kexp training state (holds a non-finite number (Infinity)"),
-    "experiment 5": ({"config.json": XOR_CONFIG, "backup/single_layer/state.npz": _state_bytes(_header(
-        run={"experiment": 5, "config": _config_of("xor")}))}, "is not a readable kexp training state (run.experiment 5"),
-    "experiment a list": ({"config.json": XOR_CONFIG, "backup/single_layer/state.npz": _state_bytes(_header(
-        run={"experiment": ["xor"]}))}, "is not a readable kexp training state (run.experiment ['xor']"),
+    "nested state header": (_with_state(NESTED), f"{STATE_REFUSED} (nested deeper than 32 levels)"),
+    "epochs_done -3": (_with_state(_header(epochs_done=-3)), f"{STATE_REFUSED} (epochs_done -3 of epochs 4"),
+    "epochs_done 2.5": (_with_state(_header(epochs_done=2.5)), f"{STATE_REFUSED} (epochs_done 2.5 of epochs 4"),
+    "epochs_done 1e30": (_with_state(_header(epochs_done=1e30)), f"{STATE_REFUSED} (epochs_done 1e+30 of epochs 4"),
+    "epochs_done Infinity": (_with_state(_header(epochs_done=float("inf"))),
+                             f"{STATE_REFUSED} (holds a non-finite number (Infinity)"),
+    "experiment 5": (_with_state(_header(run={"experiment": 5, "config": _config_of("xor")})),
+                     f"{STATE_REFUSED} (run.experiment 5"),
+    "experiment a list": (_with_state(_header(run={"experiment": ["xor"]})),
+                          f"{STATE_REFUSED} (run.experiment ['xor']"),
 }
 
 
