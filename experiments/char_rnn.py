@@ -81,6 +81,10 @@ CONFIG = ExperimentConfig(
 
 # The quality bar, declared once: the slow tests and the README's table follow it.
 EXPECTED = {"bpc_margin": (">", 0.0), "bracket_margin": (">", 0.1)}
+EXPECTED_TIME_S = 516  # a default run, whole command, on the README's machine (kexp check)
+# Small settings at which the README's test command runs it (its bars need the defaults: kexp check).
+SMOKE_SETTINGS = {"data.corpus_chars": 60000, "model.units": 16, "model.embedding_dim": 8, "model.max_ngram_order": 3,
+                  "train.epochs": 1, "eval.num_samples": 8, "eval.sample_length": 40}
 
 
 def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:

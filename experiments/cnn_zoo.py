@@ -51,6 +51,9 @@ CONFIG = ExperimentConfig(
 
 # The quality bar, declared once: the slow tests and the README's table follow it.
 EXPECTED = {"min_test_accuracy": (">=", 0.95), "bn_first_epoch_gain": (">", 0.0)}
+EXPECTED_TIME_S = 118  # a default run, whole command, on the README's machine (kexp check)
+# Small settings at which the README's test command runs it (its bars need the defaults: kexp check).
+SMOKE_SETTINGS = {"model.models": "lenet,vgg,vgg_bn", "data.image_size": 8, "train.epochs": 1}
 
 
 def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:

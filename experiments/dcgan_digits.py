@@ -56,6 +56,9 @@ EXPECTED = {
     "confident_fraction": (">=", 0.6),
     "judge_test_accuracy": (">=", 0.95),
 }
+EXPECTED_TIME_S = 102  # a default run, whole command, on the README's machine (kexp check)
+# Small settings at which the README's test command runs it (its bars need the defaults: kexp check).
+SMOKE_SETTINGS = {"train.epochs": 2, "model.judge_epochs": 2, "model.num_samples": 50}
 
 
 def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:

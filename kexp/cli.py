@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--strategy", default=None, choices=STRATEGIES,
                        help="tf.distribute strategy of each point (default auto)")
     sweep.add_argument("--resume", metavar="SWEEP_DIR", default=None, help="run the points a stopped sweep is missing")
+    check = sub.add_parser("check", help="run experiments at their defaults and check every declared quality bar")
+    check.add_argument("names", nargs="*", metavar="NAME", help="experiments to check (default: every one)")
+    check.add_argument("--jobs", type=_positive, default=1, help="experiments run at once (default 1)")
+    check.add_argument("--logdir", default="logs", help="root of run folders and check-ID/ (default: ./logs)")
+    check.add_argument("--seed", type=int, default=None, help="train.seed of every run (default: each one's)")
+    check.add_argument("--json", action="store_true", help="print check.json instead of the table")
+    check.add_argument("--list", action="store_true", help="print each experiment's bars and expected time; "
+                       "trains nothing")
     return parser
 
 
@@ -130,6 +138,11 @@ def _dispatch(argv: Sequence[str] | None) -> int:
             return _tensorboard(args)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "check":
+            from kexp import check
+
+            return check.command(args.names, jobs=args.jobs, logdir=args.logdir, seed=args.seed,
+                                 as_json=args.json, list_only=args.list)
         return _run(args)
     except UsageError as err:
         print(f"kexp: error: {err}", file=sys.stderr)

@@ -21,6 +21,17 @@ Bar = tuple  # (op, value) or ("between", low, high)
 _SYMBOLS = {">=": "≥", "<=": "≤", "==": "=", ">": ">", "<": "<"}
 
 
+# A default run shorter than this has its bars checked by the README's test command; longer ones by `kexp check`
+# (and `pytest -m quality`). Experiments declare their time as `EXPECTED_TIME_S`.
+QUICK_RUN_SECONDS = 30
+
+
+def is_quick(module: object) -> bool:
+    """Returns whether an experiment module's default run is quick enough for the default test tier."""
+    seconds = getattr(module, "EXPECTED_TIME_S", None)
+    return seconds is not None and seconds < QUICK_RUN_SECONDS
+
+
 def meets(bar: Bar, value: float) -> bool:
     """Returns whether `value` meets one bar (a missing or non-finite value never does)."""
     if value is None or not math.isfinite(value):

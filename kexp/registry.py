@@ -227,6 +227,11 @@ def _check_module(module: ModuleType, where: str) -> None:
             quality.check_declaration(module.EXPECTED, where)
         except ValueError as err:
             raise UsageError(str(err)) from None
+    seconds = getattr(module, "EXPECTED_TIME_S", None)
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or not 0 < seconds < 10**7):
+        raise UsageError(f"{where}: EXPECTED_TIME_S is {_shown(seconds)}; allowed: the seconds a default run "
+                         "takes, a number > 0")
     if not callable(module.run):
         raise UsageError(
             f"{where}: run is {_shown(module.run)} ({type(module.run).__name__}); "

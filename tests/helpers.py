@@ -91,3 +91,24 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]
         proc.kill()
         raise
     return proc.returncode, out, err
+
+
+def tier_marks(name: str) -> list:
+    """Returns the marks of a test that runs experiment `name` at its defaults and checks its bars.
+
+    Every such test is `slow`; an experiment whose default run is not quick
+    (`EXPECTED_TIME_S`, `kexp.quality.is_quick`) is also `quality`: the README's
+    test command skips it (`kexp check` and `pytest -m quality` run it).
+    """
+    from kexp import quality, registry
+
+    return [pytest.mark.slow] + ([] if quality.is_quick(registry.load(name)) else [pytest.mark.quality])
+
+
+def bars_tier(name: str):
+    """Decorates a test of experiment `name`'s default run with `tier_marks(name)`."""
+    def mark(test):
+        for one in tier_marks(name):
+            test = one(test)
+        return test
+    return mark

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import REPO, read_events
+from helpers import REPO, read_events, tier_marks
 
 import kexp
 from kexp import quality, registry
@@ -62,26 +62,41 @@ def _dcgan_digits(results: dict) -> None:
     assert kexp.load_model(run_dir, fit="dcgan").generator.output_shape[1:] == (16, 16, 1)
 
 
-# What each run shows beyond its declared bars. lstm_sine runs in test_lstm_sine.py, char_rnn and
-# rnn_memory (minutes at defaults) in test_sequence_experiments.py, the training studies in test_studies.py.
+# What each run shows beyond its declared bars.
 EXTRA_CHECKS = {
     "heart_mlp": _heart_mlp, "xor": _xor, "softmax": _classifier, "mlp": _classifier, "lenet": _classifier,
     "gan_gaussian_1d": _gan_gaussian_1d, "dcgan_digits": _dcgan_digits,
 }
+# Experiments whose default run is tested in a file of its own (with claims beyond the bars), and that test.
+OWN_DEFAULT_RUN_TEST = {
+    "lstm_sine": ("test_lstm_sine.py", "test_lstm_sine_default_run_meets_quality_bar"),
+    "char_rnn": ("test_sequence_experiments.py", "test_char_rnn_beats_the_best_ngram_and_closes_its_brackets"),
+    "rnn_memory": ("test_sequence_experiments.py", "test_rnn_memory_gated_cells_remember_where_a_simple_rnn_cannot"),
+    "linear_regression": ("test_studies.py", "test_linear_regression_recovers_the_weights_as_well_as_least_squares"),
+    "optimizers": ("test_studies.py", "test_optimizers_share_one_example_budget_and_show_the_tradeoff"),
+    "transfer": ("test_studies.py", "test_transfer_fine_tuning_beats_training_from_scratch_on_few_labels"),
+    "cnn_zoo": ("test_studies.py", "test_cnn_zoo_every_family_learns_the_digits_and_batch_norm_starts_faster"),
+    "regularization": ("test_studies.py", "test_regularization_keeps_the_mlp_from_learning_the_noise"),
+}
 
 
-def test_every_bundled_experiment_declares_bars_and_is_run_by_a_quality_test():
-    bundled = sorted(n for n, spec in registry.discover().items() if spec.path.parent == registry.bundled_dir())
-    studies = ["cnn_zoo", "regularization", "optimizers", "transfer", "linear_regression"]
-    assert sorted([*EXTRA_CHECKS, "lstm_sine", "char_rnn", "rnn_memory", *studies]) == bundled
-    for name in bundled:
-        expected = registry.load(name).EXPECTED
-        quality.check_declaration(expected, name)
-        assert expected
+def _bundled() -> list[str]:
+    return sorted(n for n, spec in registry.discover().items() if spec.path.parent == registry.bundled_dir())
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(EXTRA_CHECKS))
+def test_every_bundled_experiment_declares_bars_and_time_and_its_default_run_is_tested_in_its_tier():
+    # The experiments come from the registry: a new one without a default-run test fails here.
+    assert sorted([*EXTRA_CHECKS, *OWN_DEFAULT_RUN_TEST]) == _bundled()
+    for name in _bundled():
+        module = registry.load(name)
+        quality.check_declaration(module.EXPECTED, name)
+        assert module.EXPECTED and module.EXPECTED_TIME_S > 0
+    for name, (file, test) in OWN_DEFAULT_RUN_TEST.items():
+        # Marked by the experiment's own tier: quick ones in the README's test command, the others `quality`.
+        assert f'@bars_tier("{name}")\ndef {test}(' in (REPO / "tests" / file).read_text(), (name, file, test)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=tier_marks(n)) for n in EXTRA_CHECKS])
 def test_experiment_meets_its_declared_bars(name, logdir):
     results = _run(name, logdir)
     assert quality.failures(registry.load(name).EXPECTED, results["metrics"]) == []
@@ -89,6 +104,18 @@ def test_experiment_meets_its_declared_bars(name, logdir):
     # Every fit runs a compiled call's batches in one loop: heart_mlp's 313-step epochs and the GANs' own steps too.
     assert {fit: settings["fused_steps"] for fit, settings in results["fits"].items()} == {
         fit: True for fit in results["fits"]}
+
+
+@pytest.mark.parametrize("name", [n for n in _bundled() if not quality.is_quick(registry.load(n))])
+def test_a_slow_experiment_trains_at_its_smoke_settings(name, logdir):
+    # Its bars need the defaults (kexp check, pytest -m quality); here it must train, record and save.
+    module = registry.load(name)
+    results = _run(name, logdir, *(f"{key}={value}" for key, value in module.SMOKE_SETTINGS.items()))
+    run_dir = Path(results["run_dir"])
+    assert set(module.EXPECTED) <= set(results["metrics"])
+    assert list(run_dir.rglob("*.png")), "no figure"
+    assert results["models"] and all((run_dir / path).is_file() for path in results["models"].values())
+    assert set(results["models"]) == set(results["fits"])
 
 
 def test_readme_table_states_each_experiments_declared_bars():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import read_events, run_cli
+from helpers import bars_tier, read_events, run_cli
 
 from kexp import quality, registry
 from kexp.data import windows
@@ -67,10 +68,12 @@ def test_rollout_feeds_predictions_back():
     np.testing.assert_allclose(out, np.arange(40, 50, dtype="float32"))
 
 
-@pytest.mark.slow
+@bars_tier("lstm_sine")
 def test_lstm_sine_default_run_meets_quality_bar(tmp_path: Path):
     proc = run_cli("run", "lstm_sine", "--logdir", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    bar_line = next(line for line in proc.stdout.splitlines() if line.startswith("quality bar: "))
+    assert re.fullmatch(r"quality bar: met \(rollout_mse [\d.e+-]+ ≤ 1e-3, test_mse [\d.e+-]+ ≤ 1e-3\)", bar_line), bar_line
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("run_dir: ")
     run_dir = Path(last.removeprefix("run_dir: "))

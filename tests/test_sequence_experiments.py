@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import read_events
+from helpers import bars_tier, read_events
 
 import kexp
 from kexp import quality, registry
 
 
-@pytest.mark.slow
+@bars_tier("rnn_memory")
 def test_rnn_memory_gated_cells_remember_where_a_simple_rnn_cannot(logdir):
     # Defaults (length 100, 64 units, batch 128, the same step budget for every cell), without the clipped
     # second run of each cell.
@@ -34,7 +34,7 @@ def test_rnn_memory_gated_cells_remember_where_a_simple_rnn_cannot(logdir):
     assert "comparison" in read_events(run_dir / "plots")
 
 
-@pytest.mark.slow
+@bars_tier("char_rnn")
 def test_char_rnn_beats_the_best_ngram_and_closes_its_brackets(logdir):
     # At defaults (8.6 minutes on 2 cores): neither claim holds at fewer epochs (measured at 5 of 14:
     # val_bpc 2.236 vs 2.097, bracket balance 0.275 vs 0.22), and the baseline is not weakened to make it so.

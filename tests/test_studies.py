@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import finish, read_events, run_cli, signal_at, start_run
+from helpers import bars_tier, finish, read_events, run_cli, signal_at, start_run
 
 import kexp
 from kexp import compare, quality, registry
@@ -131,7 +131,7 @@ def _bars_met(name: str, results: dict) -> dict:
     return results["metrics"]
 
 
-@pytest.mark.slow
+@bars_tier("linear_regression")
 def test_linear_regression_recovers_the_weights_as_well_as_least_squares(logdir):
     # Defaults (about 6 s).
     results = kexp.run("linear_regression", logdir=logdir, verbose=0)
@@ -145,7 +145,7 @@ def test_linear_regression_recovers_the_weights_as_well_as_least_squares(logdir)
     assert (run_dir / "convergence.png").exists() and "parameters" in read_events(run_dir / "plots")
 
 
-@pytest.mark.slow
+@bars_tier("optimizers")
 def test_optimizers_share_one_example_budget_and_show_the_tradeoff(logdir):
     # Defaults (about 16 s).
     results = kexp.run("optimizers", logdir=logdir, verbose=0)
@@ -165,7 +165,7 @@ def test_optimizers_share_one_example_budget_and_show_the_tradeoff(logdir):
     assert (run_dir / "loss_curves.png").exists()
 
 
-@pytest.mark.slow
+@bars_tier("transfer")
 def test_transfer_fine_tuning_beats_training_from_scratch_on_few_labels(logdir):
     # Defaults (3 seeds, 10 labels per digit 5-9) with the two variants the bar compares (about 50 s; the
     # augmented ones run in test_transfer_variants_with_augmentation_run_and_are_tabled).
@@ -185,7 +185,7 @@ def test_transfer_fine_tuning_beats_training_from_scratch_on_few_labels(logdir):
     assert (run_dir / "transfer.png").exists()
 
 
-@pytest.mark.slow
+@bars_tier("cnn_zoo")
 def test_cnn_zoo_every_family_learns_the_digits_and_batch_norm_starts_faster(logdir):
     # Defaults (7 nets x 30 epochs, about 2 minutes).
     results = kexp.run("cnn_zoo", logdir=logdir, verbose=0)
@@ -206,7 +206,7 @@ def test_cnn_zoo_every_family_learns_the_digits_and_batch_norm_starts_faster(log
     assert (run_dir / "cnn_zoo.png").exists()
 
 
-@pytest.mark.slow
+@bars_tier("regularization")
 def test_regularization_keeps_the_mlp_from_learning_the_noise(logdir):
     # Defaults (3 seeds x 5 variants, about 70 s).
     results = kexp.run("regularization", logdir=logdir, verbose=0)
