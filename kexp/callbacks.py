@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from kexp import checkpoint, fitlogs, rundir
-from kexp.errors import WriteError
+from kexp.errors import UsageError, WriteError
 from kexp.interrupt import StopRequest
 
 
@@ -266,9 +265,13 @@ class CurveRecorder(EpochTimer):
 
     def load(self) -> list[tuple[int, float, float | None]]:
         """Returns the points kept in `path` (empty without one)."""
-        if self.path is None or not self.path.exists():
+        if self.path is None:
             return []
-        return [tuple(point) for point in json.loads(self.path.read_text())["points"]]  # type: ignore[misc]
+        kept = rundir.read_json(self.path, missing={"points": []})  # a crafted file: CorruptFile (exit 2), naming it
+        points = kept.get("points") if isinstance(kept, dict) else None
+        if not isinstance(points, list) or not all(isinstance(p, list) and len(p) == 3 for p in points):
+            raise UsageError(f"{self.path}: not a curve file kexp wrote (points of [examples, seconds, value])")
+        return [tuple(point) for point in points]  # type: ignore[misc]
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         if not self.points:  # this process's first epoch: epoch 0, or where a resumed fit goes on

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import random
 import shutil
@@ -230,9 +229,10 @@ def _open_folder(name: str, logdir: str | Path, resume: str | Path | None, chief
 
 def _finished(run_dir: Path) -> bool:
     try:
-        return json.loads((run_dir / "results.json").read_text(encoding="utf-8")).get("status") == "ok"
-    except (OSError, ValueError, AttributeError):
+        results = rundir.read_json(run_dir / "results.json", missing={}, null_nonfinite=True)
+    except rundir.CorruptFile:
         return False
+    return isinstance(results, dict) and results.get("status") == "ok"
 
 
 def _write_results(harness: Harness, name: str, config_data: dict, chief: bool, failing: bool = False) -> None:
