@@ -18,7 +18,6 @@ from typing import Any
 
 from kexp.config import ConfigError, ExperimentConfig, TrainConfig, param
 from kexp.errors import UsageError
-from kexp.runner import run_experiment as run
 
 __version__ = "0.1.0"
 __all__ = [
@@ -26,8 +25,10 @@ __all__ = [
     "UsageError", "models", "__version__",
 ]
 
-# Loaded on first use: each pulls in TensorFlow.
+# Loaded on first use: each pulls in TensorFlow (`run` NumPy only; kept out so that `python -m kexp`
+# starts, and installs its signal handlers, in milliseconds).
 _LAZY = {
+    "run": ("kexp.runner", "run_experiment"),
     "open_run": ("kexp.session", "open_run"),
     "load_model": ("kexp.saving", "load_model"),
     "Harness": ("kexp.harness", "Harness"),

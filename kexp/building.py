@@ -13,9 +13,8 @@ slots and iterations, random-seed state).
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
+import tensorflow as tf
 
 from kexp import checkpoint
 
@@ -29,29 +28,33 @@ def needs_build(model: keras.Model) -> bool:
     return optimizer is not None and optimizer.built and not optimizer.variables
 
 
-def build_by_one_step(model: keras.Model, batch: Any) -> None:
-    """Creates the model's and its optimizers' variables by training one step on `batch`.
+def build_by_one_step(model: keras.Model, one_batch: tf.data.Dataset, strategy: tf.distribute.Strategy) -> None:
+    """Creates the model's and its optimizers' variables by training one step on one batch.
 
+    The batch reaches `train_step` as `fit` hands it over (`(x, y)`, not
+    `train_on_batch`'s `(x, y, None)`), under the strategy the fit runs in.
     Call inside the strategy's scope, before `checkpoint.restore`.
 
     Args:
         model: A compiled model.
-        batch: One training batch: `(x,)`, `(x, y)` or `(x, y, sample_weight)`, or x alone.
+        one_batch: A dataset of one batch, as the fit's pipeline yields it.
+        strategy: The fit's strategy.
     """
-    parts = tuple(batch) if isinstance(batch, tuple) else (batch,)
-    x, y, sample_weight = (parts + (None, None))[:3]
-    model.train_on_batch(x, y, sample_weight=sample_weight)
+    batch = next(iter(strategy.experimental_distribute_dataset(one_batch)))
+    tf.function(lambda data: strategy.run(model.train_step, args=(data,)))(batch)
 
 
-def restore_built(model: keras.Model, state: checkpoint.TrainingState, where: str, batch: Any) -> None:
+def restore_built(model: keras.Model, state: checkpoint.TrainingState, where: str,
+                  one_batch: tf.data.Dataset | None, strategy: tf.distribute.Strategy) -> None:
     """Restores `state` into `model`, first building the model by one step if it is built lazily.
 
     Args:
         model: The compiled model of the fit.
         state: The fit's saved state.
         where: What to name the state by in error messages.
-        batch: One training batch, used only to build a lazily built model.
+        one_batch: A dataset of one training batch (None when `needs_build` is false).
+        strategy: The fit's strategy.
     """
-    if needs_build(model):
-        build_by_one_step(model, batch)
+    if one_batch is not None and needs_build(model):
+        build_by_one_step(model, one_batch, strategy)
     checkpoint.restore(model, state, where)

@@ -121,11 +121,15 @@ def finish(job: Job, check_dir: Path) -> None:
     run_status = results.get("status") if isinstance(results, dict) else None
     if code in (130, 143) or run_status == "interrupted":
         job.status = "interrupted"
+    elif run_status == "diverged":
+        job.status = "failed"
+        job.error = job.error or "the run diverged (a non-finite loss, weight or metric; status diverged)"
     elif run_status != "ok":
         job.status = "failed"
         if not job.error:
             lines = (check_dir / f"{job.name}.log").read_text("utf-8", "replace").splitlines()
-            errors = [line for line in lines if line.startswith("kexp: error: ")] or lines[-1:]
+            errors = [line for line in lines if line.startswith("kexp: error: ")] or [
+                line for line in lines if not line.startswith(("run_dir:", "status:", "kexp: run folder"))][-1:]
             job.error = (errors[-1] if errors else f"exit code {code}")[:300]
     else:
         job.status = "met" if not quality.failures(job.expected, job.metrics) else "missed"
@@ -150,7 +154,7 @@ def run_jobs(jobs: list[Job], check_dir: Path, logdir: str, seed: int | None, wo
     begun = time.monotonic()
     while pending or running:
         if requests:
-            _stop(running, check_dir)
+            _stop(running, check_dir, requests)
             return False
         while pending and len(running) < workers:
             job = pending.pop(0)
@@ -175,15 +179,25 @@ def _expected(job: Job) -> str:
     return f"expected ~{job.expected_time_s:g} s" if job.expected_time_s else "no expected time declared"
 
 
-def _stop(running: list[Job], check_dir: Path) -> None:
-    """Passes one SIGINT to each run in progress (a clean stop: interrupted, resumable) and waits for it."""
+def _stop(running: list[Job], check_dir: Path, requests: list[int]) -> None:
+    """Passes one SIGINT to each run in progress (a clean stop: interrupted, resumable) and waits for it.
+
+    A second signal to the check passes a second SIGINT on, which ends a run at once (as a second Ctrl-C
+    ends `kexp run`); a run still going after two minutes is killed.
+    """
     for job in running:
         job.process.send_signal(signal.SIGINT)  # type: ignore[union-attr]
     deadline = time.monotonic() + 120
+    passed_on = 1
+    while any(job.process.poll() is None for job in running) and time.monotonic() < deadline:  # type: ignore
+        if len(requests) > passed_on:
+            passed_on = len(requests)
+            for job in running:
+                if job.process.poll() is None:  # type: ignore[union-attr]
+                    job.process.send_signal(signal.SIGINT)  # type: ignore[union-attr]
+        time.sleep(0.2)
     for job in running:
-        try:
-            job.process.wait(timeout=max(1.0, deadline - time.monotonic()))  # type: ignore[union-attr]
-        except subprocess.TimeoutExpired:
+        if job.process.poll() is None:  # type: ignore[union-attr]
             job.process.kill()  # type: ignore[union-attr]
             job.process.wait()  # type: ignore[union-attr]
         finish(job, check_dir)

@@ -84,11 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("names", nargs="*", metavar="NAME", help="experiments to check (default: every one)")
     check.add_argument("--jobs", type=_positive, default=1, help="experiments run at once (default 1)")
     check.add_argument("--logdir", default="logs", help="root of run folders and check-ID/ (default: ./logs)")
-    check.add_argument("--seed", type=int, default=None, help="train.seed of every run (default: each one's)")
+    check.add_argument("--seed", type=_seed, default=None, help="train.seed of every run (default: each one's)")
     check.add_argument("--json", action="store_true", help="print check.json instead of the table")
     check.add_argument("--list", action="store_true", help="print each experiment's bars and expected time; "
                        "trains nothing")
     return parser
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"received {text!r}; allowed: an integer 0..{2**32 - 1} (train.seed)") from None
+    return value
 
 
 def _port(text: str) -> int:
@@ -238,9 +246,10 @@ def _run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
             print(f"status: failed\nrun_dir: {err.run_dir}", flush=True)
         raise
-    # The run is over and its files written: a signal now would only cut the summary short.
+    # The run is over and its files written: a signal now is noted, the summary printed, and the exit code says it.
+    late: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signum, lambda signum, frame: late.append(signum))
     for key, value in results["metrics"].items():
         print(f"{key}: {value:.6g}")
     bar_line = _quality_bar_line(args.name, results["metrics"])
@@ -252,6 +261,10 @@ def _run(args: argparse.Namespace) -> int:
         f"replicas: {results['num_replicas']}"
     )
     print(f"run_dir: {results['run_dir'] or 'none (not the chief worker; the chief writes the run folder)'}")
+    if late:
+        print(f"kexp: interrupted ({signal.Signals(late[0]).name}) after the run ended (status {results['status']}, "
+              "its files complete); nothing to resume", file=sys.stderr, flush=True)
+        return 143 if late[0] == signal.SIGTERM else 130
     return 0 if results["status"] == "ok" else 1
 
 

@@ -70,7 +70,7 @@ def keras_fit_arguments(validation: Any, fit_kwargs: dict[str, Any]) -> KerasFit
     fit_kwargs = dict(fit_kwargs)
     for key, why in _OWNED_FIT_ARGS.items():
         if key in fit_kwargs:
-            raise UsageError(f"fit: {key} is set by the harness ({why}); received {key}={fit_kwargs[key]!r}")
+            raise UsageError(f"fit: {key} is set by the harness ({why}); received {key}={_short(fit_kwargs[key])}")
     given = {key: fit_kwargs.pop(key) for key in ("validation_data", "validation_split") if key in fit_kwargs}
     verbose = fit_kwargs.pop("verbose", None)
     if verbose is not None and verbose not in (0, 1, 2, "auto"):
@@ -87,6 +87,14 @@ def keras_fit_arguments(validation: Any, fit_kwargs: dict[str, Any]) -> KerasFit
     if len(given) > 1:
         raise UsageError(f"fit: received both {' and '.join(given)}; allowed: one of them")
     return KerasFitArguments(next(iter(given.values()), None), verbose, steps)
+
+
+def _short(value: Any) -> str:
+    """Returns a value as an error message shows it: scalars as they are, arrays and the like by type and shape."""
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return repr(value)[:80]
+    shape = getattr(value, "shape", None)
+    return f"<{type(value).__name__}{f' of shape {tuple(shape)}' if shape is not None else ''}>"
 
 
 def check_compile_arguments(model: keras.Model, compile_args: dict[str, Any]) -> None:
@@ -135,7 +143,8 @@ def model_from(model: Any, num_replicas: int, strategy_name: str) -> keras.Model
 
 
 def needs_loss(model: keras.Model, compile_args: dict[str, Any], is_gan: bool) -> None:
-    """Refuses an uncompiled model given no loss; and a `kexp.models.GAN` given one (it has its own losses)."""
+    """Refuses an uncompiled model given no loss, unless its own `train_step` computes one (Keras' VAE
+    example compiles with an optimizer alone); and a `kexp.models.GAN` given one (it has its own losses)."""
     if is_gan:
         given = sorted(key for key, value in compile_args.items() if value is not None and key != "optimizer")
         if given:
@@ -143,7 +152,7 @@ def needs_loss(model: keras.Model, compile_args: dict[str, Any], is_gan: bool) -
                              "losses and metrics (d_loss, g_loss); allowed: optimizer= alone (a function "
                              "returning one optimizer, called once per network)")
         return
-    if compile_args.get("loss") is None:
+    if compile_args.get("loss") is None and type(model).train_step is keras.Model.train_step:
         raise UsageError(f"fit: received no loss for the uncompiled {type(model).__name__} "
                          f"{model.name!r}; allowed: fit(..., loss=...), or a model you compiled")
 

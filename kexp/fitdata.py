@@ -27,6 +27,7 @@ class FitData:
         counter: A stream's example counter, or None.
         source: The stream as the user gave it, or None.
         class_weight: Class weights Keras applies itself (a stream's), or None.
+        given_steps: `steps_per_epoch` as given to `fit` (a stream's), handed to Keras as it is.
     """
 
     train: Any
@@ -38,6 +39,7 @@ class FitData:
     counter: streams.Counter | None = None
     source: Any = None
     class_weight: Any = None
+    given_steps: int | None = None
 
     @property
     def is_stream(self) -> bool:
@@ -99,7 +101,8 @@ def _stream_data(train: Any, validation: Any, class_weight: Any, epochs: int, st
                          "validation_split with arrays (as in Keras' fit), or validation data")
     stream, counter, steps = streams.prepare(train, "train", num_replicas, epochs, steps_per_epoch)
     validation, n_validation = _validation(validation, num_replicas, should_stop)
-    return FitData(stream, validation, None, None, n_validation, steps, counter, train, class_weight)
+    return FitData(stream, validation, None, None, n_validation, steps, counter, train, class_weight,
+                   steps_per_epoch)
 
 
 def _validation(validation: Any, num_replicas: int, should_stop: Callable[[], None]) -> tuple[Any, int | None]:
@@ -114,16 +117,18 @@ def _validation(validation: Any, num_replicas: int, should_stop: Callable[[], No
     return validation, inputs.count_examples(validation, "validation", should_stop)
 
 
-def first_batch(data: FitData, make_dataset: Callable[..., tf.data.Dataset]) -> tuple[Any, FitData]:
-    """Returns one training batch (to build a model lazily built) and the data, a generator's batch put back.
+def first_batch(data: FitData, make_dataset: Callable[..., tf.data.Dataset]) -> tuple[tf.data.Dataset, FitData]:
+    """Returns a dataset of one training batch (to build a lazily built model) and the data, a generator's put back.
 
     Args:
         data: The fit's data.
         make_dataset: `Harness.dataset`.
     """
     if not data.is_stream:
-        return next(iter(make_dataset(data.train, training=False, num_examples=data.n_all))), data
+        return make_dataset(data.train, training=False, num_examples=data.n_all).take(1), data
     if streams.kind_of(data.source) == "PyDataset":
-        return data.source[0], data
-    batch = next(data.train)
-    return batch, dataclasses.replace(data, train=itertools.chain([batch], data.train))
+        batch = data.source[0]
+    else:
+        batch = next(data.train)
+        data = dataclasses.replace(data, train=itertools.chain([batch], data.train))
+    return tf.data.Dataset.from_tensors(tuple(batch) if isinstance(batch, list) else batch), data

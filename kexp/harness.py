@@ -298,7 +298,7 @@ class Harness(RunOutputs):
     def fit(
         self,
         model: keras.Model | Callable[[], keras.Model],
-        train: Data,
+        train: Data = None,
         validation: Data | float | None = None,
         *,
         loss: Any = None,
@@ -385,6 +385,9 @@ class Harness(RunOutputs):
         keras_args = fitargs.keras_fit_arguments(validation, fit_kwargs)
         epochs = self.train.epochs if epochs is None else fitargs.count_argument("epochs", epochs, 1_000_000)
         validation_freq = fitargs.count_argument("validation_freq", validation_freq, 1_000_000)
+        if train is None:
+            raise UsageError("fit: received no training data; allowed: fit(model, (x, y)) or fit(model, (x,)), "
+                             "an unbatched tf.data.Dataset, a keras.utils.PyDataset or a generator")
         compile_args = fitargs.compile_arguments(loss=loss, metrics=metrics, loss_weights=loss_weights,
                                                  weighted_metrics=weighted_metrics, optimizer=optimizer)
         if name is not None:
@@ -404,9 +407,9 @@ class Harness(RunOutputs):
             model, compiled_by = self._model_for_fit(model, compile_args, steps_per_epoch, epochs)
             if state is not None:
                 # Before any callback writes: a state that does not fit fails with the folder untouched.
-                batch, data = fitdata.first_batch(data, self.dataset) if building.needs_build(model) \
+                one_batch, data = fitdata.first_batch(data, self.dataset) if building.needs_build(model) \
                     else (None, data)
-                building.restore_built(model, state, f"--resume {str(self.run_dir)!r}", batch)
+                building.restore_built(model, state, f"--resume {str(self.run_dir)!r}", one_batch, self.strategy)
         self.fit_settings[fit_name] = self._settings(model, data, compiled_by)
         if state is not None and initial_epoch >= epochs:
             # Trained to the end before the resume: nothing to train, nothing to write (a later fit's
@@ -472,7 +475,8 @@ class Harness(RunOutputs):
                     validation_freq=validation_freq,
                     epochs=epochs,
                     initial_epoch=initial_epoch,
-                    steps_per_epoch=steps_per_epoch if one_stream or data.is_stream else None,
+                    # A stream's epoch is Keras' to end (a PyDataset's length), unless steps were given.
+                    steps_per_epoch=steps_per_epoch if one_stream else data.given_steps,
                     callbacks=all_callbacks,
                     verbose=self.verbose if verbose is None else verbose,
                     shuffle=False,  # the pipeline already shuffles, seeded

@@ -26,6 +26,27 @@ from typing import Any, Callable
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
+# StopRequests active in this process (their handlers are installed).
+_ACTIVE: list["StopRequest"] = []
+
+
+def _in_forked_child() -> None:
+    """A process forked while a stop request is active (a PyDataset's worker pool, say) gets default signals.
+
+    It inherits the handlers and the wakeup fd: its SIGTERM (how `multiprocessing` ends its workers) would
+    be ignored, the pool would wait for it forever, and the signal would reach the parent's watcher as a
+    request to stop the run.
+    """
+    if not _ACTIVE:
+        return
+    _ACTIVE.clear()
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_in_forked_child)
+
 
 class RunInterrupted(KeyboardInterrupt):
     """Raised in the main thread when a signal asked the run to stop.
@@ -91,11 +112,14 @@ class StopRequest:
         self._thread = threading.Thread(target=self._watch, name="kexp-signal-watcher", daemon=True)
         self._thread.start()
         self.active = True
+        _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if not self.active:
             return
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         signal.set_wakeup_fd(self._previous_fd if self._previous_fd is not None else -1)

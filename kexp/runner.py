@@ -94,6 +94,7 @@ def resume_config(name: str, run_dir: str | Path) -> ExperimentConfig:
                 f"{prefix}: config.json differs from the config backup/{fit} was trained with "
                 f"({key}: {_cut(ours)} in config.json, {_cut(theirs)} in its state); "
                 "allowed: the run's config.json as it was written")
+    _check_histories(folder, prefix)
     _check_history_has_state(folder, set(states), prefix)
     return config
 
@@ -158,6 +159,25 @@ def _experiment_of(name: str, module: Any, folder: Path, results: dict[str, Any]
 
 def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value))
+
+
+# A history kexp writes holds one short line per epoch: far below this even at the epoch limit.
+MAX_HISTORY_BYTES = 64 * 2**20
+
+
+def _check_histories(folder: Path, prefix: str) -> None:
+    """Refuses a `history.csv` a resume would read and rewrite that kexp did not write: too large, or binary."""
+    for history in sorted([folder / "history.csv", *folder.glob("*/history.csv")]):
+        if not history.is_file():
+            continue
+        name = history.relative_to(folder)
+        if history.stat().st_size > MAX_HISTORY_BYTES:
+            raise UsageError(f"{prefix}: {name} is larger than {MAX_HISTORY_BYTES // 2**20} MiB; allowed: the "
+                             "history kexp wrote (one line per epoch)")
+        with open(history, "rb") as handle:
+            if b"\0" in handle.read():
+                raise UsageError(f"{prefix}: {name} holds NUL bytes, not CSV text; allowed: the history kexp "
+                                 "wrote (one line per epoch)")
 
 
 def _check_history_has_state(folder: Path, fits_with_state: set[str], prefix: str) -> None:

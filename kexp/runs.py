@@ -92,7 +92,9 @@ def describe(run_dir: Path) -> dict[str, Any]:
     elif results_error:
         entry["status"], entry["reason"] = "corrupt", f"results.json: {results_error}"
     elif config is not None:
-        entry["status"], entry["reason"] = "crashed", "no results.json and no process in it: resume it"
+        problem = _resume_problem(run_dir)
+        entry["status"], entry["reason"] = ("corrupt", problem) if problem else (
+            "crashed", "no results.json and no process in it: resume it")
     elif config_error:
         entry["status"], entry["reason"] = "corrupt", f"config.json: {config_error}"
     else:
@@ -109,6 +111,26 @@ def describe(run_dir: Path) -> dict[str, Any]:
     if isinstance(source.get("experiment"), str):
         entry["experiment"] = source["experiment"]
     return entry
+
+
+def _resume_problem(run_dir: Path) -> str:
+    """Returns why `--resume` would refuse a crashed run's folder (its config, states, logs), or "" if it would not.
+
+    The checks of `kexp run --resume` (`kexp.runner.resume_config`), for a folder filed under a known
+    experiment, so that `kexp runs` never says "resume it" of a folder a resume refuses. (A library run,
+    `open_run`, resumes through `open_run(resume=...)`: its folder is not checked here.)
+    """
+    from kexp import registry
+    from kexp.runner import resume_config
+
+    if run_dir.parent.name not in registry.discover():
+        return ""
+    try:
+        resume_config(run_dir.parent.name, run_dir)
+    except UsageError as err:
+        text = str(err)  # "--resume 'PATH': why; allowed: ...": the reason without the path
+        return text.split(": ", 1)[1] if text.startswith("--resume ") else text
+    return ""
 
 
 def format_table(entries: list[dict[str, Any]]) -> list[str]:

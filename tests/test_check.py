@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,47 @@ def test_failures_name_each_missed_or_missing_metric_with_its_bar():
     assert quality.failures(expected, {"a": 0.95, "b": 1.0, "c": 1e-4}) == []
     assert quality.failures(expected, {"a": 0.5, "b": 1.0}) == ["a 0.5 (bar ≥ 0.9)", "c None (bar ≤ 1e-3)"]
     assert quality.describe(("between", 0.8, 1.2)) == "0.8–1.2"
+
+
+HANGING = '''
+"""Sleeps in Python code, where a clean stop waits for it."""
+import time
+from kexp import ExperimentConfig, TrainConfig
+CONFIG = ExperimentConfig(data=None, model=None, train=TrainConfig(epochs=1))
+EXPECTED = {"score": (">=", 0.0)}
+def run(config, harness):
+    time.sleep(300)
+    return {"score": 1.0}
+'''
+DIVERGING = '''
+"""Records a NaN figure."""
+from kexp import ExperimentConfig, TrainConfig
+CONFIG = ExperimentConfig(data=None, model=None, train=TrainConfig(epochs=1))
+EXPECTED = {"score": (">=", 0.0)}
+def run(config, harness):
+    return {"score": float("nan")}
+'''
+
+
+def test_a_second_ctrl_c_ends_a_busy_run_at_once_and_a_diverged_run_says_so(experiments, logdir):
+    folder = Path(experiments["KEXP_EXPERIMENTS_PATH"])
+    (folder / "hang_exp.py").write_text(HANGING)
+    (folder / "nan_exp.py").write_text(DIVERGING)
+    env = {**os.environ, **experiments, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "kexp", "check", "nan_exp", "hang_exp", "--logdir", str(logdir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stderr:  # type: ignore[union-attr]
+        if line.startswith("kexp check: started hang_exp"):
+            break
+    while not list(logdir.glob("hang_exp/*/config.json")):  # its run is open (and sleeping)
+        pass
+    proc.send_signal(signal.SIGINT)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    code, _, err = finish(proc, timeout=60)  # not the two minutes a run gets to stop cleanly
+    assert code == 130 and time.monotonic() - started < 30, err[-2000:]
+    report = json.loads(next(logdir.glob("check-*/check.json")).read_text())
+    assert report["experiments"]["nan_exp"]["status"] == "failed"
+    assert "diverged" in report["experiments"]["nan_exp"]["error"]
+    assert report["experiments"]["hang_exp"]["status"] == "interrupted"

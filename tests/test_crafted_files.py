@@ -122,6 +122,16 @@ def test_runs_lists_crafted_folders_as_corrupt_with_the_reason(logdir):
     assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 1 + len(crafted), table.stderr
 
 
+def test_runs_calls_a_crashed_folder_that_resume_would_refuse_corrupt_not_resumable(logdir):
+    # No results.json, a config.json that is not xor's (an edited epoch count of the wrong type).
+    config = json.loads(XOR_CONFIG)
+    config["train"]["epochs"] = True
+    _make_folder(logdir, "xor", {"config.json": json.dumps(config)})
+    (entry,) = json.loads(run_cli("runs", "--logdir", str(logdir), "--json", timeout=60).stdout)
+    assert entry["status"] == "corrupt" and entry["reason"].startswith("config.json does not fit experiment 'xor'")
+    assert "resume it" not in entry["reason"]
+
+
 # --- kexp run --resume ----------------------------------------------------------------------------------------
 
 STATE_REFUSED = "backup/single_layer/state.npz is not a readable kexp training state"
@@ -154,6 +164,9 @@ RESUME_CASES = {
                      f"{STATE_REFUSED} (run.experiment 5"),
     "experiment a list": (_with_state(_header(run={"experiment": ["xor"]})),
                           f"{STATE_REFUSED} (run.experiment ['xor']"),
+    "history.csv of NUL bytes": ({"config.json": XOR_CONFIG, "single_layer/history.csv": "\0" * 4096},
+                                 "single_layer/history.csv holds NUL bytes, not CSV text"),
+    "20 GiB history.csv": ({"config.json": XOR_CONFIG}, "single_layer/history.csv is larger than 64 MiB"),
 }
 
 
@@ -163,6 +176,8 @@ def test_resume_of_a_crafted_folder_exits_2_naming_the_file_and_changes_nothing(
     run_dir = _make_folder(logdir, "xor", files)
     if case == "1 GiB results.json":
         _sparse(run_dir / "results.json")
+    elif case == "20 GiB history.csv":
+        _sparse(run_dir / "single_layer" / "history.csv", 20 * 2**30)
     elif case.startswith("FIFO "):
         _fifo(run_dir / {"FIFO config.json": "config.json", "FIFO results.json": "results.json",
                          "FIFO state.npz": "backup/single_layer/state.npz",

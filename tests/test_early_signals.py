@@ -20,7 +20,7 @@ def _check_ended_cleanly(code: int, err: str, signum: int, logdir) -> list:
         assert json.loads((folder / "results.json").read_text())["status"] == "interrupted"
         assert f"continue with --resume {folder}" in err
     if not folders:
-        assert "before a run folder was created; nothing to resume" in err
+        assert err.strip().endswith("nothing to resume") and len(err.strip().splitlines()) == 1, err
     return folders
 
 
@@ -36,7 +36,7 @@ def test_a_signal_as_the_run_folder_appears_is_a_clean_resumable_stop(signum, lo
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-@pytest.mark.parametrize("delay", [0.3, 1.5])
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5])
 def test_a_signal_while_tensorflow_starts_leaves_nothing(signum, delay, logdir):
     proc = start_run("xor", "--logdir", str(logdir), "--set", "train.epochs=2")
     time.sleep(delay)

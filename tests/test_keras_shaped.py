@@ -225,7 +225,7 @@ class VAE(keras.Model):
         return [self.total]
 
     def train_step(self, data):
-        x = data[0] if isinstance(data, tuple) else data
+        (x,) = data  # as fit hands over (x,) data: a resume's building step must too (not (x, None, None))
         with tf.GradientTape() as tape:
             h = self.hidden(x)
             mean, log_var = self.mean(h), self.log_var(h)
@@ -325,3 +325,47 @@ def test_a_gan_given_a_loss_is_refused_not_compiled_without_it(logdir):
         with kexp.open_run("gan", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
             run.fit(lambda: GAN(gan_1d_generator(), gan_1d_discriminator()), (real,), loss="mse", metrics=["mae"])
     assert list(logdir.rglob("*")) == []
+
+
+def test_an_uncompiled_model_with_its_own_train_step_compiles_with_an_optimizer_alone(logdir):
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    with kexp.open_run("vae", logdir=logdir, train=TrainConfig(epochs=1, optimizer="sgd"), verbose=0) as run:
+        model = run.fit(lambda: VAE(lazy=False), (x,))
+    assert run.results["status"] == "ok" and type(model.optimizer).__name__ == "SGD"
+    assert run.results["fits"]["model"]["compiled_by"] == "harness"
+
+
+def test_training_data_given_as_keras_x_and_y_keywords_is_refused_with_the_accepted_call(logdir):
+    x, y = _xy()
+    with pytest.raises(UsageError, match=r"fit: x is set by the harness \(pass the training data as fit\(model, "
+                                         r"\(x, y\)\).*received x=<ndarray of shape \(96, 4\)>"):
+        with kexp.open_run("keywords", logdir=logdir, verbose=0) as run:
+            run.fit(_dense, x=x, y=y, loss="mse")
+    assert list(logdir.rglob("*")) == []
+
+
+PYDATASET_WORKERS = """
+import sys, keras, numpy as np, kexp
+x = np.random.default_rng(0).normal(size=(96, 4)).astype("float32")
+class Batches(keras.utils.PyDataset):
+    def __len__(self):
+        return 3
+    def __getitem__(self, index):
+        return x[index * 32:(index + 1) * 32], x[index * 32:(index + 1) * 32, :1]
+with kexp.open_run("workers", logdir=sys.argv[1], train=kexp.TrainConfig(epochs=3), verbose=0) as run:
+    run.fit(lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)]),
+            Batches(workers=2, use_multiprocessing=True), loss="mse")
+print(run.results["status"], run.results["fits"]["model"]["input"]["counted"])
+"""
+
+
+def test_a_pydataset_read_by_worker_processes_trains_every_epoch(logdir):
+    # Keras ends each epoch of a PyDataset itself: given its length as steps_per_epoch, the
+    # multiprocessing reader waited forever after the first epoch.
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", PYDATASET_WORKERS, str(logdir)], capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[-2] == "ok in worker processes: not seen by the harness"
