@@ -108,20 +108,21 @@ def load_model(run_dir: str | os.PathLike, fit: str = "model", *, compile: bool 
         raise UsageError(f"load_model: no model {fit!r} in {str(run_dir)!r}; "
                          f"allowed: {', '.join(saved) if saved else 'none: this run saved no model'}")
     model = keras.models.load_model(path, compile=compile)
-    stored = _stored_weights(path)
-    if len(model.weights) < stored:
+    stored = _stored_layer_weights(path)
+    loaded = sum(len(layer.weights) for layer in model.layers)
+    if loaded < stored:
         # Keras only warns (or says nothing) when a layer of the rebuilt model was never built: its weights
         # stay at their initial values, or absent. A model that looks loaded and is not is refused.
         raise UsageError(
             f"load_model: {str(path)!r} holds {stored} weights but the {type(model).__name__} rebuilt from its "
-            f"config has {len(model.weights)}: its layers are built lazily (in train_step or on the first call) "
+            f"config has {loaded}: its layers are built lazily (in train_step or on the first call) "
             "and Keras cannot load their weights; allowed: a model whose class builds its layers in __init__ "
             "or implements build(input_shape), as Keras' saving needs")
     return model
 
 
-def _stored_weights(path: Path) -> int:
-    """Returns how many model weights (optimizer variables aside) a `.keras` file stores."""
+def _stored_layer_weights(path: Path) -> int:
+    """Returns how many weights of its layers a `.keras` file stores (optimizers' and the model's own variables aside)."""
     import io
     import zipfile
 
@@ -133,4 +134,6 @@ def _stored_weights(path: Path) -> int:
         names: list[str] = []
         with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
             weights.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
-    return sum(1 for name in names if not name.startswith("optimizer"))
+    # `vars/...` at the top are the model's own (a GAN's noise seed); `*optimizer*/...` its optimizers' slots.
+    return sum(1 for name in names if not name.startswith("vars/")
+               and not any("optimizer" in part for part in name.split("/")))
