@@ -410,7 +410,8 @@ class Harness(RunOutputs):
                 one_batch, data = fitdata.first_batch(data, self.dataset) if building.needs_build(model) \
                     else (None, data)
                 building.restore_built(model, state, f"--resume {str(self.run_dir)!r}", one_batch, self.strategy)
-        self.fit_settings[fit_name] = self._settings(model, data, compiled_by)
+        group = 1 if data.is_stream else self._fused_group(model, data.train, data.n_train, pad)
+        self.fit_settings[fit_name] = {**self._settings(model, data, compiled_by), "fused_steps": group > 1}
         if state is not None and initial_epoch >= epochs:
             # Trained to the end before the resume: nothing to train, nothing to write (a later fit's
             # state that does not fit then leaves the folder as it was).
@@ -420,7 +421,7 @@ class Harness(RunOutputs):
             return model
         if self.is_chief and initial_epoch == 0:
             self.images.write_text(f"model_summary/{fit_name}", modelinfo.summary_markdown(model))
-        history = self._run_fit(model, data, fit_name, epochs, initial_epoch, validation_freq, pad,
+        history = self._run_fit(model, data, fit_name, epochs, initial_epoch, validation_freq, pad, group,
                                 callbacks, keras_args.verbose)
         self.stop.check()
         self._after_fit(model, history, fit_name)
@@ -430,7 +431,7 @@ class Harness(RunOutputs):
         """Returns what `results.json` `fits` records of a fit before it trains."""
         settings = {
             "steps_per_execution": int(model.steps_per_execution), "jit_compile": bool(model.jit_compile),
-            "fused_steps": False, "compiled_by": compiled_by, "global_batch_size": self.global_batch_size,
+            "compiled_by": compiled_by, "global_batch_size": self.global_batch_size,
             "train_examples": data.n_all, "trained_examples_per_epoch": data.n_train,
             "validation_examples": data.n_validation,
         }
@@ -439,12 +440,14 @@ class Harness(RunOutputs):
         return settings
 
     def _run_fit(self, model: keras.Model, data: fitdata.FitData, fit_name: str, epochs: int, initial_epoch: int,
-                 validation_freq: int, pad: bool, callbacks: Sequence[keras.callbacks.Callback],
+                 validation_freq: int, pad: bool, group: int, callbacks: Sequence[keras.callbacks.Callback],
                  verbose: int | str | None) -> keras.callbacks.History:
-        """Runs Keras' `fit` of one harness fit, from `initial_epoch`, with the harness's pipeline and callbacks."""
+        """Runs Keras' `fit` of one harness fit, from `initial_epoch`, with the harness's pipeline and callbacks.
+
+        `group` is how many batches each compiled call runs fused (`_fused_group`; 1: Keras' own steps).
+        """
         steps_per_epoch = data.steps_per_epoch
         steps_per_execution = int(model.steps_per_execution)
-        group = 1 if data.is_stream else self._fused_group(model, data.train, data.n_train, pad)
         # One input stream for the whole fit when a compiled call never spans
         # two epochs (a fused call ends with its epoch); else one iteration per epoch.
         one_stream = not data.is_stream and (steps_per_epoch % steps_per_execution == 0 or group > 1)
@@ -458,7 +461,6 @@ class Harness(RunOutputs):
         val_ds = data.validation
         if data.validation is not None and data.n_validation is not None:
             val_ds = self.dataset(data.validation, training=False, num_examples=data.n_validation, pad=pad)
-        self.fit_settings[fit_name]["fused_steps"] = group > 1
         if data.is_stream:
             self.fit_settings[fit_name]["input"] = streams.describe(data.source, None, steps_per_epoch)
         if is_multi_worker(self.strategy):

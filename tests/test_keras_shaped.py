@@ -369,3 +369,16 @@ def test_a_pydataset_read_by_worker_processes_trains_every_epoch(logdir):
                           timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split("\n")[-2] == "ok in worker processes: not seen by the harness"
+
+
+def test_a_fit_finished_before_a_resume_keeps_its_recorded_settings(logdir):
+    x, y = _xy(400)
+    with kexp.open_run("fused", logdir=logdir, train=TrainConfig(epochs=2), verbose=0) as run:
+        run.fit(_dense, (x, y), loss="binary_crossentropy")
+    (run.run_dir / "results.json").unlink()
+    with kexp.open_run("fused", logdir=logdir, train=TrainConfig(epochs=2), verbose=0, resume=run.run_dir) as again:
+        again.fit(_dense, (x, y), loss="binary_crossentropy")
+    before, after = run.results["fits"]["model"], again.results["fits"]["model"]
+    assert before["fused_steps"] is True and after["fused_steps"] is True
+    assert {k: after[k] for k in ("steps_per_execution", "train_examples", "params")} == {
+        k: before[k] for k in ("steps_per_execution", "train_examples", "params")}
