@@ -114,13 +114,19 @@ def test_check_refuses_an_unknown_name_with_the_closest_ones(logdir):
     assert not list(logdir.iterdir())
 
 
-def test_ctrl_c_stops_the_check_cleanly_and_keeps_the_finished_rows(experiments, logdir):
+def _start_check(experiments: dict, logdir: Path, *names: str) -> subprocess.Popen:
+    """Starts `kexp check NAMES` and returns once it says it started the last one."""
     env = {**os.environ, **experiments, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "kexp", "check", "met_exp", "slow_exp", "--logdir", str(logdir)],
+    proc = subprocess.Popen([sys.executable, "-m", "kexp", "check", *names, "--logdir", str(logdir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     for line in proc.stderr:  # type: ignore[union-attr]
-        if line.startswith("kexp check: started slow_exp"):
+        if line.startswith(f"kexp check: started {names[-1]}"):
             break
+    return proc
+
+
+def test_ctrl_c_stops_the_check_cleanly_and_keeps_the_finished_rows(experiments, logdir):
+    proc = _start_check(experiments, logdir, "met_exp", "slow_exp")
     slow_folder = None
     while slow_folder is None:  # wait until slow_exp trains (its history has rows)
         slow_folder = next((p for p in (logdir / "slow_exp").glob("*/history.csv")
@@ -179,12 +185,7 @@ def test_a_second_ctrl_c_ends_a_busy_run_at_once_and_a_diverged_run_says_so(expe
     folder = Path(experiments["KEXP_EXPERIMENTS_PATH"])
     (folder / "hang_exp.py").write_text(HANGING)
     (folder / "nan_exp.py").write_text(DIVERGING)
-    env = {**os.environ, **experiments, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "kexp", "check", "nan_exp", "hang_exp", "--logdir", str(logdir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    for line in proc.stderr:  # type: ignore[union-attr]
-        if line.startswith("kexp check: started hang_exp"):
-            break
+    proc = _start_check(experiments, logdir, "nan_exp", "hang_exp")
     while not list(logdir.glob("hang_exp/*/config.json")):  # its run is open (and sleeping)
         pass
     proc.send_signal(signal.SIGINT)
