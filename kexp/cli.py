@@ -223,6 +223,7 @@ def _show(name: str, overrides: Sequence[str]) -> int:
 def _run(args: argparse.Namespace) -> int:
     import signal
 
+    from kexp import rundir
     from kexp.interrupt import StopRequest, raise_on_signals
     from kexp.runner import RUN_FOLDER_LINE, request_config, run_experiment
     from kexp.strategy import check_name
@@ -235,6 +236,8 @@ def _run(args: argparse.Namespace) -> int:
     # Bad input fails here, before TensorFlow loads.
     request_config(args.name, args.overrides, args.resume)
     check_name(args.strategy)
+    if args.resume is None:
+        rundir.check_logdir(args.logdir)
     _import_tensorflow_quietly()
     try:
         results = run_experiment(args.name, args.overrides, logdir=args.logdir, strategy=args.strategy,
@@ -393,6 +396,7 @@ def _sweep(args: argparse.Namespace) -> int:
             raise UsageError("sweep --resume runs the saved grid with its saved settings; received --grid, --set, "
                              "--logdir or --strategy; allowed: --resume with --jobs only")
         data = sweeps.load_sweep(args.resume, args.name)
+        check_strategy(data["strategy"])  # and KEXP_CPU_DEVICES: checked once here, not by every point
         sweep_dir = os.path.abspath(args.resume)
     else:
         if args.name is None:

@@ -23,6 +23,27 @@ from typing import Any
 from kexp.errors import UsageError, WriteError
 
 
+def check_logdir(logdir: str | os.PathLike) -> None:
+    """Checks, without creating anything, that run folders could be made under `logdir`.
+
+    The command line calls it before TensorFlow loads, so that a logdir under
+    a file or in a read-only place fails at once; `create_run_dir` still
+    checks by writing.
+
+    Raises:
+        UsageError: When the nearest existing folder on the way is not a
+            folder, or is not writable.
+    """
+    path = Path(logdir).absolute()
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    reason = ("Not a directory" if not path.is_dir()
+              else "Permission denied" if not os.access(path, os.W_OK | os.X_OK) else "")
+    if reason:
+        raise UsageError(f"--logdir {str(logdir)!r}: not writable ({reason}: {str(path)!r}); "
+                         "allowed: a folder you can write to")
+
+
 def create_run_dir(logdir: str | os.PathLike, name: str, prefix: str = "") -> Path:
     """Creates and returns a new, unique run folder `logdir/name/RUN_ID`.
 

@@ -60,26 +60,44 @@ def configure_cpu_devices(count: int) -> None:
                 "TensorFlow") from None
 
 
-def configure_from_env() -> None:
-    """Applies `KEXP_CPU_DEVICES=N` from the environment, if set."""
+def cpu_devices_from_env() -> int | None:
+    """Reads `KEXP_CPU_DEVICES=N` from the environment, without TensorFlow.
+
+    Returns:
+        N, or None when the variable is unset or blank.
+
+    Raises:
+        UsageError: When N is not an integer in 1..`MAX_CPU_DEVICES`.
+    """
     raw = os.environ.get(CPU_DEVICES_ENV, "").strip()
     if not raw:
-        return
+        return None
     try:
         count = int(raw)
     except ValueError:
         raise UsageError(f"{CPU_DEVICES_ENV}: received {_shown(raw)}; allowed: an integer 1..{MAX_CPU_DEVICES}") from None
-    configure_cpu_devices(count)
+    if not 1 <= count <= MAX_CPU_DEVICES:
+        raise UsageError(f"{CPU_DEVICES_ENV}: received {count}; allowed: an integer 1..{MAX_CPU_DEVICES}")
+    return count
+
+
+def configure_from_env() -> None:
+    """Applies `KEXP_CPU_DEVICES=N` from the environment, if set."""
+    count = cpu_devices_from_env()
+    if count is not None:
+        configure_cpu_devices(count)
 
 
 def check_name(name: str) -> None:
-    """Checks a strategy name (and `TF_CONFIG` for `multi_worker`) without TensorFlow.
+    """Checks a strategy name, `KEXP_CPU_DEVICES` (and `TF_CONFIG` for `multi_worker`) without TensorFlow.
 
     Raises:
-        UsageError: For an unknown name or a missing/invalid `TF_CONFIG`.
+        UsageError: For an unknown name, a bad `KEXP_CPU_DEVICES` or a
+            missing/invalid `TF_CONFIG`.
     """
     if name not in STRATEGIES:
         raise UsageError(f"--strategy: received {name!r}; allowed: {', '.join(STRATEGIES)}")
+    cpu_devices_from_env()  # a bad value fails here, not after seconds of TensorFlow import
     if name == "multi_worker":
         _check_tf_config()
         if name not in _CREATED:  # once it exists, this process's own server holds the port

@@ -22,6 +22,42 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     )
 
 
+def run_cli_here(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs the CLI's `main(ARGS)` in this process and returns what `run_cli` would.
+
+    What `python -m kexp ARGS` does after Python and TensorFlow have started,
+    without paying ~10 s of TensorFlow import per call on a 2-core machine.
+    Use `run_cli` where a fresh process matters: signals, logical device
+    counts (this process has two), start-up, the console script.
+    """
+    import contextlib
+    import io
+    import signal
+
+    import keras
+
+    from kexp.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    policy = keras.mixed_precision.global_policy()
+    saved_env = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as stop:  # argparse's usage errors
+                code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        keras.mixed_precision.set_global_policy(policy)
+    return subprocess.CompletedProcess(["kexp", *args], code, out.getvalue(), err.getvalue())
+
+
 def read_events(folder: Path) -> dict[str, list]:
     """Reads every TensorBoard event file in `folder`: `{tag: [(step, value), ...]}`.
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import finish, run_cli, start_run
+from helpers import finish, run_cli, run_cli_here, start_run
 
 
 def test_list_names_experiments_without_importing_tensorflow():
@@ -199,7 +199,7 @@ def test_run_whose_reader_leaves_trains_to_the_end_and_ends_ok(logdir):
 
 
 def test_diverged_run_exits_1_with_status_diverged(logdir):
-    proc = run_cli(
+    proc = run_cli_here(
         "run", "lstm_sine", "--logdir", str(logdir), "--set", "train.optimizer=sgd",
         "--set", "train.learning_rate=1e9", "--set", "train.epochs=3", "--set", "model.units=8",
     )

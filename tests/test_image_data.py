@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import run_cli_here
 
 import kexp
 from kexp.data import images
@@ -62,7 +62,7 @@ def test_absent_tfds_data_is_a_usage_error_naming_the_fix(tmp_path: Path):
 
 def test_cli_exits_2_fast_when_dataset_is_unavailable(tmp_path: Path, logdir):
     started = time.monotonic()
-    proc = run_cli("run", "lenet", "--set", "data.name=cifar10", "--set", f"data.data_dir={tmp_path}",
+    proc = run_cli_here("run", "lenet", "--set", "data.name=cifar10", "--set", f"data.data_dir={tmp_path}",
                    "--logdir", str(logdir))
     assert proc.returncode == 2, proc.stderr
     assert time.monotonic() - started < 60  # no hang on the network

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import bars_tier, read_events, run_cli
+from helpers import bars_tier, read_events, run_cli, run_cli_here
 
 from kexp import quality, registry
 from kexp.data import windows
@@ -94,7 +94,7 @@ def test_lstm_sine_default_run_meets_quality_bar(tmp_path: Path):
 
 
 def test_sin_x_pow_variant_runs_under_mirrored(tmp_path: Path):
-    proc = run_cli(
+    proc = run_cli_here(
         "run", "lstm_sine", "--logdir", str(tmp_path), "--strategy", "mirrored",
         "--set", "data.function=sin_x_pow", "--set", "train.epochs=2", "--set", "model.units=8",
         env={"KEXP_CPU_DEVICES": "2"},

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import kexp
-from helpers import read_events, run_cli
+from helpers import read_events, run_cli, run_cli_here
 
 HPARAMS = "_hparams_/session_start_info"
 SESSION_END = "_hparams_/session_end_info"
@@ -128,7 +128,7 @@ def test_resumed_run_keeps_one_session_start_end_and_metric_point(logdir):
 
 
 def test_profile_steps_write_a_trace_and_say_where(logdir):
-    proc = run_cli("run", "xor", "--logdir", str(logdir), "--set", "train.epochs=2", "--set", "data.repeats=8",
+    proc = run_cli_here("run", "xor", "--logdir", str(logdir), "--set", "train.epochs=2", "--set", "data.repeats=8",
                    "--set", "train.profile_steps=1,2")
     assert proc.returncode == 0, proc.stderr
     run_dir = Path(proc.stdout.strip().splitlines()[-1].split(": ", 1)[1])
@@ -143,7 +143,7 @@ def test_profile_steps_write_a_trace_and_say_where(logdir):
 
 
 def test_profile_range_past_the_fit_says_nothing_is_profiled(logdir):
-    proc = run_cli("run", "xor", "--logdir", str(logdir), "--set", "train.epochs=2", "--set", "data.repeats=8",
+    proc = run_cli_here("run", "xor", "--logdir", str(logdir), "--set", "train.epochs=2", "--set", "data.repeats=8",
                    "--set", "train.profile_steps=1000,1001")
     assert proc.returncode == 0, proc.stderr
     run_dir = Path(proc.stdout.strip().splitlines()[-1].split(": ", 1)[1])

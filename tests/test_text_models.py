@@ -139,14 +139,14 @@ def test_ngram_sampling_at_a_cold_temperature_is_greedy_not_nan():
 
 
 def test_char_rnn_settings_that_do_not_fit_the_validation_text_exit_2(logdir):
-    from helpers import run_cli
+    from helpers import run_cli_here
 
     for settings, message in [
         (["eval.sample_length=100000"], "eval.prompt_length=100 and eval.sample_length=100000: no prompt fits the "),
         (["data.seq_length=7000"], "data.seq_length=7000: the validation files of data.corpus_chars=50000 hold "),
     ]:
         args = [item for setting in ["data.corpus_chars=50000", *settings] for item in ("--set", setting)]
-        proc = run_cli("run", "char_rnn", "--logdir", str(logdir), *args)
+        proc = run_cli_here("run", "char_rnn", "--logdir", str(logdir), *args)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith(f"kexp: error: {message}") and len(proc.stderr.strip().splitlines()) == 1
         assert not any(logdir.iterdir())  # the run folder went again
