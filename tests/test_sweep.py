@@ -1,4 +1,8 @@
-"""`kexp sweep`: real `kexp run` processes at every grid point, a table, sweep.json, a figure, stop and resume."""
+"""`kexp sweep`: real `kexp run` processes at every grid point, a table, sweep.json, a figure, stop and resume.
+
+Every point is a `kexp run` process that imports TensorFlow (seconds of CPU each), so the tests share
+sweeps: one sweep checks several behaviours, and only the point a signal must land in trains for long.
+"""
 
 from __future__ import annotations
 
@@ -12,27 +16,30 @@ from pathlib import Path
 from helpers import run_cli
 from test_tensorboard import HPARAMS, _hparam_values, _hparams_events
 
-FAST = ["--set", "train.epochs=2", "--set", "data.repeats=8"]
+# The signal tests' slow point: 2000 steps an epoch, so that a signal sent as its 2nd epoch starts lands
+# while it trains (what is left of its first fit, then its second fit); the other points have 8 copies.
+SLOW_EPOCHS = 3
+SLOW_REPEATS = "8000"
 
 
 def _sweep_dir(stdout: str) -> Path:
     return Path(stdout.strip().splitlines()[-1].split(": ", 1)[1])
 
 
-def _signal_sweep_at(logdir: Path, hidden: str, point: int, signum: int) -> tuple[subprocess.CompletedProcess, Path]:
-    """Runs a slow xor sweep over `model.hidden=HIDDEN`, sends `signum` once point POINT is in its 2nd epoch.
+def _signal_sweep_at(logdir: Path, repeats: str, point: int, signum: int) -> tuple[subprocess.CompletedProcess, Path]:
+    """Runs an xor sweep over `data.repeats=REPEATS`, sends `signum` once point POINT is in its 2nd epoch.
 
     Returns the finished sweep process (its output as text) and that point's log.
     """
-    command = [sys.executable, "-m", "kexp", "sweep", "xor", "--grid", f"model.hidden={hidden}",
-               "--set", "train.epochs=6", "--set", "data.repeats=20000", "--logdir", str(logdir)]
+    command = [sys.executable, "-m", "kexp", "sweep", "xor", "--grid", f"data.repeats={repeats}",
+               "--set", f"train.epochs={SLOW_EPOCHS}", "--logdir", str(logdir)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
         log = None
         while log is None and time.monotonic() < deadline:
             found = list(logdir.glob(f"xor/sweep-*/points/point-{point:03d}.log"))
-            if found and "Epoch 2/6" in found[0].read_text():
+            if found and f"Epoch 2/{SLOW_EPOCHS}" in found[0].read_text():
                 log = found[0]
             time.sleep(0.2)
         assert log is not None, "the point never reached its second epoch"
@@ -45,12 +52,19 @@ def _signal_sweep_at(logdir: Path, hidden: str, point: int, signum: int) -> tupl
     return subprocess.CompletedProcess(command, proc.returncode, out, err), log
 
 
-def test_grid_runs_every_point_as_a_comparable_run(logdir):
+def test_grid_runs_every_point_as_a_comparable_run(tmp_path):
+    """Also: a newline in the logdir breaks no point (issue 22 item 12; was its own test).
+
+    Each point's run folder comes from the record its process writes, not from its output.
+    """
+    logdir = tmp_path / "two\nlines"
     proc = run_cli("sweep", "xor", "--grid", "model.hidden=2,8", "--grid", "train.learning_rate=0.01,0.05",
-                   *FAST, "--jobs", "2", "--logdir", str(logdir), timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    sweep_dir = _sweep_dir(proc.stdout)
-    assert sweep_dir.parent == logdir / "xor" and sweep_dir.name.startswith("sweep-")
+                   "--set", "train.epochs=1", "--set", "data.repeats=8", "--jobs", "2", "--logdir", str(logdir),
+                   timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep_dir,) = (logdir / "xor").glob("sweep-*")
+    assert sweep_dir.name.startswith("sweep-")
+    assert proc.stdout.endswith(f"\nsweep_dir: {sweep_dir}\n")
     sweep = json.loads((sweep_dir / "sweep.json").read_text())
     assert sweep["status"] == "complete"
     assert sweep["grid"] == {"model.hidden": ["2", "8"], "train.learning_rate": ["0.01", "0.05"]}
@@ -60,10 +74,13 @@ def test_grid_runs_every_point_as_a_comparable_run(logdir):
     assert len(run_dirs) == 4
     for point in sweep["points"]:
         assert point["status"] == "ok" and point["exit_code"] == 0
+        assert Path(point["run_dir"]).parent == logdir / "xor"
+        config = json.loads((Path(point["run_dir"]) / "config.json").read_text())
+        assert config["model"]["hidden"] == int(point["settings"]["model.hidden"])
         results = json.loads((Path(point["run_dir"]) / "results.json").read_text())
         assert results["config"]["model"]["hidden"] == int(point["settings"]["model.hidden"])
         assert results["config"]["train"]["learning_rate"] == float(point["settings"]["train.learning_rate"])
-        assert results["config"]["train"]["epochs"] == 2
+        assert results["config"]["train"]["epochs"] == 1
         assert point["metrics"] == results["metrics"]
         # The HParams plugin sees the point's values.
         values = _hparam_values(_hparams_events(Path(point["run_dir"]))[HPARAMS][0])
@@ -105,21 +122,8 @@ def test_bad_grid_exits_2_with_nothing_run(logdir):
         assert not any(logdir.iterdir()), args
 
 
-def test_a_diverging_point_is_reported_and_the_others_go_on(logdir):
-    # Plain SGD at 1e30 sends heart_mlp's regression outputs to inf: the run says diverged.
-    proc = run_cli("sweep", "heart_mlp", "--grid", "train.learning_rate=0.003,1e30", "--set", "train.epochs=2",
-                   "--set", "train.optimizer=sgd", "--set", "data.num_train=2000", "--logdir", str(logdir),
-                   timeout=600)
-    assert proc.returncode == 1, proc.stderr
-    sweep = json.loads((_sweep_dir(proc.stdout) / "sweep.json").read_text())
-    assert [p["status"] for p in sweep["points"]] == ["ok", "diverged"]
-    assert [p["exit_code"] for p in sweep["points"]] == [0, 1]
-    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("1  ", "2  "))]
-    assert [row[:3] for row in rows] == [["1", "0.003", "ok"], ["2", "1e30", "diverged"]]
-
-
 def test_ctrl_c_keeps_finished_points_and_resume_runs_only_the_missing_ones(logdir):
-    proc, log = _signal_sweep_at(logdir, "2,4,8", 2, signal.SIGINT)
+    proc, log = _signal_sweep_at(logdir, f"8,{SLOW_REPEATS},16", 2, signal.SIGINT)
     sweep_dir, err = log.parent.parent, proc.stderr
     assert proc.returncode == 130, err
     assert f"continue with: kexp sweep --resume {sweep_dir}" in err
@@ -137,10 +141,10 @@ def test_ctrl_c_keeps_finished_points_and_resume_runs_only_the_missing_ones(logd
     # The finished point was not run again; the interrupted one continued in its own folder.
     assert sweep["points"][0]["run_dir"] == first
     assert sweep["points"][1]["run_dir"] == second
-    assert "[1/3]" not in again.stdout.split("#  model.hidden")[0]
+    assert "[1/3]" not in again.stdout.split("#  data.repeats")[0]
     assert len(list((logdir / "xor").glob("2*"))) == 3
     history = (Path(second) / "two_layer" / "history.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(6)]
+    assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(SLOW_EPOCHS)]
 
 
 def test_list_valued_keys_are_split_at_semicolons():
@@ -157,14 +161,14 @@ def test_list_valued_keys_are_split_at_semicolons():
 
 
 FAILING_EXPERIMENT = """
-\"\"\"Fails on request (a test experiment).\"\"\"
+\"\"\"Fails, diverges or scores on request (a test experiment).\"\"\"
 import dataclasses
 from kexp.config import ExperimentConfig, param
 
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    mode: str = param("ok", choices=("ok", "fail"))
+    mode: str = param("ok", choices=("ok", "fail", "diverge"))
 
 
 CONFIG = ExperimentConfig(data=None, model=Model())
@@ -173,35 +177,62 @@ CONFIG = ExperimentConfig(data=None, model=Model())
 def run(config, harness):
     if config.model.mode == "fail":
         raise RuntimeError("failing on request")
+    if config.model.mode == "diverge":
+        # Plain SGD at train.learning_rate=1e30 sends a regression's outputs to inf: the run says diverged.
+        import keras
+        import numpy as np
+
+        x = np.linspace(-1, 1, 64, dtype="float32")[:, None]
+        harness.fit(lambda: keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]), (x, 3 * x + 1),
+                    loss="mse", name="line")
     return {"score": 1.0}
 """
 
 
-def test_a_failing_point_keeps_its_run_folder_and_the_sweep_goes_on(logdir, tmp_path):
+def test_failing_and_diverging_points_are_reported_and_the_sweep_goes_on(logdir, tmp_path):
+    """A failing point keeps its run folder; a diverging one is reported; the others go on.
+
+    One sweep for both (they were two tests): the points fail, diverge (real training: plain SGD at 1e30)
+    and finish, in that order.
+    """
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "fails.py").write_text(FAILING_EXPERIMENT)
     env = {"KEXP_EXPERIMENTS_PATH": str(tmp_path / "experiments")}
-    proc = run_cli("sweep", "fails", "--grid", "model.mode=fail,ok", "--logdir", str(logdir), env=env, timeout=600)
+    proc = run_cli("sweep", "fails", "--grid", "model.mode=fail,diverge,ok", "--set", "train.epochs=2",
+                   "--set", "train.optimizer=sgd", "--set", "train.learning_rate=1e30", "--logdir", str(logdir),
+                   env=env, timeout=600)
     assert proc.returncode == 1, proc.stderr
     sweep = json.loads((_sweep_dir(proc.stdout) / "sweep.json").read_text())
-    failed, ok = sweep["points"]
-    assert (failed["status"], failed["exit_code"], ok["status"]) == ("failed", 1, "ok")
+    failed, diverged, ok = sweep["points"]
+    assert [p["status"] for p in sweep["points"]] == ["failed", "diverged", "ok"]
+    assert [p["exit_code"] for p in sweep["points"]] == [1, 1, 0]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("1  ", "2  ", "3  "))]
+    assert [row[:3] for row in rows] == [["1", "fail", "failed"], ["2", "diverge", "diverged"], ["3", "ok", "ok"]]
     # The failed run's folder is known (kexp run ends with run_dir: even when the experiment raises).
     assert json.loads((Path(failed["run_dir"]) / "results.json").read_text())["status"] == "failed"
+    assert json.loads((Path(diverged["run_dir"]) / "results.json").read_text())["status"] == "diverged"
     assert "RuntimeError: failing on request" in (_sweep_dir(proc.stdout) / "points" / "point-001.log").read_text()
     assert ok["metrics"] == {"score": 1.0}
-    # A resume runs the failed point again (failures may pass: a missing file, a path), not the finished one.
+    # A resume runs the failed point again (failures may pass: a missing file, a path), not the finished ones
+    # (a diverged point has its result).
     again = run_cli("sweep", "--resume", str(_sweep_dir(proc.stdout)), env=env, timeout=600)
     assert again.returncode == 1
-    assert "[1/2] model.mode=fail: started" in again.stdout and "[2/2]" not in again.stdout
+    assert "[1/3] model.mode=fail: started" in again.stdout
+    assert "[2/3]" not in again.stdout and "[3/3]" not in again.stdout
     log = (_sweep_dir(proc.stdout) / "points" / "point-001.log").read_text()
     assert log.count("RuntimeError: failing on request") == 2
 
 
 def test_killed_sweep_takes_its_points_along_and_resume_continues_them_in_their_folders(logdir):
+    """Also: resume never counts a run folder trained with other settings (issue 22 item 3; was its own test).
+
+    A point's run folder counts only when its config.json is the point's settings. The killed point's
+    folder is the other points' foreign folder: point 2 is made to say it finished there, point 3 to have
+    been running there (its log and record name it).
+    """
     from kexp import rundir
 
-    _, log = _signal_sweep_at(logdir, "4,8", 1, signal.SIGKILL)  # no chance to stop its points itself
+    _, log = _signal_sweep_at(logdir, f"{SLOW_REPEATS},8,16", 1, signal.SIGKILL)  # no chance to stop its points
     run_dir = Path(next(line for line in log.read_text().splitlines()
                         if line.startswith("kexp: run folder ")).split("folder ", 1)[1])
     # The point got SIGTERM when the sweep died, saved its state and stopped.
@@ -210,18 +241,30 @@ def test_killed_sweep_takes_its_points_along_and_resume_continues_them_in_their_
         time.sleep(0.2)
     assert not rundir.in_use(run_dir)
     sweep_dir = log.parent.parent
-    assert [p["status"] for p in json.loads((sweep_dir / "sweep.json").read_text())["points"]] == [
-        "running", "pending"]
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [p["status"] for p in sweep["points"]] == ["running", "pending", "pending"]
+
+    foreign = str(run_dir)
+    metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
+    sweep["points"][1].update(status="ok", run_dir=foreign, metrics=metrics, exit_code=0)
+    sweep["points"][2].update(status="running")
+    (sweep_dir / "sweep.json").write_text(json.dumps(sweep))
+    (sweep_dir / "points" / "point-003.log").write_text(f"kexp: run folder {foreign}\n")
+    (sweep_dir / "points" / "point-003.json").write_text(json.dumps({"run_dir": foreign}))
 
     again = run_cli("sweep", "--resume", str(sweep_dir), timeout=600)
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 0, again.stderr[-3000:]
     points = json.loads((sweep_dir / "sweep.json").read_text())["points"]
-    assert [p["status"] for p in points] == ["ok", "ok"]
-    assert points[0]["run_dir"] == str(run_dir)  # continued, not started again
-    assert len(list((logdir / "xor").glob("2*"))) == 2
+    assert [p["status"] for p in points] == ["ok", "ok", "ok"]
+    assert points[0]["run_dir"] == foreign  # continued, not started again
+    assert foreign not in {p["run_dir"] for p in points[1:]}
+    for point in points:
+        config = json.loads((Path(point["run_dir"]) / "config.json").read_text())
+        assert config["data"]["repeats"] == int(point["settings"]["data.repeats"])
+    assert len(list((logdir / "xor").glob("2*"))) == 3  # the killed point's run and one fresh run per other point
     for fit in ("single_layer", "two_layer"):
         history = (run_dir / fit / "history.csv").read_text().splitlines()
-        assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(6)]
+        assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(SLOW_EPOCHS)]
 
 
 def test_sigterm_stops_the_sweep_with_143(logdir):
@@ -259,48 +302,3 @@ def test_resume_refuses_a_sweep_json_that_kexp_did_not_write(tmp_path):
         assert proc.stderr.startswith(f"kexp: error: sweep --resume {str(sweep_dir)!r}: sweep.json is not as kexp "
                                       "sweep wrote it ("), what
         assert len(proc.stderr.strip().splitlines()) == 1, what
-
-
-def test_resume_never_counts_a_run_folder_trained_with_other_settings(logdir):
-    """A point's run folder counts only when its config.json is the point's settings (issue 22 item 3)."""
-    from kexp.sweep import new_sweep
-
-    other = run_cli("run", "xor", "--set", "model.hidden=2", "--set", "train.epochs=1", "--set", "data.repeats=8",
-                    "--logdir", str(logdir))
-    assert other.returncode == 0, other.stderr[-3000:]
-    foreign = other.stdout.strip().splitlines()[-1].removeprefix("run_dir: ")
-    metrics = json.loads((Path(foreign) / "results.json").read_text())["metrics"]
-    sweep_dir, sweep = new_sweep("xor", {"model.hidden": ["4", "8"]}, ["train.epochs=1", "data.repeats=8"],
-                                 logdir, "auto")
-    # Point 1 says it finished in the foreign folder; point 2 was running, and its log and record name it.
-    sweep["points"][0].update(status="ok", run_dir=foreign, metrics=metrics, exit_code=0)
-    sweep["points"][1].update(status="running")
-    (sweep_dir / "sweep.json").write_text(json.dumps(sweep))
-    (sweep_dir / "points").mkdir()
-    (sweep_dir / "points" / "point-002.log").write_text(f"kexp: run folder {foreign}\n")
-    (sweep_dir / "points" / "point-002.json").write_text(json.dumps({"run_dir": foreign}))
-
-    again = run_cli("sweep", "--resume", str(sweep_dir), timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    points = json.loads((sweep_dir / "sweep.json").read_text())["points"]
-    assert [p["status"] for p in points] == ["ok", "ok"]
-    assert foreign not in {p["run_dir"] for p in points}
-    for point in points:
-        config = json.loads((Path(point["run_dir"]) / "config.json").read_text())
-        assert config["model"]["hidden"] == int(point["settings"]["model.hidden"])
-    assert len(list((logdir / "xor").glob("2*"))) == 3  # the foreign run and one fresh run per point
-
-
-def test_a_newline_in_logdir_breaks_no_point(tmp_path):
-    """Each point's run folder comes from the record its process writes, not from its output (issue 22 item 12)."""
-    logdir = tmp_path / "two\nlines"
-    proc = run_cli("sweep", "xor", "--grid", "model.hidden=2,4", "--set", "train.epochs=1", "--set",
-                   "data.repeats=8", "--logdir", str(logdir), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (sweep_dir,) = (logdir / "xor").glob("sweep-*")
-    points = json.loads((sweep_dir / "sweep.json").read_text())["points"]
-    assert [p["status"] for p in points] == ["ok", "ok"]
-    for point in points:
-        assert Path(point["run_dir"]).parent == logdir / "xor"
-        config = json.loads((Path(point["run_dir"]) / "config.json").read_text())
-        assert config["model"]["hidden"] == int(point["settings"]["model.hidden"])
