@@ -5,8 +5,11 @@ The argument and config cases of the bad-input table are in `test_cli.py`.
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -63,6 +66,34 @@ RESUME_CASES = {
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Path:
+    """Returns a folder that `make(folder)` fills, made once per test session however many xdist workers ask.
+
+    The runs that fill it cost a TensorFlow import each; the tests that use
+    them copy what they change (`_copy_run`), so it stays as made. The xdist
+    workers share their base temp folder's parent: the first to take the lock
+    makes the folder, the other waits for it and reuses it.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
+def _copy_run(run_dir: Path, logdir: Path) -> Path:
+    """Copies a run folder to LOGDIR/EXPERIMENT/RUN_ID, as the run itself would have left it there."""
+    copy = logdir / run_dir.parent.name / run_dir.name
+    shutil.copytree(run_dir, copy, symlinks=True)
+    return copy
 
 
 @pytest.mark.parametrize("case", list(RESUME_CASES))
@@ -163,12 +194,45 @@ def test_results_write_failure_exits_1_with_one_line_and_no_partial_file(tmp_pat
     assert [p.name for p in run_dir.iterdir() if p.name.startswith(".results.json")] == []  # no temp file left
 
 
-def test_two_runs_at_once_finish_in_two_folders_that_tensorboard_lists(logdir):
-    args = [sys.executable, "-m", "kexp", "run", "xor", "--logdir", str(logdir), "--set", "train.epochs=3"]
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
-    dirs = {out.strip().splitlines()[-1].removeprefix("run_dir: ") for out, _ in outs}
+XOR_QUICK = ("--set", "train.epochs=2", "--set", "data.repeats=8")
+
+
+@pytest.fixture(scope="session")
+def xor_runs(tmp_path_factory) -> tuple[Path, dict]:
+    """Two xor runs started at once in FOLDER/logs, then one with model.hidden=4 in FOLDER/other.
+
+    Made once (`_made_once`): the concurrency test reads them, the resume
+    tests take copies. Returns the folder and `{"at_once": [[returncode,
+    stdout, stderr], ...], "other": [...]}` (asserted by the tests).
+    """
+    def make(folder: Path) -> None:
+        args = [sys.executable, "-m", "kexp", "run", "xor", *XOR_QUICK]
+        procs = [subprocess.Popen([*args, "--logdir", str(folder / "logs")], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        try:
+            outs = [p.communicate(timeout=600) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        other = run_cli("run", "xor", *XOR_QUICK, "--logdir", str(folder / "other"), "--set", "model.hidden=4",
+                        timeout=600)
+        (folder / "runs.json").write_text(json.dumps({
+            "at_once": [[p.returncode, out, err] for p, (out, err) in zip(procs, outs)],
+            "other": [other.returncode, other.stdout, other.stderr]}))
+
+    folder = _made_once(tmp_path_factory, "xor_runs", make)
+    return folder, json.loads((folder / "runs.json").read_text())
+
+
+def _run_dir_of(stdout: str) -> Path:
+    return Path(stdout.strip().splitlines()[-1].removeprefix("run_dir: "))
+
+
+def test_two_runs_at_once_finish_in_two_folders_that_tensorboard_lists(xor_runs):
+    folder, runs = xor_runs
+    logdir = folder / "logs"
+    assert [code for code, _, _ in runs["at_once"]] == [0, 0], [err[-2000:] for _, _, err in runs["at_once"]]
+    dirs = {str(_run_dir_of(out)) for _, out, _ in runs["at_once"]}
     assert len(dirs) == 2
     assert {str(p) for p in (logdir / "xor").iterdir()} == dirs
     for d in dirs:
@@ -252,6 +316,18 @@ def _killed_run(logdir: Path, env: dict, at: int = 2) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def killed_at_2(tmp_path_factory) -> Path:
+    """A killable run killed after epoch 2's logs, before its state: made once (`_made_once`); tests copy it."""
+    def make(folder: Path) -> None:
+        (folder / "exps").mkdir()
+        (folder / "exps" / "killable.py").write_text(KILLABLE)
+        _killed_run(folder / "logs", {"KEXP_EXPERIMENTS_PATH": str(folder / "exps")})
+
+    (run_dir,) = (_made_once(tmp_path_factory, "killed_at_2", make) / "logs" / "killable").iterdir()
+    return run_dir
+
+
 def _epochs_logged(run_dir: Path) -> tuple[list[int], list[int], list[int]]:
     rows = (run_dir / "history.csv").read_text().strip().splitlines()[1:]
     return ([int(r.split(",")[0]) for r in rows],
@@ -259,36 +335,32 @@ def _epochs_logged(run_dir: Path) -> tuple[list[int], list[int], list[int]]:
             [s for s, _ in read_events(run_dir / "validation")["epoch_loss"]])
 
 
-def test_kill_between_log_and_state_write_leaves_no_epoch_twice_after_resume(killable, logdir):
-    run_dir = _killed_run(logdir, killable)
+def test_killed_run_moved_elsewhere_resumes_by_its_state_and_logs_no_epoch_twice(killed_at_2, killable, logdir,
+                                                                                 tmp_path):
+    """Was two tests (kill between log and state write; moved unfinished run): one resume checks both."""
+    run_dir = _copy_run(killed_at_2, logdir)
     assert checkpoint.load(checkpoint.state_path(run_dir / "backup" / "model")).epochs_done == 2
     assert _epochs_logged(run_dir)[0] == [0, 1, 2]  # epoch 2 logged, its state never saved
     (run_dir / ".results.json.abc123.tmp").write_text("{")  # writes torn by a kill
     (run_dir / "train" / ".fitlogs-abc123.tmp").write_text("x")
-    resumed = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _epochs_logged(run_dir) == ([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3])
-    assert not list(run_dir.rglob(".*.tmp"))
-    # Run-level TensorBoard points too: the figure of epoch 2 (logged before the kill) and the
-    # model summary are written again by the resumed run, and replace the old ones.
-    plots = read_events(run_dir / "plots")
-    assert [step for step, _ in plots["per_epoch"]] == [0, 1, 2, 3]
-    assert [step for step, _ in plots["model_summary/model"]] == [0]
-    assert [step for step, _ in plots["config"]] == [0]
-
-
-def test_moved_unfinished_run_resumes_by_the_name_in_its_state(killable, logdir, tmp_path):
-    run_dir = _killed_run(logdir, killable)
-    moved = tmp_path / "elsewhere" / "run"
+    moved = tmp_path / "elsewhere" / "run"  # out of LOGDIR/killable: the state names the experiment
     moved.parent.mkdir()
     run_dir.rename(moved)
     resumed = run_cli("run", "killable", "--resume", str(moved), env=killable)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.strip().splitlines()[-1] == f"run_dir: {moved}"
+    assert _epochs_logged(moved) == ([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3])
+    assert not list(moved.rglob(".*.tmp"))
+    # Run-level TensorBoard points too: the figure of epoch 2 (logged before the kill) and the
+    # model summary are written again by the resumed run, and replace the old ones.
+    plots = read_events(moved / "plots")
+    assert [step for step, _ in plots["per_epoch"]] == [0, 1, 2, 3]
+    assert [step for step, _ in plots["model_summary/model"]] == [0]
+    assert [step for step, _ in plots["config"]] == [0]
 
 
-def test_resume_refuses_an_edited_config_and_changes_nothing(killable, logdir):
-    run_dir = _killed_run(logdir, killable)
+def test_resume_refuses_an_edited_config_and_changes_nothing(killed_at_2, killable, logdir):
+    run_dir = _copy_run(killed_at_2, logdir)
     config = json.loads((run_dir / "config.json").read_text())
     config["train"]["epochs"] = 2
     (run_dir / "config.json").write_text(json.dumps(config))
@@ -301,10 +373,8 @@ def test_resume_refuses_an_edited_config_and_changes_nothing(killable, logdir):
     assert _snapshot(run_dir) == before
 
 
-def test_resume_with_backup_deleted_refuses_to_retrain_over_its_history(killable, logdir):
-    import shutil
-
-    run_dir = _killed_run(logdir, killable)
+def test_resume_with_backup_deleted_refuses_to_retrain_over_its_history(killed_at_2, killable, logdir):
+    run_dir = _copy_run(killed_at_2, logdir)
     shutil.rmtree(run_dir / "backup")
     before = _snapshot(run_dir)
     proc = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
@@ -313,11 +383,10 @@ def test_resume_with_backup_deleted_refuses_to_retrain_over_its_history(killable
     assert _snapshot(run_dir) == before
 
 
-def test_a_folder_in_training_is_locked_against_a_second_process(killable, logdir):
-    import fcntl
-    import os
-
-    run_dir = _killed_run(logdir, killable)
+def test_a_locked_folder_refuses_a_second_process_and_of_two_resumes_at_once_one_trains(killed_at_2, killable,
+                                                                                        logdir):
+    """Was two tests (locked folder; two resumes at once): the resumes after the lock is let go are the two at once."""
+    run_dir = _copy_run(killed_at_2, logdir)
     before = _snapshot(run_dir)
     held = os.open(run_dir, os.O_RDONLY)  # locked as the process training in it locks it
     try:
@@ -329,18 +398,13 @@ def test_a_folder_in_training_is_locked_against_a_second_process(killable, logdi
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"--resume '{run_dir}': in use by another kexp process" in lines[0], proc.stderr
     assert _snapshot(run_dir) == before
-    # The lock goes with its holder: now the resume runs.
-    assert run_cli("run", "killable", "--resume", str(run_dir), env=killable).returncode == 0
-
-
-def test_two_resumes_at_once_one_trains_and_the_other_exits_2(killable, logdir):
-    run_dir = _killed_run(logdir, killable)
+    # The lock goes with its holder: now a resume runs. Of two at once, one trains; the second finds the
+    # folder locked, or, started after the first ended, finished: exit 2 either way.
     args = [sys.executable, "-m", "kexp", "run", "killable", "--resume", str(run_dir)]
-    env = {**__import__("os").environ, **killable, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, **killable, "TF_CPP_MIN_LOG_LEVEL": "2"}
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
-    # The second finds the folder locked, or, started after the first ended, finished: exit 2 either way.
     assert sorted(p.returncode for p in procs) == [0, 2], [err[-2000:] for _, err in outs]
     assert _epochs_logged(run_dir)[0] == [0, 1, 2, 3]
 
@@ -470,8 +534,6 @@ def test_experiment_calling_sys_exit_0_exits_1_with_status_failed(tmp_path, logd
 
 
 def test_state_and_json_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
-    import os
-
     import keras
 
     from kexp import rundir
@@ -489,14 +551,12 @@ def test_state_and_json_writes_fsync_the_file_before_the_rename_and_the_folder_a
     assert events == [("fsync", False), ("replace", "results.json"), ("fsync", True)]
 
 
-def test_resume_whose_second_fit_state_is_foreign_fails_before_the_first_fit_trains(logdir, tmp_path):
-    # xor trains two fits; give the second one the state of a run with other settings.
-    ours = run_cli("run", "xor", "--logdir", str(logdir), "--set", "train.epochs=3")
-    other = run_cli("run", "xor", "--logdir", str(tmp_path / "other"), "--set", "train.epochs=3",
-                    "--set", "model.hidden=4")
-    assert ours.returncode == other.returncode == 0, (ours.stderr[-2000:], other.stderr[-2000:])
-    run_dir = Path(ours.stdout.strip().splitlines()[-1].removeprefix("run_dir: "))
-    other_dir = Path(other.stdout.strip().splitlines()[-1].removeprefix("run_dir: "))
+def test_resume_whose_second_fit_state_is_foreign_fails_before_the_first_fit_trains(xor_runs, logdir):
+    # xor trains two fits; give the second one the state of a run with other settings (model.hidden=4).
+    folder, runs = xor_runs
+    assert runs["other"][0] == 0, runs["other"][2][-2000:]
+    run_dir = _copy_run(_run_dir_of(runs["at_once"][0][1]), logdir)
+    other_dir = _run_dir_of(runs["other"][1])
     (run_dir / "results.json").unlink()  # as if killed in the second fit
     state = checkpoint.state_path(run_dir / "backup" / "two_layer")
     state.write_bytes(checkpoint.state_path(other_dir / "backup" / "two_layer").read_bytes())
@@ -507,10 +567,10 @@ def test_resume_whose_second_fit_state_is_foreign_fails_before_the_first_fit_tra
     assert _snapshot(run_dir) == before
 
 
-def test_a_state_copied_into_another_fits_backup_is_refused(logdir):
-    proc = run_cli("run", "xor", "--logdir", str(logdir), "--set", "train.epochs=2")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    run_dir = Path(proc.stdout.strip().splitlines()[-1].removeprefix("run_dir: "))
+def test_a_state_copied_into_another_fits_backup_is_refused(xor_runs, logdir):
+    folder, runs = xor_runs
+    assert runs["at_once"][1][0] == 0, runs["at_once"][1][2][-2000:]
+    run_dir = _copy_run(_run_dir_of(runs["at_once"][1][1]), logdir)
     (run_dir / "results.json").unlink()  # as if killed in the second fit
     single = checkpoint.state_path(run_dir / "backup" / "single_layer").read_bytes()
     checkpoint.state_path(run_dir / "backup" / "two_layer").write_bytes(single)
