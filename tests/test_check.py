@@ -86,12 +86,13 @@ def test_check_reports_met_missed_and_failed_rows_and_exits_1(experiments, logdi
 
 
 def test_check_passes_with_every_bar_met_and_seed_reaches_the_runs(experiments, logdir):
-    proc = run_cli("check", "missed_exp", "met_exp", "--seed", "1", "--logdir", str(logdir), "--json",
-                   env=experiments)
+    # missed_exp alone (one child process): it misses its bar at seed 0, meets it at seed 1.
+    proc = run_cli("check", "missed_exp", "--seed", "1", "--logdir", str(logdir), "--json", env=experiments)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
     assert report["passed"] is True and report["seed"] == 1
-    assert [row["result"] for row in report["rows"]] == ["met", "met", "met"]
+    assert [(row["experiment"], row["result"], row["value"]) for row in report["rows"]] == [
+        ("missed_exp", "met", 0.99)]
     run_dir = Path(report["experiments"]["missed_exp"]["run_dir"])
     assert json.loads((run_dir / "config.json").read_text())["train"]["seed"] == 1
 
