@@ -1,4 +1,11 @@
-"""Crash, interrupt and resume with real processes and real signals."""
+"""Crash, interrupt and resume with real processes and real signals.
+
+Each `python -m kexp` process spends about 10 s of CPU importing TensorFlow,
+so the tests start as few as the behaviour under test needs: a resume that
+only has to finish runs in this process (`kexp.run(resume=...)`, the same
+`run_experiment` the command calls); the command's own resume output is
+checked once, on the killed run.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +21,14 @@ import numpy as np
 import pytest
 from helpers import finish, read_events, run_cli, signal_at, start_run
 
+import kexp
 from kexp import checkpoint
 
 # lstm_sine at small settings: 52 steps (about 0.3 s) per epoch on 2 cores,
 # long enough for a signal sent as an epoch begins to land inside it.
-SMALL = ["--set", "data.train_range=0,200", "--set", "train.deterministic=true"]
+QUICK = ["--set", "data.train_range=0,200"]
+# Bit-for-bit comparisons need TensorFlow's deterministic ops.
+EXACT = [*QUICK, "--set", "train.deterministic=true"]
 
 
 def _only_run(logdir: Path, name: str = "lstm_sine") -> Path:
@@ -32,9 +42,31 @@ def _history_epochs(run_dir: Path, fit: str = "") -> list[int]:
     return [int(line.split(",")[0]) for line in lines[1:]]
 
 
+def _as_overrides(args: list[str]) -> list[str]:
+    """`["--set", "a=1", "--set", "b=2"]` -> `["a=1", "b=2"]` (for `kexp.run`)."""
+    return args[1::2]
+
+
+def _run_deterministic_here(name: str, overrides: list[str], logdir: Path) -> dict:
+    """Runs an experiment in this process with `train.deterministic=true`, then turns op determinism off again.
+
+    `train.deterministic` enables TensorFlow's op determinism for the whole
+    process; the other tests of this pytest worker must not inherit it.
+    """
+    from tensorflow.python.framework import config as tf_config
+
+    was_on = tf_config.is_op_determinism_enabled()
+    try:
+        return kexp.run(name, overrides, logdir=logdir, verbose=0)
+    finally:
+        if not was_on:
+            tf_config.disable_op_determinism()
+
+
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    """The uninterrupted reference runs in this process (the same `run_experiment` call `kexp run` makes)."""
     killed_logs, whole_logs = tmp_path / "killed", tmp_path / "whole"
-    proc = start_run("lstm_sine", "--logdir", str(killed_logs), "--set", "train.epochs=4", *SMALL)
+    proc = start_run("lstm_sine", "--logdir", str(killed_logs), "--set", "train.epochs=4", *EXACT)
     signal_at(proc, "Epoch 3/4", signal.SIGKILL)
     assert finish(proc)[0] == -signal.SIGKILL
     run_dir = _only_run(killed_logs)
@@ -46,9 +78,11 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.strip().splitlines()[-1] == f"run_dir: {run_dir}"
     assert "Epoch 1/4" not in resumed.stdout and "Epoch 3/4" in resumed.stdout
-    whole = run_cli("run", "lstm_sine", "--logdir", str(whole_logs), "--set", "train.epochs=4", *SMALL)
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    whole_dir = _only_run(whole_logs)
+    # float32 whatever global dtype policy an earlier test of this worker left (the command's default).
+    whole = _run_deterministic_here("lstm_sine", ["train.epochs=4", *_as_overrides(EXACT), "train.precision=float32"],
+                                    whole_logs)
+    assert whole["status"] == "ok"
+    whole_dir = Path(whole["run_dir"])
 
     # Deterministic ops on CPU, the same batches in the same order and the
     # same restored optimizer state: the runs agree bit for bit.
@@ -69,38 +103,67 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     assert _history_epochs(run_dir) == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_signal_stops_cleanly_and_resume_finishes(tmp_path, signum, code):
-    proc = start_run("lstm_sine", "--logdir", str(tmp_path), "--set", "train.epochs=6", *SMALL)
-    signal_at(proc, "Epoch 3/6", signum)
+def _stop_cleanly(signum: int, code: int, name: str, args: list[str], loss_tag: str, logdir: Path) -> tuple[Path, int]:
+    """Signals a 4-epoch run as its epoch 3 begins; checks the clean stop; returns its folder and epochs done."""
+    proc = start_run(name, "--logdir", str(logdir), "--set", "train.epochs=4", *args)
+    signal_at(proc, "Epoch 3/4", signum)
     returncode, out, err = finish(proc)
     assert returncode == code, err[-3000:]
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("kexp: interrupted"), err[-2000:]
-    run_dir = _only_run(tmp_path)
+    run_dir = _only_run(logdir, name)
     assert out.strip().splitlines()[-1] == f"run_dir: {run_dir}"
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "interrupted"
     done = checkpoint.load(checkpoint.state_path(run_dir / "backup" / "model")).epochs_done
-    assert 2 <= done < 6
+    assert 2 <= done < 4
     # The cut-short epoch left no history row and no TensorBoard point.
     assert _history_epochs(run_dir) == list(range(done))
-    assert [s for s, _ in read_events(run_dir / "train")["epoch_loss"]] == list(range(done))
+    assert [s for s, _ in read_events(run_dir / "train")[loss_tag]] == list(range(done))
+    return run_dir, done
 
-    if signum == signal.SIGTERM:
-        return  # resuming is the same after either signal; once is enough for the suite's time
-    resumed = run_cli("run", "lstm_sine", "--resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+def _resume_here(name: str, run_dir: Path, loss_tag: str) -> dict:
+    """Resumes a run in this process and checks it finished all 4 epochs, logged once each."""
+    results = kexp.run(name, resume=run_dir, logdir=run_dir.parent.parent, verbose=0)
+    assert results["status"] == "ok"
     assert json.loads((run_dir / "results.json").read_text())["status"] == "ok"
-    assert _history_epochs(run_dir) == list(range(6))
-    assert [s for s, _ in read_events(run_dir / "train")["epoch_loss"]] == list(range(6))
+    assert _history_epochs(run_dir) == list(range(4))
+    assert [s for s, _ in read_events(run_dir / "train")[loss_tag]] == list(range(4))
+    return results
+
+
+def test_sigint_stops_cleanly_and_resume_finishes(tmp_path):
+    """The resume runs in this process: the command's resume is checked on the killed run above."""
+    run_dir, _ = _stop_cleanly(signal.SIGINT, 130, "lstm_sine", QUICK, "epoch_loss", tmp_path)
+    _resume_here("lstm_sine", run_dir, "epoch_loss")
+
+
+def test_sigterm_stops_a_gan_cleanly_and_it_resumes_with_both_optimizers_state(tmp_path):
+    """SIGTERM's clean stop and the GAN's resume share one process start (was one run for each).
+
+    200 steps an epoch in calls of 20; D takes d_steps=2 updates per step, G one.
+    """
+    args = ["--set", "data.num_samples=25600", "--set", "train.steps_per_execution=20"]
+    run_dir, done = _stop_cleanly(signal.SIGTERM, 143, "gan_gaussian_1d", args, "epoch_d_loss", tmp_path)
+    state_file = checkpoint.state_path(run_dir / "backup" / "model")
+    saved = checkpoint.load(state_file)
+    iterations = {saved.names[k]: int(v) for k, v in saved.arrays.items() if saved.names[k].endswith("/iteration")}
+    assert sorted(iterations.values())[-2:] == [200 * done, 400 * done], iterations
+
+    results = _resume_here("gan_gaussian_1d", run_dir, "epoch_d_loss")
+    final = checkpoint.load(state_file)
+    iterations = {final.names[k]: int(v) for k, v in final.arrays.items() if final.names[k].endswith("/iteration")}
+    # Both counters went on from the restored values, not from zero.
+    assert sorted(iterations.values())[-2:] == [800, 1600], iterations
+    assert results["metrics"]["mean_error"] < 0.5  # 4 epochs: moving toward the data, not collapsed
 
 
 def test_second_sigint_exits_at_once(tmp_path):
-    # One compiled call covers a whole 1,000-step epoch (seconds), so the
+    # One compiled call covers a whole 333-step epoch (seconds), so the
     # first SIGINT alone would wait for it; the second must not.
-    proc = start_run("lstm_sine", "--logdir", str(tmp_path), "--set", "train.epochs=3", "--set", "data.train_range=0,3200",
-                  "--set", "train.steps_per_execution=1000")
+    proc = start_run("lstm_sine", "--logdir", str(tmp_path), "--set", "train.epochs=3", "--set", "data.train_range=0,1100",
+                     "--set", "train.steps_per_execution=1000")
     signal_at(proc, "Epoch 2/3", signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
@@ -110,40 +173,6 @@ def test_second_sigint_exits_at_once(tmp_path):
     # It did not wait to write results: the process ended in the middle of the call.
     assert not (_only_run(tmp_path) / "results.json").exists()
     assert "Epoch 3/3" not in out
-
-
-def test_gan_resumes_with_both_optimizers_state(tmp_path):
-    args = ["--set", "train.epochs=4", "--set", "data.num_samples=25600", "--set", "train.steps_per_execution=20"]
-    proc = start_run("gan_gaussian_1d", "--logdir", str(tmp_path), *args)
-    signal_at(proc, "Epoch 3/4", signal.SIGKILL)
-    finish(proc)
-    run_dir = _only_run(tmp_path, "gan_gaussian_1d")
-    state_file = checkpoint.state_path(run_dir / "backup" / "model")
-    saved = checkpoint.load(state_file)
-    assert saved.epochs_done == 2
-    iterations = {saved.names[k]: int(v) for k, v in saved.arrays.items() if saved.names[k].endswith("/iteration")}
-    # 200 steps per epoch; D takes d_steps=2 updates per step, G one.
-    assert sorted(iterations.values())[-2:] == [400, 800], iterations
-
-    resumed = run_cli("run", "gan_gaussian_1d", "--resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    final = checkpoint.load(state_file)
-    iterations = {final.names[k]: int(v) for k, v in final.arrays.items() if final.names[k].endswith("/iteration")}
-    # Both counters went on from the restored values, not from zero.
-    assert sorted(iterations.values())[-2:] == [800, 1600], iterations
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "ok"
-    assert results["metrics"]["mean_error"] < 0.5  # 4 epochs: moving toward the data, not collapsed
-
-
-def test_ctrl_c_before_a_run_folder_exists_says_there_is_nothing_to_resume(tmp_path):
-    proc = start_run("lstm_sine", "--logdir", str(tmp_path))
-    time.sleep(0.5)  # TensorFlow takes seconds to import: no run folder yet
-    proc.send_signal(signal.SIGINT)
-    returncode, out, err = finish(proc)
-    assert returncode == 130, err[-2000:]
-    assert err.strip().splitlines() == ["kexp: interrupted (SIGINT) before a run folder was created; nothing to resume"]
-    assert not (tmp_path / "lstm_sine").exists() or not list((tmp_path / "lstm_sine").iterdir())
 
 
 NOTEBOOK_SCRIPT = '''
