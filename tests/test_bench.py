@@ -1,4 +1,9 @@
-"""`kexp bench`: the figures it reports and the errors it gives (speed targets live in the README, not here)."""
+"""`kexp bench`: the figures it reports and the errors it gives (speed targets live in the README, not here).
+
+Each command runs in this process (`run_cli_here`): a bench uses the default strategy, so the two logical
+CPU devices this process has do not change it, and no command here needs a fresh process (the sweep starts
+its own for its replica rows).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import run_cli_here
 
 
 def test_bench_json_reports_harness_baseline_bare_and_loss_agreement():
-    proc = run_cli("bench", "xor", "--json", "--repeats", "2", "--epochs", "2")
+    proc = run_cli_here("bench", "xor", "--json", "--repeats", "2", "--epochs", "2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     for key in ("harness_examples_per_s", "baseline_examples_per_s", "bare_examples_per_s", "peak_rss_mb"):
@@ -34,11 +39,12 @@ def test_bench_json_reports_harness_baseline_bare_and_loss_agreement():
 
 
 def test_bench_dcgan_runs_the_gans_own_step_three_ways_and_names_its_top_ops():
-    proc = run_cli("bench", "dcgan", "--json", "--repeats", "1", "--epochs", "2", "--examples", "96", "--profile")
+    proc = run_cli_here("bench", "dcgan", "--json", "--repeats", "1", "--epochs", "2", "--examples", "64", "--profile")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
-    # 96 images, batch 32: 3 steps an epoch, one fused call.
-    assert result["harness_steps_per_execution"] == 3 and result["harness_fused_steps"] is True
+    # 64 images, batch 32: 2 steps an epoch, one fused call.
+    assert result["examples"] == 64
+    assert result["harness_steps_per_execution"] == 2 and result["harness_fused_steps"] is True
     for method in ("harness", "baseline", "bare"):
         assert result[f"{method}_examples_per_s"] > 0
         assert result[f"{method}_fraction_of_bound"] == pytest.approx(
@@ -58,8 +64,10 @@ def test_bench_dcgan_runs_the_gans_own_step_three_ways_and_names_its_top_ops():
     assert sum(op["share"] for op in result["top_ops"]) <= 1 + 1e-9
 
 
-def test_bench_lstm_is_lstm_sines_forecaster_at_the_seeds_size():
-    proc = run_cli("bench", "lstm", "--json", "--repeats", "1", "--epochs", "2", "--examples", "64", "--no-compare")
+def test_bench_lstm_is_lstm_sines_forecaster_at_the_seeds_size_and_set_changes_the_harness_settings_only():
+    """One harness-only bench answers both: `--set` must leave the case (data, batch, model) as it is."""
+    proc = run_cli_here("bench", "lstm", "--json", "--repeats", "1", "--epochs", "2", "--examples", "64",
+                        "--no-compare", "--set", "train.fuse_steps=false", "--set", "train.steps_per_execution=8")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result["examples"] == 64 and result["batch_size"] == 32
@@ -67,13 +75,7 @@ def test_bench_lstm_is_lstm_sines_forecaster_at_the_seeds_size():
     assert result["harness_params"] == 304_160
     assert result["train_flops_per_example"] == 3 * 2 * 80 * (4 * 256 * (32 + 256) + 256 * 32)
     assert "baseline_examples_per_s" not in result and result["harness_fraction_of_bound"] > 0
-
-
-def test_bench_set_changes_the_harness_settings_only():
-    proc = run_cli("bench", "xor", "--json", "--repeats", "1", "--epochs", "2", "--no-compare",
-                   "--set", "train.fuse_steps=false", "--set", "train.steps_per_execution=8")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout)
+    # --set: not fused, and 8 steps a call where the harness would pick the whole (2-step) epoch.
     assert result["harness_fused_steps"] is False
     assert result["harness_steps_per_execution"] == 8
     assert result["harness_examples_per_s"] > 0
@@ -91,14 +93,15 @@ def test_bench_set_changes_the_harness_settings_only():
     (["bench", "xor", "--repeats", "0"], "kexp bench: argument --repeats: received 0; allowed: an integer >= 1"),
 ])
 def test_bench_bad_input_exits_2(args, message):
-    proc = run_cli(*args)
+    proc = run_cli_here(*args)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"kexp: error: {message}"]
 
 
 @pytest.mark.slow
 def test_sweep_writes_its_report_with_one_and_two_replicas(tmp_path: Path):
-    proc = run_cli("bench", "--sweep", "--json", "--examples", "2000", "--logdir", str(tmp_path), timeout=900)
+    # 1,024 examples: the largest swept batch (1,024) is one full batch; two replicas still take five of 200.
+    proc = run_cli_here("bench", "--sweep", "--json", "--examples", "1024", "--logdir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = json.loads(proc.stdout)
     run_dir = Path(sweep["run_dir"])
