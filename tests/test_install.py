@@ -45,7 +45,7 @@ class VAE(keras.Model):
 
 # A Keras user's own models through the harness (issue 22 items 1, 2, 6, 7, 8), in the outside project's venv.
 OUTSIDE_KERAS_USER = '''
-import sys
+import json, sys
 import keras, numpy as np
 import kexp
 from kexp import TrainConfig
@@ -112,30 +112,46 @@ with kexp.open_run("streams", logdir=logdir, train=TrainConfig(epochs=2), verbos
     run.fit(dense, batches(), steps_per_epoch=4, loss="binary_crossentropy", verbose=0)
 assert run.results["fits"]["model"]["input"]["examples_per_epoch"] == [128, 128]
 assert run.results["fits"]["model_2"]["input"]["examples_pulled"] >= 256
+
+# fit.py's model, loaded in this process, which never built it (saves a process and its TensorFlow import).
+model = kexp.load_model(sys.argv[2])
+rng = np.random.default_rng(0)
+a, b = rng.normal(size=(300, 3)).astype("float32"), rng.normal(size=(300, 2)).astype("float32")
+print("LOADED_PRED", json.dumps(model.predict({"a": a[:4], "b": b[:4]}, verbose=0).tolist()))
 print("KERAS_USER_OK")
 '''
 
 
-@pytest.mark.slow
-def test_wheel_install_lists_and_runs_from_another_directory(tmp_path: Path):
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv with kexp pip-installed (not linked) from a copy of the source tree, the copy then removed.
+
+    Shared by the module's two tests: each made its own (a venv and a pip install each, about 20 s). The outside
+    project's test installs its own package into it too, which adds one entry point to `kexp list`.
+    """
+    tmp = tmp_path_factory.mktemp("install")
     # A copy of the source tree, so the build leaves nothing in the checkout.
-    source = tmp_path / "src"
+    source = tmp / "src"
     shutil.copytree(
         REPO, source,
         ignore=shutil.ignore_patterns(".git", "logs", "build", "*.egg-info", "__pycache__", ".pytest_cache"),
     )
-    venv = tmp_path / "venv"
+    venv = tmp / "venv"
     # System site-packages provide TensorFlow & co. so the test needs no 600 MB
     # download; kexp itself is installed into the venv, not linked.
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    python = venv / "bin" / "python"
     install = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(source)],
+        [venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", str(source)],
         capture_output=True, text=True, timeout=600,
     )
     assert install.returncode == 0, install.stderr[-3000:]
     shutil.rmtree(source)  # the installed copy must not need the source tree
+    return venv
 
+
+@pytest.mark.slow
+def test_wheel_install_lists_and_runs_from_another_directory(venv: Path, tmp_path: Path):
+    python = venv / "bin" / "python"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = subprocess.run(
@@ -220,11 +236,8 @@ print("PRED", json.dumps(model.predict({"a": a[:4], "b": b[:4]}, verbose=0).toli
 
 
 @pytest.mark.slow
-def test_outside_project_fits_loads_and_runs_its_entry_point_experiment(tmp_path: Path):
-    """Issue 12's user: a project installed with pip beside kexp, in a fresh virtualenv."""
-    source = tmp_path / "src"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", "logs", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
+def test_outside_project_fits_loads_and_runs_its_entry_point_experiment(venv: Path, tmp_path: Path):
+    """Issue 12's user: a project installed with pip beside kexp, in a fresh virtualenv (the module's `venv`)."""
     project = tmp_path / "myproj_src"
     (project / "myproj").mkdir(parents=True)
     (project / "pyproject.toml").write_text(OUTSIDE_PYPROJECT)
@@ -234,23 +247,14 @@ def test_outside_project_fits_loads_and_runs_its_entry_point_experiment(tmp_path
         "    return x, 2 * x + 1\n")
     (project / "myproj" / "my_exp.py").write_text(OUTSIDE_EXPERIMENT)
     (project / "myproj" / "vae.py").write_text(OUTSIDE_VAE)
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     python = venv / "bin" / "python"
-    for package in (source, project):
-        install = subprocess.run([python, "-m", "pip", "install", "-q",
-                                  "--disable-pip-version-check", str(package)],
-                                 capture_output=True, text=True, timeout=600)
-        assert install.returncode == 0, install.stderr[-3000:]
-    shutil.rmtree(source)
+    install = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(project)],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
     work = tmp_path / "work"
     work.mkdir()
     (work / "fit.py").write_text(OUTSIDE_SCRIPT)
     (work / "keras_user.py").write_text(OUTSIDE_KERAS_USER)
-    user = subprocess.run([python, "keras_user.py", str(work / "user_logs")], cwd=work, capture_output=True,
-                          text=True, timeout=300)
-    assert user.returncode == 0 and "KERAS_USER_OK" in user.stdout, user.stderr[-3000:]
-
     fitted = subprocess.run([python, "fit.py", str(work / "logs")], cwd=work, capture_output=True, text=True,
                             timeout=300)
     assert fitted.returncode == 0, fitted.stderr[-3000:]
@@ -262,17 +266,14 @@ def test_outside_project_fits_loads_and_runs_its_entry_point_experiment(tmp_path
     assert fit["optimizers"]["optimizer"]["class"] == "Adam"  # what really trained, not the config's adam 0.001
     assert fit["optimizers"]["optimizer"]["learning_rate"]["class_name"] == "ExponentialDecay"
 
-    load = ("import json, sys, numpy as np, kexp\n"
-            "model = kexp.load_model(sys.argv[1])\n"
-            "rng = np.random.default_rng(0)\n"
-            "a, b = rng.normal(size=(300, 3)).astype('float32'), rng.normal(size=(300, 2)).astype('float32')\n"
-            "print(json.dumps(model.predict({'a': a[:4], 'b': b[:4]}, verbose=0).tolist()))\n")
-    loaded = subprocess.run([python, "-c", load, str(run_dir)], cwd=work, capture_output=True, text=True, timeout=300)
-    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    # The Keras user's models, then fit.py's model loaded in that process, which never built it.
+    user = subprocess.run([python, "keras_user.py", str(work / "user_logs"), str(run_dir)], cwd=work,
+                          capture_output=True, text=True, timeout=300)
+    assert user.returncode == 0 and "KERAS_USER_OK" in user.stdout, user.stderr[-3000:]
+    loaded = next(line for line in user.stdout.splitlines() if line.startswith("LOADED_PRED "))
     import numpy as np
 
-    np.testing.assert_allclose(json.loads(loaded.stdout.strip().splitlines()[-1]), json.loads(lines["PRED"]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(json.loads(loaded.removeprefix("LOADED_PRED ")), json.loads(lines["PRED"]), rtol=1e-6)
 
     ran = subprocess.run([venv / "bin" / "kexp", "run", "my_exp", "--logdir", str(work / "logs")], cwd=work,
                          capture_output=True, text=True, timeout=300)

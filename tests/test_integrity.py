@@ -117,55 +117,90 @@ def test_fit_names_stay_inside_the_run(logdir):
     assert not (logdir.parent / "x").exists()
 
 
-# Evaluation must score every example, whatever the replica count; training
-# must run under every strategy name. Each device count needs its own process.
-DEVICE_SCRIPT = textwrap.dedent('''
-    import json, sys
-    import keras, numpy as np
-    from kexp.config import TrainConfig
-    from kexp.session import open_run
+# Evaluation must score every example, whatever the replica count; training must run under every strategy
+# name. Seven examples: no replica count of 2, 3 or 5 divides them, and with 5 replicas the last batch leaves
+# replicas empty.
+X_SEVEN = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [2, 2], [3, 1], [0.5, 0.5]], "float32")
+Y_SEVEN = np.array([[0], [1], [1], [0], [1], [0], [1]], "float32")
 
-    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [2, 2], [3, 1], [0.5, 0.5]], "float32")
-    y = np.array([[0], [1], [1], [0], [1], [0], [1]], "float32")
 
-    def build():
-        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(
-            1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(0.3),
-            bias_initializer=keras.initializers.Constant(-0.2))])
-        model.compile("sgd", "binary_crossentropy", metrics=[keras.metrics.BinaryAccuracy(name="accuracy"),
-                                                            keras.metrics.AUC(name="auc")])
-        return model
+def _build_scored() -> keras.Model:
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(
+        1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(0.3),
+        bias_initializer=keras.initializers.Constant(-0.2))])
+    model.compile("sgd", "binary_crossentropy", metrics=[keras.metrics.BinaryAccuracy(name="accuracy"),
+                                                        keras.metrics.AUC(name="auc")])
+    return model
 
+
+def strategies_run(logdir: str, strategies: list[str]) -> dict:
+    """Scores a fixed model and trains one under each strategy: `{strategy: {scores, replicas, status, iterations}}`.
+
+    Runs in the pytest process (conftest's 2 logical devices) and, imported from this module, in the
+    subprocesses that have 1, 3 or 5 (`_start_devices_run`).
+    """
     out = {}
-    for strategy in ("auto", "default", "one_device", "mirrored"):
-        with open_run("devices", logdir=sys.argv[1], strategy=strategy, verbose=0,
+    for strategy in strategies:
+        with open_run("devices", logdir=logdir, strategy=strategy, verbose=0,
                       train=TrainConfig(epochs=2, batch_size=2)) as run:
             with run.strategy.scope():
-                fixed = build()
-            scores = run.evaluate(fixed, (x, y))
-            trained = run.fit(build, (x, y), (x, y))
+                fixed = _build_scored()
+            scores = run.evaluate(fixed, (X_SEVEN, Y_SEVEN))
+            trained = run.fit(_build_scored, (X_SEVEN, Y_SEVEN), (X_SEVEN, Y_SEVEN))
             run.record(**scores)
         out[strategy] = {"scores": scores, "replicas": run.num_replicas, "status": run.results["status"],
                          "iterations": int(trained.optimizer.iterations.numpy())}
-    print("RESULT " + json.dumps(out))
+    return out
+
+
+DEVICE_SCRIPT = textwrap.dedent('''
+    import json, sys
+    sys.path.insert(0, sys.argv[3])
+    from test_integrity import strategies_run
+
+    print("RESULT " + json.dumps(strategies_run(sys.argv[1], sys.argv[2].split(","))))
 ''')
 
 
-def _devices_run(count: int, logdir: Path) -> dict:
+def _start_devices_run(count: int, logdir: Path, strategies: list[str]) -> subprocess.Popen:
     env = {**os.environ, "KEXP_CPU_DEVICES": str(count), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-c", DEVICE_SCRIPT, str(logdir)], capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    return subprocess.Popen([sys.executable, "-c", DEVICE_SCRIPT, str(logdir), ",".join(strategies),
+                             str(Path(__file__).parent)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _devices_result(proc: subprocess.Popen) -> dict:
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    line = next(line for line in out.splitlines() if line.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))
 
 
 def test_every_strategy_trains_and_scores_every_example_on_1_2_3_and_5_devices(logdir):
-    # Seven examples: no replica count of 2, 3 or 5 divides them, and with 5
-    # replicas the last batch leaves replicas empty.
-    results = {count: _devices_run(count, logdir / str(count)) for count in (1, 2, 3, 5)}
-    reference = results[1]["default"]["scores"]
+    """Every strategy on 2 devices, in this process; `mirrored` on 1, 3 and 5, each in a process of its own.
+
+    Only `mirrored`'s replicas follow the logical CPU devices: `auto`, `default` and `one_device` train one
+    replica on the CPU whatever their count (`kexp.strategy.make_strategy`), so one process runs them.
+    The three processes run while this one does its part.
+    """
+    procs = {count: _start_devices_run(count, logdir / str(count), ["mirrored"]) for count in (1, 3, 5)}
+    try:
+        results = {2: strategies_run(str(logdir / "2"), ["auto", "default", "one_device", "mirrored"])}
+        results.update({count: _devices_result(proc) for count, proc in procs.items()})
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    reference = results[2]["default"]["scores"]
     assert round(reference["test_accuracy"] * 7) == pytest.approx(reference["test_accuracy"] * 7, abs=1e-5)
+    assert set(results[2]) == {"auto", "default", "one_device", "mirrored"}
+    assert results[2]["auto"]["replicas"] == results[2]["default"]["replicas"] == results[2]["one_device"][
+        "replicas"] == 1
     for count, by_strategy in results.items():
         assert by_strategy["mirrored"]["replicas"] == count
         for strategy, result in by_strategy.items():
