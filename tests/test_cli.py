@@ -221,3 +221,17 @@ def test_logical_cpu_devices_are_bounded(value, message, logdir):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and len(lines[0]) < 300, proc.stderr
     assert list(logdir.iterdir()) == []
+
+
+def test_a_bad_cpu_device_count_stops_a_sweep_resume_before_any_point(tmp_path):
+    """Checked once by the sweep, before TensorFlow, not by each point after its import (issue 28)."""
+    from kexp.sweep import new_sweep
+
+    sweep_dir, _ = new_sweep("xor", {"model.hidden": ["2", "4"]}, [], tmp_path, "auto")
+    before = (sweep_dir / "sweep.json").read_bytes()
+    proc = run_cli("sweep", "--resume", str(sweep_dir), env={"KEXP_CPU_DEVICES": "abc"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "kexp: error: KEXP_CPU_DEVICES: received 'abc'; allowed: an integer 1..64"]
+    assert (sweep_dir / "sweep.json").read_bytes() == before
+    assert not (sweep_dir / "points").exists()
