@@ -40,8 +40,11 @@ def check_logdir(logdir: str | os.PathLike) -> None:
     reason = ("Not a directory" if not path.is_dir()
               else "Permission denied" if not os.access(path, os.W_OK | os.X_OK) else "")
     if reason:
-        raise UsageError(f"--logdir {str(logdir)!r}: not writable ({reason}: {str(path)!r}); "
-                         "allowed: a folder you can write to")
+        raise _unwritable(logdir, f"{reason}: {str(path)!r}")
+
+
+def _unwritable(logdir: str | os.PathLike, reason: str) -> UsageError:
+    return UsageError(f"--logdir {str(logdir)!r}: not writable ({reason}); allowed: a folder you can write to")
 
 
 def create_run_dir(logdir: str | os.PathLike, name: str, prefix: str = "") -> Path:
@@ -61,10 +64,7 @@ def create_run_dir(logdir: str | os.PathLike, name: str, prefix: str = "") -> Pa
         probe = tempfile.NamedTemporaryFile(dir=parent, prefix=".probe-", delete=True)
         probe.close()
     except OSError as err:
-        raise UsageError(
-            f"--logdir {str(logdir)!r}: not writable ({err.strerror or err}); "
-            "allowed: a folder you can write to"
-        ) from None
+        raise _unwritable(logdir, str(err.strerror or err)) from None
     while True:
         run_id = prefix + time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
         run_dir = parent / run_id

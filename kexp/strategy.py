@@ -41,8 +41,7 @@ def configure_cpu_devices(count: int) -> None:
         UsageError: When `count` is out of range, or TensorFlow's devices were
             already initialized with a different count.
     """
-    if not 1 <= count <= MAX_CPU_DEVICES:
-        raise UsageError(f"{CPU_DEVICES_ENV}: received {count}; allowed: an integer 1..{MAX_CPU_DEVICES}")
+    _check_count(count)
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -76,9 +75,13 @@ def cpu_devices_from_env() -> int | None:
         count = int(raw)
     except ValueError:
         raise UsageError(f"{CPU_DEVICES_ENV}: received {_shown(raw)}; allowed: an integer 1..{MAX_CPU_DEVICES}") from None
+    _check_count(count)
+    return count
+
+
+def _check_count(count: int) -> None:
     if not 1 <= count <= MAX_CPU_DEVICES:
         raise UsageError(f"{CPU_DEVICES_ENV}: received {count}; allowed: an integer 1..{MAX_CPU_DEVICES}")
-    return count
 
 
 def configure_from_env() -> None:
