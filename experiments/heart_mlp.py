@@ -60,6 +60,8 @@ CONFIG = ExperimentConfig(
 # The quality bar, declared once: the slow tests and the README's table follow it.
 EXPECTED = {"heart_iou": (">=", 0.97), "test_rel_mse": ("<=", 0.01)}
 EXPECTED_TIME_S = 10  # a default run, whole command, on the README's machine (kexp check)
+# Small settings at which the README's test command runs it (its bars need the defaults: kexp check).
+SMOKE_SETTINGS = {"train.epochs": 2, "data.num_train": 2000, "data.num_test": 500, "data.grid": 60}
 
 
 def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:

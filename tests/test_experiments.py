@@ -35,11 +35,15 @@ def _xor(results: dict) -> None:
         assert len(read_events(run_dir / fit / "train")["epoch_loss"]) == results["config"]["train"]["epochs"]
 
 
+def _classifier_figures(results: dict) -> None:
+    assert {"confusion_matrix", "misclassified"} <= set(read_events(Path(results["run_dir"]) / "plots"))
+
+
 def _classifier(results: dict) -> None:
     metrics = results["metrics"]
     assert metrics["train_accuracy"] >= metrics["test_accuracy"] - 0.02
     assert 0 < metrics["test_loss"] < 0.5
-    assert {"confusion_matrix", "misclassified"} <= set(read_events(Path(results["run_dir"]) / "plots"))
+    _classifier_figures(results)
 
 
 def _gan_gaussian_1d(results: dict) -> None:
@@ -67,6 +71,8 @@ EXTRA_CHECKS = {
     "heart_mlp": _heart_mlp, "xor": _xor, "softmax": _classifier, "mlp": _classifier, "lenet": _classifier,
     "gan_gaussian_1d": _gan_gaussian_1d, "dcgan_digits": _dcgan_digits,
 }
+# What a run shows at any settings: checked at the smoke settings too (an experiment whose bars are `quality`).
+SHAPE_CHECKS = {"lenet": _classifier_figures, "gan_gaussian_1d": _gan_gaussian_1d}
 # Experiments whose default run is tested in a file of its own (with claims beyond the bars), and that test.
 OWN_DEFAULT_RUN_TEST = {
     "lstm_sine": ("test_lstm_sine.py", "test_lstm_sine_default_run_meets_quality_bar"),
@@ -101,6 +107,10 @@ def test_experiment_meets_its_declared_bars(name, logdir):
     results = _run(name, logdir)
     assert quality.failures(registry.load(name).EXPECTED, results["metrics"]) == []
     EXTRA_CHECKS[name](results)
+    _every_fit_fused(results)
+
+
+def _every_fit_fused(results: dict) -> None:
     # Every fit runs a compiled call's batches in one loop: heart_mlp's 313-step epochs and the GANs' own steps too.
     assert {fit: settings["fused_steps"] for fit, settings in results["fits"].items()} == {
         fit: True for fit in results["fits"]}
@@ -118,6 +128,10 @@ def test_a_slow_experiment_trains_at_its_smoke_settings(name, logdir):
     assert logged and (list(run_dir.rglob("*.png")) or list(run_dir.glob("*.txt"))), logged
     assert results["models"] and all((run_dir / path).is_file() for path in results["models"].values())
     assert set(results["models"]) == set(results["fits"])
+    if name in SHAPE_CHECKS:
+        SHAPE_CHECKS[name](results)
+    if name in EXTRA_CHECKS:
+        _every_fit_fused(results)
 
 
 def test_readme_table_states_each_experiments_declared_bars():
