@@ -1,10 +1,11 @@
 """Crash, interrupt and resume with real processes and real signals.
 
 Each `python -m kexp` process spends about 10 s of CPU importing TensorFlow,
-so the tests start as few as the behaviour under test needs: a resume that
-only has to finish runs in this process (`kexp.run(resume=...)`, the same
-`run_experiment` the command calls); the command's own resume output is
-checked once, on the killed run.
+so the tests start as few as the behaviour under test needs: a process is
+started only to be signalled or killed. Resumes and the uninterrupted
+reference runs run in this process: `kexp.run(resume=...)` (the same
+`run_experiment` the command calls), and the command's own `run --resume`
+once, on the killed run, through its `main()` (`run_cli_here`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import finish, read_events, run_cli, signal_at, start_run
+from helpers import finish, read_events, run_cli_here, signal_at, start_run
 
 import kexp
 from kexp import checkpoint
@@ -47,8 +48,8 @@ def _as_overrides(args: list[str]) -> list[str]:
     return args[1::2]
 
 
-def _run_deterministic_here(name: str, overrides: list[str], logdir: Path) -> dict:
-    """Runs an experiment in this process with `train.deterministic=true`, then turns op determinism off again.
+def _deterministic_here(call):
+    """Returns `call()`, made in this process, then turns op determinism off again.
 
     `train.deterministic` enables TensorFlow's op determinism for the whole
     process; the other tests of this pytest worker must not inherit it.
@@ -57,16 +58,33 @@ def _run_deterministic_here(name: str, overrides: list[str], logdir: Path) -> di
 
     was_on = tf_config.is_op_determinism_enabled()
     try:
-        return kexp.run(name, overrides, logdir=logdir, verbose=0)
+        return call()
     finally:
         if not was_on:
             tf_config.disable_op_determinism()
 
 
+def _command_here(*args: str):
+    """`run_cli_here(*args)`, and the library's second-Ctrl-C behaviour back afterwards (the command sets its own)."""
+    from kexp.interrupt import StopRequest
+
+    exit_on_second = StopRequest.exit_on_second
+    try:
+        return run_cli_here(*args)
+    finally:
+        StopRequest.exit_on_second = exit_on_second
+
+
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
-    """The uninterrupted reference runs in this process (the same `run_experiment` call `kexp run` makes)."""
+    """Only the killed run is a process of its own (SIGKILL is the point): the command's `run --resume` runs its
+    `main()` here (it was a second process), and the uninterrupted reference runs here (the same `run_experiment`).
+
+    float32 is set in the killed run's config (the command's default policy): the resume, which takes no
+    overrides, then trains under it whatever global dtype policy an earlier test of this worker left.
+    """
     killed_logs, whole_logs = tmp_path / "killed", tmp_path / "whole"
-    proc = start_run("lstm_sine", "--logdir", str(killed_logs), "--set", "train.epochs=4", *EXACT)
+    proc = start_run("lstm_sine", "--logdir", str(killed_logs), "--set", "train.epochs=4", *EXACT,
+                     "--set", "train.precision=float32")
     signal_at(proc, "Epoch 3/4", signal.SIGKILL)
     assert finish(proc)[0] == -signal.SIGKILL
     run_dir = _only_run(killed_logs)
@@ -74,13 +92,13 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     assert checkpoint.load(state_file).epochs_done == 2  # epoch 3 was in progress
     assert not (run_dir / "results.json").exists()
 
-    resumed = run_cli("run", "lstm_sine", "--resume", str(run_dir))
+    resumed = _deterministic_here(lambda: _command_here("run", "lstm_sine", "--resume", str(run_dir)))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.strip().splitlines()[-1] == f"run_dir: {run_dir}"
     assert "Epoch 1/4" not in resumed.stdout and "Epoch 3/4" in resumed.stdout
-    # float32 whatever global dtype policy an earlier test of this worker left (the command's default).
-    whole = _run_deterministic_here("lstm_sine", ["train.epochs=4", *_as_overrides(EXACT), "train.precision=float32"],
-                                    whole_logs)
+    whole = _deterministic_here(lambda: kexp.run(
+        "lstm_sine", ["train.epochs=4", *_as_overrides(EXACT), "train.precision=float32"], logdir=whole_logs,
+        verbose=0))
     assert whole["status"] == "ok"
     whole_dir = Path(whole["run_dir"])
 
@@ -160,11 +178,12 @@ def test_sigterm_stops_a_gan_cleanly_and_it_resumes_with_both_optimizers_state(t
 
 
 def test_second_sigint_exits_at_once(tmp_path):
-    # One compiled call covers a whole 333-step epoch (seconds), so the
-    # first SIGINT alone would wait for it; the second must not.
+    # One compiled call covers a whole 333-step epoch (seconds, and its tracing before it: the signals come as
+    # epoch 1 begins, so no epoch is trained before them), so the first SIGINT alone would wait for it; the
+    # second must not.
     proc = start_run("lstm_sine", "--logdir", str(tmp_path), "--set", "train.epochs=3", "--set", "data.train_range=0,1100",
                      "--set", "train.steps_per_execution=1000")
-    signal_at(proc, "Epoch 2/3", signal.SIGINT)
+    signal_at(proc, "Epoch 1/3", signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     returncode, out, err = finish(proc, timeout=30)
@@ -172,7 +191,7 @@ def test_second_sigint_exits_at_once(tmp_path):
     assert "Traceback" not in err
     # It did not wait to write results: the process ended in the middle of the call.
     assert not (_only_run(tmp_path) / "results.json").exists()
-    assert "Epoch 3/3" not in out
+    assert "Epoch 2/3" not in out and "Epoch 3/3" not in out
 
 
 NOTEBOOK_SCRIPT = '''
