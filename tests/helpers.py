@@ -37,9 +37,12 @@ def run_cli_here(*args: str, env: dict | None = None) -> subprocess.CompletedPro
     import keras
 
     from kexp.cli import main
+    from kexp.interrupt import StopRequest
 
     out, err = io.StringIO(), io.StringIO()
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # The command line makes a second Ctrl-C end the process; library runs in this process must raise instead.
+    exit_on_second = StopRequest.exit_on_second
     policy = keras.mixed_precision.global_policy()
     saved_env = dict(os.environ)
     os.environ.update(env or {})
@@ -55,6 +58,7 @@ def run_cli_here(*args: str, env: dict | None = None) -> subprocess.CompletedPro
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
         keras.mixed_precision.set_global_policy(policy)
+        StopRequest.exit_on_second = exit_on_second
     return subprocess.CompletedProcess(["kexp", *args], code, out.getvalue(), err.getvalue())
 
 
