@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ def test_list_names_experiments_without_importing_tensorflow():
 
 
 def test_show_prints_resolved_config_with_overrides():
-    proc = run_cli("show", "lstm_sine", "--set", "train.epochs=3")
+    proc = run_cli_here("show", "lstm_sine", "--set", "train.epochs=3")
     assert proc.returncode == 0, proc.stderr
     assert "train.epochs = 3  #" in proc.stdout
     assert "data.feature_length = 32" in proc.stdout
@@ -97,12 +98,65 @@ def _ids(rows) -> list[str]:
     return [" ".join(a)[:60] + ("..." if len(" ".join(a)) > 60 else "") for a, _ in rows]
 
 
-@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=_ids(BAD_INPUTS))
-def test_bad_input_exits_2_with_one_line_and_no_run_folder(args, message, logdir):
-    env = {"TF_CONFIG": ""}
-    extra = ["--logdir", str(logdir)] if args[0] == "run" else []
-    proc = run_cli(*args, *extra, env=env)
-    _assert_exit_2_one_line(proc, message, logdir)
+# One fresh process runs every refused command line of this file, one after the other, each with its own
+# environment and run folder (`main` in a fresh `python`, as `kexp` runs it), instead of one process each: they
+# all end before TensorFlow, so a process costs its start-up only. It is bounded by a timeout, so a
+# command line that is not refused (and starts training) fails its test instead of hanging it.
+_RUN_MANY = r"""
+import contextlib, io, json, os, sys, traceback
+from kexp.cli import main
+done = []
+for args, env in json.load(sys.stdin):
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(args)
+            except SystemExit as stop:  # argparse's usage errors
+                code = stop.code if isinstance(stop.code, int) else 1
+            except BaseException:  # what `python -m kexp` would print, for the test to see
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    done.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(done))
+"""
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> dict:
+    """Runs every case of BAD_INPUTS and BAD_TF_CONFIGS in one fresh process: `{(group, i): (proc, logdir)}`."""
+    root = tmp_path_factory.mktemp("refused")
+    cases, keys = [], []
+    for group, rows in (("input", [(args,) for args, _ in BAD_INPUTS]),
+                        ("tf_config", [(["run", "xor", "--strategy", "multi_worker"], tf_config)
+                                       for tf_config, _ in BAD_TF_CONFIGS])):
+        for i, row in enumerate(rows):
+            args = list(row[0])
+            logdir = root / f"{group}{i}"
+            logdir.mkdir()
+            if args[0] == "run":
+                args += ["--logdir", str(logdir)]
+            env = {"TF_CONFIG": row[1] if group == "tf_config" else ""}
+            cases.append([args, env])
+            keys.append(((group, i), logdir))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", _RUN_MANY], input=json.dumps(cases), capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {key: (subprocess.CompletedProcess(args, *result), logdir)
+            for (key, logdir), (args, _), result in zip(keys, cases, done)}
+
+
+@pytest.mark.parametrize("index", range(len(BAD_INPUTS)), ids=_ids(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_and_no_run_folder(index, refused):
+    proc, logdir = refused["input", index]
+    _assert_exit_2_one_line(proc, BAD_INPUTS[index][1], logdir)
 
 
 def _tf_config(workers=("localhost:12345",), task_type="worker", index=0) -> str:
@@ -133,10 +187,10 @@ BAD_TF_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("tf_config, message", BAD_TF_CONFIGS, ids=[m[:50] for _, m in BAD_TF_CONFIGS])
-def test_wrong_tf_config_exits_2_with_one_line_before_tensorflow(tf_config, message, logdir):
-    proc = run_cli("run", "xor", "--strategy", "multi_worker", "--logdir", str(logdir), env={"TF_CONFIG": tf_config})
-    _assert_exit_2_one_line(proc, message, logdir)
+@pytest.mark.parametrize("index", range(len(BAD_TF_CONFIGS)), ids=[m[:50] for _, m in BAD_TF_CONFIGS])
+def test_wrong_tf_config_exits_2_with_one_line_before_tensorflow(index, refused):
+    proc, logdir = refused["tf_config", index]
+    _assert_exit_2_one_line(proc, BAD_TF_CONFIGS[index][1], logdir)
 
 
 def test_tf_config_whose_own_port_is_in_use_exits_2_before_tensorflow(logdir):
@@ -161,7 +215,7 @@ def test_resume_config_json_of_the_wrong_shape_exits_2(saved, message, logdir):
     run_dir = logdir / "lstm_sine" / "20260101-000000-abcdef"
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(saved))
-    proc = run_cli("run", "lstm_sine", "--resume", str(run_dir))
+    proc = run_cli_here("run", "lstm_sine", "--resume", str(run_dir))
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -176,7 +230,7 @@ def test_resume_config_json_of_the_wrong_shape_exits_2(saved, message, logdir):
 def test_unwritable_logdir_exits_2(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    proc = run_cli("run", "lstm_sine", "--set", "train.epochs=1", "--logdir", str(blocker / "logs"))
+    proc = run_cli_here("run", "lstm_sine", "--set", "train.epochs=1", "--logdir", str(blocker / "logs"))
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()

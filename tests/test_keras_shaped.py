@@ -252,7 +252,7 @@ def _vae(lazy: bool):
 @pytest.mark.parametrize("lazy", [False, True])
 def test_a_vae_without_call_trains_saves_loads_and_resumes_bit_for_bit(lazy, logdir):
     x = np.random.default_rng(0).normal(size=(128, 4)).astype("float32")
-    train = TrainConfig(epochs=4, batch_size=32)
+    train = TrainConfig(epochs=2, batch_size=32)  # 4 steps an epoch; a resume after the first epoch
     with kexp.open_run("vae", logdir=logdir, train=train, verbose=0) as whole:
         model = whole.fit(_vae(lazy), (x,))
     assert whole.results["status"] == "ok" and whole.results["models"] == {"model": "models/model.keras"}
@@ -267,10 +267,10 @@ def test_a_vae_without_call_trains_saves_loads_and_resumes_bit_for_bit(lazy, log
         np.testing.assert_array_equal(loaded.decoder.layers[-1].kernel.numpy(),
                                       model.decoder.layers[-1].kernel.numpy())
 
-    # Two epochs, stopped as a kill would leave it (state of epoch 2 on disk), then resumed in a new model.
-    with kexp.open_run("vae", logdir=logdir, train=dataclasses_replace(train, epochs=2), verbose=0) as first:
-        first.fit(_vae(lazy), (x,), epochs=2)
-    _mark_unfinished(first.run_dir, epochs=4)
+    # One epoch, stopped as a kill would leave it (state of epoch 1 on disk), then resumed in a new model.
+    with kexp.open_run("vae", logdir=logdir, train=dataclasses_replace(train, epochs=1), verbose=0) as first:
+        first.fit(_vae(lazy), (x,), epochs=1)
+    _mark_unfinished(first.run_dir, epochs=2)
     with kexp.open_run("vae", logdir=logdir, train=train, verbose=0, resume=first.run_dir) as resumed:
         again = resumed.fit(_vae(lazy), (x,))
     assert resumed.results["status"] == "ok"
@@ -285,7 +285,7 @@ def dataclasses_replace(train: TrainConfig, **changes) -> TrainConfig:
 
 
 def _mark_unfinished(run_dir, epochs: int) -> None:
-    """Makes a finished 2-epoch run look like a 4-epoch run killed after epoch 2 (its state and logs kept)."""
+    """Makes a finished run look like an `epochs`-epoch run killed after its last epoch (its state and logs kept)."""
     (run_dir / "results.json").unlink()
     config = json.loads((run_dir / "config.json").read_text())
     config["train"]["epochs"] = epochs

@@ -1,13 +1,20 @@
-"""Finding experiments: bundled, from KEXP_EXPERIMENTS_PATH, from entry points."""
+"""Finding experiments: bundled, from KEXP_EXPERIMENTS_PATH, from entry points.
+
+The CLI runs in this process (`here`): what is tested is how kexp finds and
+loads experiment files, not how Python starts. An entry point's distribution
+goes on `sys.path` (`_on_path`) where a fresh process would get it from PYTHONPATH.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli, run_cli_here
 
 CUSTOM = textwrap.dedent('''
     """Fits a line y = 2x + 1 with one Dense unit (a user's own experiment)."""
@@ -46,26 +53,54 @@ def _listing(stdout: str) -> dict[str, str]:
     return dict(line.split(None, 1) for line in stdout.splitlines())
 
 
-def test_experiments_path_adds_a_users_experiment(tmp_path: Path):
+@pytest.fixture
+def here(tmp_path: Path):
+    """`run_cli_here`, then this process is left as the test found it.
+
+    kexp keeps a folder's experiment as `kexp.experiments.NAME` in `sys.modules`
+    and puts its folder on `sys.path`; an entry point's package is imported under
+    its own name. Every module imported from the test's files and every path
+    added is taken out again, so the next test (in this worker) finds its own
+    experiment files, not these.
+    """
+    path, modules = list(sys.path), set(sys.modules)
+    yield run_cli_here
+    sys.path[:] = path
+    for name in set(sys.modules) - modules:
+        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+def _on_path(folder: Path) -> None:
+    """Puts `folder` on `sys.path` as an installation (or PYTHONPATH) would: its dist-info's entry points count.
+
+    The `here` fixture takes it off again.
+    """
+    sys.path.insert(0, str(folder))
+    importlib.invalidate_caches()
+
+
+def test_experiments_path_adds_a_users_experiment(tmp_path: Path, here):
     folder = tmp_path / "my_experiments"
     folder.mkdir()
     (folder / "line_fit.py").write_text(CUSTOM)
     env = {"KEXP_EXPERIMENTS_PATH": str(folder)}
-    listing = run_cli("list", env=env)
+    listing = here("list", env=env)
     found = _listing(listing.stdout)
     assert found["line_fit"].startswith("Fits a line y = 2x + 1 with one Dense unit")
     assert "lstm_sine" in found
-    bad = run_cli("run", "line_fit", "--set", "data.n=2", "--logdir", str(tmp_path / "logs"), env=env)
+    bad = here("run", "line_fit", "--set", "data.n=2", "--logdir", str(tmp_path / "logs"), env=env)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "kexp: error: data.n: received 2; allowed: a value >= 8"
-    proc = run_cli("run", "line_fit", "--logdir", str(tmp_path / "logs"), env=env)
+    proc = here("run", "line_fit", "--logdir", str(tmp_path / "logs"), env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = Path(proc.stdout.strip().splitlines()[-1].removeprefix("run_dir: "))
     results = json.loads((run_dir / "results.json").read_text())
     assert results["metrics"]["test_loss"] < 1e-3
 
 
-def test_entry_point_group_adds_an_installed_packages_experiment(tmp_path: Path):
+def test_entry_point_group_adds_an_installed_packages_experiment(tmp_path: Path, here):
     # A real distribution on the path: a package module plus dist-info metadata
     # declaring the entry point, as `pip install` of such a project leaves it.
     (tmp_path / "line_pkg").mkdir()
@@ -75,10 +110,11 @@ def test_entry_point_group_adds_an_installed_packages_experiment(tmp_path: Path)
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: line-pkg\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[kexp.experiments]\nline_from_ep = line_pkg.line_exp\n")
-    listing = run_cli("list", env={"PYTHONPATH": str(tmp_path)})
+    _on_path(tmp_path)
+    listing = here("list")
     assert listing.returncode == 0, listing.stderr
     assert _listing(listing.stdout)["line_from_ep"].startswith("Fits a line y = 2x + 1")
-    shown = run_cli("show", "line_from_ep", env={"PYTHONPATH": str(tmp_path)})
+    shown = here("show", "line_from_ep")
     assert "data.n = 256" in shown.stdout
 
 
@@ -103,7 +139,7 @@ BROKEN = {
 
 @pytest.mark.parametrize("command", ["run", "show"])
 @pytest.mark.parametrize("case", list(BROKEN))
-def test_broken_experiment_file_exits_2_with_one_line_naming_it(case, command, tmp_path: Path):
+def test_broken_experiment_file_exits_2_with_one_line_naming_it(case, command, tmp_path: Path, here):
     source, message = BROKEN[case]
     folder = tmp_path / "my_experiments"
     folder.mkdir()
@@ -111,18 +147,18 @@ def test_broken_experiment_file_exits_2_with_one_line_naming_it(case, command, t
     path.write_text(source)
     logdir = tmp_path / "logs"
     extra = ["--logdir", str(logdir)] if command == "run" else []
-    proc = run_cli(command, "bad", *extra, env={"KEXP_EXPERIMENTS_PATH": str(folder)})
+    proc = here(command, "bad", *extra, env={"KEXP_EXPERIMENTS_PATH": str(folder)})
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"kexp: error: experiment 'bad' ({path}): {message}"
     assert not logdir.exists()
     # Listing still works and reads the docstring only.
-    listing = run_cli("list", env={"KEXP_EXPERIMENTS_PATH": str(folder)})
+    listing = here("list", env={"KEXP_EXPERIMENTS_PATH": str(folder)})
     assert listing.returncode == 0, listing.stderr
     assert "bad" in [line.split()[0] for line in listing.stdout.splitlines()]
 
 
-def test_runs_lists_the_runs_of_an_experiment_that_exits_at_import(tmp_path: Path):
+def test_runs_lists_the_runs_of_an_experiment_that_exits_at_import(tmp_path: Path, here):
     # Like any experiment file that fails to import: its runs are listed, without comparisons to its defaults.
     folder = tmp_path / "my_experiments"
     folder.mkdir()
@@ -131,22 +167,22 @@ def test_runs_lists_the_runs_of_an_experiment_that_exits_at_import(tmp_path: Pat
     run_dir.mkdir(parents=True)
     (run_dir / "results.json").write_text(json.dumps({"experiment": "bad", "run_id": run_dir.name, "status": "ok",
                                                       "metrics": {"loss": 0.5}, "config": {}}))
-    proc = run_cli("runs", "--logdir", str(tmp_path / "logs"), "--json", env={"KEXP_EXPERIMENTS_PATH": str(folder)})
+    proc = here("runs", "--logdir", str(tmp_path / "logs"), "--json", env={"KEXP_EXPERIMENTS_PATH": str(folder)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [entry["run_id"] for entry in json.loads(proc.stdout)] == [run_dir.name]
 
 
-def test_entry_point_whose_module_is_gone_exits_2(tmp_path: Path):
+def test_entry_point_whose_module_is_gone_exits_2(tmp_path: Path, here):
     # Metadata left behind by an uninstalled or broken package.
     dist = tmp_path / "gone_pkg-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gone-pkg\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[kexp.experiments]\ngone = gone_pkg.gone_exp\n")
-    env = {"PYTHONPATH": str(tmp_path)}
-    listing = run_cli("list", env=env)
+    _on_path(tmp_path)
+    listing = here("list")
     assert listing.returncode == 0, listing.stderr
     assert _listing(listing.stdout)["gone"] == "(unreadable experiment entry point)"
-    proc = run_cli("show", "gone", env=env)
+    proc = here("show", "gone")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("kexp: error: experiment 'gone': entry point 'gone_pkg.gone_exp': "
                                    "ModuleNotFoundError: No module named 'gone_pkg'")
@@ -176,38 +212,41 @@ def run(config, harness):
 '''
 
 
-def test_entry_point_experiment_uses_relative_imports(tmp_path: Path):
+def test_entry_point_experiment_uses_relative_imports(tmp_path: Path, here):
     _entry_point_package(tmp_path, "rel_pkg", {"signals": "SLOPE = 2.5\n", "rel_exp": RELATIVE},
                          "rel_from_ep = rel_pkg.rel_exp")
-    shown = run_cli("show", "rel_from_ep", env={"PYTHONPATH": str(tmp_path)})
+    _on_path(tmp_path)
+    shown = here("show", "rel_from_ep")
     assert shown.returncode == 0, shown.stderr[-2000:]
-    proc = run_cli("run", "rel_from_ep", "--logdir", str(tmp_path / "logs"), env={"PYTHONPATH": str(tmp_path)})
+    proc = here("run", "rel_from_ep", "--logdir", str(tmp_path / "logs"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "slope: 2.5" in proc.stdout
 
 
-def test_entry_point_naming_an_attribute_is_refused_with_a_message(tmp_path: Path):
+def test_entry_point_naming_an_attribute_is_refused_with_a_message(tmp_path: Path, here):
     _entry_point_package(tmp_path, "attr_pkg", {"attr_exp": RELATIVE}, "attr_ep = attr_pkg.attr_exp:run")
-    proc = run_cli("show", "attr_ep", env={"PYTHONPATH": str(tmp_path)})
+    _on_path(tmp_path)
+    proc = here("show", "attr_ep")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("kexp: error: experiment 'attr_ep': entry point 'attr_pkg.attr_exp:run': names an "
                                    "attribute; allowed: a module ('attr_pkg.attr_exp'), whose CONFIG and run make "
                                    "the experiment")
 
 
-def test_experiments_path_experiment_imports_a_helper_beside_it(tmp_path: Path):
+def test_experiments_path_experiment_imports_a_helper_beside_it(tmp_path: Path, here):
     folder = tmp_path / "my_experiments"
     folder.mkdir()
     (folder / "_helpers.py").write_text("SLOPE = 4.0\n")
     (folder / "uses_helper.py").write_text(RELATIVE.replace("from .signals import SLOPE", "from _helpers import SLOPE"))
     env = {"KEXP_EXPERIMENTS_PATH": str(folder)}
-    assert "_helpers" not in _listing(run_cli("list", env=env).stdout)  # a helper is not an experiment
-    proc = run_cli("run", "uses_helper", "--logdir", str(tmp_path / "logs"), env=env)
+    assert "_helpers" not in _listing(here("list", env=env).stdout)  # a helper is not an experiment
+    proc = here("run", "uses_helper", "--logdir", str(tmp_path / "logs"), env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "slope: 4" in proc.stdout
 
 
 def test_a_name_defined_twice_warns_once_naming_both(tmp_path: Path):
+    # A fresh process: kexp warns once per process, and this pytest process may have warned already.
     folder = tmp_path / "my_experiments"
     folder.mkdir()
     (folder / "xor.py").write_text(RELATIVE)

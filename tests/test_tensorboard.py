@@ -48,10 +48,23 @@ def _hparam_values(info) -> dict:
 
 
 @pytest.fixture(scope="module")
-def xor_run(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp("logs")
+def runs(tmp_path_factory):
+    """Two xor runs in one logdir, shared by this module's tests (each run costs seconds of tracing).
+
+    The first (`kexp.run`, model.hidden 4, 3 epochs) is the run whose event files are read; the second
+    (`kexp run` on the command line, model.hidden 8, 2 epochs, profiling compiled calls 1-2) is the
+    profiled run; `kexp tensorboard` serves both. Replaces a run per profile test and two more served runs.
+    """
+    logdir = tmp_path_factory.mktemp("served")
     results = kexp.run("xor", {"train.epochs": 3, "model.hidden": 4, "data.repeats": 8}, logdir=logdir, verbose=0)
-    return Path(results["run_dir"]), results
+    profiled = run_cli_here("run", "xor", "--logdir", str(logdir), "--set", "train.epochs=2", "--set",
+                            "model.hidden=8", "--set", "data.repeats=8", "--set", "train.profile_steps=1,2")
+    return logdir, (Path(results["run_dir"]), results), profiled
+
+
+@pytest.fixture(scope="module")
+def xor_run(runs):
+    return runs[1]
 
 
 def test_run_is_an_hparams_session_with_its_flat_config_and_final_metrics(xor_run):
@@ -127,9 +140,8 @@ def test_resumed_run_keeps_one_session_start_end_and_metric_point(logdir):
     assert read_events(run_dir)["metrics/partial"] == [(0, 2.0)]
 
 
-def test_profile_steps_write_a_trace_and_say_where(logdir):
-    proc = run_cli_here("run", "xor", "--logdir", str(logdir), "--set", "train.epochs=2", "--set", "data.repeats=8",
-                   "--set", "train.profile_steps=1,2")
+def test_profile_steps_write_a_trace_and_say_where(runs):
+    proc = runs[2]
     assert proc.returncode == 0, proc.stderr
     run_dir = Path(proc.stdout.strip().splitlines()[-1].split(": ", 1)[1])
     assert list((run_dir / "two_layer" / "train" / "plugins" / "profile").glob("*/*.xplane.pb"))
@@ -152,7 +164,7 @@ def test_profile_range_past_the_fit_says_nothing_is_profiled(logdir):
 
 
 def test_bad_profile_range_exits_2_before_anything(logdir):
-    proc = run_cli("run", "xor", "--logdir", str(logdir), "--set", "train.profile_steps=3,2")
+    proc = run_cli_here("run", "xor", "--logdir", str(logdir), "--set", "train.profile_steps=3,2")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "kexp: error: train.profile_steps: received 3,2; allowed: 0,0 (off) or START,STOP with 1 <= START <= STOP "
@@ -168,11 +180,8 @@ def _get(url: str, body: dict | None = None):
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp("served")
-    for hidden in (2, 8):
-        kexp.run("xor", {"train.epochs": 2, "model.hidden": hidden, "data.repeats": 8}, logdir=logdir, verbose=0)
-    return logdir
+def two_runs(runs):
+    return runs[0]
 
 
 def test_kexp_tensorboard_serves_both_runs_scalars_and_hparams(two_runs):
@@ -202,7 +211,7 @@ def test_kexp_tensorboard_serves_both_runs_scalars_and_hparams(two_runs):
             "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                                                       "STATUS_RUNNING"],
             "colParams": [], "startIndex": 0, "sliceSize": 100})["sessionGroups"]
-        assert sorted(g["hparams"]["model.hidden"] for g in groups) == [2, 8]
+        assert sorted(g["hparams"]["model.hidden"] for g in groups) == [4, 8]
         for group in groups:
             results = json.loads((two_runs / "xor" / group["name"] / "results.json").read_text())
             metric = [m["value"] for m in group["metricValues"] if m["name"]["tag"] == "metrics/two_layer_accuracy"]
@@ -218,18 +227,19 @@ def test_kexp_tensorboard_serves_both_runs_scalars_and_hparams(two_runs):
             proc.communicate()
 
 
-def test_kexp_tensorboard_port_in_use_and_missing_logdir_exit_2(two_runs, tmp_path):
+def test_kexp_tensorboard_port_in_use_and_missing_logdir_exit_2(tmp_path):
     import socket
 
+    # A fresh process: TensorBoard starts its data server and loader threads before it binds the port.
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = run_cli("tensorboard", "--logdir", str(two_runs), "--port", str(port), timeout=120)
+        proc = run_cli("tensorboard", "--logdir", str(tmp_path), "--port", str(port), timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"kexp: error: --port {port}: TensorBoard could not bind to port {port}, it was already in use; "
         "allowed: a free port (0: any free one)"]
-    proc = run_cli("tensorboard", "--logdir", str(tmp_path / "nowhere"))
+    proc = run_cli_here("tensorboard", "--logdir", str(tmp_path / "nowhere"))  # refused before TensorBoard
     assert proc.returncode == 2
     assert "not a folder" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
