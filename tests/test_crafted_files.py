@@ -1,18 +1,22 @@
 """Crafted files in run and sweep folders: `kexp runs` lists them as corrupt, `--resume` and `sweep --resume`
-exit 2 naming the file; never a traceback, a hang or a change to the folder (issue 22 items 11 and 12)."""
+exit 2 naming the file; never a traceback, a hang or a change to the folder (issue 22 items 11 and 12).
+
+The commands run in this process (`_here`: `run_cli_here` with a deadline, so that a read that blocks on a
+FIFO fails the test instead of hanging it), except the one whose bad TF_CONFIG must not reach this process.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import run_cli, run_cli_here
 from test_faults import _config_of, _make_folder
 
 from kexp import rundir
@@ -32,6 +36,24 @@ def _sparse(path: Path, size: int = 2**30) -> None:
 def _fifo(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.mkfifo(path)
+
+
+class _Hung(BaseException):
+    """Raised by `_here`'s deadline; a BaseException, so that no `except Exception` in kexp turns it into a message."""
+
+
+def _here(*args: str, timeout: int = 90, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`run_cli_here(ARGS)` that fails with `_Hung` after `timeout` seconds (a blocking read: a FIFO opened)."""
+    def expired(signum, frame):
+        raise _Hung(f"kexp {' '.join(args)[:200]} still running after {timeout} s (a blocking read?)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(timeout)
+    try:
+        return run_cli_here(*args, env=env)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _listing(folder: Path) -> dict[str, tuple[int, int]]:
@@ -110,7 +132,7 @@ def test_runs_lists_crafted_folders_as_corrupt_with_the_reason(logdir):
             (folder / run_id / name).write_text(text)
     _sparse(folder / "20260101-000004-huge" / "results.json")
     _fifo(folder / "20260101-000005-fifocfg" / "config.json")
-    proc = run_cli("runs", "--logdir", str(logdir), "--json", timeout=60)
+    proc = _here("runs", "--logdir", str(logdir), "--json", timeout=60)
     assert proc.returncode == 0 and not proc.stderr, proc.stderr[-3000:]
     by_id = {e["run_id"]: (e["status"], e["reason"]) for e in json.loads(proc.stdout)}
     assert by_id["20260101-000001-nested"] == ("corrupt", "results.json: nested deeper than 32 levels")
@@ -119,7 +141,7 @@ def test_runs_lists_crafted_folders_as_corrupt_with_the_reason(logdir):
     assert by_id["20260101-000003-nancfg"][1].startswith("config.json: holds a non-finite number (NaN)")
     assert by_id["20260101-000004-huge"] == ("corrupt", "results.json: larger than 16 MiB")
     assert by_id["20260101-000005-fifocfg"] == ("corrupt", "config.json: not a regular file")
-    table = run_cli("runs", "--logdir", str(logdir), timeout=60)
+    table = _here("runs", "--logdir", str(logdir), timeout=60)
     assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 1 + len(crafted), table.stderr
 
 
@@ -128,7 +150,7 @@ def test_runs_calls_a_crashed_folder_that_resume_would_refuse_corrupt_not_resuma
     config = json.loads(XOR_CONFIG)
     config["train"]["epochs"] = True
     _make_folder(logdir, "xor", {"config.json": json.dumps(config)})
-    (entry,) = json.loads(run_cli("runs", "--logdir", str(logdir), "--json", timeout=60).stdout)
+    (entry,) = json.loads(_here("runs", "--logdir", str(logdir), "--json", timeout=60).stdout)
     assert entry["status"] == "corrupt" and entry["reason"].startswith("config.json does not fit experiment 'xor'")
     assert "resume it" not in entry["reason"]
 
@@ -187,7 +209,7 @@ def test_resume_of_a_crafted_folder_exits_2_naming_the_file_and_changes_nothing(
         _fifo(logdir / "fifo")
         (run_dir / "config.json").symlink_to(logdir / "fifo")
     before = _listing(logdir)
-    proc = run_cli("run", "xor", "--resume", str(run_dir), timeout=90)  # a FIFO read would hang: the timeout fails
+    proc = _here("run", "xor", "--resume", str(run_dir), timeout=90)  # a FIFO read would hang: the timeout fails
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr[-3000:]
@@ -197,6 +219,8 @@ def test_resume_of_a_crafted_folder_exits_2_naming_the_file_and_changes_nothing(
 
 
 def test_nested_tf_config_exits_2_in_one_line(logdir):
+    # A process of its own: were the TF_CONFIG let through, a MultiWorkerMirroredStrategy made in the
+    # test process would change the collective set-up of every test after it.
     proc = run_cli("run", "xor", "--strategy", "multi_worker", "--logdir", str(logdir),
                    env={"TF_CONFIG": "[" * 20000 + "]" * 20000})
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -244,7 +268,7 @@ def test_sweep_resume_of_a_crafted_sweep_json_exits_2_naming_it(case, logdir):
         target.unlink()
         {"1 GiB": _sparse, "a folder": Path.mkdir, "a FIFO": _fifo}[case](target)
     before = _listing(logdir)
-    proc = run_cli("sweep", "--resume", str(sweep_dir), timeout=90)
+    proc = _here("sweep", "--resume", str(sweep_dir), timeout=90)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr[-3000:]
@@ -256,7 +280,10 @@ def test_sweep_resume_of_a_crafted_sweep_json_exits_2_naming_it(case, logdir):
 
 
 def test_moved_or_linked_run_killed_before_its_first_state_resumes(logdir, tmp_path):
-    """Neither results.json nor a state names the experiment yet: the real folder or config.json does (item 12)."""
+    """Neither results.json nor a state names the experiment yet: the real folder or config.json does (item 12).
+
+    The two resumes run one after the other in this process (they were two processes at once).
+    """
     config = {**_config_of("xor")}
     config["train"] = {**config["train"], "epochs": 1}
     config["data"] = {"repeats": 8}
@@ -269,23 +296,15 @@ def test_moved_or_linked_run_killed_before_its_first_state_resumes(logdir, tmp_p
     (linked_to.parent / "copy").mkdir()
     (linked_to.parent / "copy" / "config.json").write_text(json.dumps(config))
     (linked_to.parent / "copy").rename(moved)
-    # The two resumes run at once (two folders, two locks): the wait is one run's.
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    procs = [subprocess.Popen([sys.executable, "-m", "kexp", "run", "xor", "--resume", str(folder)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for folder in (link, moved)]
-    try:
-        outs = [proc.communicate(timeout=600) for proc in procs]
-    finally:
-        for proc in procs:
-            proc.kill()
-    for folder, proc, (_, err) in zip((link, moved), procs, outs):
-        assert proc.returncode == 0, (folder, err[-3000:])
+    for folder in (link, moved):
+        proc = _here("run", "xor", "--resume", str(folder), timeout=600)
+        assert proc.returncode == 0, (folder, proc.stderr[-3000:])
         assert json.loads((folder / "results.json").read_text())["status"] == "ok"
     # A config.json of another experiment is still refused by the folder it is in.
     stray = tmp_path / "stray" / "run"
     stray.mkdir(parents=True)
     (stray / "config.json").write_text(json.dumps(_config_of("lstm_sine")))
-    proc = run_cli("run", "xor", "--resume", str(stray))
+    proc = _here("run", "xor", "--resume", str(stray))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"kexp: error: --resume '{stray}': a run of 'stray', not 'xor'; allowed: a run folder of xor "

@@ -1,6 +1,8 @@
-"""Bad resume folders, failed writes, divergence and concurrent runs: real processes, nothing mocked.
+"""Bad resume folders, failed writes, divergence and concurrent runs: real files and disks, nothing mocked.
 
-The argument and config cases of the bad-input table are in `test_cli.py`.
+The argument and config cases of the bad-input table are in `test_cli.py`. A
+command runs in this process (`run_cli_here`) unless a process is the point:
+a run killed by SIGKILL, a SIGTERM, two processes at once.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import read_events, run_cli
+from helpers import read_events, run_cli, run_cli_here
 
 from kexp import checkpoint, registry
 from kexp.config import to_dict
@@ -106,7 +108,7 @@ def test_bad_resume_folder_exits_2_and_changes_nothing(case, logdir):
         if case == "state of another model":
             _foreign_state(run_dir / "backup" / "model")
     before = _snapshot(logdir)
-    proc = run_cli("run", "lstm_sine", "--resume", str(run_dir))
+    proc = run_cli_here("run", "lstm_sine", "--resume", str(run_dir))
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -117,7 +119,7 @@ def test_bad_resume_folder_exits_2_and_changes_nothing(case, logdir):
 
 def test_resume_with_overrides_exits_2(logdir):
     run_dir = _make_folder(logdir, "lstm_sine", {"config.json": LSTM_CONFIG})
-    proc = run_cli("run", "lstm_sine", "--resume", str(run_dir), "--set", "train.epochs=3")
+    proc = run_cli_here("run", "lstm_sine", "--resume", str(run_dir), "--set", "train.epochs=3")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("kexp: error: --resume continues with the run's saved config; "
                                    "received --set 'train.epochs=3'; allowed: --resume without --set")
@@ -156,7 +158,8 @@ POISONED = textwrap.dedent('''
 def test_run_that_goes_nan_exits_1_diverged_keeping_its_last_good_state(tmp_path, logdir):
     (tmp_path / "exps").mkdir()
     (tmp_path / "exps" / "poisoned.py").write_text(POISONED)
-    proc = run_cli("run", "poisoned", "--logdir", str(logdir), env={"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")})
+    proc = run_cli_here("run", "poisoned", "--logdir", str(logdir),
+                        env={"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")})
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "status: diverged" in proc.stdout
     run_dir = Path(proc.stdout.strip().splitlines()[-1].removeprefix("run_dir: "))
@@ -184,7 +187,8 @@ def test_results_write_failure_exits_1_with_one_line_and_no_partial_file(tmp_pat
     # made to fail by a folder standing where the file must go.
     (tmp_path / "exps").mkdir()
     (tmp_path / "exps" / "blocked_results.py").write_text(RESULTS_BLOCKER)
-    proc = run_cli("run", "blocked_results", "--logdir", str(logdir), env={"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")})
+    proc = run_cli_here("run", "blocked_results", "--logdir", str(logdir),
+                        env={"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")})
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -199,7 +203,7 @@ XOR_QUICK = ("--set", "train.epochs=2", "--set", "data.repeats=8")
 
 @pytest.fixture(scope="session")
 def xor_runs(tmp_path_factory) -> tuple[Path, dict]:
-    """Two xor runs started at once in FOLDER/logs, then one with model.hidden=4 in FOLDER/other.
+    """Two xor runs started at once in FOLDER/logs; meanwhile one with model.hidden=4 in FOLDER/other (in this process).
 
     Made once (`_made_once`): the concurrency test reads them, the resume
     tests take copies. Returns the folder and `{"at_once": [[returncode,
@@ -210,12 +214,12 @@ def xor_runs(tmp_path_factory) -> tuple[Path, dict]:
         procs = [subprocess.Popen([*args, "--logdir", str(folder / "logs")], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
         try:
+            other = run_cli_here("run", "xor", *XOR_QUICK, "--logdir", str(folder / "other"),
+                                 "--set", "model.hidden=4")
             outs = [p.communicate(timeout=600) for p in procs]
         finally:
             for p in procs:
                 p.kill()
-        other = run_cli("run", "xor", *XOR_QUICK, "--logdir", str(folder / "other"), "--set", "model.hidden=4",
-                        timeout=600)
         (folder / "runs.json").write_text(json.dumps({
             "at_once": [[p.returncode, out, err] for p, (out, err) in zip(procs, outs)],
             "other": [other.returncode, other.stdout, other.stderr]}))
@@ -346,7 +350,7 @@ def test_killed_run_moved_elsewhere_resumes_by_its_state_and_logs_no_epoch_twice
     moved = tmp_path / "elsewhere" / "run"  # out of LOGDIR/killable: the state names the experiment
     moved.parent.mkdir()
     run_dir.rename(moved)
-    resumed = run_cli("run", "killable", "--resume", str(moved), env=killable)
+    resumed = run_cli_here("run", "killable", "--resume", str(moved), env=killable)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.strip().splitlines()[-1] == f"run_dir: {moved}"
     assert _epochs_logged(moved) == ([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3])
@@ -365,7 +369,7 @@ def test_resume_refuses_an_edited_config_and_changes_nothing(killed_at_2, killab
     config["train"]["epochs"] = 2
     (run_dir / "config.json").write_text(json.dumps(config))
     before = _snapshot(run_dir)
-    proc = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
+    proc = run_cli_here("run", "killable", "--resume", str(run_dir), env=killable)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "config.json differs from the config backup/model was trained with " \
@@ -377,7 +381,7 @@ def test_resume_with_backup_deleted_refuses_to_retrain_over_its_history(killed_a
     run_dir = _copy_run(killed_at_2, logdir)
     shutil.rmtree(run_dir / "backup")
     before = _snapshot(run_dir)
-    proc = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
+    proc = run_cli_here("run", "killable", "--resume", str(run_dir), env=killable)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "history.csv holds 3 epochs but backup/model with their saved state is missing" in proc.stderr
     assert _snapshot(run_dir) == before
@@ -385,13 +389,17 @@ def test_resume_with_backup_deleted_refuses_to_retrain_over_its_history(killed_a
 
 def test_a_locked_folder_refuses_a_second_process_and_of_two_resumes_at_once_one_trains(killed_at_2, killable,
                                                                                         logdir):
-    """Was two tests (locked folder; two resumes at once): the resumes after the lock is let go are the two at once."""
+    """Was two tests (locked folder; two resumes at once): the resumes after the lock is let go are the two at once.
+
+    The refused resume runs in this process: a `flock` held on another open of the folder blocks it as
+    another process's would. The two resumes at once are two processes.
+    """
     run_dir = _copy_run(killed_at_2, logdir)
     before = _snapshot(run_dir)
     held = os.open(run_dir, os.O_RDONLY)  # locked as the process training in it locks it
     try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        proc = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
+        proc = run_cli_here("run", "killable", "--resume", str(run_dir), env=killable)
     finally:
         os.close(held)
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -423,7 +431,7 @@ def small_disk(tmp_path):
 
 def test_full_disk_at_the_state_save_names_the_state_file_and_resume_logs_no_epoch_twice(killable, small_disk):
     logdir = small_disk / "logs"
-    proc = run_cli("run", "killable", "--logdir", str(logdir), env={**killable, "FILL_DISK_AT": "1"})
+    proc = run_cli_here("run", "killable", "--logdir", str(logdir), env={**killable, "FILL_DISK_AT": "1"})
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("kexp: error: could not write ") \
@@ -431,7 +439,7 @@ def test_full_disk_at_the_state_save_names_the_state_file_and_resume_logs_no_epo
     (run_dir,) = [p for p in (logdir / "killable").iterdir() if p.is_dir()]
     (logdir / "killable" / "filler").unlink()
     assert checkpoint.load(checkpoint.state_path(run_dir / "backup" / "model")).epochs_done == 1
-    resumed = run_cli("run", "killable", "--resume", str(run_dir), env=killable)
+    resumed = run_cli_here("run", "killable", "--resume", str(run_dir), env=killable)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _epochs_logged(run_dir) == ([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3])
 
@@ -440,7 +448,7 @@ def test_full_disk_at_the_start_names_config_json_and_leaves_no_folder(killable,
     logdir = small_disk / "logs"
     (logdir / "killable").mkdir(parents=True)
     fill_disk(small_disk)
-    proc = run_cli("run", "killable", "--logdir", str(logdir), env=killable)
+    proc = run_cli_here("run", "killable", "--logdir", str(logdir), env=killable)
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "config.json (No space left on device)" in lines[0], proc.stderr
@@ -468,8 +476,8 @@ FIGURE_ON_FULL_DISK = textwrap.dedent('''
 def test_full_disk_at_a_figure_names_the_png(tmp_path, small_disk):
     (tmp_path / "exps").mkdir()
     (tmp_path / "exps" / "figure_full.py").write_text(FIGURE_ON_FULL_DISK)
-    proc = run_cli("run", "figure_full", "--logdir", str(small_disk / "logs"),
-                   env={"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")})
+    proc = run_cli_here("run", "figure_full", "--logdir", str(small_disk / "logs"),
+                        env={"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")})
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "curve.png (No space left on device)" in lines[0], proc.stderr
@@ -526,7 +534,8 @@ def test_sigterm_while_results_are_written_leaves_status_interrupted(tmp_path, l
 def test_experiment_calling_sys_exit_0_exits_1_with_status_failed(tmp_path, logdir):
     (tmp_path / "exps").mkdir()
     (tmp_path / "exps" / "exits_early.py").write_text(EXITS_EARLY)
-    proc = run_cli("run", "exits_early", "--logdir", str(logdir), env={"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")})
+    proc = run_cli_here("run", "exits_early", "--logdir", str(logdir),
+                        env={"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")})
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "experiment exited (sys.exit(0)) before it finished" in proc.stderr
     (run_dir,) = (logdir / "exits_early").iterdir()
@@ -561,7 +570,7 @@ def test_resume_whose_second_fit_state_is_foreign_fails_before_the_first_fit_tra
     state = checkpoint.state_path(run_dir / "backup" / "two_layer")
     state.write_bytes(checkpoint.state_path(other_dir / "backup" / "two_layer").read_bytes())
     before = _snapshot(run_dir)
-    proc = run_cli("run", "xor", "--resume", str(run_dir))
+    proc = run_cli_here("run", "xor", "--resume", str(run_dir))
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "config.json differs from the config backup/two_layer was trained with (model.hidden: " in proc.stderr
     assert _snapshot(run_dir) == before
@@ -575,7 +584,7 @@ def test_a_state_copied_into_another_fits_backup_is_refused(xor_runs, logdir):
     single = checkpoint.state_path(run_dir / "backup" / "single_layer").read_bytes()
     checkpoint.state_path(run_dir / "backup" / "two_layer").write_bytes(single)
     before = _snapshot(run_dir)
-    resumed = run_cli("run", "xor", "--resume", str(run_dir))
+    resumed = run_cli_here("run", "xor", "--resume", str(run_dir))
     assert resumed.returncode == 2, resumed.stderr[-3000:]
     assert "backup/two_layer holds the state of fit \"single_layer\"" in resumed.stderr
     assert _snapshot(run_dir) == before
