@@ -115,33 +115,40 @@ def test_check_refuses_an_unknown_name_with_the_closest_ones(logdir):
     assert not list(logdir.iterdir())
 
 
-def _start_check(experiments: dict, logdir: Path, *names: str) -> subprocess.Popen:
-    """Starts `kexp check NAMES` and returns once it says it started the last one."""
+def _start_check(experiments: dict, logdir: Path, *args: str) -> subprocess.Popen:
+    """Starts `kexp check ARGS` (names, then options) and returns once it says it started the last name."""
     env = {**os.environ, **experiments, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "kexp", "check", *names, "--logdir", str(logdir)],
+    last = [arg for arg in args if not arg.startswith("-") and not arg.isdigit()][-1]
+    proc = subprocess.Popen([sys.executable, "-m", "kexp", "check", *args, "--logdir", str(logdir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     for line in proc.stderr:  # type: ignore[union-attr]
-        if line.startswith(f"kexp check: started {names[-1]}"):
+        if line.startswith(f"kexp check: started {last}"):
             break
     return proc
 
 
-def test_ctrl_c_stops_the_check_cleanly_and_keeps_the_finished_rows(experiments, logdir):
-    proc = _start_check(experiments, logdir, "met_exp", "slow_exp")
-    slow_folder = None
-    while slow_folder is None:  # wait until slow_exp trains (its history has rows)
-        slow_folder = next((p for p in (logdir / "slow_exp").glob("*/history.csv")
-                            if len(p.read_text().splitlines()) > 2), None) if (logdir / "slow_exp").exists() else None
-    proc.send_signal(signal.SIGINT)
-    code, out, err = finish(proc, timeout=180)
-    assert code == 130, err[-2000:]
-    assert "Traceback" not in err
-    report = json.loads(next(logdir.glob("check-*/check.json")).read_text())
-    assert report["finished"] is False and report["passed"] is False
-    assert {row["experiment"]: row["result"] for row in report["rows"]} == {"met_exp": "met",
-                                                                           "slow_exp": "interrupted"}
-    # The interrupted run stopped cleanly: resumable.
-    assert json.loads((slow_folder.parent / "results.json").read_text())["status"] == "interrupted"
+def _wait_until(proc: subprocess.Popen, what: str, found, timeout: float = 240):
+    """Polls `found()` every 0.1 s until it returns something truthy; fails if the check ends first or it takes long."""
+    deadline = time.monotonic() + timeout
+    while not (result := found()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{what}: not seen (check exit code {proc.poll()}): {proc.stderr.read()[-2000:]}")
+        time.sleep(0.1)
+    return result
+
+
+def _trained(logdir: Path, name: str) -> Path | None:
+    """Returns the history.csv of NAME's run once it has rows of trained epochs."""
+    return next((p for p in logdir.glob(f"{name}/*/history.csv") if len(p.read_text().splitlines()) > 2), None)
+
+
+def _status(path: Path) -> str | None:
+    """Returns results.json's status (None before the run writes it)."""
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (OSError, ValueError):
+        return None
 
 
 @pytest.mark.parametrize("bar, value, met", [
@@ -182,20 +189,37 @@ def run(config, harness):
 '''
 
 
-def test_a_second_ctrl_c_ends_a_busy_run_at_once_and_a_diverged_run_says_so(experiments, logdir):
+def test_ctrl_c_stops_the_check_cleanly_keeps_finished_rows_a_second_ends_a_busy_run_at_once_a_diverged_run_says_so(
+        experiments, logdir):
+    """One check of three runs (`--jobs 2`); it replaced two tests of two runs each (one TensorFlow start less).
+
+    nan_exp finishes first (its row, failed as diverged, is the finished row the stopped check keeps); hang_exp
+    sleeps in Python, so the first Ctrl-C (passed on to both runs) cannot stop it cleanly; slow_exp trains, so
+    that Ctrl-C stops it cleanly (interrupted, resumable); the second Ctrl-C then ends hang_exp at once.
+    """
     folder = Path(experiments["KEXP_EXPERIMENTS_PATH"])
     (folder / "hang_exp.py").write_text(HANGING)
     (folder / "nan_exp.py").write_text(DIVERGING)
-    proc = _start_check(experiments, logdir, "nan_exp", "hang_exp")
-    while not list(logdir.glob("hang_exp/*/config.json")):  # its run is open (and sleeping)
-        pass
+    # Two at a time: nan_exp and hang_exp start; slow_exp takes nan_exp's place once it has finished.
+    proc = _start_check(experiments, logdir, "nan_exp", "hang_exp", "slow_exp", "--jobs", "2")
+    _wait_until(proc, "hang_exp's open run", lambda: list(logdir.glob("hang_exp/*/config.json")))
+    slow_history = _wait_until(proc, "slow_exp's trained epochs", lambda: _trained(logdir, "slow_exp"))
     proc.send_signal(signal.SIGINT)
-    time.sleep(2)
+    # The first Ctrl-C's clean stop of slow_exp is done before the second Ctrl-C.
+    _wait_until(proc, "slow_exp's clean stop",
+                lambda: _status(slow_history.parent / "results.json") == "interrupted", timeout=180)
+    assert proc.poll() is None  # hang_exp still sleeps: the check waits for it
     proc.send_signal(signal.SIGINT)
     started = time.monotonic()
-    code, _, err = finish(proc, timeout=60)  # not the two minutes a run gets to stop cleanly
+    code, out, err = finish(proc, timeout=60)  # not the two minutes a run gets to stop cleanly
     assert code == 130 and time.monotonic() - started < 30, err[-2000:]
+    assert "Traceback" not in err
     report = json.loads(next(logdir.glob("check-*/check.json")).read_text())
+    assert report["finished"] is False and report["passed"] is False
+    assert {row["experiment"]: row["result"] for row in report["rows"]} == {
+        "nan_exp": "failed", "slow_exp": "interrupted", "hang_exp": "interrupted"}
     assert report["experiments"]["nan_exp"]["status"] == "failed"
     assert "diverged" in report["experiments"]["nan_exp"]["error"]
     assert report["experiments"]["hang_exp"]["status"] == "interrupted"
+    # The interrupted run stopped cleanly: resumable.
+    assert json.loads((slow_history.parent / "results.json").read_text())["status"] == "interrupted"
