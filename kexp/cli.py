@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also trace one harness epoch with the TensorFlow profiler and list its top ops")
     bench.add_argument("--no-compare", dest="compare", action="store_false",
                        help="harness only: skip the baseline, the bare loop and the loss check")
+    bench.add_argument("--no-limit", dest="limit", action="store_false",
+                       help="skip the machine's limit (the FLOP count and the matmul timing, a few seconds)")
     bench.add_argument("--sweep", action="store_true",
                        help="scaling report (batch size, width, replicas, rollout horizon) into LOGDIR/bench_sweep")
     bench.add_argument("--logdir", default="logs", help="where --sweep writes its run folder")
@@ -319,6 +321,8 @@ def _bench(args: argparse.Namespace) -> int:
         raise UsageError("bench: --set applies to a case, not to --sweep")
     if args.sweep and args.profile:
         raise UsageError("bench: --profile applies to a case, not to --sweep")
+    if args.sweep and not args.limit:
+        raise UsageError("bench: --no-limit applies to a case, not to --sweep")
     _import_tensorflow_quietly()
     if args.sweep:
         from kexp import scaling
@@ -330,7 +334,7 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         result = bench.run_bench(args.name, repeats=args.repeats, epochs=args.epochs, strategy=args.strategy,
                                  examples=args.examples, width=args.width, compare=args.compare,
-                                 train_settings=train_settings, profile=args.profile)
+                                 train_settings=train_settings, profile=args.profile, limit=args.limit)
     except MemoryError:
         raise UsageError(f"bench {args.name}: --examples {args.examples}: the case's data does not fit in this "
                          "machine's memory; allowed: fewer examples") from None

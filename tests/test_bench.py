@@ -15,8 +15,9 @@ import pytest
 from helpers import run_cli_here
 
 
-def test_bench_json_reports_harness_baseline_bare_and_loss_agreement():
-    proc = run_cli_here("bench", "xor", "--json", "--repeats", "2", "--epochs", "2")
+def test_bench_json_reports_harness_baseline_bare_and_loss_agreement_and_no_limit_leaves_the_limit_out():
+    """`--no-limit` also skips the limit's two matmul timings here (the dcgan and lstm tests check the limit)."""
+    proc = run_cli_here("bench", "xor", "--json", "--repeats", "2", "--epochs", "2", "--no-limit")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     for key in ("harness_examples_per_s", "baseline_examples_per_s", "bare_examples_per_s", "peak_rss_mb"):
@@ -36,6 +37,9 @@ def test_bench_json_reports_harness_baseline_bare_and_loss_agreement():
     # Without shuffling, the harness (fused) trains exactly like plain model.fit.
     assert len(result["harness_losses"]) == len(result["baseline_losses"]) == 2
     assert result["max_loss_rel_diff"] < 1e-5
+    # --no-limit: neither the FLOP count nor the matmul rate nor any method's share of the limit.
+    assert not [key for key in result if key.startswith(("train_flops", "matmul_", "flop_bound"))
+                or key.endswith("_fraction_of_bound")]
 
 
 def test_bench_dcgan_runs_the_gans_own_step_three_ways_and_names_its_top_ops():
@@ -89,6 +93,7 @@ def test_bench_lstm_is_lstm_sines_forecaster_at_the_seeds_size_and_set_changes_t
     (["bench", "xor", "--set", "model.units=4"], "unknown section 'model' in --set 'model.units=4'; valid sections: train"),
     (["bench", "--sweep", "--set", "train.fuse_steps=false"], "bench: --set applies to a case, not to --sweep"),
     (["bench", "--sweep", "--profile"], "bench: --profile applies to a case, not to --sweep"),
+    (["bench", "--sweep", "--no-limit"], "bench: --no-limit applies to a case, not to --sweep"),
     (["bench"], "bench: give a case (fnn, heart_mlp, xor, lstm, dcgan) or --sweep, not both or neither"),
     (["bench", "xor", "--repeats", "0"], "kexp bench: argument --repeats: received 0; allowed: an integer >= 1"),
 ])
