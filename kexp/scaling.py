@@ -50,7 +50,8 @@ def run_sweep(logdir: str, *, examples: int = SWEEP_EXAMPLES) -> tuple[Any, dict
     for replicas in (1, 2):
         env = {**os.environ, "KEXP_CPU_DEVICES": str(replicas), "TF_CPP_MIN_LOG_LEVEL": "2"}
         args = [sys.executable, "-m", "kexp", "bench", "fnn", "--json", "--repeats", "1", "--epochs", "3",
-                "--examples", str(examples), "--no-compare", "--no-limit", "--strategy", "mirrored" if replicas > 1 else "default"]
+                "--examples", str(examples), "--no-compare", "--no-limit",
+                "--strategy", "mirrored" if replicas > 1 else "default"]
         out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
         sweep["replicas"].append({"replicas": replicas, **_pick(json.loads(out))})
     sweep["rollout"] = rollout_timing()
