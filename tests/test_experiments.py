@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -71,8 +72,24 @@ EXTRA_CHECKS = {
     "heart_mlp": _heart_mlp, "xor": _xor, "softmax": _classifier, "mlp": _classifier, "lenet": _classifier,
     "gan_gaussian_1d": _gan_gaussian_1d, "dcgan_digits": _dcgan_digits,
 }
+def _optimizers(results: dict) -> None:
+    run_dir = Path(results["run_dir"])
+    names = ["gd", "sgd", "minibatch", "momentum", "rmsprop", "adam"]
+    n = results["fits"]["gd"]["train_examples"]
+    assert {name: results["fits"][name]["global_batch_size"] for name in names} == {
+        "gd": n, "sgd": 1, "minibatch": 32, "momentum": 32, "rmsprop": 32, "adam": 32}
+    epochs = results["config"]["train"]["epochs"]
+    with open(run_dir / "comparison.csv", newline="") as handle:
+        rows = {row["optimizer"]: row for row in csv.DictReader(handle)}
+    assert list(rows) == names
+    assert int(rows["gd"]["steps"]) == epochs and int(rows["sgd"]["steps"]) == epochs * n
+    for name in names:  # one TensorBoard folder per optimizer, one point per epoch
+        assert len(read_events(run_dir / name / "train")["epoch_loss"]) == epochs
+    assert (run_dir / "loss_curves.png").exists()
+
+
 # What a run shows at any settings: checked at the smoke settings too (an experiment whose bars are `quality`).
-SHAPE_CHECKS = {"lenet": _classifier_figures, "gan_gaussian_1d": _gan_gaussian_1d}
+SHAPE_CHECKS = {"lenet": _classifier_figures, "gan_gaussian_1d": _gan_gaussian_1d, "optimizers": _optimizers}
 # Experiments whose default run is tested in a file of its own (with claims beyond the bars), and that test.
 OWN_DEFAULT_RUN_TEST = {
     "lstm_sine": ("test_lstm_sine.py", "test_lstm_sine_default_run_meets_quality_bar"),
