@@ -64,17 +64,6 @@ def _deterministic_here(call):
             tf_config.disable_op_determinism()
 
 
-def _command_here(*args: str):
-    """`run_cli_here(*args)`, and the library's second-Ctrl-C behaviour back afterwards (the command sets its own)."""
-    from kexp.interrupt import StopRequest
-
-    exit_on_second = StopRequest.exit_on_second
-    try:
-        return run_cli_here(*args)
-    finally:
-        StopRequest.exit_on_second = exit_on_second
-
-
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     """Only the killed run is a process of its own (SIGKILL is the point): the command's `run --resume` runs its
     `main()` here (it was a second process), and the uninterrupted reference runs here (the same `run_experiment`).
@@ -92,7 +81,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     assert checkpoint.load(state_file).epochs_done == 2  # epoch 3 was in progress
     assert not (run_dir / "results.json").exists()
 
-    resumed = _deterministic_here(lambda: _command_here("run", "lstm_sine", "--resume", str(run_dir)))
+    resumed = _deterministic_here(lambda: run_cli_here("run", "lstm_sine", "--resume", str(run_dir)))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.strip().splitlines()[-1] == f"run_dir: {run_dir}"
     assert "Epoch 1/4" not in resumed.stdout and "Epoch 3/4" in resumed.stdout
