@@ -13,6 +13,12 @@ Python runs signal handlers in the main thread only between bytecodes, so a
 handler would wait for a long compiled TensorFlow call to return. The signal
 is therefore delivered through `signal.set_wakeup_fd` to a watcher thread,
 which acts immediately: TensorFlow releases the GIL while it computes.
+
+A process forked from a run (a `keras.utils.PyDataset`'s worker pool) shares
+that wakeup socket until its at-fork hook runs; a worker terminated in that
+window (Keras ends a pool it has just started when a fit ends) would write its
+SIGTERM to the parent's watcher. Where the kernel says who wrote (Linux'
+`SO_PASSCRED`), the watcher counts only this process's own signals.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import threading
 from types import FrameType
 from typing import Any, Callable
@@ -39,13 +46,40 @@ def _in_forked_child() -> None:
     """
     if not _ACTIVE:
         return
-    _ACTIVE.clear()
     signal.set_wakeup_fd(-1)
+    for request in _ACTIVE:
+        # The parent's watcher ends when its writer closes: a copy held open here would keep it waiting.
+        for end in request._sockets or ():
+            end.close()
+    _ACTIVE.clear()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 os.register_at_fork(after_in_child=_in_forked_child)
+
+# Linux attaches the writing process's (pid, uid, gid) to each message read from a socket with SO_PASSCRED.
+_CREDENTIALS = struct.Struct("3i")
+_SENDER_KNOWN = hasattr(socket, "SO_PASSCRED") and hasattr(socket, "SCM_CREDENTIALS")
+
+
+def _wakeup_sockets() -> tuple[socket.socket, socket.socket]:
+    """Returns (reader, writer): one message per signal, each with its writer's pid where the OS says it."""
+    if not _SENDER_KNOWN:
+        return socket.socketpair()
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    return reader, writer
+
+
+def _receive(reader: socket.socket) -> tuple[bytes, int | None]:
+    """Returns the next message (b'' at end of file) and the pid that wrote it (None where unknown)."""
+    if not _SENDER_KNOWN:
+        return reader.recv(64), None
+    data, ancillary, _, _ = reader.recvmsg(64, socket.CMSG_SPACE(_CREDENTIALS.size))
+    pids = [_CREDENTIALS.unpack(payload[:_CREDENTIALS.size])[0] for level, kind, payload in ancillary
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS]
+    return data, (pids[0] if pids else None)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -101,7 +135,7 @@ class StopRequest:
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is not threading.main_thread():
             return self  # signals reach the main thread only; nothing to catch here
-        reader, writer = socket.socketpair()
+        reader, writer = _wakeup_sockets()
         reader.setblocking(True)
         writer.setblocking(False)
         self._sockets = (reader, writer)
@@ -134,11 +168,13 @@ class StopRequest:
         reader = self._sockets[0]  # type: ignore[index]
         while True:
             try:
-                data = reader.recv(64)
+                data, sender = _receive(reader)
             except OSError:
                 return
             if not data:
                 return
+            if sender is not None and sender != os.getpid():
+                continue  # a forked worker's own signal, written before its at-fork hook let go of the socket
             for signum in data:
                 if signum not in EXIT_CODES:
                     continue

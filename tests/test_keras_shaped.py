@@ -371,6 +371,39 @@ def test_a_pydataset_read_by_worker_processes_trains_every_epoch(logdir):
     assert proc.stdout.split("\n")[-2] == "ok in worker processes: not seen by the harness"
 
 
+def test_a_signal_a_forked_worker_writes_to_the_inherited_wakeup_socket_does_not_stop_the_run():
+    """A PyDataset worker SIGTERMed before its at-fork hook ran wrote its signal to the parent's watcher.
+
+    Seen once in the suite: the test above ended `interrupted` (SIGTERM) right after its fit, when Keras
+    ends the worker pool it had just started for a next epoch. The child here writes the byte CPython's
+    signal handler would write there, on a copy of the socket taken before the fork.
+    """
+    import os
+    import signal
+    import time
+
+    from kexp.interrupt import StopRequest
+
+    with StopRequest() as stop:
+        wakeup = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
+        copy = os.dup(wakeup)
+        child = os.fork()
+        if child == 0:
+            os.write(copy, bytes([signal.SIGTERM]))
+            os._exit(0)
+        os.close(copy)
+        assert os.waitpid(child, 0)[1] == 0
+        time.sleep(0.5)
+        assert stop.signum is None  # the worker's signal, not this process's
+        signal.raise_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while stop.signum is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stop.signum == signal.SIGTERM  # this process's own signal still stops the run
+    assert not stop._thread.is_alive()
+
+
 def test_a_fit_finished_before_a_resume_keeps_its_recorded_settings(logdir):
     x, y = _xy(400)
     with kexp.open_run("fused", logdir=logdir, train=TrainConfig(epochs=2), verbose=0) as run:
