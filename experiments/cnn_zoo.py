@@ -2,7 +2,8 @@
 
 What it shows: every convolutional family in `kexp.models`, each at the
 small scale its builder documents, trained on the bundled digits for the
-same number of epochs with the same optimizer. LeNet-5 gets the 32x32
+same number of epochs with the same optimizer (Adam, its learning rate on a
+cosine decay to 0). LeNet-5 gets the 32x32
 input it was designed for, the others `data.image_size` (16x16; the 8x8
 originals are too small for their pooling stages). The table lists each
 net's parameters, test accuracy, training time and steady throughput: on
@@ -46,7 +47,9 @@ class ZooModels:
 CONFIG = ExperimentConfig(
     data=ImageDataConfig(image_size=16),
     model=ZooModels(),
-    train=TrainConfig(epochs=30, batch_size=32, learning_rate=1e-3, optimizer="adam"),
+    # A cosine decay settles every net in its last epochs: at a constant 1e-3 NiN, the slowest starter, ended
+    # at 0.947-0.964 depending on the CPU's kernels (seed 0), against 0.967-0.986 at seeds 0-2 with it.
+    train=TrainConfig(epochs=30, batch_size=32, learning_rate=1e-3, optimizer="adam", lr_schedule="cosine"),
 )
 
 # The quality bar, declared once: the slow tests and the README's table follow it.
