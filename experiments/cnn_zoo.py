@@ -7,7 +7,7 @@ cosine decay to 0). LeNet-5 gets the 32x32
 input it was designed for, the others `data.image_size` (16x16; the 8x8
 originals are too small for their pooling stages). The table lists each
 net's parameters, test accuracy, training time and steady throughput: on
-this small task every family reaches 0.96-1.0, while parameters differ
+this small task every family reaches 0.95-1.0, while parameters differ
 six-fold (GoogLeNet 59k to VGG 375k) and throughput four-fold; the
 residual net with batch norm is the most accurate with a fifth of VGG's
 weights, and the nets with a global-average-pooling head (NiN, GoogLeNet)
