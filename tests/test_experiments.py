@@ -67,11 +67,6 @@ def _dcgan_digits(results: dict) -> None:
     assert kexp.load_model(run_dir, fit="dcgan").generator.output_shape[1:] == (16, 16, 1)
 
 
-# What each run shows beyond its declared bars.
-EXTRA_CHECKS = {
-    "heart_mlp": _heart_mlp, "xor": _xor, "softmax": _classifier, "mlp": _classifier, "lenet": _classifier,
-    "gan_gaussian_1d": _gan_gaussian_1d, "dcgan_digits": _dcgan_digits,
-}
 def _optimizers(results: dict) -> None:
     run_dir = Path(results["run_dir"])
     names = ["gd", "sgd", "minibatch", "momentum", "rmsprop", "adam"]
@@ -88,6 +83,11 @@ def _optimizers(results: dict) -> None:
     assert (run_dir / "loss_curves.png").exists()
 
 
+# What each run shows beyond its declared bars.
+EXTRA_CHECKS = {
+    "heart_mlp": _heart_mlp, "xor": _xor, "softmax": _classifier, "mlp": _classifier, "lenet": _classifier,
+    "gan_gaussian_1d": _gan_gaussian_1d, "dcgan_digits": _dcgan_digits,
+}
 # What a run shows at any settings: checked at the smoke settings too (an experiment whose bars are `quality`).
 SHAPE_CHECKS = {"lenet": _classifier_figures, "gan_gaussian_1d": _gan_gaussian_1d, "optimizers": _optimizers}
 # Experiments whose default run is tested in a file of its own (with claims beyond the bars), and that test.
