@@ -38,7 +38,7 @@ from kexp.config import ExperimentConfig, TrainConfig, param
 from kexp.errors import ConfigError
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +92,8 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     import keras
     import numpy as np
 
-    from kexp import charlm, ngram, rundir
+    from kexp.study import charlm, ngram
+    from kexp.store import rundir
     from kexp.data import text
     from kexp.models import rnn
 

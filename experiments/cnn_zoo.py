@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 MODELS = ("lenet", "alexnet", "vgg", "vgg_bn", "nin", "googlenet", "resnet")
 
@@ -61,9 +61,9 @@ SMOKE_SETTINGS = {"model.models": "lenet,vgg,vgg_bn", "data.image_size": 8, "tra
 
 def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     """Trains each net on the digits under one epoch budget and compares them."""
-    from kexp import compare, plots
-    from kexp.callbacks import CurveRecorder
-    from kexp.classify import load_data, train_classifier
+    from kexp.study import compare, plots
+    from kexp.engine.callbacks import CurveRecorder
+    from kexp.study.classify import load_data, train_classifier
     from kexp.data import images
     from kexp.errors import UsageError
     from kexp.models import alexnet, googlenet, lenet5, nin, resnet, vgg

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +66,8 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     import keras
     import numpy as np
 
-    from kexp import plots
-    from kexp.classify import load_data, predict_classes, train_classifier
+    from kexp.study import plots
+    from kexp.study.classify import load_data, predict_classes, train_classifier
     from kexp.data.images import ImageSplits
     from kexp.models import GAN, dcgan_discriminator, dcgan_generator, lenet5
 

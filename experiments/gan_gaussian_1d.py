@@ -23,7 +23,7 @@ from kexp.config import ExperimentConfig, TrainConfig, param
 from kexp.errors import ConfigError
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +83,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     import keras
     import numpy as np
 
-    from kexp import plots
+    from kexp.study import plots
     from kexp.models import (
         GAN,
         discriminator_probability,

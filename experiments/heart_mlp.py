@@ -22,7 +22,7 @@ from kexp.config import ExperimentConfig, TrainConfig, param
 from kexp.errors import ConfigError
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     """Fits f on the square, measures inside and outside it, draws the heart."""
     import numpy as np
 
-    from kexp import plots
+    from kexp.study import plots
     from kexp.data.functions import heart
     from kexp.models import mlp
 

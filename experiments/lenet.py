@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ SMOKE_SETTINGS = {"train.epochs": 1}
 
 def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     """Fits LeNet-5 on the (resized) images."""
-    from kexp.classify import train_classifier
+    from kexp.study.classify import train_classifier
     from kexp.models import lenet5
 
     _, metrics = train_classifier(config, harness, lambda shape, classes: lenet5(

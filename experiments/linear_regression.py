@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from kexp.config import ExperimentConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +54,8 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     import keras
     import numpy as np
 
-    from kexp import compare, plots
-    from kexp.callbacks import LayerWeightsRecorder
+    from kexp.study import compare, plots
+    from kexp.engine.callbacks import LayerWeightsRecorder
     from kexp.errors import UsageError
     from kexp.models import mlp
 

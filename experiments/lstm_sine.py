@@ -42,7 +42,7 @@ X_STEPS_PER_INTERVAL = 1024
 MIN_INTERVAL = 1e-6
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,9 +163,9 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     """Trains the forecaster, evaluates one step ahead and by rollout, plots both."""
     import numpy as np
 
-    from kexp import plots
+    from kexp.study import plots
     from kexp.data import functions, windows
-    from kexp.forecast import rollout
+    from kexp.study.forecast import rollout
     from kexp.models.rnn import rnn
 
     data, model_cfg, ev = config.data, config.model, config.eval

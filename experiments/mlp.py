@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,7 @@ EXPECTED_TIME_S = 6  # a default run, whole command, on the README's machine (ke
 
 def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     """Fits flatten -> Dense(hidden) -> Dense(classes)."""
-    from kexp.classify import train_classifier
+    from kexp.study.classify import train_classifier
     from kexp.models import mlp
 
     m = config.model

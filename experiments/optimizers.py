@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 # name: (Harness optimizer, batch size or 0 for the whole training set, what it is)
 OPTIMIZERS = {
@@ -87,9 +87,9 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     import keras
     import numpy as np
 
-    from kexp import compare, plots
-    from kexp.callbacks import LossCurveRecorder
-    from kexp.classify import load_data
+    from kexp.study import compare, plots
+    from kexp.engine.callbacks import LossCurveRecorder
+    from kexp.study.classify import load_data
     from kexp.errors import UsageError
     from kexp.models import mlp
 

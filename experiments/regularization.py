@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 VARIANTS = ("none", "l1", "l2", "dropout", "l2_dropout")
 
@@ -90,8 +90,8 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     import keras
     import numpy as np
 
-    from kexp import compare, plots
-    from kexp.classify import load_data, predict_classes
+    from kexp.study import compare, plots
+    from kexp.study.classify import load_data, predict_classes
     from kexp.errors import UsageError
     from kexp.models import mlp
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from kexp.config import ExperimentConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 CELLS = ("simple", "gru", "lstm", "bi_lstm", "deep_lstm")
 # How each cell is named in the metrics, and built.
@@ -82,9 +82,9 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     """Trains each cell on the adding problem, with and without clipping, and compares them."""
     import numpy as np
 
-    from kexp import compare, plots, tables
+    from kexp.study import compare, plots, tables
     from kexp.data.sequences import adding_problem
-    from kexp.gradients import GradientNormRecorder
+    from kexp.study.gradients import GradientNormRecorder
     from kexp.models import rnn
 
     d, m = config.data, config.model

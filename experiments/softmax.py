@@ -32,12 +32,12 @@ EXPECTED = {"test_accuracy": (">=", 0.95)}
 EXPECTED_TIME_S = 5  # a default run, whole command, on the README's machine (kexp check)
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 
 def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     """Fits softmax regression: flatten, then one Dense layer to the class logits."""
-    from kexp.classify import train_classifier
+    from kexp.study.classify import train_classifier
     from kexp.models import mlp
 
     _, metrics = train_classifier(

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 VARIANTS = ("scratch", "scratch_aug", "finetune", "finetune_aug")
 SOURCE, TARGET = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
@@ -78,8 +78,8 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     import keras
     import numpy as np
 
-    from kexp import compare, plots
-    from kexp.classify import load_data
+    from kexp.study import compare, plots
+    from kexp.study.classify import load_data
     from kexp.data import images
     from kexp.errors import UsageError
     from kexp.models import vgg

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from kexp.config import ExperimentConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     import keras
     import numpy as np
 
-    from kexp import plots
+    from kexp.study import plots
     from kexp.models import mlp
 
     points = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype="float32")

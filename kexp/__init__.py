@@ -29,9 +29,9 @@ __all__ = [
 # starts, and installs its signal handlers, in milliseconds).
 _LAZY = {
     "run": ("kexp.runner", "run_experiment"),
-    "open_run": ("kexp.session", "open_run"),
-    "load_model": ("kexp.saving", "load_model"),
-    "Harness": ("kexp.harness", "Harness"),
+    "open_run": ("kexp.engine.session", "open_run"),
+    "load_model": ("kexp.store.saving", "load_model"),
+    "Harness": ("kexp.engine.harness", "Harness"),
     "models": ("kexp.models", None),
 }
 

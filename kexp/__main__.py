@@ -10,7 +10,7 @@ def entry() -> int:
     The handlers go in before anything else is imported (TensorFlow's import
     takes seconds, numpy's a few hundred milliseconds): SIGTERM's default would
     kill the process with no message, and a SIGINT would print a traceback.
-    The command then installs its own (`kexp.interrupt`).
+    The command then installs its own (`kexp.engine.interrupt`).
     """
     def interrupted(signum: int, frame: object) -> None:
         stop = KeyboardInterrupt(signum)

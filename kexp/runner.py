@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from kexp import checkpoint, registry, rundir
+from kexp.store import checkpoint, rundir
+from kexp import registry
 from kexp.config import ExperimentConfig, _shown, apply_overrides, from_dict, to_dict
 from kexp.errors import ConfigError, UsageError, WriteError
-from kexp.strategy import check_name
+from kexp.engine.strategy import check_name
 
 
 # The line `kexp run` prints first once its folder exists; its last is `run_dir: PATH`.
@@ -316,7 +317,7 @@ def run_experiment(
     module = registry.load(name)
     config = request_config(name, overrides, resume)
     check_name(strategy)  # before TensorFlow loads: bad input fails fast
-    from kexp.session import open_run
+    from kexp.engine.session import open_run
 
     with open_run(name, logdir=logdir, strategy=strategy, config=config, verbose=verbose,
                   resume=resume, on_open=_recording(on_open)) as harness:

@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from kexp.strategy import configure_cpu_devices  # noqa: E402
+from kexp.engine.strategy import configure_cpu_devices  # noqa: E402
 
 configure_cpu_devices(2)
 

@@ -37,7 +37,7 @@ def run_cli_here(*args: str, env: dict | None = None) -> subprocess.CompletedPro
     import keras
 
     from kexp.cli import main
-    from kexp.interrupt import StopRequest
+    from kexp.engine.interrupt import StopRequest
 
     out, err = io.StringIO(), io.StringIO()
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}

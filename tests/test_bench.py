@@ -122,7 +122,7 @@ def test_sweep_writes_its_report_with_one_and_two_replicas(tmp_path: Path):
 
 def test_the_rollout_timing_case_is_lstm_sines_default_model():
     from kexp import registry
-    from kexp.scaling import RolloutCase
+    from kexp.cli.scaling import RolloutCase
 
     config = registry.load("lstm_sine").CONFIG
     assert RolloutCase() == RolloutCase(feature_length=config.data.feature_length, interval=config.data.interval,

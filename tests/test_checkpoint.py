@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kexp import checkpoint
+from kexp.store import checkpoint
 from kexp.config import TrainConfig
 from kexp.errors import UsageError
 
@@ -69,7 +69,7 @@ def test_state_file_whose_header_is_not_an_object_is_a_usage_error(tmp_path, hea
 def test_epoch_order_depends_only_on_seed_and_epoch():
     import tensorflow as tf
 
-    from kexp.harness import Harness
+    from kexp.engine.harness import Harness
 
     x = np.arange(50, dtype="float32")
     harness = Harness("unused", TrainConfig(batch_size=8, seed=3), tf.distribute.get_strategy(), "default")
@@ -93,7 +93,7 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
 
 @pytest.mark.parametrize("steps, expected", [(16, 16), (52, 52), (600, 100), (240, 80), (313, 100), (2 * 7 * 13, 91)])
 def test_auto_steps_per_execution_prefers_a_divisor_of_the_epoch(steps, expected):
-    from kexp import speed
+    from kexp.engine import speed
 
     assert speed.steps_per_execution(TrainConfig(), steps, num_replicas=1) == expected
     assert speed.steps_per_execution(TrainConfig(), steps, num_replicas=2) == 1

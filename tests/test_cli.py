@@ -279,7 +279,7 @@ def test_logical_cpu_devices_are_bounded(value, message, logdir):
 
 def test_a_bad_cpu_device_count_stops_a_sweep_resume_before_any_point(tmp_path):
     """Checked once by the sweep, before TensorFlow, not by each point after its import (issue 28)."""
-    from kexp.sweep import new_sweep
+    from kexp.cli.sweep import new_sweep
 
     sweep_dir, _ = new_sweep("xor", {"model.hidden": ["2", "4"]}, [], tmp_path, "auto")
     before = (sweep_dir / "sweep.json").read_bytes()

@@ -19,8 +19,8 @@ import pytest
 from helpers import run_cli, run_cli_here
 from test_faults import _config_of, _make_folder
 
-from kexp import rundir
-from kexp.sweep import new_sweep
+from kexp.store import rundir
+from kexp.cli.sweep import new_sweep
 
 NESTED = "[" * 5000 + "]" * 5000  # deeper than Python's recursion limit: json.loads raised RecursionError
 XOR_CONFIG = json.dumps(_config_of("xor"))
@@ -62,7 +62,7 @@ def _listing(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def _state_bytes(header: str) -> bytes:
-    """A state file as `kexp.checkpoint.save` lays it out, with `header` as its JSON header."""
+    """A state file as `kexp.store.checkpoint.save` lays it out, with `header` as its JSON header."""
     buffer = io.BytesIO()
     np.savez(buffer, __kexp_state__=np.array(header), **{"model/0": np.zeros((2, 1), "float32")})
     return buffer.getvalue()

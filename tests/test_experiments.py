@@ -169,7 +169,7 @@ def test_gan_1d_figure_draws_a_histogram_whatever_the_span_of_its_float32_grid(m
     # its 60 bins then collided ("Too many bins for data range"). At and above the limit the bins are the grid's.
     import numpy as np
 
-    from kexp import plots
+    from kexp.study import plots
 
     grid = np.linspace(mu - 4 * sigma, mu + 4 * sigma, 400, dtype="float32")
     samples = np.random.default_rng(0).normal(mu, sigma, 1000).astype("float32")

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from helpers import read_events, run_cli, run_cli_here
 
-from kexp import checkpoint, registry
+from kexp.store import checkpoint
+from kexp import registry
 from kexp.config import to_dict
 
 
@@ -488,7 +489,7 @@ SIGNAL_IN_RESULTS_WRITE = textwrap.dedent('''
     import os
     import signal
 
-    from kexp import rundir
+    from kexp.store import rundir
     from kexp.config import ExperimentConfig
 
     CONFIG = ExperimentConfig(data=None, model=None)
@@ -545,7 +546,7 @@ def test_experiment_calling_sys_exit_0_exits_1_with_status_failed(tmp_path, logd
 def test_state_and_json_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
     import keras
 
-    from kexp import rundir
+    from kexp.store import rundir
 
     events = []
     real_fsync, real_replace = os.fsync, os.replace

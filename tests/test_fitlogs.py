@@ -1,4 +1,4 @@
-"""`kexp.fitlogs.truncate`: a resumed fit's logs are cut back to its saved epochs.
+"""`kexp.store.fitlogs.truncate`: a resumed fit's logs are cut back to its saved epochs.
 
 Real files throughout: the event files come from `keras.callbacks.TensorBoard`
 in a real `model.fit`, the history from `keras.callbacks.CSVLogger`, and they
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kexp import fitlogs
+from kexp.store import fitlogs
 
 # --- helpers -----------------------------------------------------------------
 
@@ -296,7 +296,7 @@ def test_module_imports_without_tensorflow():
     import sys
 
     code = (
-        "import sys; import kexp.fitlogs; "
+        "import sys; import kexp.store.fitlogs; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""Training FLOPs per example (`kexp.flops`): exact counts of small models, and the matmul rate."""
+"""Training FLOPs per example (`kexp.cli.flops`): exact counts of small models, and the matmul rate."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def test_dense_and_conv_layers_count_two_flops_per_multiply_add():
         keras.layers.Flatten(),
         keras.layers.Dense(5),                               # 128 x 5
     ])
-    from kexp.flops import forward_flops, training_flops
+    from kexp.cli.flops import forward_flops, training_flops
 
     forward = 2 * (64 * 108 + 16 * 32 + 128 * 5)
     assert forward_flops(model) == forward
@@ -26,7 +26,7 @@ def test_dense_and_conv_layers_count_two_flops_per_multiply_add():
 def test_recurrent_layers_count_their_kernels_at_every_step_and_nested_models_count():
     import keras
 
-    from kexp.flops import forward_flops
+    from kexp.cli.flops import forward_flops
     from kexp.models import rnn
 
     inner = rnn((10, 3), 2, cell="gru", units=(4,), bidirectional=True)
@@ -37,7 +37,7 @@ def test_recurrent_layers_count_their_kernels_at_every_step_and_nested_models_co
 
 
 def test_a_gan_counts_k_discriminator_steps_and_one_generator_step():
-    from kexp.flops import forward_flops, training_flops
+    from kexp.cli.flops import forward_flops, training_flops
     from kexp.models import GAN, gan_1d_discriminator, gan_1d_generator
 
     g, d = gan_1d_generator(4, 1, hidden=(8,)), gan_1d_discriminator(1, hidden=(16,))
@@ -46,7 +46,7 @@ def test_a_gan_counts_k_discriminator_steps_and_one_generator_step():
 
 
 def test_a_model_of_unknown_sequence_length_is_refused_with_its_shape():
-    from kexp.flops import forward_flops
+    from kexp.cli.flops import forward_flops
     from kexp.models import rnn
 
     with pytest.raises(ValueError, match=r"layer 'lstm_0' has shape \(None, None, 3\)"):
@@ -56,7 +56,7 @@ def test_a_model_of_unknown_sequence_length_is_refused_with_its_shape():
 def test_an_unbuilt_or_subclassed_model_is_refused_with_a_reason():
     import keras
 
-    from kexp.flops import forward_flops
+    from kexp.cli.flops import forward_flops
 
     class Subclassed(keras.Model):
         def __init__(self):
@@ -75,7 +75,7 @@ def test_an_unbuilt_or_subclassed_model_is_refused_with_a_reason():
 
 
 def test_matmul_rate_is_a_positive_rate():
-    from kexp.flops import matmul_gflops
+    from kexp.cli.flops import matmul_gflops
 
     assert 0.1 < matmul_gflops(size=256, repeats=2) < 1e6
 
@@ -92,6 +92,6 @@ def test_matmul_rate_is_a_positive_rate():
     ("PrefetchProduce", "tf_data_iterator_resource/1", None),
 ])
 def test_profiler_events_are_told_apart_from_ops(name, line, kind):
-    from kexp.profiling import _op_kind
+    from kexp.cli.profiling import _op_kind
 
     assert _op_kind(name, line) == kind

@@ -1,4 +1,4 @@
-"""Fused steps (`kexp.fused`): a compiled call's batches in one loop, trained exactly as step by step."""
+"""Fused steps (`kexp.engine.fused`): a compiled call's batches in one loop, trained exactly as step by step."""
 
 from __future__ import annotations
 

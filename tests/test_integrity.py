@@ -15,7 +15,7 @@ import pytest
 
 from kexp.config import TrainConfig
 from kexp.errors import UsageError
-from kexp.session import open_run
+from kexp.engine.session import open_run
 
 N = 1000
 
@@ -193,7 +193,7 @@ def test_strategies_train_and_score_every_example_on_1_2_and_5_devices_and_refus
     """Every strategy on 2 devices, in this process; `mirrored` on 1 and 5, each in a process of its own.
 
     Only `mirrored`'s replicas follow the logical CPU devices: `auto`, `default` and `one_device` train one
-    replica on the CPU whatever their count (`kexp.strategy.make_strategy`), so one process runs them.
+    replica on the CPU whatever their count (`kexp.engine.strategy.make_strategy`), so one process runs them.
     The two processes run while this one does its part. One device, two, and an odd count whose last
     batch leaves replicas empty: 5 (a 3-device process was dropped: it split the examples unevenly and
     left replicas empty, as 5 does).

@@ -382,7 +382,7 @@ def test_a_signal_a_forked_worker_writes_to_the_inherited_wakeup_socket_does_not
     import signal
     import time
 
-    from kexp.interrupt import StopRequest
+    from kexp.engine.interrupt import StopRequest
 
     with StopRequest() as stop:
         wakeup = signal.set_wakeup_fd(-1)

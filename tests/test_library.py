@@ -213,7 +213,7 @@ def test_import_kexp_loads_no_tensorflow_then_a_saved_gan_loads_compiled_without
         assert float(gan.g_optimizer.learning_rate.numpy()) == np.float32(2e-3)
         out = gan.generator(np.linspace(-1, 1, 8, dtype="float32")[:, None]).numpy()
         print("OUT", out.ravel().tolist())
-        assert kexp.open_run.__module__ == "kexp.session" and kexp.Harness.__name__ == "Harness"
+        assert kexp.open_run.__module__ == "kexp.engine.session" and kexp.Harness.__name__ == "Harness"
         assert kexp.models.GAN and kexp.load_model
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -236,7 +236,7 @@ def test_fit_counts_are_checked(kwargs, message, logdir):
 
 
 def test_an_endless_dataset_of_unknown_length_is_refused_not_counted_forever(logdir, monkeypatch):
-    from kexp import inputs
+    from kexp.engine import inputs
 
     monkeypatch.setattr(inputs, "MAX_COUNTED_EXAMPLES", 50_000)  # the real cap, 1e8, takes seconds to reach
     x, y = _xy()

@@ -11,7 +11,7 @@ from helpers import bars_tier, read_events, run_cli, run_cli_here
 
 from kexp import quality, registry
 from kexp.data import windows
-from kexp.forecast import rollout
+from kexp.study.forecast import rollout
 
 
 def test_windows_follow_the_seed_construction():

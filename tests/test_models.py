@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import kexp.models as km
-from kexp.strategy import make_strategy
+from kexp.engine.strategy import make_strategy
 
 
 # Parameter counts by hand: weights + biases of each layer.
@@ -140,7 +140,7 @@ def test_gan_holds_its_two_optimizers_only_refuses_a_third_and_saves_and_loads(t
     Replaces test_gan_save_and_load_round_trip and test_gan_holds_its_two_optimizers_only_and_refuses_a_third
     (which fitted a GAN of 2 D steps the same way: its D optimizer's count is now 2 batches x 3).
     """
-    from kexp import checkpoint
+    from kexp.store import checkpoint
 
     model = _gan(d_steps=3)
     model.compile()

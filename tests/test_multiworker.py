@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from helpers import read_events
 
-from kexp import checkpoint, quality, registry
+from kexp.store import checkpoint
+from kexp import quality, registry
 
 
 def _free_ports(count: int) -> list[int]:

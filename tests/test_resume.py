@@ -23,7 +23,7 @@ import pytest
 from helpers import finish, read_events, run_cli_here, signal_at, start_run
 
 import kexp
-from kexp import checkpoint
+from kexp.store import checkpoint
 
 # lstm_sine at small settings: 52 steps (about 0.3 s) per epoch on 2 cores,
 # long enough for a signal sent as an epoch begins to land inside it.

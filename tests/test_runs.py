@@ -12,7 +12,8 @@ import pytest
 
 import kexp
 from helpers import REPO, run_cli
-from kexp import registry, rundir
+from kexp import registry
+from kexp.store import rundir
 
 
 @pytest.fixture(scope="module")

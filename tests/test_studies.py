@@ -19,8 +19,9 @@ import pytest
 from helpers import bars_tier, finish, read_events, run_cli_here, signal_at, start_run
 
 import kexp
-from kexp import compare, quality, registry
-from kexp.callbacks import LayerWeightsRecorder, LossCurveRecorder
+from kexp.study import compare
+from kexp import quality, registry
+from kexp.engine.callbacks import LayerWeightsRecorder, LossCurveRecorder
 from kexp.config import TrainConfig
 from kexp.errors import ConfigError, UsageError
 

@@ -134,7 +134,7 @@ def test_list_valued_keys_are_split_at_semicolons():
     import pytest
 
     from kexp.errors import UsageError
-    from kexp.sweep import parse_grid, points
+    from kexp.cli.sweep import parse_grid, points
 
     grid = parse_grid("lstm_sine", ["data.train_range=0,100;0,50", "model.cell=lstm,gru"], [])
     assert grid == {"data.train_range": ["0,100", "0,50"], "model.cell": ["lstm", "gru"]}
@@ -223,7 +223,7 @@ def test_killed_then_ctrl_c_sweep_keeps_finished_points_and_resumes_the_others_i
     test_ctrl_c_keeps_finished_points_and_resume_runs_only_the_missing_ones: Ctrl-C keeps finished points,
     says how to continue, and resume runs only the missing ones, the interrupted one in its own folder.
     """
-    from kexp import rundir
+    from kexp.store import rundir
 
     # Point 2 trains for long; point 1 finishes before it, point 3 waits.
     _, log = _signal_sweep_at(logdir, ["xor", "--grid", f"data.repeats=8,{SLOW_REPEATS},16",
@@ -304,7 +304,7 @@ def test_sigterm_stops_the_sweep_with_143(logdir):
 
 
 def test_resume_refuses_a_sweep_json_that_kexp_did_not_write(tmp_path):
-    from kexp.sweep import new_sweep
+    from kexp.cli.sweep import new_sweep
 
     sweep_dir, sweep = new_sweep("xor", {"model.hidden": ["2", "4"]}, [], tmp_path, "auto")
     edits = {

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from kexp import ngram
+from kexp.study import ngram
 from kexp.data import text
 
 
@@ -92,7 +92,7 @@ def test_clean_line_starts():
 def test_stream_scoring_carries_state_and_sampling_is_compiled_and_seeded():
     import keras
 
-    from kexp import charlm
+    from kexp.study import charlm
     from kexp.models import rnn
 
     keras.utils.set_random_seed(0)

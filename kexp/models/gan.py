@@ -177,7 +177,7 @@ class GAN(keras.Model):
     The noise is stateless random numbers drawn from a seed held as a model
     variable (a `keras.random.SeedGenerator`), folded with the replica's id:
     the training is a function of the data, the variables and that seed, so
-    it resumes exactly from saved state, and `kexp.fused` may run several of
+    it resumes exactly from saved state, and `kexp.engine.fused` may run several of
     its steps in one compiled loop (`fuse_train_step`) with the same result.
 
     Example:
@@ -196,7 +196,7 @@ class GAN(keras.Model):
     """
 
     # `train_step` keeps no Python state between calls and reads its noise from
-    # a seed variable: `kexp.fused` may loop over several batches inside one call.
+    # a seed variable: `kexp.engine.fused` may loop over several batches inside one call.
     fuse_train_step = True
 
     def __init__(
@@ -236,7 +236,7 @@ class GAN(keras.Model):
     ) -> None:
         """Sets the two optimizers (default Adam(2e-4, beta_1=0.5), as in DCGAN) and builds them.
 
-        Building both now matters: restoring saved state (`kexp.checkpoint`,
+        Building both now matters: restoring saved state (`kexp.store.checkpoint`,
         or Keras' `BackupAndRestore`, which builds only `model.optimizer`)
         needs both optimizers' variables to exist first.
 

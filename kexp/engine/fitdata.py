@@ -1,4 +1,4 @@
-"""Internal: a fit's data, checked and counted once: arrays and datasets (`kexp.inputs`) or streams (`kexp.streams`)."""
+"""Internal: a fit's data, checked and counted once: arrays and datasets (`kexp.engine.inputs`) or streams (`kexp.engine.streams`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from kexp import inputs, streams
+from kexp.engine import inputs, streams
 from kexp.errors import UsageError
 
 
@@ -65,7 +65,7 @@ def prepare(pipeline: Any, train: Any, validation: Any, *, class_weight: Any, ep
     """Returns a fit's data, checked and counted.
 
     Args:
-        pipeline: The run's `kexp.pipeline.Pipeline` (how many examples an epoch trains on).
+        pipeline: The run's `kexp.engine.pipeline.Pipeline` (how many examples an epoch trains on).
         train: What `Harness.fit` received as training data.
         validation: Validation data, a fraction, or None.
         class_weight: `{class_index: weight}` or None.

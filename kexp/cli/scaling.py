@@ -37,8 +37,9 @@ def run_sweep(logdir: str, *, examples: int = SWEEP_EXAMPLES) -> tuple[Any, dict
     import subprocess
     import sys
 
-    from kexp import plots, rundir
-    from kexp.bench import run_bench
+    from kexp.study import plots
+    from kexp.store import rundir
+    from kexp.cli.bench import run_bench
 
     run_dir = rundir.create_run_dir(logdir, "bench_sweep")
     common = {"repeats": 1, "epochs": 3, "examples": examples, "compare": False, "limit": False}
@@ -85,7 +86,7 @@ class RolloutCase:
 
 def rollout_timing(horizons_pi: tuple[int, ...] = (2, 4, 8, 16, 32),
                    case: RolloutCase = RolloutCase()) -> list[dict[str, float]]:
-    """Times an autoregressive rollout (`kexp.forecast.rollout`) of sin(x) for horizons of k*pi.
+    """Times an autoregressive rollout (`kexp.study.forecast.rollout`) of sin(x) for horizons of k*pi.
 
     The weights are untrained: the time of a rollout does not depend on them.
 
@@ -96,7 +97,7 @@ def rollout_timing(horizons_pi: tuple[int, ...] = (2, 4, 8, 16, 32),
     Returns:
         One row per horizon: `horizon_pi`, `points`, `model_calls`, `seconds`.
     """
-    from kexp.forecast import rollout
+    from kexp.study.forecast import rollout
     from kexp.models import rnn
 
     model = rnn((None, case.feature_length), case.feature_length, units=(case.units,))

@@ -46,7 +46,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from kexp.rundir import fsync_dir
+from kexp.store.rundir import fsync_dir
 
 __all__ = ["truncate", "points", "drop_points", "remove_temp_files"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kexp import checkpoint
+from kexp.store import checkpoint
 
 
 def describe_training(model: keras.Model) -> dict[str, Any]:

@@ -4,7 +4,7 @@ It owns the run: the `tf.distribute` strategy, the run folder, seeded
 `tf.data` pipelines, compile and fit inside `strategy.scope()`, the standard
 callbacks (TensorBoard, the per-epoch state file `--resume` continues from,
 TerminateOnNaN, CSV history, clean stops on SIGINT/SIGTERM),
-figures, and what `results.json` reports of each fit (`kexp.session` writes it).
+figures, and what `results.json` reports of each fit (`kexp.engine.session` writes it).
 
 Use it on your own Keras model without writing an experiment file:
 
@@ -30,20 +30,21 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import keras
 import tensorflow as tf
 
-from kexp import building, checkpoint, fitargs, fitdata, fitlogs, fused, inputs, modelinfo, rundir, saving, speed, streams
-from kexp.callbacks import (
+from kexp.engine import building, fitargs, fitdata, fused, inputs, modelinfo, speed, streams
+from kexp.store import checkpoint, fitlogs, rundir, saving
+from kexp.engine.callbacks import (
     SaveState, EpochGate, EpochTimer, HistoryCSV, StopOnRequest, TensorBoardLogger,
 )
-from kexp.compat import built_locally, is_multi_worker, prepare_multi_worker_fit, quiet_retracing_warnings
+from kexp.engine.compat import built_locally, is_multi_worker, prepare_multi_worker_fit, quiet_retracing_warnings
 from kexp.config import ExperimentConfig, TrainConfig, validate
 from kexp.errors import UsageError
-from kexp.interrupt import StopRequest
+from kexp.engine.interrupt import StopRequest
 from kexp.models.gan import GAN
-from kexp.outputs import RunOutputs
-from kexp.pipeline import Pipeline, fixed_shapes
-from kexp.strategy import is_chief
+from kexp.engine.outputs import RunOutputs
+from kexp.engine.pipeline import Pipeline, fixed_shapes
+from kexp.engine.strategy import is_chief
 
-Data = Any  # what `fit` takes: see `kexp.inputs`
+Data = Any  # what `fit` takes: see `kexp.engine.inputs`
 
 
 # The train settings a fit reads when it starts, which `Harness.overrides` may change for some fits.
@@ -121,10 +122,10 @@ class Harness(RunOutputs):
                                        "set_by": "the global policy"}
         self.history: dict[str, keras.callbacks.History] = {}
         self.saved_models: dict[str, str] = {}
-        # Whether the final metrics and HParams session end went to TensorBoard (`kexp.session`).
+        # Whether the final metrics and HParams session end went to TensorBoard (`kexp.engine.session`).
         self.final_logged = False
         # When the run started (`time.perf_counter`), and whether bad input ended it: nothing more is
-        # written then, and a new folder is removed (`kexp.session`).
+        # written then, and a new folder is removed (`kexp.engine.session`).
         self.started = time.perf_counter()
         self.refused = False
 
@@ -170,10 +171,10 @@ class Harness(RunOutputs):
         return self.pipeline.data_epoch
 
     def dataset(self, data: Data, *, training: bool, batch_size: int | None = None, **kwargs: Any) -> tf.data.Dataset:
-        """Returns a cached, batched, prefetched `tf.data` pipeline; see `kexp.pipeline.Pipeline.dataset`.
+        """Returns a cached, batched, prefetched `tf.data` pipeline; see `kexp.engine.pipeline.Pipeline.dataset`.
 
         Args:
-            data: What `fit` takes (`kexp.inputs`).
+            data: What `fit` takes (`kexp.engine.inputs`).
             training: Shuffle (seeded per epoch) and trim to the replicas.
             batch_size: Global batch size; defaults to `global_batch_size`.
             **kwargs: `epochs`, `num_examples`, `group`, `pad`.
@@ -316,7 +317,7 @@ class Harness(RunOutputs):
     ) -> keras.Model:
         """Builds (or takes), compiles and fits a model inside the strategy's scope, and saves it.
 
-        Takes the data Keras' own `fit` takes (see `kexp.inputs`). A fit
+        Takes the data Keras' own `fit` takes (see `kexp.engine.inputs`). A fit
         whose state file exists in the run folder (a resumed run) restores
         it and trains only the epochs still to do; one that had finished
         trains none and returns the trained model. The trained model is
@@ -334,7 +335,7 @@ class Harness(RunOutputs):
             train: Training data: `(x,)`, `(x, y)` or `(x, y, sample_weight)`
                 of arrays or nests of arrays, or an unbatched dataset; or a
                 `keras.utils.PyDataset` or Python generator of batches, which
-                Keras reads as it would in its own `fit` (`kexp.streams` says
+                Keras reads as it would in its own `fit` (`kexp.engine.streams` says
                 what the harness then does and does not guarantee).
             validation: Validation data of the same kind, a fraction of
                 `train` to hold out (its last examples, as Keras'
@@ -498,7 +499,7 @@ class Harness(RunOutputs):
                 self.fit_settings[fit_name]["input"] = streams.describe(data.source, data.counter, steps_per_epoch)
 
     def _fused_group(self, model: keras.Model, train: Any, n_train: int, pad: bool) -> int:
-        """Returns how many batches each compiled call runs in one loop (`kexp.fused`), or 1 where it cannot."""
+        """Returns how many batches each compiled call runs in one loop (`kexp.engine.fused`), or 1 where it cannot."""
         steps_per_execution = int(model.steps_per_execution)
         held_as_tensors = not isinstance(train, tf.data.Dataset) or fixed_shapes(train)
         fusable = (
@@ -643,7 +644,7 @@ class Harness(RunOutputs):
 
         Args:
             model: A compiled model.
-            data: What `fit` takes (`kexp.inputs`): arrays or an unbatched dataset.
+            data: What `fit` takes (`kexp.engine.inputs`): arrays or an unbatched dataset.
             prefix: Put before each metric name.
             pad: Pad each batch to its longest example (as `fit(pad=True)`).
 
@@ -652,7 +653,7 @@ class Harness(RunOutputs):
         """
         self.stop.check()
         if streams.is_stream(data):
-            # Keras reads it as its own `evaluate` would (`kexp.streams`).
+            # Keras reads it as its own `evaluate` would (`kexp.engine.streams`).
             ds = streams.prepare(data, "data", self.num_replicas, 1, None)[0]
         else:
             data = inputs.normalize(data, "data")

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from kexp import rundir
+from kexp.store import rundir
 
 
 def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -319,7 +319,7 @@ def gradient_norm_figure(curves: Any, length: int) -> Any:
     """Returns two panels: weight-gradient norm over training, and input-gradient norm per time step after it.
 
     Args:
-        curves: `{name: (steps, weight_norms, input_norms)}` (`kexp.gradients.GradientNormRecorder`).
+        curves: `{name: (steps, weight_norms, input_norms)}` (`kexp.study.gradients.GradientNormRecorder`).
         length: Time steps per sequence.
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
@@ -385,7 +385,7 @@ def loss_curves_figure(curves: Any) -> Any:
     """Returns two panels: each variant's loss against examples seen, and against training seconds.
 
     Args:
-        curves: `{name: [(examples_seen, seconds, loss), ...]}` (`kexp.callbacks.LossCurveRecorder`).
+        curves: `{name: [(examples_seen, seconds, loss), ...]}` (`kexp.engine.callbacks.LossCurveRecorder`).
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
     for i, (name, points) in enumerate(curves.items()):

@@ -15,11 +15,11 @@ includes tracing and compilation, left out; median and spread over repeats):
 
 It also checks that faster is not different: with shuffling off in both, the
 harness's per-epoch losses must match the baseline's to float tolerance. And
-it puts each figure against the machine's limit (`kexp.flops`): the model's
+it puts each figure against the machine's limit (`kexp.cli.flops`): the model's
 training FLOPs per example over a large float32 matmul's rate in the same
 process is the most examples/s the machine could train. `profile=True`
 traces one harness epoch and names the op types that took the time
-(`kexp.profiling`).
+(`kexp.cli.profiling`).
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ def _losses(history: dict[str, list[float]]) -> list[float]:
 def _harness_run(case: Case, epochs: int, logdir: str, shuffle: bool, strategy: str, profile: str | None = None,
                  **train_settings: Any) -> tuple[float, list[float], Any]:
     from kexp.config import TrainConfig
-    from kexp.profiling import ProfileEpoch
-    from kexp.session import open_run
+    from kexp.cli.profiling import ProfileEpoch
+    from kexp.engine.session import open_run
 
     train = TrainConfig(**{**train_settings, "epochs": epochs, "batch_size": case.batch_size,
                            "learning_rate": case.learning_rate, "shuffle": shuffle})
@@ -169,7 +169,7 @@ def _harness_run(case: Case, epochs: int, logdir: str, shuffle: bool, strategy: 
 def _baseline_run(case: Case, epochs: int, shuffle: bool = True) -> tuple[float, list[float]]:
     import keras
 
-    from kexp.callbacks import EpochTimer
+    from kexp.engine.callbacks import EpochTimer
 
     keras.utils.set_random_seed(0)
     model = case.build()
@@ -241,7 +241,7 @@ def run_bench(
             `{"fuse_steps": False}`), other than those the case sets
             (`BENCH_OWN_KEYS`).
         profile: Also trace one epoch of one more harness fit and report
-            its top ops (`top_ops`, see `kexp.profiling.top_ops`).
+            its top ops (`top_ops`, see `kexp.cli.profiling.top_ops`).
         limit: Also measure the machine's limit (below).
 
     Returns:
@@ -255,8 +255,8 @@ def run_bench(
         `flop_bound_examples_per_s` (their quotient) and each method's
         `*_fraction_of_bound`.
     """
-    from kexp import flops
-    from kexp.strategy import make_strategy
+    from kexp.cli import flops
+    from kexp.engine.strategy import make_strategy
 
     case = make_case(name, examples=examples, width=width, batch_size=batch_size)
     # The strategy first: it sets up the (logical) devices, which must happen
@@ -307,7 +307,7 @@ def run_bench(
                 "max_loss_rel_diff": max(abs(a - b) / abs(b) for a, b in zip(harness_losses, baseline_losses)),
             })
         if profile:
-            from kexp.profiling import top_ops
+            from kexp.cli.profiling import top_ops
 
             trace = f"{logdir}/profile"
             _harness_run(case, max(epochs, 2), logdir, shuffle=True, strategy=strategy, profile=trace,
@@ -322,7 +322,7 @@ def run_bench(
 
 def _flop_bound(case: Case, result: dict[str, Any], matmul_rates: list[float]) -> dict[str, Any]:
     """Returns the case's training FLOPs per example, this machine's matmul rate and each method's share of it."""
-    from kexp import flops
+    from kexp.cli import flops
 
     per_example = flops.training_flops(case.build())
     rate = max(matmul_rates)

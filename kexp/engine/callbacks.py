@@ -10,9 +10,9 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from kexp import checkpoint, fitlogs, rundir
+from kexp.store import checkpoint, fitlogs, rundir
 from kexp.errors import UsageError, WriteError
-from kexp.interrupt import StopRequest
+from kexp.engine.interrupt import StopRequest
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -134,7 +134,7 @@ class TensorBoardLogger(keras.callbacks.TensorBoard):
             return
         logs = dict(logs or {})  # a copy: History and the CSV keep Keras' own keys
         seconds = self.timer.durations[-1] if self.timer.durations else 0.0
-        # A stream's examples are counted as they pass (`kexp.streams`): a function gives the epoch's count.
+        # A stream's examples are counted as they pass (`kexp.engine.streams`): a function gives the epoch's count.
         examples = self.examples_per_epoch() if callable(self.examples_per_epoch) else self.examples_per_epoch
         if seconds > 0 and examples:
             logs["examples_per_s"] = examples / seconds
@@ -182,7 +182,7 @@ class HistoryCSV(keras.callbacks.CSVLogger):
 
 
 class SaveState(keras.callbacks.Callback):
-    """Saves the fit's state (`kexp.checkpoint`) after every completed epoch.
+    """Saves the fit's state (`kexp.store.checkpoint`) after every completed epoch.
 
     Restoring is the harness's job, before `fit` starts: it needs the saved
     epoch to start the data and the epoch counter there.

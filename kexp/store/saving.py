@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kexp.errors import UsageError, WriteError
-from kexp.rundir import fsync_dir
+from kexp.store.rundir import fsync_dir
 
 if TYPE_CHECKING:
     import keras

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kexp import checkpoint
+from kexp.store import checkpoint
 
 
 def needs_build(model: keras.Model) -> bool:

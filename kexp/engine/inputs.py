@@ -1,6 +1,6 @@
 """Internal: training and evaluation data as the harness takes it, checked and counted.
 
-(`kexp.pipeline` turns it into batched datasets.)
+(`kexp.engine.pipeline` turns it into batched datasets.)
 
 The harness accepts what Keras' own `fit` accepts for in-memory data: a tuple
 `(x,)`, `(x, y)` or `(x, y, sample_weight)` whose `x` (and `y`) may be one

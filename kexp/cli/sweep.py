@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from kexp import rundir, runs
+from kexp.store import rundir, runs
 from kexp.config import _shown
 from kexp.errors import UsageError
-from kexp.sweep_points import Attempt, finish, folder_problem, recorded_run_dir, refresh, start
-from kexp.sweep_points import settings as _settings
+from kexp.cli.sweep_points import Attempt, finish, folder_problem, recorded_run_dir, refresh, start
+from kexp.cli.sweep_points import settings as _settings
 
 MAX_POINTS = 1000
 # A point with one of these has its result; a resumed sweep runs every other point again.
@@ -120,7 +120,7 @@ def load_sweep(sweep_dir: str | Path, name: str | None) -> dict[str, Any]:
     """Reads a sweep folder's `sweep.json` for `--resume` and checks every point can run.
 
     A point's run folder counts only while its `config.json` is the point's
-    settings (`kexp.sweep_points.folder_problem`): a finished point whose
+    settings (`kexp.cli.sweep_points.folder_problem`): a finished point whose
     folder is not its run is run again, and another point's folder is never
     continued.
 
@@ -159,7 +159,7 @@ def load_sweep(sweep_dir: str | Path, name: str | None) -> dict[str, Any]:
 
 def _read_sweep_json(folder: Path, prefix: str, allowed: str) -> dict[str, Any]:
     """Returns a sweep folder's `sweep.json` once its shape is what kexp sweep writes."""
-    from kexp.strategy import STRATEGIES
+    from kexp.engine.strategy import STRATEGIES
 
     try:
         sweep = rundir.read_json(folder / "sweep.json", missing=None)
@@ -285,7 +285,7 @@ def summarize(sweep_dir: Path, sweep: dict[str, Any]) -> list[str]:
     keys = list(sweep["grid"])
     metrics = list(dict.fromkeys(k for p in sweep["points"] for k in p["metrics"]))
     if metrics:
-        from kexp import plots
+        from kexp.study import plots
 
         plots.save(plots.grid_sweep_figure(sweep, keys, metrics), sweep_dir / "sweep.png")
     header = ["#", *keys, "status", *metrics, "bar", "wall_s"]

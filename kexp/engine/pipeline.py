@@ -1,6 +1,6 @@
 """Internal: the harness's `tf.data` pipelines: seeded order per epoch, batches, streams, fused groups.
 
-Data comes in as `kexp.inputs` checks and counts it; out goes a batched,
+Data comes in as `kexp.engine.inputs` checks and counts it; out goes a batched,
 prefetched dataset whose order is a function of `(train.seed, epoch)` only,
 so a resumed fit sees the batches an uninterrupted one would.
 """
@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from kexp import inputs
+from kexp.engine import inputs
 from kexp.config import TrainConfig
 from kexp.errors import UsageError
 
@@ -77,7 +77,7 @@ class Pipeline:
             num_examples: The number of examples in `data`, when the caller
                 knows it (a dataset of unknown cardinality is counted otherwise).
             group: Batches stacked into one element (`[group, batch, ...]`),
-                for fused steps (`kexp.fused`); needs a stream and data of
+                for fused steps (`kexp.engine.fused`); needs a stream and data of
                 fixed shapes (arrays, and datasets whose examples have one
                 shape), held as tensors. Each epoch may end in a partial
                 batch (elements are then `(stacked, tail)`, see

@@ -15,7 +15,7 @@ import sys
 from typing import Any, Sequence
 
 from kexp.errors import RunError, UsageError
-from kexp.strategy import STRATEGIES
+from kexp.engine.strategy import STRATEGIES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,9 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI and returns its exit code.
 
     Output to a reader that has left (`kexp run NAME | head -2`) is dropped:
-    the command goes on and ends as it would have (see `kexp.pipes`).
+    the command goes on and ends as it would have (see `kexp.cli.pipes`).
     """
-    from kexp.pipes import dropping_closed_pipes
+    from kexp.cli.pipes import dropping_closed_pipes
 
     with dropping_closed_pipes():
         return _dispatch(argv)
@@ -149,7 +149,7 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         if args.command == "sweep":
             return _sweep(args)
         if args.command == "check":
-            from kexp import check
+            from kexp.cli import check
 
             return check.command(args.names, jobs=args.jobs, logdir=args.logdir, seed=args.seed,
                                  as_json=args.json, list_only=args.list)
@@ -225,10 +225,10 @@ def _show(name: str, overrides: Sequence[str]) -> int:
 def _run(args: argparse.Namespace) -> int:
     import signal
 
-    from kexp import rundir
-    from kexp.interrupt import StopRequest, raise_on_signals
+    from kexp.store import rundir
+    from kexp.engine.interrupt import StopRequest, raise_on_signals
     from kexp.runner import RUN_FOLDER_LINE, request_config, run_experiment
-    from kexp.strategy import check_name
+    from kexp.engine.strategy import check_name
 
     # A second Ctrl-C ends the command at once (a library call raises instead).
     StopRequest.exit_on_second = True
@@ -290,7 +290,7 @@ def _bench_train_settings(overrides: Sequence[str]) -> dict[str, Any]:
     """Returns the `train.*` fields that `bench --set` changes, validated like `run --set`."""
     import dataclasses
 
-    from kexp.bench import BENCH_OWN_KEYS
+    from kexp.cli.bench import BENCH_OWN_KEYS
     from kexp.config import ExperimentConfig, TrainConfig, apply_overrides
 
     config = apply_overrides(ExperimentConfig(data=None, model=None), overrides)
@@ -308,8 +308,8 @@ def _bench_train_settings(overrides: Sequence[str]) -> dict[str, Any]:
 def _bench(args: argparse.Namespace) -> int:
     import json
 
-    from kexp import bench
-    from kexp.strategy import check_name
+    from kexp.cli import bench
+    from kexp.engine.strategy import check_name
 
     if args.sweep == bool(args.name):
         raise UsageError(f"bench: give a case ({', '.join(bench.CASES)}) or --sweep, not both or neither")
@@ -325,7 +325,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise UsageError("bench: --no-limit applies to a case, not to --sweep")
     _import_tensorflow_quietly()
     if args.sweep:
-        from kexp import scaling
+        from kexp.cli import scaling
 
         run_dir, sweep = scaling.run_sweep(args.logdir, examples=args.examples or scaling.SWEEP_EXAMPLES)
         lines = [json.dumps({**sweep, "run_dir": str(run_dir)})] if args.json else scaling.format_sweep(sweep, run_dir)
@@ -348,7 +348,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _runs(args: argparse.Namespace) -> int:
     import json
 
-    from kexp import runs
+    from kexp.store import runs
 
     entries = runs.collect(args.logdir, args.name)
     if args.json:
@@ -391,9 +391,9 @@ def _tensorboard(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from kexp import sweep as sweeps
-    from kexp.rundir import RunLock, check_name
-    from kexp.strategy import check_name as check_strategy
+    from kexp.cli import sweep as sweeps
+    from kexp.store.rundir import RunLock, check_name
+    from kexp.engine.strategy import check_name as check_strategy
 
     if args.resume is not None:
         if args.grid or args.overrides or args.logdir is not None or args.strategy is not None:

@@ -22,12 +22,12 @@ from typing import Any, Callable, Iterator
 import keras
 import tensorflow as tf
 
-from kexp import checkpoint, hparams, rundir
+from kexp.store import checkpoint, hparams, rundir
 from kexp.config import ExperimentConfig, TrainConfig, to_dict, validate
 from kexp.errors import RunError, UsageError, WriteError
-from kexp.harness import Harness
-from kexp.interrupt import RunInterrupted, StopRequest
-from kexp.strategy import describe_devices, is_chief, make_strategy
+from kexp.engine.harness import Harness
+from kexp.engine.interrupt import RunInterrupted, StopRequest
+from kexp.engine.strategy import describe_devices, is_chief, make_strategy
 
 
 @contextlib.contextmanager
@@ -44,13 +44,13 @@ def open_run(
 ) -> Iterator[Harness]:
     """Opens a run folder and yields the `Harness` that trains in it.
 
-    The folder is locked while the block runs (`kexp.rundir.RunLock`): a
+    The folder is locked while the block runs (`kexp.store.rundir.RunLock`): a
     second process on it fails with a `UsageError`. On exit it
     writes `results.json` (atomically) with the recorded metrics and the
     run's status. A `UsageError` raised inside (bad data, say) removes a new
     run folder again before it propagates, and leaves a resumed one as it
     was. While the block runs, and while `results.json` is written, SIGINT
-    and SIGTERM stop training cleanly (`kexp.interrupt`); the block then ends
+    and SIGTERM stop training cleanly (`kexp.engine.interrupt`); the block then ends
     with `RunInterrupted` (whose `run_dir` names the folder) and status
     `interrupted`. A `SystemExit` inside is a failed run (`RunError`).
 
@@ -65,12 +65,12 @@ def open_run(
             folder name: letters, digits, `_`, `-` and `.` (not first).
         logdir: Root of all runs.
         train: Training settings; defaults to `TrainConfig()`.
-        strategy: A name from `kexp.strategy.STRATEGIES`.
+        strategy: A name from `kexp.engine.strategy.STRATEGIES`.
         config: The full experiment config written to `config.json`.
         verbose: Keras verbosity; `auto` shows a progress bar on a terminal
             and one line per epoch otherwise.
         resume: An existing run folder to continue in (`kexp.runner.resume_config`
-            checks it; `kexp.checkpoint` holds the state format);
+            checks it; `kexp.store.checkpoint` holds the state format);
             each fit restarts from its last completed epoch.
         on_open: Called with the run folder once it exists and is locked
             (the CLI prints it, so that a killed run's folder is known).

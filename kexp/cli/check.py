@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kexp import quality, registry, rundir
+from kexp import quality, registry
+from kexp.store import rundir
 from kexp.errors import UsageError
 
 
@@ -83,7 +84,7 @@ def list_lines(jobs: list[Job]) -> list[str]:
 def start(job: Job, check_dir: Path, logdir: str, seed: int | None) -> None:
     """Starts `kexp run NAME` for a job, its output into `check_dir/NAME.log`, its folder recorded."""
     from kexp.runner import RUN_RECORD_ENV
-    from kexp.sweep_points import _die_with_parent
+    from kexp.cli.sweep_points import _die_with_parent
 
     command = [sys.executable, "-m", "kexp", "run", job.name, "--logdir", logdir]
     if seed is not None:

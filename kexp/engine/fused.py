@@ -19,7 +19,7 @@ or with one whose class declares `fuse_train_step = True` beside it (kexp's
 `GAN`: a custom step may keep Python state per call, which a loop would run
 once; a fusable one keeps none and returns the model's metric results, which
 is what a fused call reports after its last step), on
-one replica, with the data held as tensors (`kexp.pipeline` gathers each
+one replica, with the data held as tensors (`kexp.engine.pipeline` gathers each
 call's batches; a partial last batch travels beside the stacked full ones
 and is trained on after them). An element may hold fewer than K batches (an
 epoch's last call, when K does not divide the epoch): the loop runs over

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kexp import rundir, runs
+from kexp.store import rundir, runs
 
 
 def settings(point: dict[str, str]) -> list[str]:

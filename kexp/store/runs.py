@@ -20,7 +20,8 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from kexp import hparams, quality, rundir
+from kexp.store import hparams, rundir
+from kexp import quality
 from kexp.errors import UsageError
 
 FINISHED = ("ok", "diverged", "interrupted", "failed")

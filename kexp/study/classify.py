@@ -13,10 +13,10 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from kexp import plots
+from kexp.study import plots
 from kexp.config import ExperimentConfig
 from kexp.data import images
-from kexp.harness import Harness
+from kexp.engine.harness import Harness
 
 # A builder gets the image shape and the number of classes.
 BuildFn = Callable[[tuple[int, int, int], int], keras.Model]

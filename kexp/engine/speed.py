@@ -83,7 +83,7 @@ def steps_per_execution(train: TrainConfig, steps_per_epoch: int | None, num_rep
     if steps_per_epoch <= _MAX_AUTO_STEPS_PER_EXECUTION:
         return steps_per_epoch
     # A divisor of the epoch lets one input stream serve the whole fit
-    # (see `kexp.pipeline`); when the epoch length has none big enough, the
+    # (see `kexp.engine.pipeline`); when the epoch length has none big enough, the
     # largest setting wins and the data is iterated epoch by epoch.
     divisor = max(d for d in range(1, _MAX_AUTO_STEPS_PER_EXECUTION + 1) if steps_per_epoch % d == 0)
     return divisor if divisor >= _MIN_AUTO_DIVISOR else _MAX_AUTO_STEPS_PER_EXECUTION

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from kexp.errors import UsageError, WriteError
-from kexp.rundir import fsync_dir, parse_json, regular_file_problem
+from kexp.store.rundir import fsync_dir, parse_json, regular_file_problem
 
 STATE_FILE = "state.npz"
 _TEMP_PREFIX = ".state-"

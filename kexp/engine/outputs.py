@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kexp import plots, rundir
-from kexp.callbacks import SummaryWriter
+from kexp.study import plots
+from kexp.store import rundir
+from kexp.engine.callbacks import SummaryWriter
 
 
 class RunOutputs:

@@ -18,7 +18,7 @@ from typing import Any
 
 from kexp.config import _key, _shown  # the one rule for cutting echoed values
 from kexp.errors import UsageError
-from kexp.rundir import parse_json
+from kexp.store.rundir import parse_json
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 CPU_DEVICES_ENV = "KEXP_CPU_DEVICES"

@@ -1,0 +1,1 @@
+"""The training engine: the harness, its run session, input pipelines, callbacks, strategies and stops."""

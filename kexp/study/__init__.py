@@ -1,0 +1,1 @@
+"""Helpers experiments build their studies from: classifiers, comparisons, recorders, forecasts, text models, plots."""
