@@ -4,6 +4,10 @@ Kept free of TensorFlow so that every layer, `kexp list` included, can raise
 and catch them cheaply.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class UsageError(ValueError):
     """Bad usage, configuration or input: exit code 2 with a one-line message.
@@ -34,3 +38,31 @@ class WriteError(RunError):
         super().__init__(f"could not write {path} ({err.strerror or err}){note}")
         self.path = path
         self.os_error = err
+
+
+def tag_run_dir(err: BaseException, run_dir: Path | None) -> None:
+    """Records on `err` the run folder it leaves behind, for whoever reports it (the CLI prints `run_dir: PATH`).
+
+    The folder is kept as the error's `run_dir` attribute, which a library
+    user may read too; `run_dir_of` is the one reader inside kexp.
+
+    Args:
+        err: An error leaving a run (`RunInterrupted`, `RunError`, any other).
+        run_dir: The run folder, or None where there is none to name (a
+            worker of a multi-worker run other than the chief).
+    """
+    err.run_dir = run_dir  # type: ignore[attr-defined]
+
+
+def run_dir_of(err: BaseException) -> Path | None:
+    """Returns the run folder `tag_run_dir` recorded on `err`.
+
+    Args:
+        err: Any error.
+
+    Returns:
+        The folder, or None for an error raised before any run folder
+        existed (or not tagged at all).
+    """
+    run_dir = getattr(err, "run_dir", None)
+    return Path(run_dir) if run_dir is not None else None

@@ -4,7 +4,8 @@ Exit codes: 0 ok; 2 bad usage, config or input (one line on stderr, no run
 folder left); 1 the run failed or diverged; 130 / 143 stopped by SIGINT /
 SIGTERM (continue with `--resume RUN_DIR`; `sweep` likewise with `sweep
 --resume SWEEP_DIR`). TensorFlow is imported only by commands that train and
-by `tensorboard`; `list`, `show`, `runs` and `sweep` itself never import it.
+by `tensorboard`; `list`, `show`, `runs` and `sweep` itself never import it. `kexp run` is
+`kexp.cli.run_command`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from typing import Any, Sequence
 
 from kexp.errors import RunError, UsageError
+from kexp.store.record import RunStatus
 from kexp.engine.strategy import STRATEGIES
 
 
@@ -153,7 +155,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
 
             return check.command(args.names, jobs=args.jobs, logdir=args.logdir, seed=args.seed,
                                  as_json=args.json, list_only=args.list)
-        return _run(args)
+        from kexp.cli.run_command import run
+
+        return run(args)
     except UsageError as err:
         print(f"kexp: error: {err}", file=sys.stderr)
         return 2
@@ -165,42 +169,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt as err:
-        code = getattr(err, "exit_code", 130)
-        signal_name = "SIGTERM" if code == 143 else "SIGINT"
-        run_dir = getattr(err, "run_dir", None)
-        if run_dir is None:
-            print(f"kexp: interrupted ({signal_name}) before a run folder was created; nothing to resume",
-                  file=sys.stderr)
-            return code
-        print(f"kexp: interrupted ({signal_name}); continue with --resume {run_dir}", file=sys.stderr)
-        print(f"status: interrupted\nrun_dir: {run_dir}", flush=True)
-        return code
+        from kexp.cli.run_command import interrupted_exit
 
-
-def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow and finds its devices with the C++ start-up log lines hidden.
-
-    TensorFlow 2.21 logs through absl before its log level is read (and a
-    CPU-only machine gets a "failed call to cuInit" error line when devices
-    are listed), so TF_CPP_MIN_LOG_LEVEL alone cannot hide those lines; the
-    CLI's stderr is kept for kexp's own one-line errors. Set
-    TF_CPP_MIN_LOG_LEVEL=0 to see them.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" or "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow
-
-            # Physical devices only: logical ones may still be configured.
-            tensorflow.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        return interrupted_exit(err)
 
 
 def _list() -> int:
@@ -220,70 +191,6 @@ def _show(name: str, overrides: Sequence[str]) -> int:
     for line in describe(resolve(name, overrides)):
         print(line)
     return 0
-
-
-def _run(args: argparse.Namespace) -> int:
-    import signal
-
-    from kexp.store import rundir
-    from kexp.engine.interrupt import StopRequest, raise_on_signals
-    from kexp.runner import RUN_FOLDER_LINE, request_config, run_experiment
-    from kexp.engine.strategy import check_name
-
-    # A second Ctrl-C ends the command at once (a library call raises instead).
-    StopRequest.exit_on_second = True
-    # Before the run opens, a signal ends the command with nothing left (130/143); the run then catches them.
-    raise_on_signals()
-
-    # Bad input fails here, before TensorFlow loads.
-    request_config(args.name, args.overrides, args.resume)
-    check_name(args.strategy)
-    if args.resume is None:
-        rundir.check_logdir(args.logdir)
-    _import_tensorflow_quietly()
-    try:
-        results = run_experiment(args.name, args.overrides, logdir=args.logdir, strategy=args.strategy,
-                                 resume=args.resume,
-                                 on_open=lambda run_dir: print(f"{RUN_FOLDER_LINE}{run_dir}", flush=True))
-    except Exception as err:
-        # A run that failed inside its folder still ends with the folder (its results.json says failed).
-        if getattr(err, "run_dir", None) is not None and not isinstance(err, UsageError):
-            sys.stderr.flush()
-            print(f"status: failed\nrun_dir: {err.run_dir}", flush=True)
-        raise
-    # The run is over and its files written: a signal now is noted, the summary printed, and the exit code says it.
-    late: list[int] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda signum, frame: late.append(signum))
-    for key, value in results["metrics"].items():
-        print(f"{key}: {value:.6g}")
-    bar_line = _quality_bar_line(args.name, results["metrics"])
-    if bar_line:
-        print(bar_line)
-    print(
-        f"status: {results['status']}  wall_time_s: {results['wall_time_s']:.1f}  "
-        f"train_samples_per_s: {results['train_samples_per_s']:.0f}  "
-        f"replicas: {results['num_replicas']}"
-    )
-    print(f"run_dir: {results['run_dir'] or 'none (not the chief worker; the chief writes the run folder)'}")
-    if late:
-        print(f"kexp: interrupted ({signal.Signals(late[0]).name}) after the run ended (status {results['status']}, "
-              "its files complete); nothing to resume", file=sys.stderr, flush=True)
-        return 143 if late[0] == signal.SIGTERM else 130
-    return 0 if results["status"] == "ok" else 1
-
-
-def _quality_bar_line(name: str, metrics: dict[str, float]) -> str:
-    """Returns `quality bar: met (...)` or `quality bar: missed: ...` for an experiment that declares one."""
-    from kexp import quality, registry
-
-    expected = getattr(registry.load(name), "EXPECTED", None) or {}
-    if not expected or not metrics:
-        return ""
-    missed = quality.failures(expected, metrics)
-    if missed:
-        return "quality bar: missed: " + "; ".join(missed)
-    return "quality bar: met (" + ", ".join(f"{key} {quality.describe(bar)}" for key, bar in expected.items()) + ")"
 
 
 def _bench_train_settings(overrides: Sequence[str]) -> dict[str, Any]:
@@ -309,13 +216,14 @@ def _bench(args: argparse.Namespace) -> int:
     import json
 
     from kexp.cli import bench
-    from kexp.engine.strategy import check_name
+    from kexp.cli.run_command import import_tensorflow_quietly
+    from kexp.engine.strategy import check_strategy_name
 
     if args.sweep == bool(args.name):
         raise UsageError(f"bench: give a case ({', '.join(bench.CASES)}) or --sweep, not both or neither")
     if args.name and args.name not in bench.CASES:
         raise UsageError(f"bench: unknown case {args.name!r}; allowed: {', '.join(bench.CASES)}")
-    check_name(args.strategy)
+    check_strategy_name(args.strategy)
     train_settings = _bench_train_settings(args.overrides)
     if args.sweep and train_settings:
         raise UsageError("bench: --set applies to a case, not to --sweep")
@@ -323,7 +231,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise UsageError("bench: --profile applies to a case, not to --sweep")
     if args.sweep and not args.limit:
         raise UsageError("bench: --no-limit applies to a case, not to --sweep")
-    _import_tensorflow_quietly()
+    import_tensorflow_quietly()
     if args.sweep:
         from kexp.cli import scaling
 
@@ -372,7 +280,9 @@ def _tensorboard(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stopped.set())
     if not os.path.isdir(args.logdir):
         raise UsageError(f"--logdir {args.logdir!r}: not a folder; allowed: a folder of runs (default ./logs)")
-    _import_tensorflow_quietly()
+    from kexp.cli.run_command import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from tensorboard import program
 
     board = program.TensorBoard()
@@ -393,7 +303,7 @@ def _tensorboard(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from kexp.cli import sweep as sweeps
     from kexp.store.rundir import RunLock, check_name
-    from kexp.engine.strategy import check_name as check_strategy
+    from kexp.engine.strategy import check_strategy_name as check_strategy
 
     if args.resume is not None:
         if args.grid or args.overrides or args.logdir is not None or args.strategy is not None:
@@ -432,4 +342,4 @@ def _sweep(args: argparse.Namespace) -> int:
         lock.release()
     if not finished:
         return 143 if requests[0] == signal.SIGTERM else 130
-    return 0 if all(p["status"] == "ok" for p in data["points"]) else 1
+    return 0 if all(p["status"] == RunStatus.OK for p in data["points"]) else 1

@@ -23,8 +23,9 @@ import keras
 import tensorflow as tf
 
 from kexp.store import checkpoint, hparams, rundir
+from kexp.store.record import RunStatus
 from kexp.config import ExperimentConfig, TrainConfig, to_dict, validate
-from kexp.errors import RunError, UsageError, WriteError
+from kexp.errors import RunError, UsageError, WriteError, tag_run_dir
 from kexp.engine.harness import Harness
 from kexp.engine.interrupt import RunInterrupted, StopRequest
 from kexp.engine.strategy import describe_devices, is_chief, make_strategy
@@ -51,7 +52,7 @@ def open_run(
     run folder again before it propagates, and leaves a resumed one as it
     was. While the block runs, and while `results.json` is written, SIGINT
     and SIGTERM stop training cleanly (`kexp.engine.interrupt`); the block then ends
-    with `RunInterrupted` (whose `run_dir` names the folder) and status
+    with `RunInterrupted` (whose `run_dir`, `kexp.errors.run_dir_of`, names the folder) and status
     `interrupted`. A `SystemExit` inside is a failed run (`RunError`).
 
     Seeds: `keras.utils.set_random_seed(train.seed)` (Python, NumPy and
@@ -97,34 +98,62 @@ def open_run(
             if on_open is not None and chief:
                 on_open(run_dir)
             previous_policy = keras.mixed_precision.dtype_policy()
-            # Every worker of a resumed multi-worker run restores the chief's state.
-            backup_root = Path(resume).absolute() / "backup" if resume is not None else None
             harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop,
-                              backup_root=backup_root, run_info={"experiment": name, "config": config_data},
+                              backup_root=_backup_root(resume), run_info={"experiment": name, "config": config_data},
                               resumed=resume is not None, precision=_set_precision(train))
             harness.seeded_globally = seeded
-            try:
-                stop.check()  # a signal while the folder was made: status interrupted, resumable
-                _start_logs(harness, config_data, chief and resume is None)
+            with _recorded(harness, name, config_data, stop, chief=chief, resumed=resume is not None,
+                           previous_policy=previous_policy):
                 yield harness
-                stop.check()
-            except BaseException as err:
-                _on_error(err, harness, new_folder=resume is None or not chief, chief=chief)
-                raise
-            finally:
-                keras.mixed_precision.set_dtype_policy(previous_policy)
-                if run_dir.exists() and not harness.refused:
-                    _write_results(harness, name, config_data, chief, failing=sys.exc_info()[1] is not None)
-            if stop.requested:
-                # A signal that arrived while results.json was written.
-                harness.status = "interrupted"
-                _write_results(harness, name, config_data, chief)
-                interrupted = RunInterrupted(stop.signum)  # type: ignore[arg-type]
-                interrupted.run_dir = run_dir if chief else None  # type: ignore[attr-defined]
-                raise interrupted
         finally:
             if lock is not None:
                 lock.release()
+
+
+@contextlib.contextmanager
+def _recorded(harness: Harness, name: str, config_data: dict, stop: StopRequest, *, chief: bool,
+              resumed: bool, previous_policy: Any) -> Iterator[None]:
+    """Runs the user's block and records how it ended: every way out of a run passes through here, in order.
+
+    1. An error or a signal in the block (or just before or after it) sets
+       the status and tags the error with the folder (`_on_error`); bad
+       input instead removes a new folder (the run is then `refused`).
+    2. The dtype policy is restored and `results.json` written, whatever
+       happened, unless the run was refused.
+    3. A signal that arrived while `results.json` was written makes the
+       run `interrupted`: written again, then `RunInterrupted` is raised.
+
+    Args:
+        harness: The run's harness.
+        name: The experiment's name.
+        config_data: The config written to `config.json`.
+        stop: The run's stop request (signals).
+        chief: Whether this worker writes the run folder.
+        resumed: Whether the run continues an existing folder.
+        previous_policy: The dtype policy to restore.
+
+    Yields:
+        Nothing; the block runs at the yield.
+    """
+    try:
+        stop.check()  # a signal while the folder was made: status interrupted, resumable
+        _start_logs(harness, config_data, chief and not resumed)
+        yield
+        stop.check()
+    except BaseException as err:
+        _on_error(err, harness, new_folder=not resumed or not chief, chief=chief)
+        raise
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous_policy)
+        if harness.run_dir.exists() and not harness.refused:
+            _write_results(harness, name, config_data, chief, failing=sys.exc_info()[1] is not None)
+    if stop.requested:
+        # A signal that arrived while results.json was written.
+        harness.status = RunStatus.INTERRUPTED
+        _write_results(harness, name, config_data, chief)
+        interrupted = RunInterrupted(stop.signum)  # type: ignore[arg-type]
+        tag_run_dir(interrupted, harness.run_dir if chief else None)
+        raise interrupted
 
 
 def _prepare(train: TrainConfig | None, config: ExperimentConfig | None, strategy: str
@@ -152,6 +181,11 @@ def _prepare(train: TrainConfig | None, config: ExperimentConfig | None, strateg
     return train, tf_strategy, seeded
 
 
+def _backup_root(resume: str | Path | None) -> Path | None:
+    """Returns where a resumed run's state is: every worker of a multi-worker run restores the chief's."""
+    return Path(resume).absolute() / "backup" if resume is not None else None
+
+
 def _set_precision(train: TrainConfig) -> dict[str, str]:
     """Sets the dtype policy `train.precision` names and returns what the run trains under, and who chose it."""
     if train.precision != "global":
@@ -171,13 +205,12 @@ def _start_logs(harness: Harness, config_data: dict, new_run: bool) -> None:
 
 
 def _on_error(err: BaseException, harness: Harness, *, new_folder: bool, chief: bool) -> None:
-    """Sets the run's status for an error leaving the block, and the folder it names (`err.run_dir`).
+    """Sets the run's status for an error leaving the block, and tags it with the folder (`kexp.errors.tag_run_dir`).
 
     Bad input (`UsageError`) removes a new folder that holds no fit; a
     resumed one stays as it was; a library user's folder with fits stays,
     failed. A `SystemExit` becomes a `RunError`.
     """
-    run_dir = harness.run_dir if chief else None
     if isinstance(err, UsageError) and not (harness.fit_settings and new_folder):
         harness.refused = True
         harness.close()
@@ -186,13 +219,14 @@ def _on_error(err: BaseException, harness: Harness, *, new_folder: bool, chief: 
         elif new_folder:
             shutil.rmtree(harness.run_dir, ignore_errors=True)
         return
-    harness.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+    harness.status = RunStatus.INTERRUPTED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED
+    # The CLI still ends with `run_dir: PATH`.
+    run_dir = harness.run_dir if chief else None
     if isinstance(err, SystemExit):
         failed = RunError(f"the experiment exited (sys.exit({err.code!r})) before it finished")
-        failed.run_dir = run_dir  # type: ignore[attr-defined]
+        tag_run_dir(failed, run_dir)
         raise failed from None
-    # The CLI still ends with `run_dir: PATH`.
-    err.run_dir = run_dir  # type: ignore[attr-defined]
+    tag_run_dir(err, run_dir)
 
 
 def _open_folder(name: str, logdir: str | Path, resume: str | Path | None, chief: bool,
@@ -232,7 +266,7 @@ def _finished(run_dir: Path) -> bool:
         results = rundir.read_json(run_dir / "results.json", missing={}, null_nonfinite=True)
     except rundir.CorruptFile:
         return False
-    return isinstance(results, dict) and results.get("status") == "ok"
+    return isinstance(results, dict) and results.get("status") == RunStatus.OK
 
 
 def _write_results(harness: Harness, name: str, config_data: dict, chief: bool, failing: bool = False) -> None:
@@ -285,8 +319,8 @@ def _config_markdown(config_data: dict) -> str:
 
 
 def _results(harness: Harness, name: str, config: dict, wall_time_s: float) -> dict[str, Any]:
-    if harness.status == "ok" and any(not math.isfinite(v) for v in harness.metrics.values()):
-        harness.status = "diverged"
+    if harness.status == RunStatus.OK and any(not math.isfinite(v) for v in harness.metrics.values()):
+        harness.status = RunStatus.DIVERGED
     return {
         "experiment": name,
         "run_id": harness.run_dir.name,

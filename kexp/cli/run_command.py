@@ -1,0 +1,170 @@
+"""Internal: `kexp run NAME` (and `--resume RUN_DIR`): checks, the run, and the lines it prints.
+
+A run prints `kexp: run folder PATH` once its folder exists, then its
+metrics, its quality bar, a status line, and `run_dir: PATH` last, however
+it ended (ok, diverged, failed inside its folder, or interrupted). Exit code:
+0 ok, 1 diverged or failed, 130 / 143 stopped by SIGINT / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from kexp.errors import UsageError, run_dir_of
+from kexp.store.record import RunStatus
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs `kexp run` and returns its exit code.
+
+    Args:
+        args: The parsed `run` arguments (`name`, `overrides`, `logdir`,
+            `strategy`, `resume`).
+
+    Returns:
+        0 when the run ended ok, 1 when it diverged, 130 / 143 when a
+        signal came after it ended (its files are complete).
+
+    Raises:
+        UsageError: Bad input, before any run folder exists.
+        KeyboardInterrupt: A signal stopped the run (`interrupted_exit`
+            reports it).
+    """
+    from kexp.engine.interrupt import StopRequest, raise_on_signals
+
+    # A second Ctrl-C ends the command at once (a library call raises instead).
+    StopRequest.exit_on_second = True
+    # Before the run opens, a signal ends the command with nothing left (130/143); the run then catches them.
+    raise_on_signals()
+    _check_input(args)
+    import_tensorflow_quietly()
+    results = _train(args)
+    # The run is over and its files written: a signal now is noted, the summary printed, and the exit code says it.
+    late: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: late.append(signum))
+    _print_summary(args.name, results)
+    if late:
+        print(f"kexp: interrupted ({signal.Signals(late[0]).name}) after the run ended (status {results['status']}, "
+              "its files complete); nothing to resume", file=sys.stderr, flush=True)
+        return 143 if late[0] == signal.SIGTERM else 130
+    return 0 if results["status"] == RunStatus.OK else 1
+
+
+def _check_input(args: argparse.Namespace) -> None:
+    """Fails on bad input here, before TensorFlow loads (seconds) and before any run folder exists.
+
+    Raises:
+        UsageError: An unknown experiment, a bad `--set`, `--resume`,
+            `--strategy` or `--logdir`.
+    """
+    from kexp.engine.strategy import check_strategy_name
+    from kexp.runner import request_config
+    from kexp.store import rundir
+
+    request_config(args.name, args.overrides, args.resume)
+    check_strategy_name(args.strategy)
+    if args.resume is None:
+        rundir.check_logdir(args.logdir)
+
+
+def _train(args: argparse.Namespace) -> dict:
+    """Runs the experiment, printing its folder once it exists, and returns its results.
+
+    A run that failed inside its folder still ends with `status: failed`
+    and `run_dir: PATH` on stdout before the error propagates.
+    """
+    from kexp.runner import RUN_FOLDER_LINE, run_experiment
+
+    try:
+        return run_experiment(args.name, args.overrides, logdir=args.logdir, strategy=args.strategy,
+                              resume=args.resume,
+                              on_open=lambda run_dir: print(f"{RUN_FOLDER_LINE}{run_dir}", flush=True))
+    except Exception as err:
+        run_dir = run_dir_of(err)
+        if run_dir is not None and not isinstance(err, UsageError):
+            sys.stderr.flush()
+            print(f"status: {RunStatus.FAILED}\nrun_dir: {run_dir}", flush=True)
+        raise
+
+
+def _print_summary(name: str, results: dict) -> None:
+    """Prints a finished run's metrics, its quality bar, its status line and `run_dir: PATH`."""
+    for key, value in results["metrics"].items():
+        print(f"{key}: {value:.6g}")
+    bar_line = _quality_bar_line(name, results["metrics"])
+    if bar_line:
+        print(bar_line)
+    print(
+        f"status: {results['status']}  wall_time_s: {results['wall_time_s']:.1f}  "
+        f"train_samples_per_s: {results['train_samples_per_s']:.0f}  "
+        f"replicas: {results['num_replicas']}"
+    )
+    print(f"run_dir: {results['run_dir'] or 'none (not the chief worker; the chief writes the run folder)'}")
+
+
+def _quality_bar_line(name: str, metrics: dict[str, float]) -> str:
+    """Returns `quality bar: met (...)` or `quality bar: missed: ...` for an experiment that declares one."""
+    from kexp import quality, registry
+
+    expected = getattr(registry.load(name), "EXPECTED", None) or {}
+    if not expected or not metrics:
+        return ""
+    missed = quality.failures(expected, metrics)
+    if missed:
+        return "quality bar: missed: " + "; ".join(missed)
+    return "quality bar: met (" + ", ".join(f"{key} {quality.describe(bar)}" for key, bar in expected.items()) + ")"
+
+
+def interrupted_exit(err: KeyboardInterrupt) -> int:
+    """Reports a command stopped by SIGINT / SIGTERM and returns its exit code (130 / 143).
+
+    A run stopped inside its folder names it (`--resume RUN_DIR`) and ends
+    with `status: interrupted` and `run_dir: PATH` on stdout.
+
+    Args:
+        err: The interrupt; its `exit_code` (130 when absent) says which
+            signal, `kexp.errors.run_dir_of` which folder.
+
+    Returns:
+        The exit code.
+    """
+    code = getattr(err, "exit_code", 130)
+    signal_name = "SIGTERM" if code == 143 else "SIGINT"
+    run_dir = run_dir_of(err)
+    if run_dir is None:
+        print(f"kexp: interrupted ({signal_name}) before a run folder was created; nothing to resume",
+              file=sys.stderr)
+        return code
+    print(f"kexp: interrupted ({signal_name}); continue with --resume {run_dir}", file=sys.stderr)
+    print(f"status: {RunStatus.INTERRUPTED}\nrun_dir: {run_dir}", flush=True)
+    return code
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and finds its devices with the C++ start-up log lines hidden.
+
+    TensorFlow 2.21 logs through absl before its log level is read (and a
+    CPU-only machine gets a "failed call to cuInit" error line when devices
+    are listed), so TF_CPP_MIN_LOG_LEVEL alone cannot hide those lines; the
+    CLI's stderr is kept for kexp's own one-line errors. Set
+    TF_CPP_MIN_LOG_LEVEL=0 to see them.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow
+
+            # Physical devices only: logical ones may still be configured.
+            tensorflow.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
