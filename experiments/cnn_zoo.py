@@ -62,7 +62,7 @@ SMOKE_SETTINGS = {"model.models": "lenet,vgg,vgg_bn", "data.image_size": 8, "tra
 def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     """Trains each net on the digits under one epoch budget and compares them."""
     from kexp.study import compare, plots
-    from kexp.engine.callbacks import CurveRecorder
+    from kexp.study.recorders import CurveRecorder
     from kexp.study.classify import load_data, train_classifier
     from kexp.data import images
     from kexp.errors import UsageError

@@ -55,7 +55,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     import numpy as np
 
     from kexp.study import compare, plots
-    from kexp.engine.callbacks import LayerWeightsRecorder
+    from kexp.study.recorders import LayerWeightsRecorder
     from kexp.errors import UsageError
     from kexp.models import mlp
 

@@ -88,7 +88,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     import numpy as np
 
     from kexp.study import compare, plots
-    from kexp.engine.callbacks import LossCurveRecorder
+    from kexp.study.recorders import LossCurveRecorder
     from kexp.study.classify import load_data
     from kexp.errors import UsageError
     from kexp.models import mlp

@@ -21,7 +21,7 @@ from helpers import bars_tier, finish, read_events, run_cli_here, signal_at, sta
 import kexp
 from kexp.study import compare
 from kexp import quality, registry
-from kexp.engine.callbacks import LayerWeightsRecorder, LossCurveRecorder
+from kexp.study.recorders import LayerWeightsRecorder, LossCurveRecorder
 from kexp.config import TrainConfig
 from kexp.errors import ConfigError, UsageError
 

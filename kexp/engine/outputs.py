@@ -8,9 +8,84 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import tensorflow as tf
+
 from kexp.study import plots
-from kexp.store import rundir
-from kexp.engine.callbacks import SummaryWriter
+from kexp.store import fitlogs, rundir
+
+
+class SummaryWriter:
+    """Writes run-level TensorBoard summaries (images, text, scalars, HParams) into one folder's event file.
+
+    In a resumed run (`replace_existing`), a point written at a `(tag, step)`
+    that the folder already holds (one the interrupted process wrote before
+    its state was saved) replaces the old one, so that no step shows twice.
+
+    Args:
+        logdir: The folder.
+        replace_existing: Drop earlier points at the `(tag, step)` of each new one.
+    """
+
+    def __init__(self, logdir: Path, replace_existing: bool = False) -> None:
+        self._logdir = Path(logdir)
+        self._old_files = fitlogs.event_files(self._logdir) if replace_existing else []
+        self._old_points = fitlogs.points(self._old_files) if self._old_files else set()
+        fitlogs.remove_temp_files(self._logdir)
+        self._writer = tf.summary.create_file_writer(str(logdir))
+
+    def write_png(self, tag: str, png: bytes, step: int = 0) -> None:
+        """Adds one PNG as image summary `tag` at `step`."""
+        image = tf.image.decode_png(png, channels=4)[tf.newaxis]
+        with self._writer.as_default():
+            tf.summary.image(tag, image, step=step)
+        self._written([tag], step)
+
+    def write_text(self, tag: str, text: str, step: int = 0) -> None:
+        """Adds one Markdown text summary."""
+        with self._writer.as_default():
+            tf.summary.text(tag, text, step=step)
+        self._written([tag], step)
+
+    def write_scalars(self, values: dict[str, float], step: int = 0) -> None:
+        """Adds one scalar summary per `tag: value`, all at `step`."""
+        with self._writer.as_default():
+            for tag, value in values.items():
+                tf.summary.scalar(tag, value, step=step)
+        self._written(list(values), step)
+
+    def write_hparams(self, hparams: dict[str, Any], trial_id: str) -> None:
+        """Adds the HParams plugin's session start info: this folder is one session with these values."""
+        from tensorboard.plugins.hparams import api as hp
+        from tensorboard.plugins.hparams import metadata
+
+        with self._writer.as_default():
+            hp.hparams(hparams, trial_id=trial_id)
+        self._written([metadata.SESSION_START_INFO_TAG], 0)
+
+    def write_session_end(self, status: str) -> None:
+        """Adds the HParams plugin's session end info; `status` is a run status (`ok`, `diverged`, ...)."""
+        from tensorboard.plugins.hparams import api_pb2, metadata
+        from tensorboard.plugins.hparams import summary as hparams_summary
+
+        # The plugin has no "aborted": an interrupted (resumable) run is unknown.
+        code = {"ok": api_pb2.STATUS_SUCCESS, "interrupted": api_pb2.STATUS_UNKNOWN}.get(
+            status, api_pb2.STATUS_FAILURE)
+        with self._writer.as_default():
+            tf.summary.experimental.write_raw_pb(
+                hparams_summary.session_end_pb(code).SerializeToString(), step=0)
+        self._written([metadata.SESSION_END_INFO_TAG], 0)
+
+    def _written(self, tags: list[str], step: int) -> None:
+        self._writer.flush()
+        # The new point is on disk first: a kill in between leaves it twice, never missing.
+        replaced = {(tag, step) for tag in tags} & self._old_points
+        if replaced:
+            fitlogs.drop_points(self._old_files, replaced)
+            self._old_points -= replaced
+
+    def close(self) -> None:
+        """Flushes and closes the event file."""
+        self._writer.close()
 
 
 class RunOutputs:
