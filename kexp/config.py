@@ -13,11 +13,10 @@ This module imports neither TensorFlow nor Keras.
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import typing
 from typing import Any, Iterable, Mapping, Sequence
 
+from kexp.config_values import allowed, key_name, of_type, parse_value, shown, type_name, within
 from kexp.errors import ConfigError
 
 _MISSING = dataclasses.MISSING
@@ -147,13 +146,13 @@ def describe(config: ExperimentConfig) -> list[str]:
         lines.append(f"[{section_name}]")
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
-            shown = ",".join(str(v) for v in value) if isinstance(value, tuple) else value
-            if isinstance(shown, bool):
-                shown = str(shown).lower()
-            note = _allowed(f) if f.metadata else ""
+            written = ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+            if isinstance(written, bool):
+                written = str(written).lower()
+            note = allowed(f) if f.metadata else ""
             text = f.metadata.get("help", "") if f.metadata else ""
             comment = "; ".join(p for p in (text, note) if p)
-            lines.append(f"{section_name}.{f.name} = {shown}" + (f"  # {comment}" if comment else ""))
+            lines.append(f"{section_name}.{f.name} = {written}" + (f"  # {comment}" if comment else ""))
     return lines
 
 
@@ -176,23 +175,23 @@ def apply_overrides(config: ExperimentConfig, overrides: Iterable[str]) -> Exper
     sections = config.sections()
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {_shown(item)}: expected key=value, e.g. train.epochs=5")
+            raise ConfigError(f"--set {shown(item)}: expected key=value, e.g. train.epochs=5")
         key, raw = (part.strip() for part in item.split("=", 1))
         if key.count(".") != 1:
             raise ConfigError(
-                f"--set {_shown(item)}: key must be section.name; sections: {', '.join(sections)}"
+                f"--set {shown(item)}: key must be section.name; sections: {', '.join(sections)}"
             )
         section_name, field_name = key.split(".")
         if section_name not in sections:
             raise ConfigError(
-                f"unknown section {_shown(section_name)} in --set {_shown(item)}; "
+                f"unknown section {shown(section_name)} in --set {shown(item)}; "
                 f"valid sections: {', '.join(sections)}"
             )
         section = sections[section_name]
         fields = {f.name: f for f in dataclasses.fields(section)}
         if field_name not in fields:
             raise ConfigError(
-                f"unknown key {_shown(key)}; valid keys of {section_name}: {', '.join(fields)}"
+                f"unknown key {shown(key)}; valid keys of {section_name}: {', '.join(fields)}"
             )
         hints = typing.get_type_hints(type(section))
         value = parse_value(key, raw, hints[field_name])
@@ -223,85 +222,25 @@ def from_dict(config: ExperimentConfig, data: Mapping[str, Any]) -> ExperimentCo
     # `data` comes from a file anyone may have edited: check its shape before
     # walking it, so a wrong shape is one line, not an AttributeError.
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config: received {_shown(data)}; allowed: a JSON object of sections")
+        raise ConfigError(f"config: received {shown(data)}; allowed: a JSON object of sections")
     overrides = []
     for section_name, values in data.items():
         if values is None:
             continue
         if not isinstance(values, Mapping):
             raise ConfigError(
-                f"{_key(section_name)}: received {_shown(values)}; allowed: a JSON object of key: value"
+                f"{key_name(section_name)}: received {shown(values)}; allowed: a JSON object of key: value"
             )
         for key, value in values.items():
             items = value if isinstance(value, list) else [value]
             if not all(isinstance(v, (str, int, float)) for v in items):
                 raise ConfigError(
-                    f"{_key(section_name)}.{_key(key)}: received {_shown(value)}; "
+                    f"{key_name(section_name)}.{key_name(key)}: received {shown(value)}; "
                     "allowed: a string, number, true/false or a list of those"
                 )
             text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
             overrides.append(f"{section_name}.{key}={text}")
     return apply_overrides(config, overrides)
-
-
-def parse_value(key: str, raw: str, annotation: Any) -> Any:
-    """Parses one override string to the field's declared type.
-
-    Args:
-        key: Dotted key, used in error messages.
-        raw: The string after `=`.
-        annotation: The field's type (int, float, bool, str or tuple of those).
-
-    Returns:
-        The parsed value.
-
-    Raises:
-        ConfigError: When `raw` is not of that type.
-    """
-    origin = typing.get_origin(annotation)
-    if origin is tuple:
-        item_types = typing.get_args(annotation)
-        item_type = item_types[0]
-        text = raw.strip().strip("[]()")
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        if len(item_types) != 2 or item_types[1] is not Ellipsis:
-            if len(parts) != len(item_types):
-                raise ConfigError(
-                    f"{key}: received {_shown(raw)}; allowed: {len(item_types)} comma-separated "
-                    f"{item_type.__name__} values, e.g. {key}={','.join(str(i + 1) for i in range(len(item_types)))}"
-                )
-        elif not parts:
-            raise ConfigError(f"{key}: received {_shown(raw)}; allowed: comma-separated {item_type.__name__} values")
-        return tuple(parse_value(key, p, item_type) for p in parts)
-    if annotation is bool:
-        lowered = raw.strip().lower()
-        if lowered in ("true", "1", "yes", "on"):
-            return True
-        if lowered in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{key}: received {_shown(raw)}; allowed: true or false")
-    if annotation is int:
-        try:
-            # ASCII digits only: int() also takes "2_0" and other scripts' digits.
-            if not re.fullmatch(r"[+-]?[0-9]+", raw.strip()):
-                raise ValueError(raw)
-            # Python refuses more than 4,300 digits with a ValueError too.
-            return int(raw.strip())
-        except ValueError:
-            raise ConfigError(f"{key}: received {_shown(raw)}; allowed: an integer") from None
-    if annotation is float:
-        try:
-            if not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|nan)", raw.strip().lower()):
-                raise ValueError(raw)
-            value = float(raw.strip())
-        except ValueError:
-            raise ConfigError(f"{key}: received {_shown(raw)}; allowed: a number") from None
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: received {_shown(raw)}; allowed: a finite number")
-        return value
-    if annotation is str:
-        return raw.strip()
-    raise TypeError(f"{key}: unsupported config type {annotation!r}")
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -322,16 +261,16 @@ def validate(config: ExperimentConfig) -> None:
             value = getattr(section, f.name)
             if value is None and f.metadata.get("none_ok"):
                 continue
-            if not _of_type(value, hints.get(f.name)):
+            if not of_type(value, hints.get(f.name)):
                 # Configs built in Python skip `--set` parsing: check the type here.
-                raise ConfigError(f"{section_name}.{f.name}: received {_shown(value)} ({type(value).__name__}); "
-                                  f"allowed: {_type_name(hints.get(f.name))}")
+                raise ConfigError(f"{section_name}.{f.name}: received {shown(value)} ({type(value).__name__}); "
+                                  f"allowed: {type_name(hints.get(f.name))}")
             values = value if isinstance(value, tuple) else (value,)
             for v in values:
-                if not _within(f.metadata, v):
-                    shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+                if not within(f.metadata, v):
+                    written = ",".join(map(str, value)) if isinstance(value, tuple) else value
                     raise ConfigError(
-                        f"{section_name}.{f.name}: received {_shown(shown)}; allowed: {_allowed(f)}"
+                        f"{section_name}.{f.name}: received {shown(written)}; allowed: {allowed(f)}"
                     )
         check = getattr(section, "check", None)
         if check is not None:
@@ -339,75 +278,6 @@ def validate(config: ExperimentConfig) -> None:
     check = getattr(config, "check", None)
     if check is not None:
         check()
-
-
-def _of_type(value: Any, annotation: Any) -> bool:
-    """Returns whether `value` is of a field's declared type (bool is not an int here)."""
-    if typing.get_origin(annotation) is tuple:
-        item = typing.get_args(annotation)[0]
-        return isinstance(value, tuple) and all(_of_type(v, item) for v in value)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if annotation is str:
-        return isinstance(value, str)
-    return True
-
-
-def _type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) is tuple:
-        return f"a tuple of {typing.get_args(annotation)[0].__name__}"
-    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(
-        annotation, str(annotation))
-
-
-def _shown(value: Any, limit: int = 80) -> str:
-    """Returns `repr(value)` cut to `limit` characters, for echoing in a message.
-
-    Every value an error message echoes goes through here, so that a
-    100 KB `--set` value gives a short line, not a 100 KB one.
-    """
-    try:
-        text = repr(value)
-    except ValueError:
-        # An int past Python's 4,300-digit conversion limit has no repr.
-        text = f"<an integer of {value.bit_length()} bits>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _key(name: Any) -> str:
-    """Returns a key name as is when it is a short identifier, else `_shown(name)`."""
-    return name if isinstance(name, str) and name.isidentifier() and len(name) <= 80 else _shown(name)
-
-
-def _within(meta: Mapping[str, Any], v: Any) -> bool:
-    if meta.get("choices") is not None and v not in meta["choices"]:
-        return False
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return True
-    if meta.get("ge") is not None and not v >= meta["ge"]:
-        return False
-    if meta.get("gt") is not None and not v > meta["gt"]:
-        return False
-    if meta.get("le") is not None and not v <= meta["le"]:
-        return False
-    if meta.get("lt") is not None and not v < meta["lt"]:
-        return False
-    return True
-
-
-def _allowed(f: dataclasses.Field) -> str:
-    meta = f.metadata
-    if meta.get("choices") is not None:
-        return "one of " + ", ".join(str(c) for c in meta["choices"])
-    bounds = []
-    for name, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-        if meta.get(name) is not None:
-            bounds.append(f"{sym} {meta[name]}")
-    return ("a value " + " and ".join(bounds)) if bounds else ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -210,14 +210,15 @@ def load(name: str) -> ModuleType:
 
 def _check_module(module: ModuleType, where: str) -> None:
     """Raises UsageError unless the module has an `ExperimentConfig` CONFIG and a callable run."""
-    from kexp.config import ExperimentConfig, _shown
+    from kexp.config import ExperimentConfig
+    from kexp.config_values import shown
 
     for attr in ("CONFIG", "run"):
         if not hasattr(module, attr):
             raise UsageError(f"{where}: defines no {attr}; allowed: a module with CONFIG and run(config, harness)")
     if not isinstance(module.CONFIG, ExperimentConfig):
         raise UsageError(
-            f"{where}: CONFIG is {_shown(module.CONFIG)} ({type(module.CONFIG).__name__}); "
+            f"{where}: CONFIG is {shown(module.CONFIG)} ({type(module.CONFIG).__name__}); "
             "allowed: a kexp.config.ExperimentConfig"
         )
     if hasattr(module, "EXPECTED"):
@@ -230,11 +231,11 @@ def _check_module(module: ModuleType, where: str) -> None:
     seconds = getattr(module, "EXPECTED_TIME_S", None)
     if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
                                 or not 0 < seconds < 10**7):
-        raise UsageError(f"{where}: EXPECTED_TIME_S is {_shown(seconds)}; allowed: the seconds a default run "
+        raise UsageError(f"{where}: EXPECTED_TIME_S is {shown(seconds)}; allowed: the seconds a default run "
                          "takes, a number > 0")
     if not callable(module.run):
         raise UsageError(
-            f"{where}: run is {_shown(module.run)} ({type(module.run).__name__}); "
+            f"{where}: run is {shown(module.run)} ({type(module.run).__name__}); "
             "allowed: a function run(config, harness)"
         )
 

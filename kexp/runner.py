@@ -10,9 +10,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from kexp.store import checkpoint, rundir
 from kexp import registry
-from kexp.config import ExperimentConfig, _shown, apply_overrides, from_dict, to_dict
+from kexp.config import ExperimentConfig, apply_overrides, from_dict, to_dict
+from kexp.config_values import shown
 from kexp.errors import ConfigError, UsageError, WriteError
-from kexp.engine.strategy import check_name
+from kexp.engine.strategy import check_strategy_name
 
 
 # The line `kexp run` prints first once its folder exists; its last is `run_dir: PATH`.
@@ -42,7 +43,7 @@ def request_config(name: str, overrides: Sequence[str] = (), resume: str | Path 
     if resume is None:
         return resolve(name, overrides)
     if overrides:
-        raise UsageError(f"--resume continues with the run's saved config; received --set {_shown(overrides[0])}; "
+        raise UsageError(f"--resume continues with the run's saved config; received --set {shown(overrides[0])}; "
                          "allowed: --resume without --set")
     return resume_config(name, resume)
 
@@ -65,7 +66,7 @@ def resume_config(name: str, run_dir: str | Path) -> ExperimentConfig:
     """
     module = registry.load(name)
     folder = Path(run_dir)
-    prefix = f"--resume {_shown(str(run_dir), 200)}"
+    prefix = f"--resume {shown(str(run_dir), 200)}"
     allowed = f"allowed: a run folder of {name} (LOGDIR/{name}/RUN_ID) that did not finish"
     if not folder.is_dir():
         raise UsageError(f"{prefix}: not a folder; {allowed}")
@@ -261,14 +262,14 @@ def override_strings(overrides: Mapping[str, Any] | Iterable[str]) -> list[str]:
             or items that are not `key=value` strings.
     """
     if isinstance(overrides, (str, bytes)):
-        raise TypeError(f"overrides: received the string {_shown(overrides)}; allowed: a list of key=value "
+        raise TypeError(f"overrides: received the string {shown(overrides)}; allowed: a list of key=value "
                         'strings (["train.epochs=3"]) or a mapping ({"train.epochs": 3})')
     if isinstance(overrides, Mapping):
         return [f"{key}={_as_text(value)}" for key, value in overrides.items()]
     items = list(overrides)
     for item in items:
         if not isinstance(item, str):
-            raise TypeError(f"overrides: received the item {_shown(item)}; allowed: key=value strings")
+            raise TypeError(f"overrides: received the item {shown(item)}; allowed: key=value strings")
     return items
 
 
@@ -316,7 +317,7 @@ def run_experiment(
     overrides = override_strings(overrides)
     module = registry.load(name)
     config = request_config(name, overrides, resume)
-    check_name(strategy)  # before TensorFlow loads: bad input fails fast
+    check_strategy_name(strategy)  # before TensorFlow loads: bad input fails fast
     from kexp.engine.session import open_run
 
     with open_run(name, logdir=logdir, strategy=strategy, config=config, verbose=verbose,

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from kexp import registry
-from kexp.config import _shown, apply_overrides, from_dict, to_dict
+from kexp.config import apply_overrides, from_dict, to_dict
+from kexp.config_values import shown
 from kexp.errors import ConfigError
 
 
@@ -157,10 +158,10 @@ def test_from_dict_of_the_wrong_shape_is_a_config_error(sine_config, data, messa
 
 
 def test_shown_cuts_long_values_to_80_characters():
-    assert _shown("abc") == "'abc'"
-    assert _shown("x" * 1000) == "'" + "x" * 76 + "..."
-    assert len(_shown(list(range(10_000)))) == 80
-    assert _shown(10 ** 5000) == "<an integer of 16610 bits>"  # past Python's int-to-str limit
+    assert shown("abc") == "'abc'"
+    assert shown("x" * 1000) == "'" + "x" * 76 + "..."
+    assert len(shown(list(range(10_000)))) == 80
+    assert shown(10 ** 5000) == "<an integer of 16610 bits>"  # past Python's int-to-str limit
 
 
 def test_a_custom_section_from_a_config_subclass_takes_overrides_and_round_trips():

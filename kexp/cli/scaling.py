@@ -39,6 +39,7 @@ def run_sweep(logdir: str, *, examples: int = SWEEP_EXAMPLES) -> tuple[Any, dict
 
     from kexp.study import plots
     from kexp.store import rundir
+    from kexp.cli import sweep_plots
     from kexp.cli.bench import run_bench
 
     run_dir = rundir.create_run_dir(logdir, "bench_sweep")
@@ -57,7 +58,7 @@ def run_sweep(logdir: str, *, examples: int = SWEEP_EXAMPLES) -> tuple[Any, dict
         sweep["replicas"].append({"replicas": replicas, **_pick(json.loads(out))})
     sweep["rollout"] = rollout_timing()
     rundir.write_json(run_dir / "sweep.json", sweep)
-    plots.save(plots.sweep_figure(sweep), run_dir / "sweep.png")
+    plots.save(sweep_plots.sweep_figure(sweep), run_dir / "sweep.png")
     return run_dir, sweep
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from kexp.store import rundir, runs
-from kexp.config import _shown
+from kexp.config_values import shown
 from kexp.errors import UsageError
 from kexp.cli.sweep_points import Attempt, finish, folder_problem, recorded_run_dir, refresh, start
 from kexp.cli.sweep_points import settings as _settings
@@ -57,15 +57,15 @@ def parse_grid(name: str, grid: Sequence[str], overrides: Sequence[str]) -> dict
     set_keys = {item.split("=", 1)[0].strip() for item in overrides}
     for item in grid:
         if "=" not in item:
-            raise UsageError(f"--grid {_shown(item)}: expected section.key=v1,v2, e.g. --grid train.epochs=5,10")
+            raise UsageError(f"--grid {shown(item)}: expected section.key=v1,v2, e.g. --grid train.epochs=5,10")
         key, raw = (part.strip() for part in item.split("=", 1))
         if key in parsed:
-            raise UsageError(f"--grid {_shown(item)}: {key} is already swept; allowed: each key in one --grid")
+            raise UsageError(f"--grid {shown(item)}: {key} is already swept; allowed: each key in one --grid")
         if key in set_keys:
-            raise UsageError(f"--grid {_shown(item)}: {key} is also given with --set; allowed: one of the two")
+            raise UsageError(f"--grid {shown(item)}: {key} is also given with --set; allowed: one of the two")
         values = [v.strip() for v in raw.split(";" if ";" in raw else ",")]
         if not raw.strip() or any(not v for v in values):
-            raise UsageError(f"--grid {_shown(item)}: an empty value; allowed: values separated by ',' "
+            raise UsageError(f"--grid {shown(item)}: an empty value; allowed: values separated by ',' "
                              "(or ';' when each value is a list)")
         seen: dict[Any, str] = {}
         for value in values:
@@ -73,8 +73,8 @@ def parse_grid(name: str, grid: Sequence[str], overrides: Sequence[str]) -> dict
             config = resolve(name, [*overrides, f"{key}={value}"])
             parsed_value = _value_of(config, key)
             if parsed_value in seen:
-                raise UsageError(f"--grid {_shown(item)}: {_shown(value)} is the same value as "
-                                 f"{_shown(seen[parsed_value])}; allowed: distinct values")
+                raise UsageError(f"--grid {shown(item)}: {shown(value)} is the same value as "
+                                 f"{shown(seen[parsed_value])}; allowed: distinct values")
             seen[parsed_value] = value
         parsed[key] = values
     count = 1
@@ -133,7 +133,7 @@ def load_sweep(sweep_dir: str | Path, name: str | None) -> dict[str, Any]:
     from kexp.runner import resolve
 
     folder = Path(sweep_dir)
-    prefix = f"sweep --resume {_shown(str(sweep_dir), 200)}"
+    prefix = f"sweep --resume {shown(str(sweep_dir), 200)}"
     allowed = "allowed: a folder kexp sweep made (LOGDIR/NAME/sweep-ID)"
     sweep = _read_sweep_json(folder, prefix, allowed)
     if name is not None and name != sweep["experiment"]:
@@ -222,7 +222,7 @@ def _point_values_problem(point: dict[str, Any]) -> str:
     ]
     for ok, key in checks:
         if not ok:
-            return f"{key} is {_shown(point.get(key))}"
+            return f"{key} is {shown(point.get(key))}"
     return ""
 
 
@@ -286,8 +286,9 @@ def summarize(sweep_dir: Path, sweep: dict[str, Any]) -> list[str]:
     metrics = list(dict.fromkeys(k for p in sweep["points"] for k in p["metrics"]))
     if metrics:
         from kexp.study import plots
+        from kexp.cli import sweep_plots
 
-        plots.save(plots.grid_sweep_figure(sweep, keys, metrics), sweep_dir / "sweep.png")
+        plots.save(sweep_plots.grid_sweep_figure(sweep, keys, metrics), sweep_dir / "sweep.png")
     header = ["#", *keys, "status", *metrics, "bar", "wall_s"]
     rows = [header]
     for p in sweep["points"]:

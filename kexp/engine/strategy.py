@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kexp.config import _key, _shown  # the one rule for cutting echoed values
+from kexp.config_values import key_name, shown  # the one rule for cutting echoed values
 from kexp.errors import UsageError
 from kexp.store.rundir import parse_json
 
@@ -74,7 +74,7 @@ def cpu_devices_from_env() -> int | None:
     try:
         count = int(raw)
     except ValueError:
-        raise UsageError(f"{CPU_DEVICES_ENV}: received {_shown(raw)}; allowed: an integer 1..{MAX_CPU_DEVICES}") from None
+        raise UsageError(f"{CPU_DEVICES_ENV}: received {shown(raw)}; allowed: an integer 1..{MAX_CPU_DEVICES}") from None
     _check_count(count)
     return count
 
@@ -91,7 +91,7 @@ def configure_from_env() -> None:
         configure_cpu_devices(count)
 
 
-def check_name(name: str) -> None:
+def check_strategy_name(name: str) -> None:
     """Checks a strategy name, `KEXP_CPU_DEVICES` (and `TF_CONFIG` for `multi_worker`) without TensorFlow.
 
     Raises:
@@ -120,7 +120,7 @@ def make_strategy(name: str) -> Any:
         UsageError: For an unknown name, or `multi_worker` without a valid
             `TF_CONFIG`.
     """
-    check_name(name)
+    check_strategy_name(name)
     import tensorflow as tf
 
     configure_from_env()
@@ -167,35 +167,35 @@ def _check_tf_config() -> None:
         # The shared reader: a deeply nested value is a ValueError, not a RecursionError's traceback.
         tf_config = parse_json(raw)
     except ValueError as err:
-        raise UsageError(f"TF_CONFIG: received {_shown(raw)} ({err}); allowed: {shape}") from None
+        raise UsageError(f"TF_CONFIG: received {shown(raw)} ({err}); allowed: {shape}") from None
     cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
     task = tf_config.get("task") if isinstance(tf_config, dict) else None
     if not isinstance(cluster, dict) or not isinstance(task, dict):
-        raise UsageError(f"TF_CONFIG: received {_shown(raw)}; allowed: {shape}")
+        raise UsageError(f"TF_CONFIG: received {shown(raw)}; allowed: {shape}")
     for job, addresses in cluster.items():
         if not isinstance(addresses, list) or not addresses \
                 or not all(isinstance(a, str) and _host_port(a) for a in addresses):
             raise UsageError(
-                f"TF_CONFIG cluster.{_key(job)}: received {_shown(addresses)}; "
+                f"TF_CONFIG cluster.{key_name(job)}: received {shown(addresses)}; "
                 'allowed: a non-empty list of "host:port" strings (port 1..65535)'
             )
         if job not in ("worker", "chief"):
-            raise UsageError(f"TF_CONFIG cluster: received a {_shown(job)} job; allowed: worker and chief jobs "
+            raise UsageError(f"TF_CONFIG cluster: received a {shown(job)} job; allowed: worker and chief jobs "
                              "(MultiWorkerMirroredStrategy has no parameter servers)")
     if "worker" not in cluster:
-        raise UsageError(f"TF_CONFIG cluster: received {_shown(cluster)}; allowed: a cluster with a worker list")
+        raise UsageError(f"TF_CONFIG cluster: received {shown(cluster)}; allowed: a cluster with a worker list")
     task_type, index = task.get("type"), task.get("index")
     if not isinstance(task_type, str) or task_type not in cluster:  # a list is unhashable
         raise UsageError(
-            f"TF_CONFIG task.type: received {_shown(task_type)}; "
-            f"allowed: a job of the cluster ({', '.join(_key(j) for j in cluster)})"
+            f"TF_CONFIG task.type: received {shown(task_type)}; "
+            f"allowed: a job of the cluster ({', '.join(key_name(j) for j in cluster)})"
         )
     size = len(cluster[task_type])
     # bool is an int in Python, but `"index": true` is a mistake.
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
         raise UsageError(
-            f"TF_CONFIG task.index: received {_shown(index)}; "
-            f"allowed: an integer 0..{size - 1} (cluster.{_key(task_type)} has {size} address{'es' if size > 1 else ''})"
+            f"TF_CONFIG task.index: received {shown(index)}; "
+            f"allowed: an integer 0..{size - 1} (cluster.{key_name(task_type)} has {size} address{'es' if size > 1 else ''})"
         )
 
 
@@ -221,7 +221,7 @@ def _check_own_port_free() -> None:
     except (KeyError, TypeError, ValueError, RecursionError, IndexError):
         return  # _check_tf_config judges the shape
     port = int(address.rpartition(":")[2])
-    where = f"TF_CONFIG cluster.{_key(task_type)}[{index}] (this worker's own address): received {_shown(address)}"
+    where = f"TF_CONFIG cluster.{key_name(task_type)}[{index}] (this worker's own address): received {shown(address)}"
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         # As gRPC does: a port left in TIME_WAIT by an earlier run is free to reuse.
