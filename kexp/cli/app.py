@@ -249,7 +249,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print("\n".join(bench.format_result(result)))
+        from kexp.cli.bench_report import format_result
+
+        print("\n".join(format_result(result)))
     return 0
 
 

@@ -19,7 +19,7 @@ it puts each figure against the machine's limit (`kexp.cli.flops`): the model's
 training FLOPs per example over a large float32 matmul's rate in the same
 process is the most examples/s the machine could train. `profile=True`
 traces one harness epoch and names the op types that took the time
-(`kexp.cli.profiling`).
+(`kexp.cli.profiling`). `kexp.cli.bench_report` writes a result's lines.
 """
 
 from __future__ import annotations
@@ -264,60 +264,118 @@ def run_bench(
     make_strategy(strategy)
     # Before the fits and after them: the better of the two is the machine's rate (a slow spell only lowers it).
     matmul_rates = [flops.matmul_gflops()] if limit else []
-    harness, baseline, bare = [], [], []
+    harness_settings = train_settings or {}
     with tempfile.TemporaryDirectory(prefix="kexp-bench-") as logdir:
-        settings: dict[str, Any] = {}
-        for _ in range(repeats):
-            throughput, _, settings = _harness_run(case, epochs, logdir, shuffle=True, strategy=strategy,
-                                                   **(train_settings or {}))
-            harness.append(throughput)
-            if compare:
-                baseline.append(_baseline_run(case, epochs)[0])
-                bare.append(_bare_run(case, epochs))
-        result: dict[str, Any] = {
-            "case": name,
-            "examples": len(case.x),
-            "batch_size": case.batch_size,
-            "epochs": epochs,
-            "repeats": repeats,
-            "harness_examples_per_s": statistics.median(harness),
-            "harness_spread": [min(harness), max(harness)],
-            "harness_steps_per_s": statistics.median(harness) / settings.get("global_batch_size", case.batch_size),
-            **{f"harness_{k}": v for k, v in settings.items()},
-        }
+        timed = _timed_repeats(case, repeats, epochs, logdir, strategy, compare, harness_settings)
+        result = _harness_figures(name, case, epochs, repeats, timed)
         if compare:
-            # Same order of examples in both (no shuffling): the curves must agree.
-            _, harness_losses, _ = _harness_run(case, 2, logdir, shuffle=False, strategy=strategy,
-                                                **(train_settings or {}))
-            _, baseline_losses = _baseline_run(case, 2, shuffle=False)
-            result.update({
-                "baseline_examples_per_s": statistics.median(baseline),
-                "baseline_spread": [min(baseline), max(baseline)],
-                # Each repeat measures the three methods back to back; the
-                # median of those paired ratios is robust to the slow spells
-                # of a shared machine, which hit one repeat of all methods.
-                "ratio": statistics.median(h / b for h, b in zip(harness, baseline)),
-                "ratio_of_medians": statistics.median(harness) / statistics.median(baseline),
-                "bare_examples_per_s": statistics.median(bare),
-                "bare_spread": [min(bare), max(bare)],
-                "bare_over_harness": statistics.median(b / h for b, h in zip(bare, harness)),
-                "repeat_examples_per_s": {"harness": harness, "baseline": baseline, "bare": bare},
-                "harness_losses": harness_losses,
-                "baseline_losses": baseline_losses,
-                "max_loss_rel_diff": max(abs(a - b) / abs(b) for a, b in zip(harness_losses, baseline_losses)),
-            })
+            result.update(_comparison(case, logdir, strategy, harness_settings, timed))
         if profile:
-            from kexp.cli.profiling import top_ops
-
-            trace = f"{logdir}/profile"
-            _harness_run(case, max(epochs, 2), logdir, shuffle=True, strategy=strategy, profile=trace,
-                         **(train_settings or {}))
-            result["top_ops"] = top_ops(trace)
+            result["top_ops"] = _profiled_top_ops(case, epochs, logdir, strategy, harness_settings)
     if limit:
         matmul_rates.append(flops.matmul_gflops())
         result.update(_flop_bound(case, result, matmul_rates))
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+@dataclasses.dataclass
+class _Timed:
+    """Throughputs of each repeat (examples/s), and the settings the harness chose.
+
+    Attributes:
+        harness: The harness's, one per repeat.
+        baseline: Plain `model.fit`'s, one per repeat (empty without compare).
+        bare: The bare training loop's, one per repeat (empty without compare).
+        settings: What the harness chose (`global_batch_size`, ...), from its last fit.
+    """
+
+    harness: list[float] = dataclasses.field(default_factory=list)
+    baseline: list[float] = dataclasses.field(default_factory=list)
+    bare: list[float] = dataclasses.field(default_factory=list)
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _timed_repeats(case: Case, repeats: int, epochs: int, logdir: str, strategy: str, compare: bool,
+                   train_settings: dict[str, Any]) -> _Timed:
+    """Fits the case `repeats` times with each method, back to back, and returns their throughputs.
+
+    Args:
+        case: The benchmark case.
+        repeats: Fits per method.
+        epochs: Epochs per fit.
+        logdir: Where the harness's run folders go.
+        strategy: The harness's strategy.
+        compare: Also fit the baseline and the bare loop.
+        train_settings: `TrainConfig` fields of the harness fits.
+
+    Returns:
+        The throughputs and the harness's settings.
+    """
+    timed = _Timed()
+    for _ in range(repeats):
+        throughput, _, timed.settings = _harness_run(case, epochs, logdir, shuffle=True, strategy=strategy,
+                                                     **train_settings)
+        timed.harness.append(throughput)
+        if compare:
+            timed.baseline.append(_baseline_run(case, epochs)[0])
+            timed.bare.append(_bare_run(case, epochs))
+    return timed
+
+
+def _harness_figures(name: str, case: Case, epochs: int, repeats: int, timed: _Timed) -> dict[str, Any]:
+    """Returns the case's description and the harness's median throughput, spread and chosen settings."""
+    harness, settings = timed.harness, timed.settings
+    return {
+        "case": name,
+        "examples": len(case.x),
+        "batch_size": case.batch_size,
+        "epochs": epochs,
+        "repeats": repeats,
+        "harness_examples_per_s": statistics.median(harness),
+        "harness_spread": [min(harness), max(harness)],
+        "harness_steps_per_s": statistics.median(harness) / settings.get("global_batch_size", case.batch_size),
+        **{f"harness_{k}": v for k, v in settings.items()},
+    }
+
+
+def _comparison(case: Case, logdir: str, strategy: str, train_settings: dict[str, Any],
+                timed: _Timed) -> dict[str, Any]:
+    """Returns the baseline's and the bare loop's figures against the harness's, and the loss-curve check.
+
+    Runs one more fit of the harness and of the baseline, unshuffled, for
+    two epochs: the same order of examples in both, so their loss curves
+    must agree (`max_loss_rel_diff`).
+    """
+    harness, baseline, bare = timed.harness, timed.baseline, timed.bare
+    _, harness_losses, _ = _harness_run(case, 2, logdir, shuffle=False, strategy=strategy, **train_settings)
+    _, baseline_losses = _baseline_run(case, 2, shuffle=False)
+    return {
+        "baseline_examples_per_s": statistics.median(baseline),
+        "baseline_spread": [min(baseline), max(baseline)],
+        # Each repeat measures the three methods back to back; the
+        # median of those paired ratios is robust to the slow spells
+        # of a shared machine, which hit one repeat of all methods.
+        "ratio": statistics.median(h / b for h, b in zip(harness, baseline)),
+        "ratio_of_medians": statistics.median(harness) / statistics.median(baseline),
+        "bare_examples_per_s": statistics.median(bare),
+        "bare_spread": [min(bare), max(bare)],
+        "bare_over_harness": statistics.median(b / h for b, h in zip(bare, harness)),
+        "repeat_examples_per_s": {"harness": harness, "baseline": baseline, "bare": bare},
+        "harness_losses": harness_losses,
+        "baseline_losses": baseline_losses,
+        "max_loss_rel_diff": max(abs(a - b) / abs(b) for a, b in zip(harness_losses, baseline_losses)),
+    }
+
+
+def _profiled_top_ops(case: Case, epochs: int, logdir: str, strategy: str,
+                      train_settings: dict[str, Any]) -> list[Any]:
+    """Traces one more harness fit with the TensorFlow profiler and returns its top ops (`profiling.top_ops`)."""
+    from kexp.cli.profiling import top_ops
+
+    trace = f"{logdir}/profile"
+    _harness_run(case, max(epochs, 2), logdir, shuffle=True, strategy=strategy, profile=trace, **train_settings)
+    return top_ops(trace)
 
 
 def _flop_bound(case: Case, result: dict[str, Any], matmul_rates: list[float]) -> dict[str, Any]:
@@ -335,48 +393,3 @@ def _flop_bound(case: Case, result: dict[str, Any], matmul_rates: list[float]) -
         **{f"{method}_fraction_of_bound": result[f"{method}_examples_per_s"] / bound
            for method in ("harness", "baseline", "bare") if f"{method}_examples_per_s" in result},
     }
-
-
-def format_result(result: dict[str, Any]) -> list[str]:
-    """Returns the human-readable lines for one benchmark result."""
-    lines = [
-        f"case: {result['case']}  ({result['examples']} examples, batch {result['batch_size']}, "
-        f"{result['epochs']} epochs x {result['repeats']} repeats, first epoch excluded)",
-        f"harness : {result['harness_examples_per_s']:>10.0f} examples/s  "
-        f"(spread {result['harness_spread'][0]:.0f}-{result['harness_spread'][1]:.0f}; "
-        f"{result['harness_steps_per_s']:.0f} steps/s; steps_per_execution={result['harness_steps_per_execution']}, "
-        f"jit_compile={result['harness_jit_compile']}, fused_steps={result['harness_fused_steps']}, "
-        f"replicas={result['harness_num_replicas']})",
-    ]
-    if "baseline_examples_per_s" in result:
-        lines += [
-            f"baseline: {result['baseline_examples_per_s']:>10.0f} examples/s  (plain model.fit, Keras defaults)",
-            f"bare    : {result['bare_examples_per_s']:>10.0f} examples/s  (compiled tf.function step per batch)",
-            f"ratio harness/baseline: {result['ratio']:.2f}x (median of back-to-back repeats; "
-            f"of the medians: {result['ratio_of_medians']:.2f}x)   bare/harness: {result['bare_over_harness']:.2f}x",
-            f"loss curves max relative difference: {result['max_loss_rel_diff']:.1e}",
-        ]
-    if "flop_bound_examples_per_s" in result:
-        lines.append(
-            f"limit   : {result['flop_bound_examples_per_s']:>10.0f} examples/s  "
-            f"({result['train_flops_per_example'] / 1e6:.3g} MFLOP to train on an example, at this process's "
-            f"float32 matmul rate of {result['matmul_gflop_s']:.0f} GFLOP/s)")
-        lines.append("of the limit: " + ", ".join(
-            f"{method} {_percent(result[f'{method}_fraction_of_bound'])}" for method in ("harness", "baseline", "bare")
-            if f"{method}_fraction_of_bound" in result))
-    if "top_ops" in result:
-        lines.append("top ops of one harness epoch (CPU time of all threads, by op type):")
-        lines += [f"  {op['share']:6.1%}  {op['ms']:8.1f} ms  {op['op']}  (longest: {_short(op['longest'])})"
-                  for op in result["top_ops"]]
-    lines.append(f"peak_rss_mb: {result['peak_rss_mb']:.0f}")
-    return lines
-
-
-def _percent(fraction: float) -> str:
-    """Returns a fraction as a percentage, with two significant digits below 1% (tiny models: 0.0013%)."""
-    return f"{100 * fraction:.1f}%" if fraction >= 0.01 else f"{100 * fraction:.2g}%"
-
-
-def _short(op_path: str) -> str:
-    """Returns the last layer-level parts of a traced op's path (inside the fused loop's scopes)."""
-    return "/".join(op_path.split("/")[-3:])
