@@ -143,7 +143,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
                     embedding_dim=m.embedding_dim, name="char_lstm"),
         (x, y), charlm.windows(corpus.validation, d.seq_length),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        optimizer=lambda: harness.optimizer(clipnorm=m.clipnorm), callbacks=[sampler])
+        optimizer_options={"clipnorm": m.clipnorm}, callbacks=[sampler])
     if config.train.epochs % every:
         show(model, config.train.epochs)
 

@@ -97,7 +97,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     sampler = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: show_samples(epoch, sampler.model)
                                              if (epoch + 1) % every == 0 or epoch + 1 == config.train.epochs else None)
     gan = harness.fit(build, (scaled.x_train,), callbacks=[sampler], name="dcgan",
-                      optimizer=lambda: harness.optimizer(beta_1=m.beta_1))
+                      optimizer_options={"beta_1": m.beta_1})
 
     noise = np.random.default_rng(config.train.seed + 1).normal(size=(m.num_samples, m.noise_dim)).astype("float32")
     generated = gan.generator.predict(noise, batch_size=256, verbose=0)

@@ -121,7 +121,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
         on_epoch_end=lambda epoch, logs: snapshot(f"middle (epoch {middle})", recorder.model, middle)
         if epoch + 1 == middle else None,
     )
-    gan = harness.fit(build, (real,), callbacks=[recorder], optimizer=lambda: harness.optimizer(beta_1=m.beta_1))
+    gan = harness.fit(build, (real,), callbacks=[recorder], optimizer_options={"beta_1": m.beta_1})
     snapshot(f"end (epoch {epochs})", gan, epochs)
     harness.log_figure("gan_1d", plots.gan_1d_figure(snapshots, d.mu, d.sigma))
 

@@ -111,7 +111,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
             # without the clipped runs, and clipped or not, a cell starts from the same weights.
             compare.reseed(harness.train.seed)
             model = harness.fit(builder(cell, name), (x_train, y_train), (x_test[:1000], y_test[:1000]), loss="mse",
-                                name=name, callbacks=[recorder], optimizer=lambda o=options: harness.optimizer(**o))
+                                name=name, callbacks=[recorder], optimizer_options=options)
             mse = harness.evaluate(model, (x_test, y_test))["test_loss"]
             metrics[f"mse_{name}"] = mse
             curves[name] = (recorder.steps, recorder.weight_norms, recorder.input_norms)

@@ -150,3 +150,24 @@ def test_config_and_model_summary_are_written_as_tensorboard_text(logdir):
     assert "| train.epochs | 1 |" in config and "| train.batch_size | 4 |" in config
     summary = texts["model_summary/model"][0][1]
     assert "head (Dense)" in summary and "Total params: 8" in summary
+
+
+def test_optimizer_reads_no_earlier_fit_and_optimizer_options_get_the_fits_own_schedule(logdir):
+    """Issue 24: `optimizer()` takes its length explicitly; `fit(optimizer_options=...)` replaces the lambdas."""
+    import keras
+
+    x, y = _linear_data(96)
+    train = TrainConfig(epochs=2, batch_size=16, lr_schedule="cosine", learning_rate=0.01)
+    with kexp.open_run("optim", logdir=logdir, train=train, verbose=0) as run:
+        model = run.fit(_build, (x, y), loss="mse", optimizer_options={"beta_1": 0.5})
+        # The harness made adam with beta_1 0.5, decaying over this fit's 6 batches x 2 epochs.
+        assert model.optimizer.beta_1 == 0.5
+        assert model.optimizer._learning_rate.decay_steps == 12
+        # After the fit, a new optimizer is the configured constant rate unless given a length.
+        assert run.optimizer().learning_rate.numpy() == pytest.approx(0.01)
+        schedule = run.optimizer(total_steps=40, beta_1=0.9)._learning_rate
+        assert isinstance(schedule, keras.optimizers.schedules.CosineDecay) and schedule.decay_steps == 40
+        with pytest.raises(kexp.UsageError, match="fit: received optimizer and optimizer_options"):
+            run.fit(_build, (x, y), loss="mse", optimizer="sgd", optimizer_options={"momentum": 0.5})
+        with pytest.raises(kexp.UsageError, match="train.optimizer: adam takes no momentum"):
+            run.fit(_build, (x, y), loss="mse", optimizer_options={"momentum": 0.5})

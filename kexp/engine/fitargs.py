@@ -17,9 +17,11 @@ import keras
 import tensorflow as tf
 
 from kexp.errors import UsageError
+from kexp.store import rundir
 
 # `Model.compile` arguments `Harness.fit` takes, for a model it compiles.
-COMPILE_ARGUMENTS = ("loss", "metrics", "loss_weights", "weighted_metrics", "optimizer")
+# (`optimizer_options`: arguments of the configured optimizer, which the harness makes.)
+COMPILE_ARGUMENTS = ("loss", "metrics", "loss_weights", "weighted_metrics", "optimizer", "optimizer_options")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,11 +148,12 @@ def needs_loss(model: keras.Model, compile_args: dict[str, Any], is_gan: bool) -
     """Refuses an uncompiled model given no loss, unless its own `train_step` computes one (Keras' VAE
     example compiles with an optimizer alone); and a `kexp.models.GAN` given one (it has its own losses)."""
     if is_gan:
-        given = sorted(key for key, value in compile_args.items() if value is not None and key != "optimizer")
+        given = sorted(key for key, value in compile_args.items()
+                       if value is not None and key not in ("optimizer", "optimizer_options"))
         if given:
             raise UsageError(f"fit: received {', '.join(given)} for a kexp.models.GAN, which computes its own "
                              "losses and metrics (d_loss, g_loss); allowed: optimizer= alone (a function "
-                             "returning one optimizer, called once per network)")
+                             "returning one optimizer, called once per network) or optimizer_options=")
         return
     if compile_args.get("loss") is None and type(model).train_step is keras.Model.train_step:
         raise UsageError(f"fit: received no loss for the uncompiled {type(model).__name__} "
@@ -158,7 +161,14 @@ def needs_loss(model: keras.Model, compile_args: dict[str, Any], is_gan: bool) -
 
 
 def compile_arguments(**given: Any) -> dict[str, Any]:
-    """Returns the compile arguments given to `fit` (`COMPILE_ARGUMENTS`), None where not given."""
+    """Returns the compile arguments given to `fit` (`COMPILE_ARGUMENTS`), None where not given.
+
+    Raises:
+        UsageError: For both `optimizer` and `optimizer_options` (the options are for the configured one).
+    """
+    if given.get("optimizer") is not None and given.get("optimizer_options") is not None:
+        raise UsageError(f"fit: received optimizer and optimizer_options {dict(given['optimizer_options'])!r}; "
+                         "allowed: one of them (optimizer_options are arguments of the configured train.optimizer)")
     return {key: given.get(key) for key in COMPILE_ARGUMENTS}
 
 
@@ -174,3 +184,27 @@ _OWNED_FIT_ARGS = {
     "sample_weight": "pass it as the third part of the data: fit(model, (x, y, sample_weight))",
 }
 
+
+
+def checked(train: Any, validation: Any, fit_kwargs: dict[str, Any], name: str | None,
+            given: dict[str, Any]) -> tuple[KerasFitArguments, dict[str, Any]]:
+    """Returns `Harness.fit`'s Keras arguments and compile arguments, refusing bad ones before anything is written.
+
+    Args:
+        train: The training data given.
+        validation: The validation data or fraction given.
+        fit_kwargs: The Keras `fit` keyword arguments given.
+        name: The fit's name, if given.
+        given: The compile arguments given (`COMPILE_ARGUMENTS`).
+
+    Raises:
+        UsageError: Naming the argument and what is allowed.
+    """
+    keras_args = keras_fit_arguments(validation, fit_kwargs)
+    if train is None:
+        raise UsageError("fit: received no training data; allowed: fit(model, (x, y)) or fit(model, (x,)), "
+                         "an unbatched tf.data.Dataset, a keras.utils.PyDataset or a generator")
+    compile_args = compile_arguments(**given)
+    if name is not None:
+        rundir.check_name(name, "fit name")
+    return keras_args, compile_args

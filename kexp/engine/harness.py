@@ -19,9 +19,6 @@ Use it on your own Keras model without writing an experiment file:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import inspect
-import math
 import sys
 import time
 from pathlib import Path
@@ -30,26 +27,16 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import keras
 import tensorflow as tf
 
-from kexp.engine import building, fitargs, fitdata, fused, inputs, modelinfo, speed, streams
-from kexp.store import checkpoint, fitlogs, rundir, saving
-from kexp.engine.callbacks import (
-    SaveState, EpochGate, EpochTimer, HistoryCSV, StopOnRequest, TensorBoardLogger,
-)
-from kexp.engine.compat import built_locally, is_multi_worker, prepare_multi_worker_fit, quiet_retracing_warnings
-from kexp.config import ExperimentConfig, TrainConfig, validate
-from kexp.errors import UsageError
+from kexp.engine import compiling, fitargs, fitdata, fitrun, modelinfo, optim
+from kexp.engine.plan import FitPlan, make_plan, overridden
+from kexp.engine.compat import quiet_retracing_warnings
+from kexp.config import TrainConfig
 from kexp.engine.interrupt import StopRequest
-from kexp.models.gan import GAN
 from kexp.engine.outputs import RunOutputs
-from kexp.engine.pipeline import Pipeline, fixed_shapes
+from kexp.engine.pipeline import Pipeline
 from kexp.engine.strategy import is_chief
 
 Data = Any  # what `fit` takes: see `kexp.engine.inputs`
-
-
-# The train settings a fit reads when it starts, which `Harness.overrides` may change for some fits.
-PER_FIT_SETTINGS = ("epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "steps_per_execution",
-                    "jit_compile", "fuse_steps", "profile_steps")
 
 
 class Harness(RunOutputs):
@@ -111,8 +98,6 @@ class Harness(RunOutputs):
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose
         self._train_seconds = 0.0
         self._train_samples = 0
-        self._steps_per_epoch: int | None = None
-        self._epochs: int | None = None
         self.pipeline = Pipeline(train, int(strategy.num_replicas_in_sync), strategy_name)
         self._fits: dict[str, int] = {}
         self.fit_settings: dict[str, dict[str, Any]] = {}
@@ -149,14 +134,8 @@ class Harness(RunOutputs):
         Raises:
             UsageError: For a name not in `PER_FIT_SETTINGS` or a value out of its limits.
         """
-        unknown = sorted(set(changes) - set(PER_FIT_SETTINGS))
-        if unknown:
-            # The others (seed, shuffling, precision, ...) are fixed when the run opens.
-            raise UsageError(f"Harness.overrides: received {', '.join(unknown)}; allowed: the settings each fit "
-                             f"reads, {', '.join(PER_FIT_SETTINGS)}")
         configured = self.train
-        changed = dataclasses.replace(configured, **changes)
-        validate(ExperimentConfig(data=None, model=None, train=changed))
+        changed = overridden(configured, changes)
         self.train = changed
         try:
             yield changed
@@ -199,39 +178,20 @@ class Harness(RunOutputs):
 
     # -- model ------------------------------------------------------------
 
-    def learning_rate(self) -> Any:
-        """Returns `train.learning_rate`, or its cosine schedule over the steps of the fit in progress."""
-        total_steps = (self._steps_per_epoch or 0) * (self._epochs or self.train.epochs)
-        if self.train.lr_schedule == "cosine" and total_steps:
-            return keras.optimizers.schedules.CosineDecay(self.train.learning_rate, decay_steps=total_steps)
-        return self.train.learning_rate
+    def optimizer(self, total_steps: int | None = None, **options: Any) -> keras.optimizers.Optimizer:
+        """Returns a fresh optimizer as `train.optimizer` names it, with its learning rate or schedule.
 
-    def optimizer(self, **options: Any) -> keras.optimizers.Optimizer:
-        """Returns a fresh optimizer as named by `train.optimizer`, with `learning_rate()`.
+        Works inside or outside a fit: nothing of an earlier fit is read. For
+        the configured optimizer with other arguments in a fit, pass
+        `fit(..., optimizer_options={...})`: the harness then makes it with
+        the fit's schedule (two, for a GAN).
 
         Args:
+            total_steps: Optimizer steps a cosine `train.lr_schedule` decays over (a fit's
+                `FitPlan.total_steps`); without it, the constant rate.
             **options: More arguments of that optimizer (e.g. Adam's `beta_1`).
         """
-        lr: Any = self.learning_rate()
-        name = self.train.optimizer
-        kind = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
-                "momentum": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}.get(name)
-        taken = inspect.signature(kind).parameters if kind else {}
-        for key in options:
-            if key not in taken:
-                raise UsageError(f"train.optimizer: {name} takes no {key} (set by the experiment); "
-                                 f"allowed: an optimizer that takes {', '.join(options)}, e.g. adam")
-        if name == "adam":
-            return keras.optimizers.Adam(lr, **options)
-        if name == "adamw":
-            return keras.optimizers.AdamW(lr, **options)
-        if name == "sgd":
-            return keras.optimizers.SGD(lr, **options)
-        if name == "momentum":
-            return keras.optimizers.SGD(lr, **{"momentum": 0.9, **options})
-        if name == "rmsprop":
-            return keras.optimizers.RMSprop(lr, **options)
-        raise UsageError(f"train.optimizer: received {name!r}; allowed: adam, adamw, sgd, momentum, rmsprop")
+        return optim.make_optimizer(self.train, total_steps, **options)
 
     def compile(
         self,
@@ -240,6 +200,7 @@ class Harness(RunOutputs):
         loss: Any,
         metrics: Any = None,
         optimizer: keras.optimizers.Optimizer | Callable[[], keras.optimizers.Optimizer] | None = None,
+        optimizer_options: Mapping[str, Any] | None = None,
         steps_per_epoch: int | None = None,
         epochs: int | None = None,
         loss_weights: Any = None,
@@ -247,42 +208,26 @@ class Harness(RunOutputs):
     ) -> keras.Model:
         """Compiles `model` with the train config's optimizer and speed settings.
 
-        Call inside `strategy.scope()` (`fit` does).
+        Call inside `strategy.scope()` (`fit` does). `loss`, `metrics`,
+        `loss_weights`, `weighted_metrics`, `optimizer` and `optimizer_options`
+        are as `fit` takes them.
 
         Args:
             model: The model to compile.
-            loss: Keras loss (one, or a list or dict by output).
-            metrics: Keras metrics (a list, or a list or dict by output).
-            optimizer: Overrides the optimizer named in the train config: an
-                optimizer, or a function returning one (a `kexp.models.GAN`
-                gets one from each call, for its two networks).
             steps_per_epoch: Lets `steps_per_execution=0` pick a value.
-            epochs: With `steps_per_epoch`, the length of a cosine schedule.
-            loss_weights: As in `Model.compile`.
-            weighted_metrics: As in `Model.compile`.
+            epochs: With `steps_per_epoch`, the length of a cosine schedule
+                (`train.epochs` if not given).
 
         Returns:
             The compiled model.
         """
-        self._steps_per_epoch = steps_per_epoch or self._steps_per_epoch
-        self._epochs = epochs or self._epochs
-        if isinstance(model, GAN):
-            # Two optimizers of the configured kind; `optimizer` makes each one.
-            make = optimizer if callable(optimizer) else self.optimizer
-            model.compile(d_optimizer=make(), g_optimizer=make(), **self.compile_options(model))
-            return model
-        model.compile(
-            optimizer=(optimizer() if callable(optimizer) else optimizer) or self.optimizer(),
-            loss=loss,
-            # As Keras takes them: a list, or one list per output by name or position.
-            metrics=metrics,
-            loss_weights=loss_weights,
-            weighted_metrics=weighted_metrics,
-            **self.compile_options(model),
-        )
-        return model
+        return compiling.compile_model(
+            model, self.train, self.num_replicas, loss=loss, metrics=metrics, optimizer=optimizer,
+            optimizer_options=optimizer_options, steps_per_epoch=steps_per_epoch, epochs=epochs,
+            loss_weights=loss_weights, weighted_metrics=weighted_metrics)
 
-    def compile_options(self, model: keras.Model | None = None) -> dict[str, Any]:
+    def compile_options(self, model: keras.Model | None = None, steps_per_epoch: int | None = None
+                        ) -> dict[str, Any]:
         """Returns the `steps_per_execution` and `jit_compile` arguments for `Model.compile`.
 
         For models that compile themselves inside `build_model` (a GAN with
@@ -290,11 +235,9 @@ class Harness(RunOutputs):
 
         Args:
             model: The model to be compiled; `jit_compile=auto` looks at its layers.
+            steps_per_epoch: The fit's steps per epoch, which `steps_per_execution=0` (auto) divides.
         """
-        return {
-            "steps_per_execution": speed.steps_per_execution(self.train, self._steps_per_epoch, self.num_replicas),
-            "jit_compile": speed.jit_compile(self.train, model, self.num_replicas),
-        }
+        return compiling.compile_options(self.train, self.num_replicas, model, steps_per_epoch)
 
     def fit(
         self,
@@ -310,6 +253,7 @@ class Harness(RunOutputs):
         callbacks: Sequence[keras.callbacks.Callback] = (),
         name: str | None = None,
         optimizer: keras.optimizers.Optimizer | Callable[[], keras.optimizers.Optimizer] | None = None,
+        optimizer_options: Mapping[str, Any] | None = None,
         class_weight: Mapping[int, float] | None = None,
         validation_freq: int = 1,
         pad: bool = False,
@@ -317,324 +261,92 @@ class Harness(RunOutputs):
     ) -> keras.Model:
         """Builds (or takes), compiles and fits a model inside the strategy's scope, and saves it.
 
-        Takes the data Keras' own `fit` takes (see `kexp.engine.inputs`). A fit
-        whose state file exists in the run folder (a resumed run) restores
-        it and trains only the epochs still to do; one that had finished
-        trains none and returns the trained model. The trained model is
-        saved as `RUN_DIR/models/FIT.keras` (`kexp.load_model`), its
-        `keras.callbacks.History` is `model.history` and `history[FIT]`.
+        A resumed run's fit restores its state and trains the epochs still to do. The model is saved as
+        `RUN_DIR/models/FIT.keras`; its `History` is `model.history` and `history[FIT]`.
 
         Args:
-            model: A function that returns a new `keras.Model`, called inside
-                `strategy.scope()` so that its variables are mirrored; or a
-                model instance (under several replicas it must have been
-                built inside `strategy.scope()`: pass a function instead). A
-                model that comes compiled keeps its compilation; the harness
-                still picks `steps_per_execution` when the model has Keras'
-                default of 1 and `train.steps_per_execution` is 0 (auto).
-            train: Training data: `(x,)`, `(x, y)` or `(x, y, sample_weight)`
-                of arrays or nests of arrays, or an unbatched dataset; or a
-                `keras.utils.PyDataset` or Python generator of batches, which
-                Keras reads as it would in its own `fit` (`kexp.engine.streams` says
-                what the harness then does and does not guarantee).
-            validation: Validation data of the same kind, a fraction of
-                `train` to hold out (its last examples, as Keras'
-                `validation_split`), or None.
-            loss: Loss for `compile`, as `Model.compile` takes it (one, or a
-                list or dict by output). Compile arguments (`loss`, `metrics`,
-                `loss_weights`, `weighted_metrics`, `optimizer`) are for a
-                model the harness compiles: with a model its user compiled
-                they are refused (`UsageError`), since Keras' `fit` takes none.
-            metrics: Metrics for `compile` (a list, or a list or dict by output).
+            model: A function returning a new `keras.Model`, called inside `strategy.scope()` so that its
+                variables are mirrored; or a model instance (under several replicas, built inside the scope).
+                A model that comes compiled keeps its compilation (the harness still picks
+                `steps_per_execution` when it has Keras' default of 1 and `train.steps_per_execution` is 0).
+            train: `(x,)`, `(x, y)` or `(x, y, sample_weight)` of (nests of) arrays, an unbatched dataset, or a
+                `keras.utils.PyDataset` or generator of batches, as Keras reads them (`kexp.engine.streams`).
+            validation: Data of the same kind, a fraction of `train` held out (its last examples), or None.
+            loss: As `Model.compile` takes it. The compile arguments (`loss`, `metrics`, `loss_weights`,
+                `weighted_metrics`, `optimizer`, `optimizer_options`) are for a model the harness compiles:
+                with a model its user compiled they are refused (`UsageError`), as none would apply.
+            metrics: As `Model.compile` takes them (a list, or a list or dict by output).
             loss_weights: As in `Model.compile`.
             weighted_metrics: As in `Model.compile`.
             epochs: Overrides `train.epochs`.
-            callbacks: Extra callbacks, run after the standard logging ones
-                and before the epoch's state is saved.
-            name: This fit's name when a run trains several models: its
-                sub-folder for TensorBoard logs and history, its state and
-                its saved model. One folder name.
-            optimizer: Overrides the optimizer named in the train config
-                (e.g. for an auxiliary model); created inside the scope if
-                callable. A `kexp.models.GAN` returned uncompiled gets two of
-                `train.optimizer` (or two calls of this function), e.g.
-                `optimizer=lambda: harness.optimizer(beta_1=0.5)`.
-            class_weight: `{class_index: weight}`, as in Keras' `fit`: each
-                example's loss is weighted by its class's weight.
+            callbacks: Extra callbacks, run after the logging ones, before the epoch's state is saved.
+            name: The fit's name (one folder name): its logs' sub-folder, its state and its saved model.
+            optimizer: Overrides `train.optimizer`: an optimizer, or a function called inside the scope
+                (a `kexp.models.GAN` gets two calls, one per network).
+            optimizer_options: More arguments of `train.optimizer` (e.g. `{"beta_1": 0.5}`), which the
+                harness makes with this fit's schedule (two, for a GAN).
+            class_weight: `{class_index: weight}`, as in Keras' `fit`.
             validation_freq: Validate every this many epochs, as in Keras' `fit`.
-            pad: Batch examples of varying shapes (variable-length sequences)
-                by padding each batch to its longest example (`padded_batch`).
-            **fit_kwargs: Keras' `validation_data` or `validation_split`
-                (as `validation`), `verbose` (this fit's; default the run's),
-                and `steps_per_epoch` for a Python generator or an endless
-                PyDataset. The harness owns `initial_epoch`, `shuffle`,
-                `batch_size` and, for arrays and datasets, `steps_per_epoch`:
-                passing one is a `UsageError` saying why.
+            pad: Pad each batch to its longest example (sequences of varying length).
+            **fit_kwargs: Keras' `validation_data` or `validation_split` (as `validation`), `verbose` (this
+                fit's), and `steps_per_epoch` for a generator or an endless PyDataset. The harness owns
+                `initial_epoch`, `shuffle`, `batch_size` and, for arrays and datasets, `steps_per_epoch`.
 
         Returns:
             The trained model.
 
         Raises:
-            UsageError: (a `ValueError`) for data of a shape Keras' `fit`
-                refuses, an argument the harness refuses (saying why), or a
-                model instance built outside a multi-replica strategy's scope.
-                A refused call leaves nothing in the run folder.
-            RunInterrupted: SIGINT/SIGTERM stopped the fit (the last completed
-                epoch's state is on disk).
+            UsageError: (a `ValueError`) for data or arguments refused, saying why; nothing is left in the folder.
+            RunInterrupted: SIGINT/SIGTERM stopped the fit (the last completed epoch's state is on disk).
         """
         self.stop.check()
-        keras_args = fitargs.keras_fit_arguments(validation, fit_kwargs)
+        keras_args, compile_args = fitargs.checked(train, validation, fit_kwargs, name, dict(
+            loss=loss, metrics=metrics, loss_weights=loss_weights, weighted_metrics=weighted_metrics,
+            optimizer=optimizer, optimizer_options=optimizer_options))
+        data, plan = self._plan(train, keras_args, name, epochs, validation_freq, class_weight, pad)
+        model, compiled_by, data = compiling.prepare_model(self, model, compile_args, plan, data)
+        group = fitrun.fused_group(self, model, data, pad)
+        self.fit_settings[plan.name] = fitrun.settings_before_training(self, model, data, compiled_by, group)
+        if plan.finished_before:
+            # Trained to the end before the resume: nothing to train, nothing to write (a later fit's
+            # state that does not fit then leaves the folder as it was).
+            history = model.history = keras.callbacks.History()
+            history.set_model(model)
+        else:
+            if self.is_chief and plan.initial_epoch == 0:
+                self.images.write_text(f"model_summary/{plan.name}", modelinfo.summary_markdown(model))
+            history = fitrun.run_fit(self, model, data, plan, group, callbacks, keras_args.verbose)
+            self.stop.check()
+        fitrun.record_fit(self, model, history, plan.name, finished_before=plan.finished_before)
+        return model
+
+    def _plan(self, train: Data, keras_args: fitargs.KerasFitArguments, name: str | None, epochs: int | None,
+              validation_freq: int, class_weight: Mapping[int, float] | None, pad: bool
+              ) -> tuple[fitdata.FitData, FitPlan]:
+        """Returns a fit's data, checked and counted, and its plan (which reads a resumed run's state)."""
         epochs = self.train.epochs if epochs is None else fitargs.count_argument("epochs", epochs, 1_000_000)
         validation_freq = fitargs.count_argument("validation_freq", validation_freq, 1_000_000)
-        if train is None:
-            raise UsageError("fit: received no training data; allowed: fit(model, (x, y)) or fit(model, (x,)), "
-                             "an unbatched tf.data.Dataset, a keras.utils.PyDataset or a generator")
-        compile_args = fitargs.compile_arguments(loss=loss, metrics=metrics, loss_weights=loss_weights,
-                                                 weighted_metrics=weighted_metrics, optimizer=optimizer)
-        if name is not None:
-            rundir.check_name(name, "fit name")
         data = fitdata.prepare(self.pipeline, train, keras_args.validation, class_weight=class_weight,
                                epochs=epochs, steps_per_epoch=keras_args.steps_per_epoch,
                                global_batch_size=self.global_batch_size, num_replicas=self.num_replicas,
                                should_stop=self.stop.check)
-        steps_per_epoch = data.steps_per_epoch
-        self._steps_per_epoch, self._epochs = steps_per_epoch, epochs
-        fit_name = self._backup_name(name or "model")
-        backup_dir = self.backup_root / fit_name
-        state = checkpoint.load(checkpoint.state_path(backup_dir)) \
-            if checkpoint.state_path(backup_dir).exists() else None
-        initial_epoch = min(state.epochs_done, epochs) if state else 0
-        with self.strategy.scope():
-            model, compiled_by = self._model_for_fit(model, compile_args, steps_per_epoch, epochs)
-            if state is not None:
-                # Before any callback writes: a state that does not fit fails with the folder untouched.
-                one_batch, data = fitdata.first_batch(data, self.dataset) if building.needs_build(model) \
-                    else (None, data)
-                building.restore_built(model, state, f"--resume {str(self.run_dir)!r}", one_batch, self.strategy)
-        group = 1 if data.is_stream else self._fused_group(model, data.train, data.n_train, pad)
-        self.fit_settings[fit_name] = {**self._settings(model, data, compiled_by), "fused_steps": group > 1}
-        if state is not None and initial_epoch >= epochs:
-            # Trained to the end before the resume: nothing to train, nothing to write (a later fit's
-            # state that does not fit then leaves the folder as it was).
-            model.history = keras.callbacks.History()
-            model.history.set_model(model)
-            self._after_fit(model, model.history, fit_name, finished_before=True)
-            return model
-        if self.is_chief and initial_epoch == 0:
-            self.images.write_text(f"model_summary/{fit_name}", modelinfo.summary_markdown(model))
-        history = self._run_fit(model, data, fit_name, epochs, initial_epoch, validation_freq, pad, group,
-                                callbacks, keras_args.verbose)
-        self.stop.check()
-        self._after_fit(model, history, fit_name)
-        return model
+        plan = make_plan(self.run_dir, self.backup_root, self._fit_name(name or "model"), epochs=epochs,
+                         steps_per_epoch=data.steps_per_epoch, validation_freq=validation_freq, pad=pad)
+        return data, plan
 
-    def _settings(self, model: keras.Model, data: fitdata.FitData, compiled_by: str) -> dict[str, Any]:
-        """Returns what `results.json` `fits` records of a fit before it trains."""
-        settings = {
-            "steps_per_execution": int(model.steps_per_execution), "jit_compile": bool(model.jit_compile),
-            "compiled_by": compiled_by, "global_batch_size": self.global_batch_size,
-            "train_examples": data.n_all, "trained_examples_per_epoch": data.n_train,
-            "validation_examples": data.n_validation,
-        }
-        if data.is_stream:
-            settings["global_batch_size"] = None  # the stream's own batches
-        return settings
-
-    def _run_fit(self, model: keras.Model, data: fitdata.FitData, fit_name: str, epochs: int, initial_epoch: int,
-                 validation_freq: int, pad: bool, group: int, callbacks: Sequence[keras.callbacks.Callback],
-                 verbose: int | str | None) -> keras.callbacks.History:
-        """Runs Keras' `fit` of one harness fit, from `initial_epoch`, with the harness's pipeline and callbacks.
-
-        `group` is how many batches each compiled call runs fused (`_fused_group`; 1: Keras' own steps).
-        """
-        steps_per_epoch = data.steps_per_epoch
-        steps_per_execution = int(model.steps_per_execution)
-        # One input stream for the whole fit when a compiled call never spans
-        # two epochs (a fused call ends with its epoch); else one iteration per epoch.
-        one_stream = not data.is_stream and (steps_per_epoch % steps_per_execution == 0 or group > 1)
-        if data.is_stream:
-            train_ds = data.train
-        else:
-            # (A finished fit still gets its last epoch's stream: Keras may peek at a batch.)
-            stream_epochs = (min(initial_epoch, epochs - 1), epochs)
-            train_ds = self.dataset(data.train, training=True, epochs=stream_epochs if one_stream else None,
-                                    num_examples=data.n_all, group=group, pad=pad)
-        val_ds = data.validation
-        if data.validation is not None and data.n_validation is not None:
-            val_ds = self.dataset(data.validation, training=False, num_examples=data.n_validation, pad=pad)
-        if data.is_stream:
-            self.fit_settings[fit_name]["input"] = streams.describe(data.source, None, steps_per_epoch)
-        if is_multi_worker(self.strategy):
-            prepare_multi_worker_fit(model, self.strategy, train_ds)
-        calls = (epochs - initial_epoch) * math.ceil((steps_per_epoch or 1) / steps_per_execution)
-        all_callbacks, timer = self._callbacks(fit_name, epochs, initial_epoch, data, calls, one_stream, callbacks)
-        fusing = fused.fused_steps(model, train_ds.element_spec, tail=data.n_train % self.global_batch_size != 0
-                                   ) if group > 1 else built_locally(model, train_ds, self.strategy)
-        try:
-            with self.strategy.scope(), fusing:
-                return model.fit(
-                    train_ds,
-                    validation_data=val_ds,
-                    validation_freq=validation_freq,
-                    epochs=epochs,
-                    initial_epoch=initial_epoch,
-                    # A stream's epoch is Keras' to end (a PyDataset's length), unless steps were given.
-                    steps_per_epoch=steps_per_epoch if one_stream else data.given_steps,
-                    callbacks=all_callbacks,
-                    verbose=self.verbose if verbose is None else verbose,
-                    shuffle=False,  # the pipeline already shuffles, seeded
-                    class_weight=data.class_weight,  # a stream's (the pipeline weighs the others' examples)
-                )
-        finally:
-            # Completed epochs count towards throughput however the fit ends.
-            steady = timer.durations[1:] or timer.durations
-            examples = data.examples_in_epochs(len(steady))
-            if examples is not None:  # (a generator's examples per epoch are not known)
-                self._train_seconds += sum(steady)
-                self._train_samples += examples
-            if steady and examples is not None:
-                # This fit alone: what a comparison of models reports as its throughput.
-                self.fit_settings[fit_name]["examples_per_s"] = examples / max(sum(steady), 1e-9)
-            if data.is_stream:
-                self.fit_settings[fit_name]["input"] = streams.describe(data.source, data.counter, steps_per_epoch)
-
-    def _fused_group(self, model: keras.Model, train: Any, n_train: int, pad: bool) -> int:
-        """Returns how many batches each compiled call runs in one loop (`kexp.engine.fused`), or 1 where it cannot."""
-        steps_per_execution = int(model.steps_per_execution)
-        held_as_tensors = not isinstance(train, tf.data.Dataset) or fixed_shapes(train)
-        fusable = (
-            self.train.fuse_steps and steps_per_execution > 1 and not pad
-            # Data held as tensors is gathered a call's batches at a time: an
-            # epoch's last call may hold fewer batches, and its partial last
-            # batch rides along as a tail. Batches of other data may differ in
-            # shape and cannot be stacked.
-            and held_as_tensors and n_train >= self.global_batch_size
-            and not is_multi_worker(self.strategy) and fused.supports(model))
-        return steps_per_execution if fusable else 1
-
-    def _callbacks(self, fit_name: str, epochs: int, initial_epoch: int, data: fitdata.FitData, calls: int,
-                   stream: bool,
-                   callbacks: Sequence[keras.callbacks.Callback]) -> tuple[list[keras.callbacks.Callback], EpochTimer]:
-        """Returns a fit's callbacks, in the order their epoch-end work must run, and its timer.
-
-        Each fit logs into its own folder: the run folder for the first
-        unnamed one, else RUN_DIR/FIT (the name its state is kept under).
-        """
-        sub = self.run_dir if fit_name == "model" else self.run_dir / fit_name
-        backup_dir = self.backup_root / fit_name
-        gate = EpochGate(self.stop)
-        timer = EpochTimer(gate)
-        logging: list[keras.callbacks.Callback] = []
-        if self.is_chief:
-            sub.mkdir(parents=True, exist_ok=True)
-            # The backup folder marks the fit as started: a resume that finds
-            # it without a state file retrains from epoch 0 over no history.
-            backup_dir.mkdir(parents=True, exist_ok=True)
-            if self.resumed:
-                # Logs written past the saved state (a kill between the two
-                # writes, a failed state save) are dropped: no epoch twice.
-                fitlogs.truncate(sub, initial_epoch)
-            tb_timer = EpochTimer(gate)
-            logging = [
-                tb_timer,
-                # The model's conceptual graph goes in once, at step 0, with the fit's first epoch.
-                TensorBoardLogger(gate, tb_timer, data.last_epoch_examples if data.is_stream else data.n_train, log_dir=str(sub), write_graph=initial_epoch == 0,
-                                  profile_batch=self._profile_range(sub, calls)),
-                HistoryCSV(gate, str(sub / "history.csv")),
-            ]
-        data_epoch = self.data_epoch  # made outside the scope: a plain, unmirrored variable
-        # Order matters at epoch end: the gate decides first whether the epoch
-        # counts; logs are written before the state that says the epoch is done
-        # (a crash in between repeats at most the last epoch's points); the
-        # timer comes last so that all of it counts as epoch time.
-        return [
-            gate,
-            # A stream's epoch count closes before anything reads it.
-            *([streams.EpochCounts(data.counter)] if data.counter is not None else []),
-            keras.callbacks.TerminateOnNaN(),
-            StopOnRequest(self.stop),
-            # A stream carries its epochs itself; a per-epoch pipeline reads `data_epoch`.
-            *([] if stream or data.is_stream else [keras.callbacks.LambdaCallback(
-                on_epoch_begin=lambda epoch, logs: data_epoch.assign(epoch))]),
-            *logging,
-            *callbacks,
-            SaveState(backup_dir, gate, epochs, write=self.is_chief,
-                            run_info={**self.run_info, "fit": fit_name} if self.run_info else None),
-            timer,
-        ], timer
-
-    def _profile_range(self, sub: Path, calls: int) -> tuple[int, int] | int:
-        """Returns Keras' `profile_batch` for `train.profile_steps`, saying where the trace goes.
+    def count_trained(self, seconds: float, examples: int) -> None:
+        """Adds a fit's steady-state epochs to the run's throughput (`train_samples_per_s`).
 
         Args:
-            sub: The fit's log folder.
-            calls: Compiled calls the fit will run.
+            seconds: Their wall time.
+            examples: The examples they trained on.
         """
-        start, stop = self.train.profile_steps
-        if not stop:
-            return 0
-        if start > calls:
-            print(f"kexp: warning: train.profile_steps={start},{stop}: fit {sub.name!r} runs {calls} compiled "
-                  f"call(s) (steps_per_execution batches each); nothing of it is profiled", file=sys.stderr)
-            return 0
-        import importlib.util
+        self._train_seconds += seconds
+        self._train_samples += examples
 
-        where = sub / "train" / "plugins" / "profile"
-        view = ("open it in TensorBoard's Profile tab" if importlib.util.find_spec("tensorboard_plugin_profile")
-                else "TensorBoard's Profile tab shows it once its optional plugin is installed: "
-                "pip install tensorboard-plugin-profile (or the extra kexp[profile])")
-        print(f"kexp: profiling compiled calls {start}-{stop} into {where}; {view}", file=sys.stderr)
-        return (start, stop)
-
-    def _after_fit(self, model: keras.Model, history: keras.callbacks.History, fit_name: str,
-                   finished_before: bool = False) -> None:
-        """Records the fit: history, divergence, what trained it, its saved model.
-
-        A fit that had finished before a resume keeps the model file it
-        saved then; it is written only if a kill came before it was.
-        """
-        self.history[fit_name] = history
-        losses = history.history.get("loss", [])
-        if any(not math.isfinite(v) for v in losses) or not modelinfo.finite_weights(model):
-            # NaN in the inputs can leave finite logged losses but NaN weights.
-            self.status = "diverged"
-        self.fit_settings[fit_name].update(modelinfo.describe_training(model))
-        saved = saving.model_path(self.run_dir, fit_name)
-        if finished_before and saved.is_file():
-            self.saved_models[fit_name] = str(saved.relative_to(self.run_dir))
-        elif self.is_chief:
-            try:
-                path = saving.save_fit_model(model, self.run_dir, fit_name)
-                self.saved_models[fit_name] = str(path.relative_to(self.run_dir))
-            except saving.NotSaveable as err:
-                # The training stands; only the file is missing, and results.json says why.
-                self.fit_settings[fit_name]["not_saved"] = str(err)
-                print(f"kexp: warning: fit {fit_name!r} trained, but Keras cannot save it ({err}); "
-                      "results.json fits says so", file=sys.stderr)
-
-    def _model_for_fit(self, model: Any, compile_args: dict[str, Any], steps_per_epoch: int | None,
-                       epochs: int) -> tuple[keras.Model, str]:
-        """Returns the model to fit, built and compiled in the strategy's scope, and who compiled it.
-
-        Call inside `strategy.scope()`.
-        """
-        model = fitargs.model_from(model, self.num_replicas, self.strategy_name)
-        if not model.compiled:
-            fitargs.needs_loss(model, compile_args, isinstance(model, GAN))
-            self.compile(model, **compile_args, steps_per_epoch=steps_per_epoch, epochs=epochs)
-            return model, "harness"
-        fitargs.check_compile_arguments(model, compile_args)
-        if self.train.steps_per_execution == 0 and int(model.steps_per_execution) == 1 \
-                and model.train_function is None and steps_per_epoch:
-            # Keras' default of one step per call: the harness's choice
-            # costs the user nothing and is worth 1.2-4x on small models.
-            model.steps_per_execution = speed.steps_per_execution(self.train, steps_per_epoch, self.num_replicas)
-            return model, "user (steps_per_execution chosen by the harness)"
-        return model, "user"
-
-    def _backup_name(self, name: str) -> str:
-        # Fits of a run get their state files in call order (model, model_2,
-        # ...), so a resumed run maps each fit to its own state.
+    def _fit_name(self, name: str) -> str:
+        """Returns the fit's name in the run: fits of one name are numbered in call order (model, model_2,
+        ...), so a resumed run maps each fit to its own state."""
         self._fits[name] = self._fits.get(name, 0) + 1
         return name if self._fits[name] == 1 else f"{name}_{self._fits[name]}"
 
@@ -651,17 +363,7 @@ class Harness(RunOutputs):
         Returns:
             `{prefix + metric_name: value}`, e.g. `{"test_loss": 0.01}`.
         """
-        self.stop.check()
-        if streams.is_stream(data):
-            # Keras reads it as its own `evaluate` would (`kexp.engine.streams`).
-            ds = streams.prepare(data, "data", self.num_replicas, 1, None)[0]
-        else:
-            data = inputs.normalize(data, "data")
-            n = inputs.count_examples(data, "data", self.stop.check)
-            ds = self.dataset(data, training=False, num_examples=n, pad=pad)
-        with self.strategy.scope(), built_locally(model, ds, self.strategy):
-            values = model.evaluate(ds, verbose=0, return_dict=True)
-        return {f"{prefix}{k}": float(v) for k, v in values.items()}
+        return fitrun.evaluate_model(self, model, data, prefix, pad)
 
     # -- outputs ----------------------------------------------------------
 

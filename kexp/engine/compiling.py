@@ -1,0 +1,109 @@
+"""A fit's model made ready: built in the strategy's scope, compiled (or a user's compilation kept), restored.
+
+`Harness.compile` and `Harness.fit` call these; the optimizer and its
+schedule come from `kexp.engine.optim` with the fit's own length.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import keras
+
+from kexp.config import TrainConfig
+from kexp.engine import building, fitargs, fitdata, optim, speed
+from kexp.engine.plan import FitPlan
+from kexp.models.gan import GAN
+
+if TYPE_CHECKING:
+    from kexp.engine.harness import Harness
+
+OptimizerArg = keras.optimizers.Optimizer | Callable[[], keras.optimizers.Optimizer] | None
+
+
+def compile_options(train: TrainConfig, num_replicas: int, model: keras.Model | None = None,
+                    steps_per_epoch: int | None = None) -> dict[str, Any]:
+    """Returns the `steps_per_execution` and `jit_compile` arguments for `Model.compile`.
+
+    Args:
+        train: The train settings.
+        num_replicas: Replicas training in sync.
+        model: The model to be compiled; `jit_compile=auto` looks at its layers.
+        steps_per_epoch: The fit's steps per epoch, which `steps_per_execution=0` (auto) divides.
+    """
+    return {
+        "steps_per_execution": speed.steps_per_execution(train, steps_per_epoch, num_replicas),
+        "jit_compile": speed.jit_compile(train, model, num_replicas),
+    }
+
+
+def compile_model(model: keras.Model, train: TrainConfig, num_replicas: int, *, loss: Any, metrics: Any,
+                  optimizer: OptimizerArg, optimizer_options: Mapping[str, Any] | None, steps_per_epoch: int | None,
+                  epochs: int | None, loss_weights: Any, weighted_metrics: Any) -> keras.Model:
+    """Compiles `model` as `Harness.compile` documents; call inside the strategy's scope.
+
+    Returns:
+        The compiled model.
+    """
+    total_steps = steps_per_epoch * (epochs or train.epochs) if steps_per_epoch else None
+    options = dict(optimizer_options or {})
+
+    def make() -> keras.optimizers.Optimizer:
+        if optimizer is None:
+            return optim.make_optimizer(train, total_steps, **options)
+        return optimizer() if callable(optimizer) else optimizer
+
+    speed_options = compile_options(train, num_replicas, model, steps_per_epoch)
+    if isinstance(model, GAN):
+        # Two optimizers of the configured kind (or two calls of `optimizer`), one per network.
+        model.compile(d_optimizer=make(), g_optimizer=make(), **speed_options)
+        return model
+    # Metrics as Keras takes them: a list, or one list per output by name or position.
+    model.compile(optimizer=make(), loss=loss, metrics=metrics, loss_weights=loss_weights,
+                  weighted_metrics=weighted_metrics, **speed_options)
+    return model
+
+
+def prepare_model(harness: Harness, model: Any, compile_args: dict[str, Any], plan: FitPlan,
+                  data: fitdata.FitData) -> tuple[keras.Model, str, fitdata.FitData]:
+    """Returns the model to fit, who compiled it, and the data left to train on.
+
+    The model is built and compiled in the strategy's scope and, on a resume,
+    restored from the plan's state; a lazily built model is built by one batch
+    taken from the data first.
+
+    Args:
+        harness: The run's harness.
+        model: What `fit` was given: a model or a function returning one.
+        compile_args: `fit`'s compile arguments (`kexp.engine.fitargs.COMPILE_ARGUMENTS`).
+        plan: The fit's plan.
+        data: The fit's data.
+    """
+    with harness.strategy.scope():
+        model = fitargs.model_from(model, harness.num_replicas, harness.strategy_name)
+        if not model.compiled:
+            fitargs.needs_loss(model, compile_args, isinstance(model, GAN))
+            harness.compile(model, **compile_args, steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs)
+            compiled_by = "harness"
+        else:
+            compiled_by = _adopt_compiled(harness, model, compile_args, plan.steps_per_epoch)
+        if plan.state is not None:
+            # Before any callback writes: a state that does not fit fails with the folder untouched.
+            one_batch, data = fitdata.first_batch(data, harness.dataset) if building.needs_build(model) \
+                else (None, data)
+            building.restore_built(model, plan.state, f"--resume {str(harness.run_dir)!r}", one_batch,
+                                   harness.strategy)
+    return model, compiled_by, data
+
+
+def _adopt_compiled(harness: Harness, model: keras.Model, compile_args: dict[str, Any],
+                    steps_per_epoch: int | None) -> str:
+    """Takes a model its user compiled (refusing compile arguments), and says who compiled it."""
+    fitargs.check_compile_arguments(model, compile_args)
+    if harness.train.steps_per_execution == 0 and int(model.steps_per_execution) == 1 \
+            and model.train_function is None and steps_per_epoch:
+        # Keras' default of one step per call: the harness's choice
+        # costs the user nothing and is worth 1.2-4x on small models.
+        model.steps_per_execution = speed.steps_per_execution(harness.train, steps_per_epoch, harness.num_replicas)
+        return "user (steps_per_execution chosen by the harness)"
+    return "user"
