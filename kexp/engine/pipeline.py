@@ -94,51 +94,63 @@ class Pipeline:
         if num_examples is None:
             num_examples = inputs.count_examples(data, "train" if training else "data")
         if not shuffle and epochs is None and (self.num_replicas == 1 or not training):
-            # Nothing to declare or trim: evaluation scores every example,
-            # also in batches that leave some replicas short or empty.
-            ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(data)
-            ds = batch(ds.cache(), batch_size)
-            if int(ds.cardinality()) < 0:
-                # Counted already: Keras then knows where the data ends (no
-                # "ran out of data" warning, a progress bar with an end).
-                ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(num_examples / batch_size)))
-            return self._finish(ds)
+            return self._finish(self._plain_batches(data, batch, batch_size, num_examples))
         n = self.trained_examples(num_examples) if training else num_examples
-        per_epoch = math.ceil(n / batch_size)
         gatherable = not pad and (not isinstance(data, tf.data.Dataset) or fixed_shapes(data))
         if group > 1 and (epochs is None or not gatherable or n < batch_size):
             raise ValueError(f"group={group} needs a stream, data of fixed shapes held as tensors and a full batch; "
                              f"got {n} examples, batch_size={batch_size}, epochs={epochs}, pad={pad}")
-        tensors = None
         if (shuffle or group > 1) and gatherable:
             # The pipeline would cache it in memory anyway; as tensors, a
             # dataset gets the same exact, seeded permutation per epoch as
             # arrays do (and fused groups the same gathers).
             tensors = data if not isinstance(data, tf.data.Dataset) else (
                 data.take(n).batch(max(n, 1)).get_single_element())
-        if tensors is not None:
             ds = self._permuted_batches(tensors, n, batch_size, epochs, group, shuffle)
         else:
-            ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(data)
-            ds = ds.take(n).cache()
-            if shuffle:
-                # Examples of varying shapes: a shuffle buffer, whose seed must
-                # be a Python number, so it is seeded once per stream: the same
-                # orders run to run, but a resumed fit sees other ones.
-                first, end = epochs or (0, 1)
-                ds = ds.shuffle(self.train.shuffle_buffer, seed=self.train.seed * 1_000_003 + first)
-                ds = batch(ds, batch_size).repeat(end - first)
-                ds = ds.apply(tf.data.experimental.assert_cardinality(per_epoch * (end - first)))
-            else:
-                ds = batch(ds, batch_size)
-                if epochs is not None:
-                    ds = ds.repeat(epochs[1] - epochs[0])
+            ds = self._cached_batches(data, batch, n, batch_size, epochs, shuffle)
         if group > 1:
             # Keras checks its step count (K per element) against a known
             # cardinality (elements); an unknown one it leaves to
             # `steps_per_epoch`, which the fit of a stream passes.
             ds = ds.filter(lambda *_: True)
         return self._finish(ds)
+
+    @staticmethod
+    def _plain_batches(data: Any, batch: Callable[[tf.data.Dataset, int], tf.data.Dataset], batch_size: int,
+                       num_examples: int) -> tf.data.Dataset:
+        """Returns every example once, in order, in batches: evaluation, or unshuffled training on one replica.
+
+        Nothing to declare or trim: evaluation scores every example, also in
+        batches that leave some replicas short or empty.
+        """
+        ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(data)
+        ds = batch(ds.cache(), batch_size)
+        if int(ds.cardinality()) < 0:
+            # Counted already: Keras then knows where the data ends (no
+            # "ran out of data" warning, a progress bar with an end).
+            ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(num_examples / batch_size)))
+        return ds
+
+    def _cached_batches(self, data: Any, batch: Callable[[tf.data.Dataset, int], tf.data.Dataset], n: int,
+                        batch_size: int, epochs: tuple[int, int] | None, shuffle: bool) -> tf.data.Dataset:
+        """Returns the first `n` examples cached and batched, through a shuffle buffer when `shuffle`.
+
+        For data not held as tensors (examples of varying shapes, or padded
+        batches), and for unshuffled streams; a stream repeats its epochs.
+        """
+        ds = data if isinstance(data, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(data)
+        ds = ds.take(n).cache()
+        if not shuffle:
+            ds = batch(ds, batch_size)
+            return ds.repeat(epochs[1] - epochs[0]) if epochs is not None else ds
+        # Examples of varying shapes: a shuffle buffer, whose seed must
+        # be a Python number, so it is seeded once per stream: the same
+        # orders run to run, but a resumed fit sees other ones.
+        first, end = epochs or (0, 1)
+        ds = ds.shuffle(self.train.shuffle_buffer, seed=self.train.seed * 1_000_003 + first)
+        ds = batch(ds, batch_size).repeat(end - first)
+        return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n / batch_size) * (end - first)))
 
     def trained_examples(self, n: int) -> int:
         """Returns how many of `n` examples an epoch trains on: all, or under several replicas a multiple of them.
