@@ -26,7 +26,11 @@ from typing import Any, Callable
 
 from kexp import quality, registry
 from kexp.store import rundir
+from kexp.store.record import RunStatus
 from kexp.errors import UsageError
+
+# A job in one of these has no metrics to judge: its rows carry the status instead of met / missed.
+_UNJUDGED = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED)
 
 
 @dataclass
@@ -40,7 +44,8 @@ class Job:
     log: Any = None
     started: float = 0.0
     seconds: float | None = None
-    status: str = "pending"
+    # A `RunStatus` (pending, running, interrupted, failed), or the verdict `met` / `missed`.
+    status: str = RunStatus.PENDING
     run_dir: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
@@ -97,7 +102,7 @@ def start(job: Job, check_dir: Path, logdir: str, seed: int | None) -> None:
                                    start_new_session=True, preexec_fn=_die_with_parent,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1", RUN_RECORD_ENV: str(record)})
     job.started = time.monotonic()
-    job.status = "running"
+    job.status = RunStatus.RUNNING
 
 
 def finish(job: Job, check_dir: Path) -> None:
@@ -120,13 +125,13 @@ def finish(job: Job, check_dir: Path) -> None:
     metrics = results.get("metrics") if isinstance(results, dict) else None
     job.metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
     run_status = results.get("status") if isinstance(results, dict) else None
-    if code in (130, 143) or run_status == "interrupted":
-        job.status = "interrupted"
-    elif run_status == "diverged":
-        job.status = "failed"
+    if code in (130, 143) or run_status == RunStatus.INTERRUPTED:
+        job.status = RunStatus.INTERRUPTED
+    elif run_status == RunStatus.DIVERGED:
+        job.status = RunStatus.FAILED
         job.error = job.error or "the run diverged (a non-finite loss, weight or metric; status diverged)"
-    elif run_status != "ok":
-        job.status = "failed"
+    elif run_status != RunStatus.OK:
+        job.status = RunStatus.FAILED
         if not job.error:
             lines = (check_dir / f"{job.name}.log").read_text("utf-8", "replace").splitlines()
             errors = [line for line in lines if line.startswith("kexp: error: ")] or [
@@ -165,7 +170,7 @@ def run_jobs(jobs: list[Job], check_dir: Path, logdir: str, seed: int | None, wo
         for job in [j for j in running if j.process.poll() is not None]:  # type: ignore[union-attr]
             running.remove(job)
             finish(job, check_dir)
-            done = sum(j.status not in ("pending", "running") for j in jobs)
+            done = sum(j.status not in (RunStatus.PENDING, RunStatus.RUNNING) for j in jobs)
             say(f"kexp check: [{done}/{len(jobs)}] {job.name}: {job.status} in {job.seconds:.0f} s"
                 + (f" ({job.error})" if job.error else ""))
         if running:
@@ -202,7 +207,7 @@ def _stop(running: list[Job], check_dir: Path, requests: list[int]) -> None:
             job.process.kill()  # type: ignore[union-attr]
             job.process.wait()  # type: ignore[union-attr]
         finish(job, check_dir)
-        job.status = "interrupted"
+        job.status = RunStatus.INTERRUPTED
 
 
 def rows(jobs: list[Job]) -> list[dict[str, Any]]:
@@ -211,7 +216,7 @@ def rows(jobs: list[Job]) -> list[dict[str, Any]]:
     for job in jobs:
         for metric, bar in job.expected.items():
             value = job.metrics.get(metric)
-            result = job.status if job.status in ("pending", "running", "interrupted", "failed") else (
+            result = job.status if job.status in _UNJUDGED else (
                 "met" if quality.meets(bar, value) else "missed")
             out.append({"experiment": job.name, "metric": metric, "value": value, "bar": quality.describe(bar),
                         "result": result, "seconds": job.seconds, "expected_seconds": job.expected_time_s,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from kexp.store import rundir, runs
+from kexp.store.record import RECORDED, RunStatus
 from kexp.config_values import shown
 from kexp.errors import UsageError
 from kexp.cli.sweep_points import Attempt, finish, folder_problem, recorded_run_dir, refresh, start
@@ -33,8 +34,8 @@ from kexp.cli.sweep_points import settings as _settings
 
 MAX_POINTS = 1000
 # A point with one of these has its result; a resumed sweep runs every other point again.
-DONE = ("ok", "diverged")
-STATUSES = ("pending", "running", "ok", "diverged", "failed", "interrupted", "crashed")
+DONE = (RunStatus.OK, RunStatus.DIVERGED)
+STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, *RECORDED, RunStatus.CRASHED)
 
 
 def parse_grid(name: str, grid: Sequence[str], overrides: Sequence[str]) -> dict[str, list[str]]:
@@ -104,7 +105,7 @@ def new_sweep(name: str, grid: dict[str, list[str]], overrides: Sequence[str], l
     sweep = {
         "experiment": name, "sweep_id": sweep_dir.name, "status": "running", "grid": grid,
         "overrides": list(overrides), "strategy": strategy, "logdir": str(Path(logdir).absolute()),
-        "points": [{"index": i, "settings": point, "status": "pending", "run_dir": None, "exit_code": None,
+        "points": [{"index": i, "settings": point, "status": RunStatus.PENDING, "run_dir": None, "exit_code": None,
                     "error": "", "metrics": {}, "meets_bar": None, "wall_time_s": None}
                    for i, point in enumerate(points(grid))],
     }
@@ -140,14 +141,14 @@ def load_sweep(sweep_dir: str | Path, name: str | None) -> dict[str, Any]:
         raise UsageError(f"{prefix}: a sweep of {sweep['experiment']!r}, not of {name!r}; "
                          f"allowed: kexp sweep {sweep['experiment']} --resume ...")
     for point in sweep["points"]:
-        if point["status"] == "running":
+        if point["status"] == RunStatus.RUNNING:
             # The sweep was killed while this point ran: its record names the folder it had.
             point["run_dir"] = recorded_run_dir(folder, point) or point["run_dir"]
         if point["status"] not in DONE:
             resolve(sweep["experiment"], [*sweep["overrides"], *_settings(point["settings"])])
         if point["run_dir"] and Path(point["run_dir"]).is_dir() and folder_problem(sweep, point, point["run_dir"]):
             # Not this point's run: its result does not count, and it is not continued.
-            point.update(status="pending", run_dir=None, metrics={}, meets_bar=None, wall_time_s=None, error="")
+            point.update(status=RunStatus.PENDING, run_dir=None, metrics={}, meets_bar=None, wall_time_s=None, error="")
         if point["status"] in DONE:
             continue
         if point["run_dir"] and Path(point["run_dir"]).is_dir() and rundir.in_use(Path(point["run_dir"])):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kexp.store import rundir, runs
+from kexp.store.record import RECORDED, RunStatus
 
 
 def settings(point: dict[str, str]) -> list[str]:
@@ -95,10 +96,10 @@ def refresh(sweep: dict[str, Any], point: dict[str, Any]) -> None:
         point["run_dir"] = None
         return
     entry = runs.describe(Path(point["run_dir"]))
-    if entry["status"] in ("ok", "diverged", "failed", "interrupted", "crashed"):
+    if entry["status"] in (*RECORDED, RunStatus.CRASHED):
         point["status"] = entry["status"]
-    elif entry["status"] == "corrupt":
-        point["status"], point["error"] = "failed", f"run folder: {entry['reason']}"
+    elif entry["status"] == RunStatus.CORRUPT:
+        point["status"], point["error"] = RunStatus.FAILED, f"run folder: {entry['reason']}"
     point["metrics"] = entry["metrics"]
     point["wall_time_s"] = entry["wall_time_s"]
     from kexp import quality, registry
@@ -125,7 +126,7 @@ def start(sweep: dict[str, Any], point: dict[str, Any], sweep_dir: Path) -> Atte
                "--logdir", sweep["logdir"]]
     resumed = None
     if point["run_dir"] and Path(point["run_dir"]).is_dir() and \
-            runs.describe(Path(point["run_dir"]))["status"] in ("interrupted", "crashed"):
+            runs.describe(Path(point["run_dir"]))["status"] in (RunStatus.INTERRUPTED, RunStatus.CRASHED):
         resumed = point["run_dir"]
         command += ["--resume", resumed]
     else:
@@ -133,7 +134,7 @@ def start(sweep: dict[str, Any], point: dict[str, Any], sweep_dir: Path) -> Atte
         point["run_dir"] = None
         for item in [*sweep["overrides"], *settings(point["settings"])]:
             command += ["--set", item]
-    point.update(status="running", exit_code=None, error="")
+    point.update(status=RunStatus.RUNNING, exit_code=None, error="")
     record = record_path(sweep_dir, point)
     # A previous attempt's record must not name this attempt's folder.
     record.unlink(missing_ok=True)
@@ -172,9 +173,10 @@ def finish(sweep: dict[str, Any], point: dict[str, Any], attempt: Attempt, sweep
     point["error"] = errors[-1][len("kexp: error: "):] if errors else ""
     point["metrics"], point["wall_time_s"], point["meets_bar"] = {}, None, None
     refresh(sweep, point)
-    if point["status"] == "running":
+    if point["status"] == RunStatus.RUNNING:
         # No results.json of this attempt: refused (exit 2), or stopped or killed before it wrote one.
         stopped = code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
-        point["status"] = "interrupted" if stopped else "failed" if code in (0, 1, 2) else "crashed"
+        point["status"] = (RunStatus.INTERRUPTED if stopped else RunStatus.FAILED if code in (0, 1, 2)
+                           else RunStatus.CRASHED)
         if not point["error"]:
             point["error"] = f"exit code {code} and no results.json; output in points/{attempt.log_path.name}"

@@ -23,8 +23,7 @@ from typing import Any, Mapping
 from kexp.store import hparams, rundir
 from kexp import quality
 from kexp.errors import UsageError
-
-FINISHED = ("ok", "diverged", "interrupted", "failed")
+from kexp.store.record import RECORDED, RunStatus
 
 
 def collect(logdir: str | Path, name: str | None = None) -> list[dict[str, Any]]:
@@ -81,25 +80,25 @@ def describe(run_dir: Path) -> dict[str, Any]:
     results, results_error = _read(run_dir / "results.json", null_nonfinite=True)
     config, config_error = _read(run_dir / "config.json")
     if rundir.in_use(run_dir):
-        entry["status"] = "running"
+        entry["status"] = RunStatus.RUNNING
     elif results is not None:
         status = results.get("status")
-        if status not in FINISHED:
-            entry["status"], entry["reason"] = "corrupt", f"results.json has no valid status (received {_cut(status)})"
+        if status not in RECORDED:
+            entry["status"], entry["reason"] = RunStatus.CORRUPT, f"results.json has no valid status (received {_cut(status)})"
         elif not isinstance(results.get("metrics"), dict):
-            entry["status"], entry["reason"] = "corrupt", "results.json metrics is not a JSON object"
+            entry["status"], entry["reason"] = RunStatus.CORRUPT, "results.json metrics is not a JSON object"
         else:
-            entry["status"] = status
+            entry["status"] = RunStatus(status)
     elif results_error:
-        entry["status"], entry["reason"] = "corrupt", f"results.json: {results_error}"
+        entry["status"], entry["reason"] = RunStatus.CORRUPT, f"results.json: {results_error}"
     elif config is not None:
         problem = _resume_problem(run_dir)
-        entry["status"], entry["reason"] = ("corrupt", problem) if problem else (
-            "crashed", "no results.json and no process in it: resume it")
+        entry["status"], entry["reason"] = (RunStatus.CORRUPT, problem) if problem else (
+            RunStatus.CRASHED, "no results.json and no process in it: resume it")
     elif config_error:
-        entry["status"], entry["reason"] = "corrupt", f"config.json: {config_error}"
+        entry["status"], entry["reason"] = RunStatus.CORRUPT, f"config.json: {config_error}"
     else:
-        entry["status"], entry["reason"] = "corrupt", "not a run folder (no config.json or results.json)"
+        entry["status"], entry["reason"] = RunStatus.CORRUPT, "not a run folder (no config.json or results.json)"
     source = results if results is not None else {}
     entry["config"] = source.get("config") if isinstance(source.get("config"), dict) else config
     metrics = source.get("metrics")
