@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING
 
 import sys
 
-from kexp.config import ExperimentConfig, TrainConfig, param
-from kexp.errors import ConfigError
+from kexp import ExperimentConfig, TrainConfig, param
+from kexp import ConfigError
 
 if TYPE_CHECKING:
-    from kexp.engine.harness import Harness
+    from kexp import Harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +93,6 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     import numpy as np
 
     from kexp.study import charlm, ngram
-    from kexp.store import rundir
     from kexp.data import text
     from kexp.models import rnn
 
@@ -132,7 +131,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
         harness.log_text("samples", shown, step=epoch, filename=f"samples/epoch_{epoch:03d}.txt")
         # samples.txt: every epoch's samples so far (a resumed run rewrites, never repeats, an epoch).
         parts = sorted((harness.run_dir / "samples").glob("epoch_*.txt"))
-        rundir.write_text(harness.run_dir / "samples.txt", "\n\n".join(p.read_text() for p in parts) + "\n")
+        harness.save_text("samples.txt", "\n\n".join(p.read_text() for p in parts) + "\n")
 
     every = e.show_every or max(1, config.train.epochs // 3)
     sampler = keras.callbacks.LambdaCallback(

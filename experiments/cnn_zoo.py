@@ -28,10 +28,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
+from kexp import ExperimentConfig, ImageDataConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.engine.harness import Harness
+    from kexp import Harness
 
 MODELS = ("lenet", "alexnet", "vgg", "vgg_bn", "nin", "googlenet", "resnet")
 
@@ -65,7 +65,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     from kexp.study.recorders import CurveRecorder
     from kexp.study.classify import load_data, train_classifier
     from kexp.data import images
-    from kexp.errors import UsageError
+    from kexp import UsageError
     from kexp.models import alexnet, googlenet, lenet5, nin, resnet, vgg
 
     chosen = list(dict.fromkeys(config.model.models))

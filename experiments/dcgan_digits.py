@@ -23,10 +23,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
+from kexp import ExperimentConfig, ImageDataConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.engine.harness import Harness
+    from kexp import Harness
 
 
 @dataclasses.dataclass(frozen=True)

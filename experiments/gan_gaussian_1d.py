@@ -19,11 +19,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from kexp.config import ExperimentConfig, TrainConfig, param
-from kexp.errors import ConfigError
+from kexp import ExperimentConfig, TrainConfig, param
+from kexp import ConfigError
 
 if TYPE_CHECKING:
-    from kexp.engine.harness import Harness
+    from kexp import Harness
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,10 +21,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from kexp.config import ExperimentConfig, TrainConfig, param
+from kexp import ExperimentConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.engine.harness import Harness
+    from kexp import Harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
 
     from kexp.study import compare, plots
     from kexp.study.recorders import LayerWeightsRecorder
-    from kexp.errors import UsageError
+    from kexp import UsageError
     from kexp.models import mlp
 
     d = config.data

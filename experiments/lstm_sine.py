@@ -21,8 +21,8 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING
 
-from kexp.config import ExperimentConfig, TrainConfig, param
-from kexp.errors import ConfigError
+from kexp import ExperimentConfig, TrainConfig, param
+from kexp import ConfigError
 
 # Size limits, generous for real use (the defaults ask for 1,000 samples a
 # range and ~700k windowed values), so that a typo such as
@@ -42,7 +42,7 @@ X_STEPS_PER_INTERVAL = 1024
 MIN_INTERVAL = 1e-6
 
 if TYPE_CHECKING:
-    from kexp.engine.harness import Harness
+    from kexp import Harness
 
 
 @dataclasses.dataclass(frozen=True)

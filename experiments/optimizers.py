@@ -34,10 +34,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
+from kexp import ExperimentConfig, ImageDataConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.engine.harness import Harness
+    from kexp import Harness
 
 # name: (Harness optimizer, batch size or 0 for the whole training set, what it is)
 OPTIMIZERS = {
@@ -90,7 +90,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     from kexp.study import compare, plots
     from kexp.study.recorders import LossCurveRecorder
     from kexp.study.classify import load_data
-    from kexp.errors import UsageError
+    from kexp import UsageError
     from kexp.models import mlp
 
     m = config.model

@@ -39,10 +39,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
+from kexp import ExperimentConfig, ImageDataConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.engine.harness import Harness
+    from kexp import Harness
 
 VARIANTS = ("none", "l1", "l2", "dropout", "l2_dropout")
 
@@ -92,7 +92,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
 
     from kexp.study import compare, plots
     from kexp.study.classify import load_data, predict_classes
-    from kexp.errors import UsageError
+    from kexp import UsageError
     from kexp.models import mlp
 
     d, m = config.data, config.model

@@ -33,10 +33,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from kexp.config import ExperimentConfig, TrainConfig, param
+from kexp import ExperimentConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.engine.harness import Harness
+    from kexp import Harness
 
 CELLS = ("simple", "gru", "lstm", "bi_lstm", "deep_lstm")
 # How each cell is named in the metrics, and built.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig
+from kexp import ExperimentConfig, ImageDataConfig, TrainConfig
 
 CONFIG = ExperimentConfig(
     data=ImageDataConfig(),
@@ -32,7 +32,7 @@ EXPECTED = {"test_accuracy": (">=", 0.95)}
 EXPECTED_TIME_S = 5  # a default run, whole command, on the README's machine (kexp check)
 
 if TYPE_CHECKING:
-    from kexp.engine.harness import Harness
+    from kexp import Harness
 
 
 def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:

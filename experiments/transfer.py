@@ -29,10 +29,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from kexp.config import ExperimentConfig, ImageDataConfig, TrainConfig, param
+from kexp import ExperimentConfig, ImageDataConfig, TrainConfig, param
 
 if TYPE_CHECKING:
-    from kexp.engine.harness import Harness
+    from kexp import Harness
 
 VARIANTS = ("scratch", "scratch_aug", "finetune", "finetune_aug")
 SOURCE, TARGET = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
@@ -81,7 +81,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     from kexp.study import compare, plots
     from kexp.study.classify import load_data
     from kexp.data import images
-    from kexp.errors import UsageError
+    from kexp import UsageError
     from kexp.models import vgg
 
     d, m = config.data, config.model

@@ -6,8 +6,9 @@
         model = harness.fit(build_model, (x, y), loss="mse")
     model = kexp.load_model(harness.run_dir)                  # what it trained
 
-The public API is `__all__` here and in `kexp.models`; other modules are
-internal. Importing `kexp` does not import TensorFlow: the names that need
+The public API is `__all__` here and in `kexp.models`, `kexp.data` and
+`kexp.study`; an experiment file imports from these four alone (the author
+API, README "Adding your own experiments"). Other modules are internal. Importing `kexp` does not import TensorFlow: the names that need
 it (`open_run`, `load_model`, `Harness`, `models`) load it on first use.
 """
 
@@ -16,13 +17,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from kexp.config import ConfigError, ExperimentConfig, TrainConfig, param
+from kexp.config import ConfigError, ExperimentConfig, ImageDataConfig, TrainConfig, param
 from kexp.errors import UsageError
 
 __version__ = "0.1.0"
 __all__ = [
-    "run", "open_run", "load_model", "Harness", "TrainConfig", "ExperimentConfig", "param", "ConfigError",
-    "UsageError", "models", "__version__",
+    "run", "open_run", "load_model", "Harness", "TrainConfig", "ExperimentConfig", "ImageDataConfig", "param",
+    "ConfigError", "UsageError", "models", "__version__",
 ]
 
 # Loaded on first use: each pulls in TensorFlow (`run` NumPy only; kept out so that `python -m kexp`

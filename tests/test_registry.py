@@ -255,3 +255,33 @@ def test_a_name_defined_twice_warns_once_naming_both(tmp_path: Path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("kexp: warning: experiment 'xor' is defined twice; using ")
     assert "experiments/xor.py" in lines[0] and f"ignoring {folder / 'xor.py'}" in lines[0]
+
+
+def test_bundled_experiments_import_only_the_author_api():
+    """Issue 24: an experiment file imports from `kexp`'s `__all__`, `kexp.models`, `kexp.data` and the
+    `kexp.study` modules `kexp.study.__all__` declares; nothing else of kexp (engine, store, cli)."""
+    import ast
+
+    import kexp
+    import kexp.data
+    import kexp.study
+    from kexp import registry
+
+    packages = {"kexp.models": None, "kexp.data": kexp.data.__all__, "kexp.study": kexp.study.__all__}
+    found = []
+    for path in sorted(registry.bundled_dir().glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("kexp"):
+                continue
+            names = [alias.name for alias in node.names]
+            found.append(node.module)
+            if node.module == "kexp":
+                assert set(names) <= set(kexp.__all__), (path.name, names)
+                continue
+            package = next((p for p in packages if node.module == p or node.module.startswith(p + ".")), None)
+            assert package is not None, f"{path.name} imports {node.module}, outside the author API"
+            declared = packages[package]
+            if declared is not None:
+                module = node.module.removeprefix(package).lstrip(".").split(".")[0]
+                assert all(n in declared for n in names) if not module else module in declared, (path.name, node.module)
+    assert "kexp" in found and any(module.startswith("kexp.study") for module in found), found

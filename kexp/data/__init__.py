@@ -1,1 +1,12 @@
-"""Input data: generated functions, windows of series, bundled and tfds data sets."""
+"""Input data: generated functions, windows of series, bundled and tfds data sets; part of the author API.
+
+Import the module you need (`from kexp.data import images`): this package itself loads none of them.
+"""
+
+__all__ = [
+    "functions",  # generated functions (the heart curve, XOR, linear data, ...)
+    "images",     # digits (bundled), tfds datasets, digits scattered on a canvas
+    "sequences",  # the adding problem
+    "text",       # the standard library's Python source as a corpus; bracket balance
+    "windows",    # sliding windows of series
+]

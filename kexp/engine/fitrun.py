@@ -22,6 +22,7 @@ from kexp.engine.compat import built_locally, is_multi_worker, prepare_multi_wor
 from kexp.engine.pipeline import fixed_shapes
 from kexp.engine.plan import FitPlan
 from kexp.store import fitlogs, saving
+from kexp.store.record import RunStatus
 
 if TYPE_CHECKING:
     from kexp.engine.harness import Harness
@@ -126,7 +127,7 @@ def record_fit(harness: Harness, model: keras.Model, history: keras.callbacks.Hi
     losses = history.history.get("loss", [])
     if any(not math.isfinite(v) for v in losses) or not modelinfo.finite_weights(model):
         # NaN in the inputs can leave finite logged losses but NaN weights.
-        harness.status = "diverged"
+        harness.status = RunStatus.DIVERGED
     harness.fit_settings[fit_name].update(modelinfo.describe_training(model))
     saved = saving.model_path(harness.run_dir, fit_name)
     if finished_before and saved.is_file():

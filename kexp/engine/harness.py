@@ -34,6 +34,7 @@ from kexp.config import TrainConfig
 from kexp.engine.interrupt import StopRequest
 from kexp.engine.outputs import RunOutputs
 from kexp.engine.pipeline import Pipeline
+from kexp.store.record import RunStatus
 from kexp.engine.strategy import is_chief
 
 Data = Any  # what `fit` takes: see `kexp.engine.inputs`
@@ -91,7 +92,7 @@ class Harness(RunOutputs):
         self.strategy = strategy
         self.strategy_name = strategy_name
         self.metrics: dict[str, float] = {}
-        self.status = "ok"
+        self.status = RunStatus.OK
         self.results: dict[str, Any] = {}
         self.is_chief = is_chief(strategy)
         quiet_retracing_warnings()

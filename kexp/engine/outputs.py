@@ -142,6 +142,21 @@ class RunOutputs:
             self.images.write_text(name, f"```\n{text}\n```", step=step)
         return path
 
+    def save_text(self, filename: str, text: str) -> Path:
+        """Saves text in the run folder only (no TensorBoard entry), replacing the file whole.
+
+        Args:
+            filename: Path relative to the run folder.
+            text: The file's content.
+
+        Returns:
+            The file's path.
+        """
+        path = self.run_dir / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rundir.write_text(path, text)
+        return path
+
     @property
     def images(self) -> SummaryWriter:
         """TensorBoard writer for figures and text (the run's `plots` folder)."""
