@@ -21,6 +21,7 @@ experiment modules themselves.
 from __future__ import annotations
 
 import ast
+import functools
 import dataclasses
 import difflib
 import importlib.util
@@ -95,9 +96,20 @@ def _entry_point_files() -> dict[str, tuple[Path | str, str]]:
 
 
 def _describe(path: Path) -> str:
+    """Returns the first line of an experiment file's docstring, parsing each version of a file once."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError):
+        stat = path.stat()
+    except OSError:
+        return "(unreadable experiment file)"
+    return _first_doc_line(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _first_doc_line(path: str, mtime_ns: int, size: int) -> str:
+    # (mtime_ns, size): an edited file is parsed again; `kexp run` looks an experiment up several times.
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
         return "(unreadable experiment file)"
     doc = ast.get_docstring(tree) or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""

@@ -285,3 +285,26 @@ def test_bundled_experiments_import_only_the_author_api():
                 module = node.module.removeprefix(package).lstrip(".").split(".")[0]
                 assert all(n in declared for n in names) if not module else module in declared, (path.name, node.module)
     assert "kexp" in found and any(module.startswith("kexp.study") for module in found), found
+
+
+def test_looking_an_experiment_up_again_parses_no_file_again(monkeypatch, tmp_path):
+    """Issue 24: `kexp run` looks its experiment up several times; each file is parsed once per version."""
+    import ast
+
+    from kexp import registry
+
+    folder = tmp_path / "exps"
+    folder.mkdir()
+    exp = folder / "doc_exp.py"
+    exp.write_text('"""First description."""\n')
+    monkeypatch.setenv("KEXP_EXPERIMENTS_PATH", str(folder))
+    parsed = []
+    real_parse = ast.parse
+    monkeypatch.setattr(ast, "parse", lambda source, *a, **k: (parsed.append(1), real_parse(source, *a, **k))[1])
+    for _ in range(4):
+        assert registry.get("doc_exp").description == "First description."
+    first = len(parsed)
+    assert first <= len(registry.discover())  # at most once per experiment file, not once per lookup
+    exp.write_text('"""Second, longer description."""\n')  # an edited file is read again
+    assert registry.get("doc_exp").description == "Second, longer description."
+    assert len(parsed) == first + 1
