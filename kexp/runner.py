@@ -14,6 +14,7 @@ from kexp.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from kexp.config_values import shown
 from kexp.errors import ConfigError, UsageError, WriteError
 from kexp.engine.strategy import check_strategy_name
+from kexp.store import layout
 
 
 # The line `kexp run` prints first once its folder exists; its last is `run_dir: PATH`.
@@ -169,7 +170,7 @@ MAX_HISTORY_BYTES = 64 * 2**20
 
 def _check_histories(folder: Path, prefix: str) -> None:
     """Refuses a `history.csv` a resume would read and rewrite that kexp did not write: too large, or binary."""
-    for history in sorted([folder / "history.csv", *folder.glob("*/history.csv")]):
+    for history in layout.history_files(folder):
         if not history.is_file():
             continue
         name = history.relative_to(folder)
@@ -189,9 +190,9 @@ def _check_history_has_state(folder: Path, fits_with_state: set[str], prefix: st
     its first completed epoch), so a fit with history rows and no backup
     folder lost its state: retraining it would log its epochs a second time.
     """
-    for history in sorted([folder / "history.csv", *folder.glob("*/history.csv")]):
-        fit = "model" if history.parent == folder else history.parent.name
-        if fit in fits_with_state or (folder / "backup" / fit).is_dir():
+    for history in layout.history_files(folder):
+        fit = layout.fit_of_log_dir(folder, history.parent)
+        if fit in fits_with_state or (layout.backup_root(folder) / fit).is_dir():
             continue
         try:
             rows = [line for line in history.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]

@@ -23,6 +23,7 @@ from kexp.engine.pipeline import fixed_shapes
 from kexp.engine.plan import FitPlan
 from kexp.store import fitlogs, saving
 from kexp.store.record import RunStatus
+from kexp.store import layout
 
 if TYPE_CHECKING:
     from kexp.engine.harness import Harness
@@ -195,7 +196,7 @@ def fit_callbacks(harness: Harness, plan: FitPlan, data: fitdata.FitData, calls:
             TensorBoardLogger(gate, tb_timer, data.last_epoch_examples if data.is_stream else data.n_train,
                               log_dir=str(plan.log_dir), write_graph=plan.initial_epoch == 0,
                               profile_batch=profile_range(harness.train.profile_steps, plan.log_dir, calls)),
-            HistoryCSV(gate, str(plan.log_dir / fitlogs.HISTORY)),
+            HistoryCSV(gate, str(plan.log_dir / layout.HISTORY)),
         ]
     data_epoch = harness.data_epoch  # made outside the scope: a plain, unmirrored variable
     # Order matters at epoch end: the gate decides first whether the epoch

@@ -36,6 +36,7 @@ from kexp.engine.outputs import RunOutputs
 from kexp.engine.pipeline import Pipeline
 from kexp.store.record import RunStatus
 from kexp.engine.strategy import is_chief
+from kexp.store import layout
 
 Data = Any  # what `fit` takes: see `kexp.engine.inputs`
 
@@ -86,7 +87,7 @@ class Harness(RunOutputs):
         precision: dict[str, str] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
-        self.backup_root = Path(backup_root) if backup_root else self.run_dir / "backup"
+        self.backup_root = Path(backup_root) if backup_root else layout.backup_root(self.run_dir)
         self.stop = stop or StopRequest()
         self.train = train
         self.strategy = strategy

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from kexp.config import ExperimentConfig, TrainConfig, validate
 from kexp.errors import UsageError
 from kexp.store import checkpoint
+from kexp.store import layout
 
 # The train settings a fit reads when it starts, which `Harness.overrides` may change for some fits.
 PER_FIT_SETTINGS = ("epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "steps_per_execution",
@@ -80,7 +81,7 @@ def make_plan(run_dir: Path, backup_root: Path, name: str, *, epochs: int, steps
     return FitPlan(
         name=name, epochs=epochs, initial_epoch=min(state.epochs_done, epochs) if state else 0,
         steps_per_epoch=steps_per_epoch, validation_freq=validation_freq, pad=pad,
-        log_dir=run_dir if name == "model" else run_dir / name, backup_dir=backup_dir, state=state)
+        log_dir=layout.fit_log_dir(run_dir, name), backup_dir=backup_dir, state=state)
 
 
 def overridden(configured: TrainConfig, changes: Mapping[str, Any]) -> TrainConfig:

@@ -29,6 +29,7 @@ from kexp.errors import RunError, UsageError, WriteError, tag_run_dir
 from kexp.engine.harness import Harness
 from kexp.engine.interrupt import RunInterrupted, StopRequest
 from kexp.engine.strategy import describe_devices, is_chief, make_strategy
+from kexp.store import layout
 
 
 @contextlib.contextmanager
@@ -183,7 +184,7 @@ def _prepare(train: TrainConfig | None, config: ExperimentConfig | None, strateg
 
 def _backup_root(resume: str | Path | None) -> Path | None:
     """Returns where a resumed run's state is: every worker of a multi-worker run restores the chief's."""
-    return Path(resume).absolute() / "backup" if resume is not None else None
+    return layout.backup_root(Path(resume).absolute()) if resume is not None else None
 
 
 def _set_precision(train: TrainConfig) -> dict[str, str]:
@@ -246,7 +247,7 @@ def _open_folder(name: str, logdir: str | Path, resume: str | Path | None, chief
         # Left by a process killed mid-write; never read, and they would pile up.
         for path in (run_dir / "results.json", run_dir / "config.json"):
             rundir.remove_temp_files(path)
-        for backup in (run_dir / "backup").glob("*"):
+        for backup in layout.backup_root(run_dir).glob("*"):
             checkpoint.remove_temp_files(backup)
         return run_dir, lock
     run_dir = rundir.create_run_dir(logdir, name)

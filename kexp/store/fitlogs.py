@@ -47,12 +47,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kexp.store.rundir import fsync_dir
+from kexp.store.layout import BACKUP, HISTORY, MODELS, PLOTS
 
 __all__ = ["truncate", "points", "drop_points", "remove_temp_files"]
 
-HISTORY = "history.csv"
 # Sub-folders of a fit folder that hold no epoch-indexed logs of this fit.
-_SKIP = frozenset({"backup", "models", "plots"})
+_SKIP = frozenset({BACKUP, MODELS, PLOTS})
 _EVENTS = "events.out.tfevents."
 # Summary tags Keras' TensorBoard callback writes at step = epoch ...
 _EPOCH = "epoch_"

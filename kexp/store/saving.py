@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 from kexp.errors import UsageError, WriteError
 from kexp.store.rundir import fsync_dir
+from kexp.store import layout
 
 if TYPE_CHECKING:
     import keras
 
-MODELS_DIR = "models"
+MODELS_DIR = layout.MODELS
 
 
 def model_path(run_dir: str | os.PathLike, fit: str = "model") -> Path:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from kexp.study import tables
+from kexp.store import layout
 
 if TYPE_CHECKING:
     from kexp.engine.harness import Harness
@@ -79,7 +80,7 @@ def history_curve(harness: Harness, fit: str, key: str) -> list[float]:
         fit: The fit's name.
         key: A history column such as `val_accuracy` or `loss`; NaN where an epoch has none.
     """
-    path = (harness.run_dir if fit == "model" else harness.run_dir / fit) / "history.csv"
+    path = layout.fit_log_dir(harness.run_dir, fit) / layout.HISTORY
     if not path.exists():  # a worker other than the chief keeps no CSV: this process's epochs
         return [float(v) for v in harness.history[fit].history.get(key, [])]
     with open(path, newline="") as handle:

@@ -1,0 +1,42 @@
+"""The run folder's layout: every fixed name in it and the rules that place a fit's files.
+
+    RUN_DIR/config.json, results.json, run.json       the run (`kexp.store.rundir`)
+    RUN_DIR/history.csv, train/, validation/          the first unnamed fit's logs (fit `model`)
+    RUN_DIR/FIT/history.csv, FIT/train/, ...          every other fit's logs
+    RUN_DIR/backup/FIT/state.npz                      each fit's per-epoch state (`--resume`)
+    RUN_DIR/models/FIT.keras                          each fit's trained model (`kexp.store.saving`)
+    RUN_DIR/plots/                                    TensorBoard figures and text
+
+Code that needs one of these paths asks here, so that the names are spelt once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BACKUP = "backup"
+HISTORY = "history.csv"
+MODELS = "models"
+PLOTS = "plots"
+FIRST_FIT = "model"  # the name of a run's first unnamed fit, which logs at the folder's root
+
+
+def backup_root(run_dir: Path) -> Path:
+    """Returns the folder holding each fit's state folder."""
+    return Path(run_dir) / BACKUP
+
+
+def fit_log_dir(run_dir: Path, fit: str) -> Path:
+    """Returns where fit FIT's TensorBoard logs and history go: the run folder for `model`, else `RUN_DIR/FIT`."""
+    return Path(run_dir) if fit == FIRST_FIT else Path(run_dir) / fit
+
+
+def fit_of_log_dir(run_dir: Path, log_dir: Path) -> str:
+    """Returns the fit whose logs `log_dir` holds (the inverse of `fit_log_dir`)."""
+    return FIRST_FIT if Path(log_dir) == Path(run_dir) else Path(log_dir).name
+
+
+def history_files(run_dir: Path) -> list[Path]:
+    """Returns the paths every fit's `history.csv` has in the run folder (the first fit's, then named fits'), sorted."""
+    folder = Path(run_dir)
+    return sorted([folder / HISTORY, *folder.glob(f"*/{HISTORY}")])
