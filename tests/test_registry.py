@@ -308,3 +308,28 @@ def test_looking_an_experiment_up_again_parses_no_file_again(monkeypatch, tmp_pa
     exp.write_text('"""Second, longer description."""\n')  # an edited file is read again
     assert registry.get("doc_exp").description == "Second, longer description."
     assert len(parsed) == first + 1
+
+
+def test_store_and_config_import_no_engine_or_cli_and_modules_keep_their_size():
+    """Issue 24's shape, held: kexp.store and the configs never import kexp.engine or kexp.cli (anywhere in a
+    module, lazily too); no module over 400 lines, no function over 80; at most 12 modules directly in kexp/."""
+    import ast
+
+    import kexp
+
+    root = Path(kexp.__file__).parent
+    for path in [*sorted((root / "store").glob("*.py")), root / "config.py", root / "config_values.py"]:
+        tree = ast.parse(path.read_text())
+        imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        assert not [m for m in imported if m.startswith(("kexp.engine", "kexp.cli"))], path.name
+    too_long = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > 400:
+            too_long.append(f"{path.relative_to(root)}: {len(text.splitlines())} lines")
+        too_long += [f"{path.relative_to(root)}:{node.name}: {node.end_lineno - node.lineno + 1} lines"
+                     for node in ast.walk(ast.parse(text)) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                     and node.end_lineno - node.lineno + 1 > 80]
+    assert too_long == []
+    assert len(list(root.glob("*.py"))) <= 12

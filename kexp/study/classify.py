@@ -1,4 +1,4 @@
-"""Internal: train, evaluate and report an image classifier: shared by softmax, mlp and lenet.
+"""Train, evaluate and report an image classifier: shared by softmax, mlp and lenet.
 
 One path for every classifier experiment: load the data named in the config,
 resize if asked, fit through the harness with sparse categorical

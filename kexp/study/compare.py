@@ -1,4 +1,4 @@
-"""Internal: comparisons of model variants inside one run, over several seeds.
+"""Comparisons of model variants inside one run, over several seeds.
 
 The training studies (`cnn_zoo`, `regularization`, `optimizers`, `transfer`)
 train several variants of one model, some of them over several seeds, and

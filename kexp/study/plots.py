@@ -1,4 +1,4 @@
-"""Internal: Matplotlib figures rendered off-screen (Agg), as PNG bytes or files."""
+"""Matplotlib figures rendered off-screen (Agg), as PNG bytes or files."""
 
 from __future__ import annotations
 
