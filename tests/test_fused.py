@@ -107,7 +107,7 @@ def test_after_a_fused_fit_the_model_trains_and_saves_as_usual(logdir, tmp_path)
     np.testing.assert_allclose(loaded.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0), rtol=1e-6)
 
 
-# One case per reason `_fused_group` refuses. (A partial batch of examples of no fixed shape was a case too:
+# One case per reason `fitrun.fused_group` refuses. (A partial batch of examples of no fixed shape was a case too:
 # refused for the same reason as varying_shapes_full_batches, data not held as tensors.)
 @pytest.mark.parametrize("case", ["varying_shapes_full_batches", "one_step_per_call", "custom_train_step",
                                   "gan_subclass_step", "fewer_than_a_batch", "two_replicas"])

@@ -171,3 +171,27 @@ def test_optimizer_reads_no_earlier_fit_and_optimizer_options_get_the_fits_own_s
             run.fit(_build, (x, y), loss="mse", optimizer="sgd", optimizer_options={"momentum": 0.5})
         with pytest.raises(kexp.UsageError, match="train.optimizer: adam takes no momentum"):
             run.fit(_build, (x, y), loss="mse", optimizer_options={"momentum": 0.5})
+
+
+def test_a_builder_compiling_its_own_model_gets_the_fits_length_and_a_gan_refuses_one_optimizer(logdir):
+    """A builder's `compile_options()` inside a fit sees that fit (not an earlier one's leftovers, not nothing);
+    one optimizer instance for a GAN's two networks is refused, not shared or dropped."""
+    import keras
+
+    from kexp.models import GAN, gan_1d_discriminator, gan_1d_generator
+
+    x, y = _linear_data(96)
+    with kexp.open_run("builder", logdir=logdir, train=TrainConfig(epochs=1, batch_size=16), verbose=0) as run:
+        outside = run.compile_options()["steps_per_execution"]
+
+        def build():
+            model = _build()
+            model.compile("sgd", "mse", **run.compile_options(model))
+            return model
+
+        model = run.fit(build, (x, y))
+        assert run.fit_settings["model"]["compiled_by"] == "user"  # the builder's choice stood
+        assert int(model.steps_per_execution) == 6 != outside  # the fit's 6 batches per epoch, in one call
+        gan = lambda: GAN(gan_1d_generator(), gan_1d_discriminator())  # noqa: E731
+        with pytest.raises(kexp.UsageError, match="fit: received optimizer Adam .one instance. for a kexp.models.GAN"):
+            run.fit(gan, (x[:, :1],), optimizer=keras.optimizers.Adam())

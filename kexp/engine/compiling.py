@@ -13,6 +13,7 @@ import keras
 from kexp.config import TrainConfig
 from kexp.engine import building, fitargs, fitdata, optim, speed
 from kexp.engine.plan import FitPlan
+from kexp.errors import UsageError
 from kexp.models.gan import GAN
 
 if TYPE_CHECKING:
@@ -55,6 +56,10 @@ def compile_model(model: keras.Model, train: TrainConfig, num_replicas: int, *, 
 
     speed_options = compile_options(train, num_replicas, model, steps_per_epoch)
     if isinstance(model, GAN):
+        if optimizer is not None and not callable(optimizer):
+            raise UsageError(f"fit: received optimizer {type(optimizer).__name__} (one instance) for a "
+                             "kexp.models.GAN, which trains two networks; allowed: a function returning a new "
+                             "optimizer (called once per network), or optimizer_options")
         # Two optimizers of the configured kind (or two calls of `optimizer`), one per network.
         model.compile(d_optimizer=make(), g_optimizer=make(), **speed_options)
         return model
@@ -79,7 +84,7 @@ def prepare_model(harness: Harness, model: Any, compile_args: dict[str, Any], pl
         plan: The fit's plan.
         data: The fit's data.
     """
-    with harness.strategy.scope():
+    with harness.strategy.scope(), harness.building(plan):
         model = fitargs.model_from(model, harness.num_replicas, harness.strategy_name)
         if not model.compiled:
             fitargs.needs_loss(model, compile_args, isinstance(model, GAN))

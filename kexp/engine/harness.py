@@ -102,6 +102,8 @@ class Harness(RunOutputs):
         self._train_samples = 0
         self.pipeline = Pipeline(train, int(strategy.num_replicas_in_sync), strategy_name)
         self._fits: dict[str, int] = {}
+        # The plan of the fit whose model is being built and compiled (`building`); None otherwise.
+        self._building: FitPlan | None = None
         self.fit_settings: dict[str, dict[str, Any]] = {}
         self.run_info = run_info
         self.resumed = resumed
@@ -223,6 +225,9 @@ class Harness(RunOutputs):
         Returns:
             The compiled model.
         """
+        building = self._building
+        if building is not None:  # a builder compiling its own model: the fit it is built for
+            steps_per_epoch, epochs = steps_per_epoch or building.steps_per_epoch, epochs or building.epochs
         return compiling.compile_model(
             model, self.train, self.num_replicas, loss=loss, metrics=metrics, optimizer=optimizer,
             optimizer_options=optimizer_options, steps_per_epoch=steps_per_epoch, epochs=epochs,
@@ -239,7 +244,21 @@ class Harness(RunOutputs):
             model: The model to be compiled; `jit_compile=auto` looks at its layers.
             steps_per_epoch: The fit's steps per epoch, which `steps_per_execution=0` (auto) divides.
         """
+        if steps_per_epoch is None and self._building is not None:
+            steps_per_epoch = self._building.steps_per_epoch  # a builder's call: the fit it builds for
         return compiling.compile_options(self.train, self.num_replicas, model, steps_per_epoch)
+
+    @contextlib.contextmanager
+    def building(self, plan: FitPlan) -> Iterator[None]:
+        """Within the block, `compile` and `compile_options` called by a builder take `plan`'s length.
+
+        `fit` calls a builder inside it; outside a fit nothing is assumed.
+        """
+        self._building = plan
+        try:
+            yield
+        finally:
+            self._building = None
 
     def fit(
         self,

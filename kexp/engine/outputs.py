@@ -11,7 +11,8 @@ from typing import Any
 import tensorflow as tf
 
 from kexp.study import plots
-from kexp.store import fitlogs, rundir
+from kexp.store import fitlogs, layout, rundir
+from kexp.store.record import RunStatus
 
 
 class SummaryWriter:
@@ -68,7 +69,7 @@ class SummaryWriter:
         from tensorboard.plugins.hparams import summary as hparams_summary
 
         # The plugin has no "aborted": an interrupted (resumable) run is unknown.
-        code = {"ok": api_pb2.STATUS_SUCCESS, "interrupted": api_pb2.STATUS_UNKNOWN}.get(
+        code = {RunStatus.OK: api_pb2.STATUS_SUCCESS, RunStatus.INTERRUPTED: api_pb2.STATUS_UNKNOWN}.get(
             status, api_pb2.STATUS_FAILURE)
         with self._writer.as_default():
             tf.summary.experimental.write_raw_pb(
@@ -161,7 +162,7 @@ class RunOutputs:
     def images(self) -> SummaryWriter:
         """TensorBoard writer for figures and text (the run's `plots` folder)."""
         if self._images is None:
-            self._images = SummaryWriter(self.run_dir / "plots", replace_existing=self.resumed)
+            self._images = SummaryWriter(self.run_dir / layout.PLOTS, replace_existing=self.resumed)
         return self._images
 
     @property

@@ -1,13 +1,14 @@
-"""The run folder's layout: every fixed name in it and the rules that place a fit's files.
+"""The run folder's layout: the names of its fit folders and the rules that place a fit's files.
 
-    RUN_DIR/config.json, results.json, run.json       the run (`kexp.store.rundir`)
+    RUN_DIR/config.json, results.json                 the run (`kexp.store.rundir`, `kexp.engine.session`)
     RUN_DIR/history.csv, train/, validation/          the first unnamed fit's logs (fit `model`)
     RUN_DIR/FIT/history.csv, FIT/train/, ...          every other fit's logs
     RUN_DIR/backup/FIT/state.npz                      each fit's per-epoch state (`--resume`)
     RUN_DIR/models/FIT.keras                          each fit's trained model (`kexp.store.saving`)
     RUN_DIR/plots/                                    TensorBoard figures and text
 
-Code that needs one of these paths asks here, so that the names are spelt once.
+Code that needs a fit's folder, its history or the backup folder asks here, so that those names are spelt
+once (`config.json` and `results.json` are still named where they are read and written).
 """
 
 from __future__ import annotations
