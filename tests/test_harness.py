@@ -169,7 +169,8 @@ def test_optimizer_reads_no_earlier_fit_and_optimizer_options_get_the_fits_own_s
         assert isinstance(schedule, keras.optimizers.schedules.CosineDecay) and schedule.decay_steps == 40
         with pytest.raises(kexp.UsageError, match="fit: received optimizer and optimizer_options"):
             run.fit(_build, (x, y), loss="mse", optimizer="sgd", optimizer_options={"momentum": 0.5})
-        with pytest.raises(kexp.UsageError, match="train.optimizer: adam takes no momentum"):
+        with pytest.raises(kexp.UsageError,
+                           match="optimizer_options: train.optimizer=adam .Adam. takes no .momentum., which the fit"):
             run.fit(_build, (x, y), loss="mse", optimizer_options={"momentum": 0.5})
 
 
@@ -195,3 +196,32 @@ def test_a_builder_compiling_its_own_model_gets_the_fits_length_and_a_gan_refuse
         gan = lambda: GAN(gan_1d_generator(), gan_1d_discriminator())  # noqa: E731
         with pytest.raises(kexp.UsageError, match="fit: received optimizer Adam .one instance. for a kexp.models.GAN"):
             run.fit(gan, (x[:, :1],), optimizer=keras.optimizers.Adam())
+
+
+def test_bad_optimizer_options_fit_names_and_save_text_paths_are_refused_in_one_line(logdir):
+    """Attack findings on issue 24's additions: each bad value is a one-line UsageError before training; a refused
+    fit takes no name; an auto-numbered fit never takes a name another fit chose; save_text stays in the folder."""
+    x, y = _linear_data(64)
+    with kexp.open_run("refusals", logdir=logdir, train=TrainConfig(epochs=1, batch_size=16), verbose=0) as run:
+        for options, message in [
+            ("beta_1", "fit: received optimizer_options 'beta_1'; allowed: a dict"),
+            ({"learning_rate": 0.5}, "optimizer_options: received learning_rate; allowed: set train.learning_rate"),
+            ({"kwargs": 1},
+             "optimizer_options: train.optimizer=adam (Adam) takes no 'kwargs', which the fit passes; allowed: beta_1"),
+        ]:
+            with pytest.raises(kexp.UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+                run.fit(_build, (x, y), loss="mse", name="a", optimizer_options=options)
+        with pytest.raises(kexp.UsageError, match="total_steps=0; allowed: a whole number >= 1"):
+            run.optimizer(total_steps=0)
+        run.fit(_build, (x, y), loss="mse", name="a")  # the refused fits took no name
+        run.fit(_build, (x, y), loss="mse", name="model_2")
+        run.fit(_build, (x, y), loss="mse")
+        run.fit(_build, (x, y), loss="mse")  # model_2 is taken: model_3
+        assert list(run.fit_settings) == ["a", "model_2", "model", "model_3"]
+        for bad in ("../evil.txt", "/tmp/abs.txt", "results.json", "backup/x.txt"):
+            with pytest.raises(kexp.UsageError, match="save_text: received"):
+                run.save_text(bad, "x")
+        assert run.save_text("notes/n.txt", "kept\n").read_text() == "kept\n"
+    assert not (logdir / "evil.txt").exists()
+    assert sorted(p.name for p in (run.run_dir / "models").iterdir()) == [
+        "a.keras", "model.keras", "model_2.keras", "model_3.keras"]

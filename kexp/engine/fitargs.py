@@ -11,7 +11,7 @@ cannot reach.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 import keras
 import tensorflow as tf
@@ -166,7 +166,11 @@ def compile_arguments(**given: Any) -> dict[str, Any]:
     Raises:
         UsageError: For both `optimizer` and `optimizer_options` (the options are for the configured one).
     """
-    if given.get("optimizer") is not None and given.get("optimizer_options") is not None:
+    options = given.get("optimizer_options")
+    if options is not None and (not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options)):
+        raise UsageError(f"fit: received optimizer_options {options!r}; allowed: a dict of the configured "
+                         "optimizer's arguments by name, e.g. {'beta_1': 0.5}")
+    if given.get("optimizer") is not None and options:
         raise UsageError(f"fit: received optimizer and optimizer_options {dict(given['optimizer_options'])!r}; "
                          "allowed: one of them (optimizer_options are arguments of the configured train.optimizer)")
     return {key: given.get(key) for key in COMPILE_ARGUMENTS}

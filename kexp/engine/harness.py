@@ -101,7 +101,6 @@ class Harness(RunOutputs):
         self._train_seconds = 0.0
         self._train_samples = 0
         self.pipeline = Pipeline(train, int(strategy.num_replicas_in_sync), strategy_name)
-        self._fits: dict[str, int] = {}
         # The plan of the fit whose model is being built and compiled (`building`); None otherwise.
         self._building: FitPlan | None = None
         self.fit_settings: dict[str, dict[str, Any]] = {}
@@ -366,10 +365,15 @@ class Harness(RunOutputs):
         self._train_samples += examples
 
     def _fit_name(self, name: str) -> str:
-        """Returns the fit's name in the run: fits of one name are numbered in call order (model, model_2,
-        ...), so a resumed run maps each fit to its own state."""
-        self._fits[name] = self._fits.get(name, 0) + 1
-        return name if self._fits[name] == 1 else f"{name}_{self._fits[name]}"
+        """Returns the fit's name in the run: the first of NAME, NAME_2, ... that no earlier fit took.
+
+        Fits are numbered in call order, so a resumed run maps each fit to its
+        own state; a fit refused before it trained takes no name.
+        """
+        number = 1
+        while (candidate := name if number == 1 else f"{name}_{number}") in self.fit_settings:
+            number += 1
+        return candidate
 
     def evaluate(self, model: keras.Model, data: Data, prefix: str = "test_", *, pad: bool = False
                  ) -> dict[str, float]:

@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import tensorflow as tf
 
+from kexp.errors import UsageError
 from kexp.study import plots
 from kexp.store import fitlogs, layout, rundir
 from kexp.store.record import RunStatus
@@ -152,8 +153,11 @@ class RunOutputs:
 
         Returns:
             The file's path.
+
+        Raises:
+            UsageError: For a path outside the run folder or one of the files kexp writes there.
         """
-        path = self.run_dir / filename
+        path = self.run_dir / _own_file(filename)
         path.parent.mkdir(parents=True, exist_ok=True)
         rundir.write_text(path, text)
         return path
@@ -182,3 +186,20 @@ class RunOutputs:
             if writer is not None:
                 writer.close()
         self._images = self._summaries = None
+
+
+# The run folder's own files and folders, which an experiment's text must not replace.
+_KEXP_OWNED = {"config.json", "results.json", layout.BACKUP, layout.MODELS, layout.HISTORY}
+
+
+def _own_file(filename: str) -> str:
+    """Returns `filename` if it names a file inside the run folder that kexp does not write itself.
+
+    Raises:
+        UsageError: Naming the file and what is allowed.
+    """
+    parts = PurePosixPath(str(filename)).parts
+    if not parts or PurePosixPath(str(filename)).is_absolute() or ".." in parts or parts[0] in _KEXP_OWNED:
+        raise UsageError(f"save_text: received {str(filename)!r}; allowed: a path relative to the run folder, "
+                         f"inside it, not one of kexp's own ({', '.join(sorted(_KEXP_OWNED))})")
+    return str(filename)
