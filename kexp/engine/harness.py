@@ -85,6 +85,7 @@ class Harness(RunOutputs):
         run_info: dict[str, Any] | None = None,
         resumed: bool = False,
         precision: dict[str, str] | None = None,
+        seeded_globally: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.backup_root = Path(backup_root) if backup_root else layout.backup_root(self.run_dir)
@@ -106,6 +107,7 @@ class Harness(RunOutputs):
         self.fit_settings: dict[str, dict[str, Any]] = {}
         self.run_info = run_info
         self.resumed = resumed
+        self.seeded_globally = seeded_globally  # whether the run seeded Python, NumPy and TF (`results.json`)
         self.precision = precision or {"policy": keras.mixed_precision.dtype_policy().name,
                                        "set_by": "the global policy"}
         self.history: dict[str, keras.callbacks.History] = {}

@@ -101,8 +101,7 @@ def open_run(
             previous_policy = keras.mixed_precision.dtype_policy()
             harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop,
                               backup_root=_backup_root(resume), run_info={"experiment": name, "config": config_data},
-                              resumed=resume is not None, precision=_set_precision(train))
-            harness.seeded_globally = seeded
+                              resumed=resume is not None, precision=_set_precision(train), seeded_globally=seeded)
             with _recorded(harness, name, config_data, stop, chief=chief, resumed=resume is not None,
                            previous_policy=previous_policy):
                 yield harness
@@ -340,7 +339,7 @@ def _results(harness: Harness, name: str, config: dict, wall_time_s: float) -> d
         # train.seed seeded Python, NumPy, TensorFlow and the data order; with
         # train.seed=None the data order's seed was drawn and nothing global was seeded.
         "seed": harness.train.seed,
-        "seeded_globally": getattr(harness, "seeded_globally", True),
+        "seeded_globally": harness.seeded_globally,
         "versions": rundir.versions(),
         # Other workers of a multi-worker run keep no folder.
         "run_dir": str(harness.run_dir) if harness.is_chief else None,
