@@ -289,3 +289,19 @@ def test_a_bad_cpu_device_count_stops_a_sweep_resume_before_any_point(tmp_path):
         "kexp: error: KEXP_CPU_DEVICES: received 'abc'; allowed: an integer 1..64"]
     assert (sweep_dir / "sweep.json").read_bytes() == before
     assert not (sweep_dir / "points").exists()
+
+
+def test_bare_kexp_prints_its_usage_and_commands_and_argparse_errors_say_kexp_once():
+    """Issue 25: bare `kexp` printed `kexp: error: kexp: the following arguments are required: command`."""
+    proc = run_cli_here()
+    assert proc.returncode == 2
+    assert proc.stdout.startswith("usage: kexp ")
+    for command in ("list", "run", "runs", "sweep", "check", "bench", "tensorboard"):
+        assert f"    {command} " in proc.stdout, command  # each command with its help line
+    assert proc.stderr.strip().splitlines() == [
+        "kexp: error: no command given; allowed: list, show, run, bench, runs, tensorboard, sweep, check "
+        "(kexp COMMAND --help)"]
+    bogus = run_cli_here("bogus")
+    assert bogus.returncode == 2
+    assert bogus.stderr.strip().startswith("kexp: error: argument command: invalid choice: 'bogus'")
+    assert run_cli_here("run").stderr.strip() == "kexp: error: kexp run: the following arguments are required: name"

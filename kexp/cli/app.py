@@ -24,7 +24,8 @@ class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one line and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        # The CLI prefixes every error with "kexp: error:"; a subcommand's names itself after it.
+        raise UsageError(message if self.prog == "kexp" else f"{self.prog}: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,8 +137,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else list(argv)):
+        # Bare `kexp`: what it can do, rather than argparse's "arguments are required".
+        print(parser.format_help(), end="")
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        print(f"kexp: error: no command given; allowed: {', '.join(commands)} (kexp COMMAND --help)",
+              file=sys.stderr)
+        return 2
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         if args.command == "list":
             return _list()
         if args.command == "show":
