@@ -13,6 +13,7 @@ This module imports neither TensorFlow nor Keras.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -190,8 +191,10 @@ def apply_overrides(config: ExperimentConfig, overrides: Iterable[str]) -> Exper
         section = sections[section_name]
         fields = {f.name: f for f in dataclasses.fields(section)}
         if field_name not in fields:
+            close = difflib.get_close_matches(field_name, fields, n=1, cutoff=0.6)
+            hint = f"did you mean {section_name}.{close[0]}? " if close else ""
             raise ConfigError(
-                f"unknown key {shown(key)}; valid keys of {section_name}: {', '.join(fields)}"
+                f"unknown key {shown(key)}; {hint}valid keys of {section_name}: {', '.join(fields)}"
             )
         hints = typing.get_type_hints(type(section))
         value = parse_value(key, raw, hints[field_name])

@@ -36,7 +36,10 @@ def test_show_prints_resolved_config_with_overrides():
 
 BAD_INPUTS = [
     (["run", "lstm_sin"], "unknown experiment 'lstm_sin'; did you mean lstm_sine?"),
-    (["run", "lstm_sine", "--set", "train.epoch=3"], "unknown key 'train.epoch'; valid keys of train:"),
+    (["run", "lstm_sine", "--set", "train.epoch=3"],
+     "unknown key 'train.epoch'; did you mean train.epochs? valid keys of train:"),
+    (["run", "lstm_sine", "--set", "train.epochs", "5"],
+     "--set train.epochs 5: expected key=value; allowed: --set train.epochs=5"),
     (["run", "lstm_sine", "--set", "train.epochs=x"], "train.epochs: received 'x'; allowed: an integer"),
     (["run", "lstm_sine", "--set", "train.epochs=0"], "train.epochs: received 0; allowed: a value >= 1"),
     (["run", "lstm_sine", "--set", "train.learning_rate=-1"], "train.learning_rate: received -1.0"),

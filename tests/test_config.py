@@ -47,7 +47,7 @@ def test_round_trip_through_json_dict(sine_config):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.epoch=5", "unknown key 'train.epoch'; valid keys of train: epochs, batch_size"),
+        ("train.epoch=5", "unknown key 'train.epoch'; did you mean train.epochs? valid keys of train: epochs, batch_size"),
         ("trian.epochs=5", "unknown section 'trian' in --set 'trian.epochs=5'; valid sections: data, model, train, eval"),
         ("train.epochs", "--set 'train.epochs': expected key=value"),
         ("epochs=5", "key must be section.name"),

@@ -136,6 +136,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(argv)
 
 
+def _check_set_pairs(argv: list[str]) -> None:
+    """Refuses `--set KEY VALUE` (a space for the `=`) with the form it takes, before argparse's "unrecognized".
+
+    Raises:
+        UsageError: Naming the option and its `key=value` form.
+    """
+    for flag, value, after in zip(argv, argv[1:], [*argv[2:], None]):
+        if flag == "--set" and "=" not in value and after is not None and not after.startswith("-"):
+            raise UsageError(f"--set {value} {after}: expected key=value; allowed: --set {value}={after}")
+
+
 def _dispatch(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     if not (sys.argv[1:] if argv is None else list(argv)):
@@ -146,6 +157,7 @@ def _dispatch(argv: Sequence[str] | None) -> int:
               file=sys.stderr)
         return 2
     try:
+        _check_set_pairs(sys.argv[1:] if argv is None else list(argv))
         args = parser.parse_args(argv)
         if args.command == "list":
             return _list()
