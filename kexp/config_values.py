@@ -16,6 +16,11 @@ from typing import Any, Mapping
 from kexp.errors import ConfigError
 
 
+# How a message names a list of each item type, and an example of one.
+_LIST_OF = {int: ("integers", "64,64"), float: ("finite numbers", "0.1,0.2"), str: ("strings", "a,b"),
+            bool: ("true/false values", "true,false")}
+
+
 def parse_value(key: str, raw: str, annotation: Any) -> Any:
     """Parses one override string to the field's declared type.
 
@@ -44,7 +49,15 @@ def parse_value(key: str, raw: str, annotation: Any) -> Any:
                 )
         elif not parts:
             raise ConfigError(f"{key}: received {shown(raw)}; allowed: comma-separated {item_type.__name__} values")
-        return tuple(parse_value(key, p, item_type) for p in parts)
+        try:
+            return tuple(parse_value(key, p, item_type) for p in parts)
+        except ConfigError:
+            if len(item_types) == 2 and item_types[1] is Ellipsis:
+                # One bad item of a list: say what the whole list takes, not what one item is.
+                words, example = _LIST_OF.get(item_type, (f"{item_type.__name__} values", "a,b"))
+                raise ConfigError(f"{key}: received {shown(raw)}; allowed: {words} separated by commas, "
+                                  f"e.g. {key}={example}") from None
+            raise
     if annotation is bool:
         lowered = raw.strip().lower()
         if lowered in ("true", "1", "yes", "on"):

@@ -40,6 +40,8 @@ BAD_INPUTS = [
      "unknown key 'train.epoch'; did you mean train.epochs? valid keys of train:"),
     (["run", "lstm_sine", "--set", "train.epochs", "5"],
      "--set train.epochs 5: expected key=value; allowed: --set train.epochs=5"),
+    (["run", "heart_mlp", "--set", "model.hidden=64x64"],
+     "model.hidden: received '64x64'; allowed: integers separated by commas, e.g. model.hidden=64,64"),
     (["run", "lstm_sine", "--set", "train.epochs=x"], "train.epochs: received 'x'; allowed: an integer"),
     (["run", "lstm_sine", "--set", "train.epochs=0"], "train.epochs: received 0; allowed: a value >= 1"),
     (["run", "lstm_sine", "--set", "train.learning_rate=-1"], "train.learning_rate: received -1.0"),
