@@ -149,7 +149,8 @@ def _check_set_pairs(argv: list[str]) -> None:
 
 def _dispatch(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    if not (sys.argv[1:] if argv is None else list(argv)):
+    given = sys.argv[1:] if argv is None else list(argv)
+    if not given:
         # Bare `kexp`: what it can do, rather than argparse's "arguments are required".
         print(parser.format_help(), end="")
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
@@ -157,7 +158,7 @@ def _dispatch(argv: Sequence[str] | None) -> int:
               file=sys.stderr)
         return 2
     try:
-        _check_set_pairs(sys.argv[1:] if argv is None else list(argv))
+        _check_set_pairs(given)
         args = parser.parse_args(argv)
         if args.command == "list":
             return _list()
