@@ -1,4 +1,4 @@
-"""A character-level LSTM writes Python and closes its brackets; the best n-gram cannot (seed 003).
+"""A character-level LSTM writes Python and closes its brackets; the best n-gram cannot (tutorial 003).
 
 What it shows: trained on the standard library's own source (the seed used
 Shakespeare and Linux source), a character LSTM predicts the next character

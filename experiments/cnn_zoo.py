@@ -1,4 +1,4 @@
-"""The CNN families of d2l on one budget: LeNet, AlexNet, VGG, NiN, GoogLeNet, ResNet, and batch norm (seed 004).
+"""The CNN families of d2l on one budget: LeNet, AlexNet, VGG, NiN, GoogLeNet, ResNet, and batch norm (tutorial 004).
 
 What it shows: every convolutional family in `kexp.models`, each at the
 small scale its builder documents, trained on the bundled digits for the
@@ -14,7 +14,7 @@ weights, and the nets with a global-average-pooling head (NiN, GoogLeNet)
 start slowest. One family, VGG, is
 also trained with batch normalization after every convolution (`vgg_bn`):
 `bn_first_epoch_gain` is its validation accuracy after the first epoch
-minus the plain VGG's (the seed's "batch norm converges faster");
+minus the plain VGG's (the tutorial's "batch norm converges faster");
 `min_test_accuracy` is the lowest of all the nets. The figure shows each
 net's validation accuracy per epoch, and accuracy against throughput.
 

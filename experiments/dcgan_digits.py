@@ -1,4 +1,4 @@
-"""DCGAN generates handwritten digits of every class, where the seed's GAN collapsed to two (seed 003).
+"""DCGAN generates handwritten digits of every class, where the tutorial's GAN collapsed to two (tutorial 003).
 
 What it shows: a DCGAN (strided transposed convolutions, batch norm, ReLU in
 G, LeakyReLU in D, tanh output) trained on the bundled 8x8 digits, resized

@@ -1,4 +1,4 @@
-"""A GAN learns to turn uniform noise into samples of a 1-D Gaussian (seed 003, Goodfellow et al. 2014).
+"""A GAN learns to turn uniform noise into samples of a 1-D Gaussian (tutorial 003, Goodfellow et al. 2014).
 
 What it shows: the minimax game of the original GAN paper in one dimension.
 G maps uniform noise to samples; D is trained `model.d_steps` (k) steps per

@@ -1,4 +1,4 @@
-"""An MLP approximates the heart function x² + (y − ∛(x²))² on a square, and only there (seed 003).
+"""An MLP approximates the heart function x² + (y − ∛(x²))² on a square, and only there (tutorial 003).
 
 What it shows: an MLP is a universal approximator on a bounded region
 (Cybenko): trained on points of the square [-box, box]², it reproduces the

@@ -1,4 +1,4 @@
-"""LeNet-5 classifies handwritten digits resized to its 32x32 input (seeds 001, 002).
+"""LeNet-5 classifies handwritten digits resized to its 32x32 input (tutorials 001, 002).
 
 What it shows: the classic convolutional net (conv 5x5x6, pool, conv 5x5x16,
 pool, FC 120, 84) learns image structure a dense net has to memorize. The

@@ -1,4 +1,4 @@
-"""Linear regression by minibatch gradient descent recovers known weights (seeds 001, 004).
+"""Linear regression by minibatch gradient descent recovers known weights (tutorials 001, 004).
 
 What it shows: d2l's synthetic problem y = Xw + b + noise, with w = (2, -3.4),
 b = 4.2 and Gaussian noise of standard deviation 0.01 on 1,000 examples. A

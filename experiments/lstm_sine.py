@@ -1,4 +1,4 @@
-"""LSTM forecasts sin(x) from its own past values and rolls out on unseen x (seed 003).
+"""LSTM forecasts sin(x) from its own past values and rolls out on unseen x (tutorial 003).
 
 What it shows: an RNN predicts function values from function values (not from
 x), so it extrapolates a periodic function past the range it was trained on,
@@ -7,7 +7,7 @@ where an MLP cannot. Each step's input is `feature_length` samples spaced
 shifted by half a window. Evaluated one step ahead on a held-out range
 (`test_mse`) and by an autoregressive rollout of two periods starting at x=200,
 far outside the training range (`rollout_mse`); the error grows along the
-rollout as errors accumulate. `--set data.function=sin_x_pow` gives the seed's
+rollout as errors accumulate. `--set data.function=sin_x_pow` gives the tutorial's
 harder sin(x)*x^0.1.
 
 Command:  python -m kexp run lstm_sine

@@ -1,4 +1,4 @@
-"""The seed's feed-forward net (one hidden layer of 500) classifies handwritten digits (seed 000).
+"""The tutorial's feed-forward net (one hidden layer of 500) classifies handwritten digits (tutorial 000).
 
 What it shows: one hidden ReLU layer of 500 units, Adam lr 1e-3, batch 100,
 beats softmax regression. Default data is scikit-learn's bundled 8x8 digits
@@ -6,7 +6,7 @@ beats softmax regression. Default data is scikit-learn's bundled 8x8 digits
 cifar10) loads through tensorflow-datasets from `data.data_dir`.
 
 Command:  python -m kexp run mlp
-Expected: test_accuracy ~0.98 on digits (bar: >= 0.97). The seed's PyTorch FNN
+Expected: test_accuracy ~0.98 on digits (bar: >= 0.97). The tutorial's PyTorch FNN
           reached 86.64% test accuracy after 2 epochs on Fashion-MNIST:
           `--set data.name=fashion_mnist --set train.epochs=2` where the data is available.
 Runtime:  about 6 s on a 2-core CPU, TensorFlow import included (README: measured figures).

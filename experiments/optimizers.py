@@ -1,4 +1,4 @@
-"""Full-batch GD, SGD, mini-batch SGD, momentum, RMSprop and Adam on one budget of examples (seed 001 §7.2).
+"""Full-batch GD, SGD, mini-batch SGD, momentum, RMSprop and Adam on one budget of examples (tutorial 001 §7.2).
 
 What it shows: the same MLP on the bundled digits, from the same initial
 weights, trained by each optimizer for the same number of examples

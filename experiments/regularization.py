@@ -1,13 +1,13 @@
-"""Regularization against learning the noise: dropout keeps an MLP from memorizing wrong labels; L1, L2 alone do not (seeds 001, 004).
+"""Regularization against learning the noise: dropout keeps an MLP from memorizing wrong labels; L1, L2 alone do not (tutorials 001, 004).
 
-What it shows: seed 001's over-fitting is a model that "learns the noise
+What it shows: tutorial 001's over-fitting is a model that "learns the noise
 too". Here the noise is explicit: of `data.train_size` (300) training
 digits, a share `data.label_noise` (30%) carry a wrong label, drawn at
 random; the test labels are clean. An over-parameterized MLP (two hidden
 layers of 512, about 300k weights) memorizes every training label,
 wrong ones included (training accuracy 1.0, `memorized_noise_none` near
 1), and tests low. The regularizers: an L1 or L2 penalty on every kernel
-(L2 0.001, the seed's usual weight decay), dropout 0.5 after each hidden
+(L2 0.001, the tutorial's usual weight decay), dropout 0.5 after each hidden
 layer, and L2 with dropout. Measured at defaults: dropout and L2 with
 dropout test 0.05-0.06 higher and learn far fewer of the wrong labels; the
 L1 and L2 penalties alone, at these strengths, test no better than no

@@ -1,4 +1,4 @@
-"""Why GRU and LSTM: a SimpleRNN cannot carry a value across 100 steps; gated cells can (seeds 001, 004).
+"""Why GRU and LSTM: a SimpleRNN cannot carry a value across 100 steps; gated cells can (tutorials 001, 004).
 
 What it shows: the adding problem (Hochreiter & Schmidhuber 1997). Each
 sequence holds `data.length` random values, two of them marked (one in

@@ -1,4 +1,4 @@
-"""Softmax regression (no hidden layer) classifies handwritten digits (seeds 000, 004).
+"""Softmax regression (no hidden layer) classifies handwritten digits (tutorials 000, 004).
 
 What it shows: a linear model with a softmax output, trained with plain SGD
 on cross-entropy, is already a strong baseline on small images. Default data
@@ -8,7 +8,7 @@ tensorflow-datasets from `data.data_dir`. Logs a confusion matrix and the
 misclassified test images.
 
 Command:  python -m kexp run softmax
-Expected: test_accuracy ~0.96 on digits (bar: >= 0.95). The seed's PyTorch
+Expected: test_accuracy ~0.96 on digits (bar: >= 0.95). The tutorial's PyTorch
           softmax reached 84.2% train accuracy after 5 epochs on Fashion-MNIST
           (SGD lr 0.01, batch 20): `--set data.name=fashion_mnist
           --set train.learning_rate=0.01 --set train.epochs=5` where the data is available.

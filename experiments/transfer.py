@@ -1,4 +1,4 @@
-"""Fine-tuning: a CNN pretrained on digits 0-4 learns 5-9 from few labels better than from scratch, unless scratch gets augmentation (seed 004).
+"""Fine-tuning: a CNN pretrained on digits 0-4 learns 5-9 from few labels better than from scratch, unless scratch gets augmentation (tutorial 004).
 
 What it shows: each bundled 8x8 digit is placed at a random position on a
 16x16 canvas (`data.canvas`), so a classifier has to find it anywhere. A

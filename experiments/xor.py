@@ -1,4 +1,4 @@
-"""A single-layer perceptron cannot learn XOR; one hidden layer can (seeds 001, 004).
+"""A single-layer perceptron cannot learn XOR; one hidden layer can (tutorials 001, 004).
 
 What it shows: XOR's classes are not linearly separable, so a single layer
 (logistic unit on the inputs) gets at most 3 of the 4 points right, while a

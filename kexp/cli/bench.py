@@ -71,9 +71,9 @@ def make_case(name: str, *, examples: int | None = None, width: int = 500, batch
     """Returns a benchmark case.
 
     Args:
-        name: `fnn` (seed 000's 784-500-10 net on Fashion-MNIST-shaped data),
+        name: `fnn` (tutorial 000's 784-500-10 net on Fashion-MNIST-shaped data),
             `heart_mlp` or `xor` (the tiny models of those experiments),
-            `lstm` (lstm_sine's forecaster at the seed's LSTM(256) and 80
+            `lstm` (lstm_sine's forecaster at the tutorial's LSTM(256) and 80
             steps of 32 samples) or `dcgan` (dcgan_digits' GAN on 16x16 images).
         examples: Training examples (defaults: 60,000 / 20,000 / 256 / 1,024 / 1,437).
         width: Hidden width of `fnn`.
@@ -119,7 +119,7 @@ def _make_case(name: str, examples: int | None, width: int) -> Case:
     if name == "lstm":
         from kexp.data import functions, windows
 
-        # lstm_sine's windows (interval 0.1, steps overlapping by half) at the seed's sizes.
+        # lstm_sine's windows (interval 0.1, steps overlapping by half) at the tutorial's sizes.
         n, feature_length, seq_length = examples or 1_024, 32, 80
         values = functions.sin(0.1 * np.arange(windows.span(feature_length, seq_length + 1) + n - 1))
         x, y = windows.sequences(values, feature_length, seq_length, 1)

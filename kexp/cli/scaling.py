@@ -20,7 +20,7 @@ SWEEP_EXAMPLES = 25_600
 def run_sweep(logdir: str, *, examples: int = SWEEP_EXAMPLES) -> tuple[Any, dict[str, Any]]:
     """Measures how throughput scales, and writes `sweep.json` and `sweep.png` to a run folder.
 
-    Harness throughput of the seed FNN against batch size, hidden width and
+    Harness throughput of tutorial 000's FNN against batch size, hidden width and
     number of replicas (1, and 2 logical CPU devices under MirroredStrategy,
     each in its own process), and the time of lstm_sine's autoregressive
     rollout against its horizon.

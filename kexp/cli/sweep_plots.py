@@ -30,7 +30,7 @@ def sweep_figure(sweep: Any) -> Any:
         ax.set_xticks(values, [str(v) for v in values])
         ax.set_xlabel(label)
         ax.set_ylabel("examples/s (harness)")
-        ax.set_title(f"seed FNN: throughput vs {label}")
+        ax.set_title(f"tutorial 000's FNN: throughput vs {label}")
     rows = sweep["rollout"]
     axes[3].plot([r["horizon_pi"] for r in rows], [r["seconds"] for r in rows], "o-")
     axes[3].set_xlabel("rollout horizon (multiples of pi)")

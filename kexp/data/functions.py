@@ -1,4 +1,4 @@
-"""Functions that the function-approximation demos generate data from (seed 003)."""
+"""Functions that the function-approximation demos generate data from (tutorial 003)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 
 
 def sin(x: np.ndarray) -> np.ndarray:
-    """sin(x): the seed's first periodic target."""
+    """sin(x): the tutorial's first periodic target."""
     return np.sin(x)
 
 
 def sin_x_pow(x: np.ndarray) -> np.ndarray:
-    """sin(x) * x^0.1: the seed's harder variant with a slowly growing amplitude.
+    """sin(x) * x^0.1: the tutorial's harder variant with a slowly growing amplitude.
 
     Defined for x >= 0 (x^0.1 of a negative number is not real).
     """

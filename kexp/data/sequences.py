@@ -1,4 +1,4 @@
-"""Synthetic sequence tasks for the recurrent-network demos (seeds 001/004)."""
+"""Synthetic sequence tasks for the recurrent-network demos (tutorials 001/004)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Text every Python install has: the standard library's own sources, as characters (seed 003's char-RNN).
+"""Text every Python install has: the standard library's own sources, as characters (tutorial 003's char-RNN).
 
 The corpus is the top-level `*.py` files of the running Python's standard
 library, in sorted file-name order; every tenth file goes to validation, so

@@ -1,4 +1,4 @@
-"""Overlapping windows of a 1-D series, as the seed's sine LSTM reads it (seed 003).
+"""Overlapping windows of a 1-D series, as the tutorial's sine LSTM reads it (tutorial 003).
 
 One step of a sequence is `feature_length` consecutive samples; consecutive
 steps start `feature_length // 2` samples apart (half-window overlap). The

@@ -3,7 +3,7 @@
 With `steps_per_execution=K`, Keras 3 runs K batches per call of its train
 function, but each batch is still a separate step inside a TensorFlow while
 loop: an `Optional` from the iterator, two `tf.cond`s, a `strategy.run` and,
-under XLA, a launch of the compiled step. On the seed FNN (2 CPU cores) that
+under XLA, a launch of the compiled step. On tutorial 000's FNN (2 CPU cores) that
 costs about 0.3 ms of a 1.5-2 ms step; measured with the same model and data,
 `fit` ran 1.26-1.40x slower than the same steps looped inside one XLA
 computation.
@@ -171,6 +171,6 @@ def _unknown_batch(batch: tf.Tensor) -> tf.Tensor:
     ops (the gradient of a GAN generator's first kernel differed in its last
     bits), so the step would not be bit-for-bit Keras' own. Under XLA the
     compiled step sees concrete shapes in both, and the fused one ran the
-    seed FNN about 7% slower with the batch hidden (one A/B run, 3 repeats).
+    tutorial 000's FNN about 7% slower with the batch hidden (one A/B run, 3 repeats).
     """
     return tf.compat.v1.placeholder_with_default(batch, [None, *batch.shape[1:]])

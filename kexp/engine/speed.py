@@ -15,7 +15,7 @@ from kexp.config import TrainConfig
 
 # Upper bound of batches per compiled call when chosen automatically: enough
 # to amortize Keras' per-call Python overhead (keras#18648), small enough that
-# the progress bar still moves. `kexp bench fnn` measured the seed FNN on 2 CPU
+# the progress bar still moves. `kexp bench fnn` measured tutorial 000's FNN on 2 CPU
 # cores at 1.2x the plain-fit throughput with 32 and more with 100 (README).
 _MAX_AUTO_STEPS_PER_EXECUTION = 100
 _MIN_AUTO_DIVISOR = 20
@@ -24,7 +24,7 @@ _MIN_AUTO_DIVISOR = 20
 # oneDNN there (LeNet: 0.7x), and recurrent nets gain throughput but lose more
 # to compile time in short runs, so `jit_compile=auto` turns XLA on for
 # dense-only nets alone, and only when they are big enough to gain (>= 50k
-# parameters: the seed FNN ran about 2x faster; heart_mlp's 8.6k did not).
+# parameters: tutorial 000's FNN ran about 2x faster; heart_mlp's 8.6k did not).
 _XLA_FRIENDLY_LAYERS = (
     "InputLayer", "Dense", "Dropout", "Activation", "Flatten", "BatchNormalization", "ReLU", "LeakyReLU",
     "Reshape", "Softmax", "Normalization", "Add", "Concatenate", "Identity",

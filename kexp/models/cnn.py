@@ -1,4 +1,4 @@
-"""Convolutional networks of seeds 001/004: LeNet-5, AlexNet, VGG, NiN, GoogLeNet, ResNet.
+"""Convolutional networks of tutorials 001/004: LeNet-5, AlexNet, VGG, NiN, GoogLeNet, ResNet.
 
 Plain stacks (LeNet-5, AlexNet, VGG, NiN) come Sequential or functional
 (`sequential=`); branching nets (GoogLeNet's Inception blocks, ResNet's
@@ -40,7 +40,7 @@ def lenet5(
     """Builds LeNet-5: conv 5x5x6 -> pool -> conv 5x5x16 -> pool -> FC 120 -> 84 -> classes.
 
     Example: `lenet5((32, 32, 3))`: the first conv outputs 28x28x6 with
-    (5*5*3+1)*6 = 456 parameters, the first pool 14x14x6 with none (seed 001).
+    (5*5*3+1)*6 = 456 parameters, the first pool 14x14x6 with none (tutorial 001).
 
     Args:
         input_shape: `(height, width, channels)`, height and width >= 16.

@@ -1,4 +1,4 @@
-"""Multi-layer perceptrons: the function approximators and classifiers of seeds 000-004."""
+"""Multi-layer perceptrons: the function approximators and classifiers of tutorials 000-004."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def mlp(
 ) -> keras.Model:
     """Builds an MLP; inputs with more than one axis are flattened first.
 
-    Example: `mlp((784,), 10, hidden=(500,))` is seed 000's FNN (397,510 parameters).
+    Example: `mlp((784,), 10, hidden=(500,))` is tutorial 000's FNN (397,510 parameters).
 
     Args:
         input_shape: Shape of one example, e.g. `(2,)` or `(28, 28)`.

@@ -108,7 +108,7 @@ def rnn(
 ) -> keras.Model:
     """Builds a recurrent model.
 
-    Example: `rnn((None, 32), 32, cell="lstm", units=(64,))` is the seed's sine
+    Example: `rnn((None, 32), 32, cell="lstm", units=(64,))` is the tutorial's sine
     forecaster: an LSTM over steps of 32 samples, a Dense(32) per step.
 
     Args:

@@ -1,4 +1,4 @@
-"""Autoregressive rollout of a step-to-step sequence model (seed 003).
+"""Autoregressive rollout of a step-to-step sequence model (tutorial 003).
 
 The model maps a sequence of half-overlapping windows to the same sequence
 shifted by half a window (see `kexp.data.windows`). Rolling out feeds the

@@ -1,4 +1,4 @@
-"""Gradient norms along training: the vanishing and exploding gradients story (seeds 001/004).
+"""Gradient norms along training: the vanishing and exploding gradients story (tutorials 001/004).
 
 `GradientNormRecorder` measures, on a fixed probe batch, the global norm of
 the loss gradient with respect to the weights after every compiled call of
