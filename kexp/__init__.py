@@ -8,7 +8,7 @@
 
 The public API is `__all__` here and in `kexp.models`, `kexp.data` and
 `kexp.study`; an experiment file imports from these four alone (the author
-API, README "Adding your own experiments"). Other modules are internal. Importing `kexp` does not import TensorFlow: the names that need
+API, docs/library.md "Adding your own experiments"). Other modules are internal. Importing `kexp` does not import TensorFlow: the names that need
 it (`open_run`, `load_model`, `Harness`, `models`) load it on first use.
 """
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from kexp.store import checkpoint, rundir
+from kexp.store import checkpoint, hparams, names, rundir
 from kexp import registry
 from kexp.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from kexp.config_values import shown
@@ -291,6 +291,7 @@ def run_experiment(
     verbose: int | str = "auto",
     resume: str | Path | None = None,
     on_open: Callable[[Path], None] | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """Trains a named experiment and returns its `results.json` content.
 
@@ -307,6 +308,9 @@ def run_experiment(
             config (no `overrides` then); every fit restarts from its last
             completed epoch.
         on_open: Called with the run folder as soon as it exists.
+        label: The readable end of the run folder's name (`--name`); by
+            default the settings that differ from the defaults
+            (`20261204-101500-units=128`), or `defaults`.
 
     Returns:
         The results dict, with `run_dir` added.
@@ -319,9 +323,13 @@ def run_experiment(
     module = registry.load(name)
     config = request_config(name, overrides, resume)
     check_strategy_name(strategy)  # before TensorFlow loads: bad input fails fast
+    if label is None:
+        label = names.run_label(hparams.differences(to_dict(config), to_dict(module.CONFIG)))
+    else:
+        names.check_name(label, "--name")
     from kexp.engine.session import open_run
 
     with open_run(name, logdir=logdir, strategy=strategy, config=config, verbose=verbose,
-                  resume=resume, on_open=_recording(on_open)) as harness:
+                  resume=resume, on_open=_recording(on_open), label=label) as harness:
         harness.record(**module.run(config, harness))
     return harness.results

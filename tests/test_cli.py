@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -36,6 +37,10 @@ def test_show_prints_resolved_config_with_overrides():
 
 BAD_INPUTS = [
     (["run", "lstm_sin"], "unknown experiment 'lstm_sin'; did you mean lstm_sine?"),
+    (["run", "xor", "--name", "../up"], "--name: received '../up'; allowed: letters, digits, '_', '-' and '.' "
+                                        "(not first), at most 200 characters: one folder name"),
+    (["run", "xor", "--name", "wide", "--resume", "logs/xor/x"],
+     "--name 'wide': a resumed run keeps its folder's name; allowed: --name without --resume"),
     (["run", "lstm_sine", "--set", "train.epoch=3"],
      "unknown key 'train.epoch'; did you mean train.epochs? valid keys of train:"),
     (["run", "lstm_sine", "--set", "train.epochs", "5"],
@@ -255,6 +260,32 @@ def test_run_whose_reader_leaves_trains_to_the_end_and_ends_ok(logdir):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "ok"
     assert list((run_dir / "models").glob("*.keras"))
+
+
+def test_run_folders_are_named_after_their_settings_or_name_and_the_end_names_figures_and_tensorboard(logdir,
+                                                                                                     monkeypatch):
+    monkeypatch.chdir(logdir)
+    first = run_cli_here("run", "xor", "--set", "train.epochs=1", "--set", "model.hidden=4")
+    assert first.returncode == 0, first.stderr[-2000:]
+    lines = first.stdout.strip().splitlines()
+    run_dir = Path(lines[-1].removeprefix("run_dir: "))
+    assert re.fullmatch(r"\d{8}-\d{6}-hidden=4\+epochs=1", run_dir.name), run_dir.name
+    assert lines[-3:-1] == [f"figures: decision_boundaries.png (in logs/xor/{run_dir.name})",
+                            "tensorboard: kexp tensorboard --logdir logs/xor"]
+    # The same settings twice in one second stay apart; --name replaces the settings; defaults say so.
+    named = [run_cli_here("run", "xor", "--set", "train.epochs=1", "--name", "tiny") for _ in range(2)]
+    assert [p.returncode for p in named] == [0, 0]
+    names = sorted(Path(p.stdout.strip().splitlines()[-1]).name for p in named)
+    assert re.fullmatch(r"\d{8}-\d{6}-tiny", names[0]) or re.fullmatch(r"\d{8}-\d{6}-tiny(-2)?", names[1]), names
+    assert len(set(names)) == 2 and all(name.split("-", 2)[2].startswith("tiny") for name in names), names
+    from kexp.store.names import run_label
+
+    assert run_label({}) == "defaults"
+    assert run_label({"model.hidden": (64, 64), "train.lr_schedule": "cosine", "data.noise": 0.5,
+                      "train.deterministic": True}) == "hidden=64,64+lr_schedule=cosine+noise=0.5+deterministic=true"
+    long = run_label({f"model.key{i}": "v" * 12 for i in range(8)})
+    assert len(long) <= 60 and long.endswith("-more") and long.startswith("key0=vvvvvvvvvvvv+"), long
+    assert run_label({"data.name": "a/b c"}) == "name=a-b-c"
 
 
 def test_diverged_run_exits_1_with_status_diverged(logdir):

@@ -28,7 +28,7 @@ def _check_ended_cleanly(code: int, err: str, signum: int, logdir) -> list:
     for folder in folders:
         assert (folder / "config.json").is_file()
         assert json.loads((folder / "results.json").read_text())["status"] == "interrupted"
-        assert f"continue with --resume {folder}" in err
+        assert f"kexp: resume with: kexp run xor --resume {folder}" in err
     if not folders:
         assert err.strip().splitlines() in ([line.format(NAMES[signum])] for line in NOTHING_TO_RESUME.values()), err
     return folders

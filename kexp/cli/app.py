@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", default="auto", choices=STRATEGIES, help="tf.distribute strategy")
     run.add_argument("--resume", metavar="RUN_DIR", default=None,
                      help="continue an interrupted run in its own folder, from its last completed epoch")
+    run.add_argument("--name", dest="name_label", default=None, metavar="LABEL",
+                     help="end of the run folder's name, as TensorBoard lists it (default: the settings "
+                          "that differ from the defaults, e.g. units=128, or 'defaults')")
     bench = sub.add_parser("bench", help="measure training throughput against plain model.fit")
     bench.add_argument("name", nargs="?", default=None, help="benchmark case: fnn, heart_mlp, xor, lstm or dcgan")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -326,7 +329,8 @@ def _tensorboard(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from kexp.cli import sweep as sweeps
-    from kexp.store.rundir import RunLock, check_name
+    from kexp.store.names import check_name
+    from kexp.store.rundir import RunLock
     from kexp.engine.strategy import check_strategy_name as check_strategy
 
     if args.resume is not None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
+from pathlib import Path
 
 from kexp.errors import UsageError, run_dir_of
 from kexp.store.record import RunStatus
@@ -63,12 +65,17 @@ def _check_input(args: argparse.Namespace) -> None:
     """
     from kexp.engine.strategy import check_strategy_name
     from kexp.runner import request_config
-    from kexp.store import rundir
+    from kexp.store import names, rundir
 
+    if args.resume is not None and args.name_label is not None:
+        raise UsageError(f"--name {args.name_label!r}: a resumed run keeps its folder's name; "
+                         "allowed: --name without --resume")
     request_config(args.name, args.overrides, args.resume)
     check_strategy_name(args.strategy)
     if args.resume is None:
         rundir.check_logdir(args.logdir)
+        if args.name_label is not None:
+            names.check_name(args.name_label, "--name")
 
 
 def _train(args: argparse.Namespace) -> dict:
@@ -81,7 +88,7 @@ def _train(args: argparse.Namespace) -> dict:
 
     try:
         return run_experiment(args.name, args.overrides, logdir=args.logdir, strategy=args.strategy,
-                              resume=args.resume,
+                              resume=args.resume, label=args.name_label,
                               on_open=lambda run_dir: print(f"{RUN_FOLDER_LINE}{run_dir}", flush=True))
     except Exception as err:
         run_dir = run_dir_of(err)
@@ -103,6 +110,12 @@ def _print_summary(name: str, results: dict) -> None:
         f"train_samples_per_s: {results['train_samples_per_s']:.0f}  "
         f"replicas: {results['num_replicas']}"
     )
+    if results["run_dir"]:
+        run_dir = Path(results["run_dir"])
+        figures = sorted(path.name for path in run_dir.glob("*.png"))
+        if figures:
+            print(f"figures: {', '.join(figures)} (in {_from_here(run_dir)})")
+        print(f"tensorboard: kexp tensorboard --logdir {shlex.quote(_from_here(run_dir.parent))}")
     print(f"run_dir: {results['run_dir'] or 'none (not the chief worker; the chief writes the run folder)'}")
 
 
@@ -139,9 +152,21 @@ def interrupted_exit(err: KeyboardInterrupt) -> int:
         print(f"kexp: interrupted ({signal_name}) before a run folder was created; nothing to resume",
               file=sys.stderr)
         return code
-    print(f"kexp: interrupted ({signal_name}); continue with --resume {run_dir}", file=sys.stderr)
+    dropped = getattr(err, "dropped_epoch", None)
+    where = (f" in epoch {dropped}; that epoch is dropped (its last progress line above is not kept) and trains "
+             "again on resume" if dropped else "; every completed epoch is saved")
+    resume = f"kexp run {shlex.quote(Path(run_dir).parent.name)} --resume {shlex.quote(_from_here(Path(run_dir)))}"
+    print(f"kexp: interrupted ({signal_name}){where}\nkexp: resume with: {resume}", file=sys.stderr)
     print(f"status: {RunStatus.INTERRUPTED}\nrun_dir: {run_dir}", flush=True)
     return code
+
+
+def _from_here(path: Path) -> str:
+    """Returns `path` relative to the working directory when it lies below it (what a user types), else whole."""
+    try:
+        return str(Path(path).absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def import_tensorflow_quietly() -> None:

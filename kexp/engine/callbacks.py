@@ -80,6 +80,9 @@ class EpochGate(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         self.complete = not self.stop.requested
+        if not self.complete:
+            # Keras has printed this epoch's line as if it were whole; the CLI says it was dropped.
+            self.stop.dropped_epoch = epoch + 1
 
 
 class StopOnRequest(keras.callbacks.Callback):

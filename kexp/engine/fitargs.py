@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from kexp.errors import UsageError
-from kexp.store import rundir
+from kexp.store import names
 
 # `Model.compile` arguments `Harness.fit` takes, for a model it compiles.
 # (`optimizer_options`: arguments of the configured optimizer, which the harness makes.)
@@ -210,5 +210,5 @@ def checked(train: Any, validation: Any, fit_kwargs: dict[str, Any], name: str |
                          "an unbatched tf.data.Dataset, a keras.utils.PyDataset or a generator")
     compile_args = compile_arguments(**given)
     if name is not None:
-        rundir.check_name(name, "fit name")
+        names.check_name(name, "fit name")
     return keras_args, compile_args

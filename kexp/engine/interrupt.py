@@ -88,12 +88,15 @@ class RunInterrupted(KeyboardInterrupt):
     Attributes:
         signum: The signal that asked (SIGINT or SIGTERM).
         exit_code: 130 for SIGINT, 143 for SIGTERM.
+        dropped_epoch: The epoch (1-based, as Keras prints it) that the stop
+            cut short and that a resume trains again, or None.
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, dropped_epoch: int | None = None) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.exit_code = EXIT_CODES.get(signum, 130)
+        self.dropped_epoch = dropped_epoch
 
 
 class StopRequest:
@@ -101,6 +104,8 @@ class StopRequest:
 
     Attributes:
         signum: The first signal received, or None.
+        dropped_epoch: The epoch the stop cut short (1-based), set by
+            `kexp.engine.callbacks.EpochGate`; None when it came between epochs.
         exit_on_second: Class setting: a second SIGINT ends the process with
             `os._exit(130)` (the CLI sets it) instead of raising
             `KeyboardInterrupt` in the main thread.
@@ -110,6 +115,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.dropped_epoch: int | None = None
         self._listeners: list[Callable[[], None]] = []
         self._previous: dict[int, Any] = {}
         self._previous_fd: int | None = None
@@ -130,7 +136,7 @@ class StopRequest:
     def check(self) -> None:
         """Raises `RunInterrupted` if a stop was asked for."""
         if self.signum is not None:
-            raise RunInterrupted(self.signum)
+            raise RunInterrupted(self.signum, self.dropped_epoch)
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is not threading.main_thread():

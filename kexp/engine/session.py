@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import keras
 import tensorflow as tf
 
-from kexp.store import checkpoint, hparams, rundir
+from kexp.store import checkpoint, hparams, names, rundir
 from kexp.store.record import RunStatus
 from kexp.config import ExperimentConfig, TrainConfig, to_dict, validate
 from kexp.errors import RunError, UsageError, WriteError, tag_run_dir
@@ -43,6 +43,7 @@ def open_run(
     verbose: int | str = "auto",
     resume: str | Path | None = None,
     on_open: Callable[[Path], None] | None = None,
+    label: str | None = None,
 ) -> Iterator[Harness]:
     """Opens a run folder and yields the `Harness` that trains in it.
 
@@ -76,6 +77,10 @@ def open_run(
             each fit restarts from its last completed epoch.
         on_open: Called with the run folder once it exists and is locked
             (the CLI prints it, so that a killed run's folder is known).
+        label: What tells this run apart, one folder name: the RUN_ID is then
+            `YYYYMMDD-HHMMSS-LABEL` (`-2`, ... on a clash) instead of ending in
+            random hex, so TensorBoard's run list reads (`kexp.run` passes the
+            settings that differ from the defaults, or `--name`).
 
     Yields:
         The harness. After the block, `harness.results` holds what was written.
@@ -85,7 +90,7 @@ def open_run(
             would give), or a folder in use.
         WriteError: A file of the run could not be written (names the file).
     """
-    rundir.check_name(name, "open_run name")
+    names.check_name(name, "open_run name")
     stop = StopRequest()
     # Signals are caught from before the run folder exists until its lock is released: a SIGINT or
     # SIGTERM at any moment is a clean stop (interrupted, resumable), or before the folder, nothing left.
@@ -94,7 +99,7 @@ def open_run(
         chief = is_chief(tf_strategy)
         config_data = to_dict(config) if config is not None else {"train": to_dict(train)}
         stop.check()
-        run_dir, lock = _open_folder(name, logdir, resume, chief, config_data)
+        run_dir, lock = _open_folder(name, logdir, resume, chief, config_data, label or "")
         try:
             if on_open is not None and chief:
                 on_open(run_dir)
@@ -151,7 +156,7 @@ def _recorded(harness: Harness, name: str, config_data: dict, stop: StopRequest,
         # A signal that arrived while results.json was written.
         harness.status = RunStatus.INTERRUPTED
         _write_results(harness, name, config_data, chief)
-        interrupted = RunInterrupted(stop.signum)  # type: ignore[arg-type]
+        interrupted = RunInterrupted(stop.signum, stop.dropped_epoch)  # type: ignore[arg-type]
         tag_run_dir(interrupted, harness.run_dir if chief else None)
         raise interrupted
 
@@ -230,7 +235,7 @@ def _on_error(err: BaseException, harness: Harness, *, new_folder: bool, chief: 
 
 
 def _open_folder(name: str, logdir: str | Path, resume: str | Path | None, chief: bool,
-                 config_data: dict) -> tuple[Path, rundir.RunLock | None]:
+                 config_data: dict, label: str) -> tuple[Path, rundir.RunLock | None]:
     """Returns the run folder, locked, with its `config.json`: a new one, or the resumed one cleaned of temp files."""
     if not chief:
         # Other workers of a multi-worker run compute, but keep their files
@@ -249,7 +254,7 @@ def _open_folder(name: str, logdir: str | Path, resume: str | Path | None, chief
         for backup in layout.backup_root(run_dir).glob("*"):
             checkpoint.remove_temp_files(backup)
         return run_dir, lock
-    run_dir = rundir.create_run_dir(logdir, name)
+    run_dir = rundir.create_run_dir(logdir, name, label=label)
     lock = rundir.RunLock(run_dir, str(run_dir))
     try:
         rundir.write_json(run_dir / "config.json", config_data)

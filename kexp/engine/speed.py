@@ -1,7 +1,7 @@
 """Internal: the harness's speed decisions: steps per compiled call and XLA, from the model and the data.
 
 Kept apart from the harness so that each rule reads, and tests, on its own;
-the measurements behind each constant are in the README's performance section.
+the measurements behind each constant are in docs/performance.md.
 """
 
 from __future__ import annotations

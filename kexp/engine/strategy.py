@@ -160,7 +160,7 @@ def _check_tf_config() -> None:
     if not raw:
         raise UsageError(
             "--strategy multi_worker needs TF_CONFIG (cluster and task) in the environment; "
-            "see README 'Training on several machines'"
+            "see docs/distributed.md"
         )
     shape = 'JSON {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}}'
     try:

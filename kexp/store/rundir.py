@@ -11,7 +11,6 @@ import json
 import math
 import os
 import platform
-import re
 import secrets
 import shutil
 import stat
@@ -47,13 +46,18 @@ def _unwritable(logdir: str | os.PathLike, reason: str) -> UsageError:
     return UsageError(f"--logdir {str(logdir)!r}: not writable ({reason}); allowed: a folder you can write to")
 
 
-def create_run_dir(logdir: str | os.PathLike, name: str, prefix: str = "") -> Path:
+def create_run_dir(logdir: str | os.PathLike, name: str, prefix: str = "", label: str = "") -> Path:
     """Creates and returns a new, unique run folder `logdir/name/RUN_ID`.
+
+    RUN_ID is `[prefix]YYYYMMDD-HHMMSS-LABEL` when a label is given (`-2`, `-3`, ...
+    added on a clash), so that TensorBoard's run list says what each run was,
+    and `[prefix]YYYYMMDD-HHMMSS-xxxxxx` (random hex) otherwise.
 
     Args:
         logdir: The root of run folders.
         name: The experiment.
         prefix: Put before the RUN_ID (`sweep-` for a sweep's folder).
+        label: What tells the run apart (`kexp.store.names.run_label`), a single folder name.
 
     Raises:
         UsageError: When `logdir` cannot be written to.
@@ -65,13 +69,16 @@ def create_run_dir(logdir: str | os.PathLike, name: str, prefix: str = "") -> Pa
         probe.close()
     except OSError as err:
         raise _unwritable(logdir, str(err.strerror or err)) from None
+    clash = 0
     while True:
-        run_id = prefix + time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        stamp = prefix + time.strftime("%Y%m%d-%H%M%S") + "-"
+        run_id = stamp + (label + (f"-{clash + 1}" if clash else "") if label else secrets.token_hex(3))
         run_dir = parent / run_id
         try:
             run_dir.mkdir()
             return run_dir
         except FileExistsError:
+            clash += 1
             continue
         except FileNotFoundError:
             # Another process removed the empty experiment folder meanwhile
@@ -207,22 +214,6 @@ def in_use(run_dir: Path) -> bool:
         return True
     finally:
         os.close(fd)
-
-
-_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-
-
-def check_name(name: Any, what: str) -> str:
-    """Checks that a run or fit name is a single path component and returns it.
-
-    Raises:
-        UsageError: (a `ValueError`) for anything but letters, digits, `_`,
-            `-` and `.` not leading: names stay inside the logdir.
-    """
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > 200:
-        raise UsageError(f"{what}: received {str(name)[:80]!r}; allowed: letters, digits, '_', '-' and "
-                         "'.' (not first), at most 200 characters: one folder name")
-    return name
 
 
 # JSON kexp writes is a few KiB (a 1,000-point sweep.json is under 1 MiB) and a few levels deep;

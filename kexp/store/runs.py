@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from kexp.store import hparams, rundir
+from kexp.store import hparams, names, rundir
 from kexp import quality
 from kexp.errors import UsageError
 from kexp.store.record import RECORDED, RunStatus
@@ -50,7 +50,7 @@ def collect(logdir: str | Path, name: str | None = None) -> list[dict[str, Any]]
         raise UsageError(f"--logdir {str(logdir)!r}: not a folder; allowed: a folder of runs (kexp run writes "
                          "LOGDIR/NAME/RUN_ID; default ./logs)")
     if name is not None:
-        rundir.check_name(name, "runs NAME")
+        names.check_name(name, "runs NAME")
     experiments = [root / name] if name is not None else _folders(root)
     defaults: dict[str, tuple[Mapping[str, Any] | None, Mapping[str, Any]]] = {}
     entries = []
