@@ -33,6 +33,19 @@ def test_show_prints_resolved_config_with_overrides():
     assert proc.returncode == 0, proc.stderr
     assert "train.epochs = 3  #" in proc.stdout
     assert "data.feature_length = 32" in proc.stdout
+    assert proc.stdout.splitlines()[:3] == [
+        "# lstm_sine: LSTM forecasts sin(x) from its own past values and rolls out on unseen x (tutorial 003).",
+        "# quality bar: rollout_mse ≤ 1e-3, test_mse ≤ 1e-3",
+        "# time at defaults: ~8 s (whole command, 2-core development machine)"]
+
+
+def test_runs_of_a_mistyped_experiment_suggests_the_name(tmp_path):
+    proc = run_cli_here("runs", "lstm_sin", "--logdir", str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"kexp: error: runs 'lstm_sin': no experiment or run folder of that name in "
+                                   f"{tmp_path}; did you mean lstm_sine?")
+    known = run_cli_here("runs", "cnn_zoo", "--logdir", str(tmp_path))
+    assert (known.returncode, known.stdout.strip()) == (0, f"no runs of cnn_zoo in {tmp_path}")
 
 
 BAD_INPUTS = [

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kexp", description="Run classic deep-learning experiments on Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="list experiments: NAME  description")
-    show = sub.add_parser("show", help="print an experiment's resolved config")
+    show = sub.add_parser("show", help="print an experiment's description, quality bar, time and resolved config")
     show.add_argument("name")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     run = sub.add_parser("run", help="train an experiment")
@@ -210,10 +210,20 @@ def _list() -> int:
 
 
 def _show(name: str, overrides: Sequence[str]) -> int:
+    from kexp import quality, registry
     from kexp.config import describe
     from kexp.runner import resolve
 
-    for line in describe(resolve(name, overrides)):
+    config = resolve(name, overrides)
+    module = registry.load(name)
+    # What the experiment shows and must reach come first, as `# ` lines above the settings.
+    print(f"# {name}: {registry.get(name).description}")
+    bars = getattr(module, "EXPECTED", None) or {}
+    print("# quality bar: " + (", ".join(f"{key} {quality.describe(bar)}" for key, bar in bars.items()) or "none"))
+    seconds = getattr(module, "EXPECTED_TIME_S", None)
+    print(f"# time at defaults: ~{seconds:g} s (whole command, 2-core development machine)" if seconds
+          else "# time at defaults: not declared")
+    for line in describe(config):
         print(line)
     return 0
 
@@ -286,6 +296,8 @@ def _runs(args: argparse.Namespace) -> int:
     from kexp.store import runs
 
     entries = runs.collect(args.logdir, args.name)
+    if not entries and args.name:
+        _check_runs_name(args.name, args.logdir)
     if args.json:
         print(json.dumps(entries, allow_nan=False, default=str))
     elif not entries:
@@ -293,6 +305,28 @@ def _runs(args: argparse.Namespace) -> int:
     else:
         print("\n".join(runs.format_table(entries)))
     return 0
+
+
+def _check_runs_name(name: str, logdir: str) -> None:
+    """Refuses a `kexp runs NAME` that names no experiment and no folder of `logdir` but is close to one.
+
+    Raises:
+        UsageError: `did you mean lstm_sine?`, for a typo (`lstm_sin`).
+    """
+    import difflib
+    from pathlib import Path
+
+    from kexp import registry
+
+    known = set(registry.discover())
+    if name in known or (Path(logdir) / name).exists():
+        return  # a real experiment that has no runs yet: "no runs of NAME"
+    if Path(logdir).is_dir():
+        known |= {path.name for path in Path(logdir).iterdir() if path.is_dir()}
+    close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
+    if close:
+        raise UsageError(f"runs {name!r}: no experiment or run folder of that name in {logdir}; "
+                         f"did you mean {', '.join(close)}?")
 
 
 def _tensorboard(args: argparse.Namespace) -> int:
