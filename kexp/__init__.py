@@ -41,6 +41,10 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'kexp' has no attribute {name!r}")
     module_name, attr = _LAZY[name]
+    if name != "run":  # `run` imports TensorFlow only once its input is checked
+        from kexp.engine.quiet import import_tensorflow_quietly
+
+        import_tensorflow_quietly(library=True)
     module = importlib.import_module(module_name)
     value = module if attr is None else getattr(module, attr)
     globals()[name] = value

@@ -327,6 +327,9 @@ def run_experiment(
         label = names.run_label(hparams.differences(to_dict(config), to_dict(module.CONFIG)))
     else:
         names.check_name(label, "--name")
+    from kexp.engine.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(library=True)
     from kexp.engine.session import open_run
 
     with open_run(name, logdir=logdir, strategy=strategy, config=config, verbose=verbose,

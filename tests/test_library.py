@@ -285,3 +285,28 @@ def test_a_model_keras_cannot_save_still_trains_and_says_so(logdir, capsys):
     assert fit["loss"] == {"a": "mse", "b": "mean_absolute_error"}
     assert list((run.run_dir / "models").iterdir()) == []  # no temp file left
     assert "kexp: warning: fit 'model' trained, but Keras cannot save it" in capsys.readouterr().err
+
+
+def test_library_use_prints_no_tensorflow_start_up_lines_and_keeps_a_level_the_user_set(tmp_path):
+    """`import kexp` + `kexp.run` as a script would: TensorFlow's C++ lines (start-up, cuInit, and the harmless
+    `use_unbounded_threadpool` error of a deterministic run) stay hidden, unless the user chose a level."""
+    script = textwrap.dedent(f"""
+        import os, kexp
+        results = kexp.run("xor", {{"train.epochs": 1, "train.deterministic": True}}, logdir={str(tmp_path)!r},
+                           verbose=0)
+        print(results["status"], os.environ["TF_CPP_MIN_LOG_LEVEL"])
+    """)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                           cwd=REPO)
+    assert quiet.stdout.split() == ["ok", "3"], quiet.stderr[-2000:]
+    assert quiet.stderr == ""
+    chosen = subprocess.run([sys.executable, "-c", "import os, kexp.models; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
+                            capture_output=True, text=True, env={**env, "TF_CPP_MIN_LOG_LEVEL": "1"}, timeout=300,
+                            cwd=REPO)
+    assert chosen.stdout.split() == ["1"], chosen.stderr[-2000:]
+    # The command line: the same run, nothing on stderr either.
+    command = subprocess.run([sys.executable, "-m", "kexp", "run", "xor", "--set", "train.epochs=1", "--set",
+                              "train.deterministic=true", "--logdir", str(tmp_path)],
+                             capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert command.returncode == 0 and command.stderr == "", command.stderr[-2000:]

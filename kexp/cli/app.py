@@ -251,7 +251,7 @@ def _bench(args: argparse.Namespace) -> int:
     import json
 
     from kexp.cli import bench
-    from kexp.cli.run_command import import_tensorflow_quietly
+    from kexp.engine.quiet import import_tensorflow_quietly
     from kexp.engine.strategy import check_strategy_name
 
     if args.sweep == bool(args.name):
@@ -341,7 +341,7 @@ def _tensorboard(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stopped.set())
     if not os.path.isdir(args.logdir):
         raise UsageError(f"--logdir {args.logdir!r}: not a folder; allowed: a folder of runs (default ./logs)")
-    from kexp.cli.run_command import import_tensorflow_quietly
+    from kexp.engine.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     from tensorboard import program

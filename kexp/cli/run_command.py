@@ -9,7 +9,6 @@ it ended (ok, diverged, failed inside its folder, or interrupted). Exit code:
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import signal
 import sys
@@ -42,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     # Before the run opens, a signal ends the command with nothing left (130/143); the run then catches them.
     raise_on_signals()
     _check_input(args)
+    from kexp.engine.quiet import import_tensorflow_quietly
+
     import_tensorflow_quietly()
     results = _train(args)
     # The run is over and its files written: a signal now is noted, the summary printed, and the exit code says it.
@@ -167,29 +168,3 @@ def _from_here(path: Path) -> str:
         return str(Path(path).absolute().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def import_tensorflow_quietly() -> None:
-    """Imports TensorFlow and finds its devices with the C++ start-up log lines hidden.
-
-    TensorFlow 2.21 logs through absl before its log level is read (and a
-    CPU-only machine gets a "failed call to cuInit" error line when devices
-    are listed), so TF_CPP_MIN_LOG_LEVEL alone cannot hide those lines; the
-    CLI's stderr is kept for kexp's own one-line errors. Set
-    TF_CPP_MIN_LOG_LEVEL=0 to see them.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" or "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow
-
-            # Physical devices only: logical ones may still be configured.
-            tensorflow.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)

@@ -10,6 +10,10 @@ unique in the process by default, so builders combine in one model.
     model = lenet5((32, 32, 3), 10)           # 62,006 parameters
 """
 
+from kexp.engine.quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly(library=True)  # before keras: TensorFlow's C++ start-up lines muted
+
 from kexp.models.cnn import alexnet, googlenet, inception_block, lenet5, nin, resnet, residual_block, vgg
 from kexp.models.gan import (
     GAN,
