@@ -285,6 +285,9 @@ def test_run_folders_are_named_after_their_settings_or_name_and_the_end_names_fi
     assert re.fullmatch(r"\d{8}-\d{6}-hidden=4\+epochs=1", run_dir.name), run_dir.name
     assert lines[-3:-1] == [f"figures: decision_boundaries.png (in logs/xor/{run_dir.name})",
                             "tensorboard: kexp tensorboard --logdir logs/xor"]
+    # Each of xor's two fits is headed by its name: two blocks of `Epoch 1/1` are told apart.
+    headings = [line for line in lines if line.startswith("fit ")]
+    assert headings == ["fit single_layer: 1 epoch", "fit two_layer: 1 epoch"], first.stdout[:2000]
     # The same settings twice in one second stay apart; --name replaces the settings; defaults say so.
     named = [run_cli_here("run", "xor", "--set", "train.epochs=1", "--name", "tiny") for _ in range(2)]
     assert [p.returncode for p in named] == [0, 0]

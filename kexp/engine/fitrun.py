@@ -89,6 +89,11 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
     all_callbacks, timer = fit_callbacks(harness, plan, data, calls, one_stream, callbacks)
     fusing = fused.fused_steps(model, train_ds.element_spec, tail=data.n_train % harness.global_batch_size != 0
                                ) if group > 1 else built_locally(model, train_ds, harness.strategy)
+    verbose = harness.verbose if verbose is None else verbose
+    if verbose != 0 and plan.name != "model":
+        # Keras numbers every fit's epochs from 1: a run of several fits (xor's two nets, a GAN after
+        # its judge) would print blocks of `Epoch 1/N` that nothing tells apart.
+        print(fit_heading(plan), flush=True)
     try:
         with harness.strategy.scope(), fusing:
             return model.fit(
@@ -100,7 +105,7 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
                 # A stream's epoch is Keras' to end (a PyDataset's length), unless steps were given.
                 steps_per_epoch=data.steps_per_epoch if one_stream else data.given_steps,
                 callbacks=all_callbacks,
-                verbose=harness.verbose if verbose is None else verbose,
+                verbose=verbose,
                 shuffle=False,  # the pipeline already shuffles, seeded
                 class_weight=data.class_weight,  # a stream's (the pipeline weighs the others' examples)
             )
@@ -115,6 +120,13 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
             settings["examples_per_s"] = examples / max(sum(steady), 1e-9)
         if data.is_stream:
             settings["input"] = streams.describe(data.source, data.counter, data.steps_per_epoch)
+
+
+def fit_heading(plan: FitPlan) -> str:
+    """Returns the line printed above a named fit's epochs: `fit two_layer: 30 epochs` (`epochs 12-30` resumed)."""
+    if plan.initial_epoch:
+        return f"fit {plan.name}: epochs {plan.initial_epoch + 1}-{plan.epochs} (resumed)"
+    return f"fit {plan.name}: {plan.epochs} epoch{'s' if plan.epochs != 1 else ''}"
 
 
 def record_fit(harness: Harness, model: keras.Model, history: keras.callbacks.History, fit_name: str,
