@@ -357,3 +357,16 @@ def test_bare_kexp_prints_its_usage_and_commands_and_argparse_errors_say_kexp_on
     assert bogus.returncode == 2
     assert bogus.stderr.strip().startswith("kexp: error: argument command: invalid choice: 'bogus'")
     assert run_cli_here("run").stderr.strip() == "kexp: error: kexp run: the following arguments are required: name"
+
+
+def test_tensorboard_notes_a_logdir_holding_several_experiments(tmp_path):
+    from kexp.cli.board import several_experiments_note
+
+    for experiment in ("xor", "lstm_sine"):
+        (tmp_path / experiment / "20261204-101010-defaults").mkdir(parents=True)
+        (tmp_path / experiment / "20261204-101010-defaults" / "config.json").write_text("{}")
+    (tmp_path / "stray").mkdir()  # no runs in it: not an experiment
+    assert several_experiments_note(str(tmp_path)) == (
+        f"kexp: note: {tmp_path} holds runs of 2 experiments (lstm_sine, xor); TensorBoard lists every run of each. "
+        f"To compare one experiment's runs: kexp tensorboard --logdir {tmp_path}/lstm_sine")
+    assert several_experiments_note(str(tmp_path / "xor")) == ""  # one experiment's runs

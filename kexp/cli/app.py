@@ -172,7 +172,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         if args.command == "runs":
             return _runs(args)
         if args.command == "tensorboard":
-            return _tensorboard(args)
+            from kexp.cli import board
+
+            return board.command(args.logdir, args.port)
         if args.command == "sweep":
             return _sweep(args)
         if args.command == "check":
@@ -327,38 +329,6 @@ def _check_runs_name(name: str, logdir: str) -> None:
     if close:
         raise UsageError(f"runs {name!r}: no experiment or run folder of that name in {logdir}; "
                          f"did you mean {', '.join(close)}?")
-
-
-def _tensorboard(args: argparse.Namespace) -> int:
-    import importlib.util
-    import signal
-    import threading
-
-    stopped = threading.Event()
-    # Set first (a shell's background job even inherits SIGINT ignored): a
-    # stop during start-up stops it as soon as it is up.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopped.set())
-    if not os.path.isdir(args.logdir):
-        raise UsageError(f"--logdir {args.logdir!r}: not a folder; allowed: a folder of runs (default ./logs)")
-    from kexp.engine.quiet import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    from tensorboard import program
-
-    board = program.TensorBoard()
-    # TensorBoard's "auto" prints a note about its fast loader; pick the loader here instead.
-    fast = "true" if importlib.util.find_spec("tensorboard_data_server") else "false"
-    board.configure(logdir=os.path.abspath(args.logdir), host="127.0.0.1", port=args.port, load_fast=fast)
-    try:
-        url = board.launch()
-    except program.TensorBoardServerException as err:
-        raise UsageError(f"--port {args.port}: {err.msg}; allowed: a free port (0: any free one)") from None
-    print(f"TensorBoard on {os.path.abspath(args.logdir)} at {url} (Ctrl-C stops it)", flush=True)
-    while not stopped.wait(1.0):
-        pass
-    print("TensorBoard stopped", flush=True)
-    return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
