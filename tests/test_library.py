@@ -30,9 +30,9 @@ def _xy(n: int = 120):
     return x, (x[:, :1] > 0).astype("float32")
 
 
-def test_readme_api_section_lists_exactly_the_public_names():
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("### API"):text.index("### Model builders")]
+def test_library_docs_api_section_lists_exactly_the_public_names():
+    text = (REPO / "docs" / "library.md").read_text()
+    section = text[text.index("## API"):text.index("## Model builders")]
     listed = set()
     for cell in re.findall(r"^\| (`[^|]+`) \|", section, flags=re.M):
         cell = re.sub(r"\([^)]*\)", "", cell.replace("`", ""))  # drop the signatures
