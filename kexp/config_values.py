@@ -21,6 +21,21 @@ _LIST_OF = {int: ("integers", "64,64"), float: ("finite numbers", "0.1,0.2"), st
             bool: ("true/false values", "true,false")}
 
 
+def ascii_int(raw: str) -> int:
+    """Returns the integer `raw` writes in ASCII digits (an optional sign, surrounding spaces allowed).
+
+    `int()` alone also takes `2_0` and other scripts' digits (`٢`), which no
+    setting, port or count means. Python refuses more than 4,300 digits with a
+    ValueError too.
+
+    Raises:
+        ValueError: For anything else.
+    """
+    if not re.fullmatch(r"[+-]?[0-9]+", raw.strip()):
+        raise ValueError(raw)
+    return int(raw.strip())
+
+
 def parse_value(key: str, raw: str, annotation: Any) -> Any:
     """Parses one override string to the field's declared type.
 
@@ -67,11 +82,7 @@ def parse_value(key: str, raw: str, annotation: Any) -> Any:
         raise ConfigError(f"{key}: received {shown(raw)}; allowed: true or false")
     if annotation is int:
         try:
-            # ASCII digits only: int() also takes "2_0" and other scripts' digits.
-            if not re.fullmatch(r"[+-]?[0-9]+", raw.strip()):
-                raise ValueError(raw)
-            # Python refuses more than 4,300 digits with a ValueError too.
-            return int(raw.strip())
+            return ascii_int(raw)
         except ValueError:
             raise ConfigError(f"{key}: received {shown(raw)}; allowed: an integer") from None
     if annotation is float:

@@ -49,6 +49,9 @@ def test_runs_of_a_mistyped_experiment_suggests_the_name(tmp_path):
 
 
 BAD_INPUTS = [
+    (["sweep", "lstm_sine", "--grid", "=1,2"], "--grid '=1,2': key must be section.name; sections: data, model"),
+    (["tensorboard", "--port", "\u0662"], "kexp tensorboard: argument --port: received '\u0662'; allowed: an integer 0-65535"),
+    (["bench", "fnn", "--examples", "\u0662"], "kexp bench: argument --examples: received '\u0662'; allowed: an integer >= 1"),
     (["run", "lstm_sin"], "unknown experiment 'lstm_sin'; did you mean lstm_sine?"),
     (["run", "xor", "--name", "../up"], "--name: received '../up'; allowed: letters, digits, '_', '-' and '.' "
                                         "(not first), at most 200 characters: one folder name"),
@@ -320,6 +323,7 @@ def test_diverged_run_exits_1_with_status_diverged(logdir):
 @pytest.mark.parametrize("value, message", [
     ("100000", "KEXP_CPU_DEVICES: received 100000; allowed: an integer 1..64"),
     ("x" * 500, "KEXP_CPU_DEVICES: received 'xxxxxxxx"),
+    ("\u0662", "KEXP_CPU_DEVICES: received '\u0662'; allowed: an integer 1..64"),
 ])
 def test_logical_cpu_devices_are_bounded(value, message, logdir):
     proc = run_cli("run", "xor", "--strategy", "mirrored", "--logdir", str(logdir), env={"KEXP_CPU_DEVICES": value})

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any, Sequence
 
+from kexp.config_values import ascii_int
 from kexp.errors import RunError, UsageError
 from kexp.store.record import RunStatus
 from kexp.engine.strategy import STRATEGIES
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _seed(text: str) -> int:
     try:
-        value = int(text)
+        value = ascii_int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"received {text!r}; allowed: an integer 0..{2**32 - 1} (train.seed)") from None
     return value
@@ -109,7 +110,7 @@ def _seed(text: str) -> int:
 
 def _port(text: str) -> int:
     try:
-        value = int(text)
+        value = ascii_int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"received {text!r}; allowed: an integer 0-65535") from None
     if not 0 <= value <= 65535:
@@ -119,7 +120,7 @@ def _port(text: str) -> int:
 
 def _positive(text: str) -> int:
     try:
-        value = int(text)
+        value = ascii_int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"received {text!r}; allowed: an integer >= 1") from None
     if value < 1:

@@ -29,7 +29,7 @@ from kexp.store import rundir, runs
 from kexp.store.record import RECORDED, RunStatus
 from kexp.config_values import shown
 from kexp.errors import UsageError
-from kexp.cli.sweep_points import Attempt, finish, folder_problem, recorded_run_dir, refresh, start
+from kexp.cli.sweep_points import Attempt, declared_bars, finish, folder_problem, recorded_run_dir, refresh, start
 from kexp.cli.sweep_points import settings as _settings
 
 MAX_POINTS = 1000
@@ -56,6 +56,7 @@ def parse_grid(name: str, grid: Sequence[str], overrides: Sequence[str]) -> dict
         raise UsageError("sweep: no --grid given; allowed: one or more --grid section.key=v1,v2")
     parsed: dict[str, list[str]] = {}
     set_keys = {item.split("=", 1)[0].strip() for item in overrides}
+    resolve(name, overrides)  # a bad --set is named as such; any later `--set` message is a grid item's
     for item in grid:
         if "=" not in item:
             raise UsageError(f"--grid {shown(item)}: expected section.key=v1,v2, e.g. --grid train.epochs=5,10")
@@ -71,7 +72,12 @@ def parse_grid(name: str, grid: Sequence[str], overrides: Sequence[str]) -> dict
         seen: dict[Any, str] = {}
         for value in values:
             # Checked alone first, so that the error names the bad value rather than a whole point.
-            config = resolve(name, [*overrides, f"{key}={value}"])
+            try:
+                config = resolve(name, [*overrides, f"{key}={value}"])
+            except UsageError as err:
+                if not str(err).startswith("--set "):
+                    raise
+                raise UsageError(f"--grid {shown(item)}: {str(err).split(': ', 1)[1]}") from None
             parsed_value = _value_of(config, key)
             if parsed_value in seen:
                 raise UsageError(f"--grid {shown(item)}: {shown(value)} is the same value as "
@@ -289,7 +295,8 @@ def summarize(sweep_dir: Path, sweep: dict[str, Any]) -> list[str]:
         from kexp.study import plots
         from kexp.cli import sweep_plots
 
-        plots.save(sweep_plots.grid_sweep_figure(sweep, keys, metrics), sweep_dir / "sweep.png")
+        figure = sweep_plots.grid_sweep_figure(sweep, keys, metrics, declared_bars(sweep["experiment"]))
+        plots.save(figure, sweep_dir / "sweep.png")
     header = ["#", *keys, "status", *metrics, "bar", "wall_s"]
     rows = [header]
     for p in sweep["points"]:

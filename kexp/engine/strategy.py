@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kexp.config_values import key_name, shown  # the one rule for cutting echoed values
+from kexp.config_values import ascii_int, key_name, shown  # the one rule for cutting echoed values
 from kexp.errors import UsageError
 from kexp.store.rundir import parse_json
 
@@ -72,7 +72,7 @@ def cpu_devices_from_env() -> int | None:
     if not raw:
         return None
     try:
-        count = int(raw)
+        count = ascii_int(raw)
     except ValueError:
         raise UsageError(f"{CPU_DEVICES_ENV}: received {shown(raw)}; allowed: an integer 1..{MAX_CPU_DEVICES}") from None
     _check_count(count)
