@@ -49,6 +49,12 @@ def test_runs_of_a_mistyped_experiment_suggests_the_name(tmp_path):
 
 
 BAD_INPUTS = [
+    (["bench", "fnn", "--examples", "100000000000000000"], "bench fnn: --examples 100000000000000000: the case's "
+                                                           "data (~1.17e+12 GiB, with the harness's copies) does not fit"),
+    (["bench", "fnn", "--width", "1000000000000"], "bench fnn: --width 1000000000000: the model (~1.18e+07 GiB with "
+                                                   "its gradients and Adam's slots) does not fit in this machine's memory"),
+    (["bench", "--sweep", "--examples", "1"], "bench --sweep: --examples 1: too few to measure its largest batch "
+                                              "(1,024) over full steps; allowed: an integer >= 2048"),
     (["sweep", "lstm_sine", "--grid", "=1,2"], "--grid '=1,2': key must be section.name; sections: data, model"),
     (["tensorboard", "--port", "\u0662"], "kexp tensorboard: argument --port: received '\u0662'; allowed: an integer 0-65535"),
     (["bench", "fnn", "--examples", "\u0662"], "kexp bench: argument --examples: received '\u0662'; allowed: an integer >= 1"),

@@ -269,6 +269,9 @@ def _bench(args: argparse.Namespace) -> int:
         raise UsageError("bench: --profile applies to a case, not to --sweep")
     if args.sweep and not args.limit:
         raise UsageError("bench: --no-limit applies to a case, not to --sweep")
+    from kexp.cli.bench_limits import check_fits
+
+    check_fits(args.name, args.examples, args.width, sweep=args.sweep)
     import_tensorflow_quietly()
     if args.sweep:
         from kexp.cli import scaling

@@ -41,6 +41,7 @@ def run_sweep(logdir: str, *, examples: int = SWEEP_EXAMPLES) -> tuple[Any, dict
     from kexp.store import rundir
     from kexp.cli import sweep_plots
     from kexp.cli.bench import run_bench
+    from kexp.errors import RunError
 
     run_dir = rundir.create_run_dir(logdir, "bench_sweep")
     common = {"repeats": 1, "epochs": 3, "examples": examples, "compare": False, "limit": False}
@@ -54,8 +55,12 @@ def run_sweep(logdir: str, *, examples: int = SWEEP_EXAMPLES) -> tuple[Any, dict
         args = [sys.executable, "-m", "kexp", "bench", "fnn", "--json", "--repeats", "1", "--epochs", "3",
                 "--examples", str(examples), "--no-compare", "--no-limit",
                 "--strategy", "mirrored" if replicas > 1 else "default"]
-        out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
-        sweep["replicas"].append({"replicas": replicas, **_pick(json.loads(out))})
+        point = subprocess.run(args, env=env, capture_output=True, text=True)
+        if point.returncode != 0:
+            last = (point.stderr.strip().splitlines() or ["no message"])[-1]
+            rundir.remove_run_dir(run_dir)  # nothing of a sweep that could not finish stays behind
+            raise RunError(f"bench --sweep: the {replicas}-replica point exited {point.returncode}: {last}")
+        sweep["replicas"].append({"replicas": replicas, **_pick(json.loads(point.stdout))})
     sweep["rollout"] = rollout_timing()
     rundir.write_json(run_dir / "sweep.json", sweep)
     plots.save(sweep_plots.sweep_figure(sweep), run_dir / "sweep.png")
