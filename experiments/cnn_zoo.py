@@ -111,6 +111,8 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
         metrics["bn_first_epoch_gain"] = metrics["first_epoch_accuracy_vgg_bn"] - metrics["first_epoch_accuracy_vgg"]
     compare.write_table(harness, "comparison", ["model", "input", "params", "test_accuracy", "first_epoch_accuracy",
                                                 "train_seconds (tracing included)", "examples_per_s"], rows,
-                        title=f"{config.train.epochs} epochs of {len(data.x_train)} {data.name} images for every net")
+                        title=f"{config.train.epochs} epochs of {len(data.x_train)} {data.name} images for every net",
+                        shows=[f"{quantity}_{name}" for name in chosen for quantity in
+                               ("params", "test_accuracy", "first_epoch_accuracy", "examples_per_s")])
     harness.log_figure("cnn_zoo", plots.zoo_figure(curves, {r[0]: (r[6], r[3], r[2]) for r in rows}))
     return metrics

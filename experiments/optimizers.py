@@ -142,6 +142,8 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     metrics["sgd_time_vs_next_slowest"] = metrics["us_per_example_sgd"] / max(others)
     compare.write_table(harness, "comparison", ["optimizer", "batch", "learning_rate", "steps", "train_loss",
                                                 "test_accuracy", "train_seconds", "us_per_example"], rows,
-                        title=f"{config.train.epochs} passes over {n} training examples for every optimizer")
+                        title=f"{config.train.epochs} passes over {n} training examples for every optimizer",
+                        shows=[f"{quantity}_{name}" for name in chosen for quantity in
+                               ("loss", "test_accuracy", "seconds", "us_per_example")])
     harness.log_figure("loss_curves", plots.loss_curves_figure(curves))
     return metrics

@@ -164,7 +164,8 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
                                 "train_test_gap", "test_loss", "memorized_noise"], rows,
         title=f"{d.train_size} training examples, {d.label_noise:.0%} of them mislabelled; mean ± std over "
               f"{m.seeds} seed(s); best regularized (on validation): {best}, test accuracy gain per seed "
-              f"{', '.join(f'{g:+.3f}' for g in gains)}")
+              f"{', '.join(f'{g:+.3f}' for g in gains)}",
+        shows=[f"{key}_{v}{spread}" for v in variants for key in results[v] for spread in ("", "_spread")])
     harness.log_figure("regularization", plots.variants_figure(
         {v: {"train": results[v]["train_accuracy"], "test": results[v]["test_accuracy"]} for v in variants},
         {v: compare.mean_curve(curves[v]) for v in variants}, curve_label="validation accuracy",

@@ -82,7 +82,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     """Trains each cell on the adding problem, with and without clipping, and compares them."""
     import numpy as np
 
-    from kexp.study import compare, plots, tables
+    from kexp.study import compare, plots
     from kexp.data.sequences import adding_problem
     from kexp.study.gradients import GradientNormRecorder
     from kexp.models import rnn
@@ -118,9 +118,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
             rows.append([name, mse, mse / metrics["mse_baseline"], recorder.steps[-1] if recorder.steps else 0,
                          model.count_params()])
     harness.log_figure("gradient_norms", plots.gradient_norm_figure(curves, d.length))
-    text = tables.write(harness.run_dir, "comparison", ["network", "test_mse", "mse / baseline",
-                                                        "optimizer_steps", "params"], rows)
-    harness.images.write_text("comparison", text)
-    print(f"adding problem, length {d.length}; baseline MSE (always 1): {metrics['mse_baseline']:.4f}")
-    print(text)
+    compare.write_table(harness, "comparison", ["network", "test_mse", "mse / baseline", "optimizer_steps", "params"],
+                        rows, title=f"adding problem, length {d.length}; baseline MSE (always 1): "
+                                    f"{metrics['mse_baseline']:.4f}", shows=list(metrics))
     return metrics

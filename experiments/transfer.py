@@ -167,7 +167,9 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     compare.write_table(
         harness, "comparison", ["variant", "test_accuracy (5-9)", "per seed"], rows,
         title=f"{d.labels_per_class} labels per digit 5-9, mean ± std over {m.seeds} seed(s); pretrained on 0-4 "
-              f"to {compare.describe(pretrain_accuracy)} test accuracy")
+              f"to {compare.describe(pretrain_accuracy)} test accuracy",
+        shows=[f"{key}{spread}" for key in ("pretrain_test_accuracy", *(f"test_accuracy_{v}" for v in variants))
+               for spread in ("", "_spread")])
     harness.log_figure("transfer", plots.variants_figure(
         {v: {"test (5-9)": accuracy[v]} for v in variants}, {v: compare.mean_curve(curves[v]) for v in variants},
         title=f"digits 5-9 from {d.labels_per_class} labels per class, {m.seeds} seed(s)", chance=1 / len(TARGET)))

@@ -100,9 +100,20 @@ def _train(args: argparse.Namespace) -> dict:
 
 
 def _print_summary(name: str, results: dict) -> None:
-    """Prints a finished run's metrics, its quality bar, its status line and `run_dir: PATH`."""
+    """Prints a finished run's metrics, its quality bar, its status line and `run_dir: PATH`.
+
+    A metric that a table of the run printed (`kexp.study.compare.write_table`'s `shows`) is not printed again.
+    """
+    from kexp.study import tables
+
+    shown = tables.take_shown(results["run_dir"]) if results["run_dir"] else {}
+    repeated = {key for names in shown.values() for key in names} & set(results["metrics"])
     for key, value in results["metrics"].items():
-        print(f"{key}: {value:.6g}")
+        if key not in repeated:
+            print(f"{key}: {value:.6g}")
+    if repeated:
+        named = " and ".join(table for table, names in shown.items() if repeated & set(names))
+        print(f"({len(repeated)} more metrics are in the {named} table above; results.json has every metric)")
     bar_line = _quality_bar_line(name, results["metrics"])
     if bar_line:
         print(bar_line)

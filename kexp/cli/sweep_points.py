@@ -102,13 +102,20 @@ def refresh(sweep: dict[str, Any], point: dict[str, Any]) -> None:
         point["status"], point["error"] = RunStatus.FAILED, f"run folder: {entry['reason']}"
     point["metrics"] = entry["metrics"]
     point["wall_time_s"] = entry["wall_time_s"]
-    from kexp import quality, registry
+    from kexp import quality
+
+    bars = declared_bars(sweep["experiment"])
+    point["meets_bar"] = (not quality.failures(bars, point["metrics"])) if bars and point["metrics"] else None
+
+
+def declared_bars(experiment: str) -> dict[str, Any]:
+    """Returns the experiment's quality bars (`EXPECTED`), or none when it declares none or no longer loads."""
+    from kexp import registry
 
     try:
-        bars = getattr(registry.load(sweep["experiment"]), "EXPECTED", {}) or {}
+        return getattr(registry.load(experiment), "EXPECTED", {}) or {}
     except Exception:  # the bar is a comparison; an experiment that no longer loads has none
-        bars = {}
-    point["meets_bar"] = (not quality.failures(bars, point["metrics"])) if bars and point["metrics"] else None
+        return {}
 
 
 class Attempt:

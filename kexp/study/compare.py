@@ -50,7 +50,7 @@ def describe(values: Sequence[float], digits: int = 3) -> str:
 
 
 def write_table(harness: Harness, name: str, header: Sequence[str], rows: Sequence[Sequence[Any]],
-                title: str = "") -> str:
+                title: str = "", shows: Sequence[str] = ()) -> str:
     """Prints a comparison table and keeps it as `NAME.md`, `NAME.csv` and a TensorBoard text entry.
 
     Args:
@@ -59,11 +59,16 @@ def write_table(harness: Harness, name: str, header: Sequence[str], rows: Sequen
         header: Column names.
         rows: One row per variant.
         title: A line printed above the table.
+        shows: The run's metrics (keys of what `run` returns) the table or
+            title prints; `kexp run`'s closing summary leaves them out, so
+            it does not print the same numbers again. `results.json` keeps
+            every metric.
 
     Returns:
         The Markdown table.
     """
     text = tables.write(harness.run_dir, name, header, rows)
+    tables.mark_shown(harness.run_dir, name, shows)
     if harness.is_chief:
         harness.images.write_text(name, (f"{title}\n\n" if title else "") + text)
     if title:

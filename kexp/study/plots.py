@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np  # matplotlib imports it anyway
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -54,8 +55,6 @@ def forecast_figure(
     Returns:
         The matplotlib figure.
     """
-    import numpy as np
-
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, height_ratios=(2, 1))
     # Half a horizon of context is enough to see the hand-over from data to forecast.
     shown = max(1, len(x) // 2)
@@ -78,8 +77,6 @@ def forecast_figure(
 
 def confusion_figure(matrix: Any, class_names: Any, title: str = "") -> Any:
     """Returns a confusion-matrix heat map (rows: true class, columns: predicted)."""
-    import numpy as np
-
     matrix = np.asarray(matrix)
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
@@ -105,8 +102,6 @@ def image_grid(images: Any, titles: Any = None, ncols: int = 10, title: str = ""
     it): a grid of 100 subplots took 1.3 s to draw and save, which
     `dcgan_digits` paid at every tenth epoch.
     """
-    import numpy as np
-
     images = np.clip(np.asarray(images, dtype="float32"), 0, 1)
     if images.ndim == 3:
         images = images[..., None]
@@ -124,17 +119,25 @@ def image_grid(images: Any, titles: Any = None, ncols: int = 10, title: str = ""
         row, col = divmod(k, ncols)
         y, x = row * cell_h + top, col * cell_w + gap
         mosaic[y:y + height, x:x + width] = image
-    fig, ax = plt.subplots(figsize=(1.2 * ncols, 1.3 * nrows))
+    # 1.2 inches a column, the figure cut to the mosaic: a tile's size in points is known, and so is the largest
+    # title that fits over it (7 pt titles on 100 tiles were unreadable at the figure's size).
+    inches = 1.2 / cell_w
+    head = 0.5 if title else 0.0
+    fig = plt.figure(figsize=(mosaic.shape[1] * inches, mosaic.shape[0] * inches + head))
+    ax = fig.add_axes((0, 0, 1, 1 - head / fig.get_figheight()))
     ax.imshow(mosaic[..., 0] if channels == 1 else mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     if titles is not None:
-        for k, text in enumerate(list(titles)[:count]):
+        titles = [str(text) for text in list(titles)[:count]]
+        # At most 14 pt, 60% of the band above a tile, and as wide as a tile (a character is ~0.6 em wide).
+        points = 72 * inches  # per mosaic pixel
+        size = min(14.0, 0.6 * top * points, cell_w * points / (0.6 * max(map(len, titles), default=1)))
+        for k, text in enumerate(titles):
             row, col = divmod(k, ncols)
-            ax.text(col * cell_w + gap + width / 2, row * cell_h + top - 0.5, str(text), ha="center", va="bottom",
-                    fontsize=7)
+            ax.text(col * cell_w + gap + width / 2, row * cell_h + top - 0.5, text, ha="center", va="bottom",
+                    fontsize=size)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, y=1 - 0.1 * head / fig.get_figheight(), va="top", fontsize=14)
     return fig
 
 
@@ -155,8 +158,6 @@ def surface_comparison_figure(
     Returns:
         The matplotlib figure.
     """
-    import numpy as np
-
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     # One colour scale for both surfaces, so differences show as colour.
     levels = np.linspace(float(np.min(truth)), float(np.percentile(truth, 99)), 30)
@@ -193,8 +194,6 @@ def decision_boundary_figure(panels: Any, points: Any, labels: Any, *, extent: f
     Returns:
         The matplotlib figure.
     """
-    import numpy as np
-
     points, labels = np.asarray(points), np.asarray(labels).ravel()
     lo, hi = points.min() - extent, points.max() + extent
     axis = np.linspace(lo, hi, 200, dtype="float32")
@@ -224,8 +223,6 @@ def gan_1d_figure(snapshots: Any, mu: float, sigma: float) -> Any:
     Returns:
         The matplotlib figure.
     """
-    import numpy as np
-
     fig, axes = plt.subplots(1, len(snapshots), figsize=(5 * len(snapshots), 3.8), squeeze=False, sharey=True)
     for ax, (title, grid, samples, d_of_x) in zip(axes[0], snapshots):
         pdf = np.exp(-0.5 * ((grid - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
@@ -276,7 +273,7 @@ def gradient_norm_figure(curves: Any, length: int) -> Any:
 def _style(axes: Any, xlabel: str, ylabel: str, title: str, yscale: str = "linear", legend: bool = False) -> None:
     """Labels one panel; `legend` adds a small legend of its labelled lines; an `epoch` axis gets whole ticks."""
     if xlabel == "epoch":
-        axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # even for one
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
@@ -341,8 +338,6 @@ def variants_figure(accuracies: Any, curves: Any, title: str = "", curve_label: 
         curve_label: What the curves are.
         chance: Accuracy of guessing, drawn as a dotted line in both panels.
     """
-    import numpy as np
-
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
     names = list(accuracies)
     series = list(dict.fromkeys(label for per in accuracies.values() for label in per))
@@ -375,20 +370,28 @@ def variants_figure(accuracies: Any, curves: Any, title: str = "", curve_label: 
 def zoo_figure(curves: Any, points: Any) -> Any:
     """Returns two panels: each model's validation accuracy per epoch, and test accuracy against throughput.
 
+    A model keeps its colour and marker in both panels; a legend names them, not text beside the points,
+    which piled into one blob where the models score alike (0.95-1.0 at the defaults).
+
     Args:
         curves: `{model: validation accuracy per epoch}`.
         points: `{model: (examples_per_s, test_accuracy, params)}`.
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
-    for i, (name, values) in enumerate(curves.items()):
-        left.plot(range(1, len(values) + 1), values, color=f"C{i}", marker=".", label=name)
+    names = list(dict.fromkeys([*curves, *points]))
+    style = {name: {"color": f"C{i % 10}", "marker": "osD^vP*Xph"[i % 10]} for i, name in enumerate(names)}
+    for name, values in curves.items():
+        left.plot(range(1, len(values) + 1), values, label=name, markersize=4, **style[name])
     _style(left, "epoch", "validation accuracy", "validation accuracy along training", legend=True)
     left.set_ylim(max(0.0, min(min(v) for v in curves.values()) - 0.05), 1.0)
-    for i, (name, (throughput, accuracy, params)) in enumerate(points.items()):
-        right.scatter([throughput], [accuracy], color=f"C{i}", s=30)
-        right.annotate(f"{name} ({params:,} params)", (throughput, accuracy), fontsize="small",
-                       textcoords="offset points", xytext=(4, 4))
-    right.set_xscale("log")
+    for name, (throughput, accuracy, params) in points.items():
+        right.plot([throughput], [accuracy], linestyle="none", markersize=9, alpha=0.85,
+                   label=f"{name} ({params:,} params)", **style[name])
+    right.margins(0.1)  # no marker cut by the frame
+    speeds = [p[0] for p in points.values() if p[0] > 0]
+    if speeds and max(speeds) >= 10 * min(speeds):  # a log axis only where throughputs span a decade
+        right.set_xscale("log")
     _style(right, "training examples per second (steady epochs)", "test accuracy", "accuracy against cost")
+    right.legend(fontsize="small", framealpha=0.9)
     fig.tight_layout()
     return fig

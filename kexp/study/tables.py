@@ -9,6 +9,10 @@ from typing import Any, Sequence
 
 from kexp.store import rundir
 
+# The metrics each run's printed tables showed, by table, per run folder: `kexp run`'s summary prints the others
+# (`take_shown`), so that a number is printed once. A run prints in its own process: no file is needed.
+_SHOWN: dict[str, dict[str, list[str]]] = {}
+
 
 def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Returns a Markdown table; floats with 4 significant digits."""
@@ -36,3 +40,14 @@ def write(run_dir: Path, name: str, header: Sequence[str], rows: Sequence[Sequen
 
 def _cell(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def mark_shown(run_dir: Path, name: str, metrics: Sequence[str]) -> None:
+    """Notes that table `name` of the run in `run_dir` printed `metrics` (names in its results' `metrics`)."""
+    if metrics:
+        _SHOWN.setdefault(str(run_dir), {}).setdefault(name, []).extend(metrics)
+
+
+def take_shown(run_dir: Path | str) -> dict[str, list[str]]:
+    """Returns (and forgets) `{table: metric names}` of the tables the run in `run_dir` printed in this process."""
+    return _SHOWN.pop(str(run_dir), {})
