@@ -92,7 +92,7 @@ def test_grid_runs_every_point_as_a_comparable_run(tmp_path):
         assert point["metrics"] == results["metrics"]
         # The HParams plugin sees the point's values.
         values = _hparam_values(_hparams_events(Path(point["run_dir"]))[HPARAMS][0])
-        assert values["model.hidden"] == int(point["settings"]["model.hidden"])
+        assert values["model.hidden"] == str(int(point["settings"]["model.hidden"]))
         assert values["train.learning_rate"] == float(point["settings"]["train.learning_rate"])
     assert (sweep_dir / "sweep.png").stat().st_size > 10_000
     lines = proc.stdout.strip().splitlines()

@@ -72,13 +72,16 @@ def test_run_is_an_hparams_session_with_its_flat_config_and_final_metrics(xor_ru
     events = _hparams_events(run_dir)
     assert len(events[HPARAMS]) == 1
     values = _hparam_values(events[HPARAMS][0])
-    # Every key of the resolved config, not only the changed ones, so runs line up.
-    assert values["model.hidden"] == 4
-    assert values["train.epochs"] == 3
+    # Every key of the resolved config, not only the changed ones, so runs line up; integers as text (64, not
+    # 64.000), floats as numbers, and the experiment's name.
+    assert values["model.hidden"] == "4"
+    assert values["train.epochs"] == "3"
+    assert values["train.learning_rate"] == pytest.approx(0.05)
     assert values["train.optimizer"] == "adam"
     assert values["model.activation"] == "tanh"
     assert values["train.profile_steps"] == "0,0"
-    assert len(values) == sum(len(section) for section in results["config"].values())
+    assert values["experiment"] == "xor"
+    assert len(values) == 1 + sum(len(section) for section in results["config"].values())
     from tensorboard.plugins.hparams import api_pb2
 
     assert [end.status for end in events[SESSION_END]] == [api_pb2.STATUS_SUCCESS]
@@ -211,7 +214,7 @@ def test_kexp_tensorboard_serves_both_runs_scalars_and_hparams(two_runs):
             "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                                                       "STATUS_RUNNING"],
             "colParams": [], "startIndex": 0, "sliceSize": 100})["sessionGroups"]
-        assert sorted(g["hparams"]["model.hidden"] for g in groups) == [4, 8]
+        assert sorted(g["hparams"]["model.hidden"] for g in groups) == ["4", "8"]
         for group in groups:
             results = json.loads((two_runs / "xor" / group["name"] / "results.json").read_text())
             metric = [m["value"] for m in group["metricValues"] if m["name"]["tag"] == "metrics/two_layer_accuracy"]

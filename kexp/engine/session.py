@@ -205,8 +205,14 @@ def _start_logs(harness: Harness, config_data: dict, new_run: bool) -> None:
     a resume that fails must leave the folder as it was)."""
     harness.started = time.perf_counter()
     if new_run:
-        harness.summaries.write_hparams(hparams.flatten(config_data), trial_id=harness.run_dir.name)
+        harness.summaries.write_hparams(_session_values(harness, config_data), trial_id=harness.run_dir.name)
         harness.images.write_text("config", _config_markdown(config_data))
+
+
+def _session_values(harness: Harness, config_data: dict) -> dict[str, Any]:
+    """Returns the run's HParams session values: its experiment's name and its config, one type per key."""
+    experiment = (harness.run_info or {}).get("experiment") or harness.run_dir.parent.name
+    return hparams.session_values(experiment, config_data)
 
 
 def _on_error(err: BaseException, harness: Harness, *, new_folder: bool, chief: bool) -> None:
@@ -306,7 +312,7 @@ def _log_final(harness: Harness, config_data: dict) -> None:
     """
     try:
         if harness.resumed:
-            harness.summaries.write_hparams(hparams.flatten(config_data), trial_id=harness.run_dir.name)
+            harness.summaries.write_hparams(_session_values(harness, config_data), trial_id=harness.run_dir.name)
         harness.summaries.write_scalars({f"metrics/{key}": value for key, value in harness.metrics.items()})
         harness.summaries.write_session_end(harness.status)
     except (OSError, tf.errors.OpError) as err:

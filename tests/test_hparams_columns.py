@@ -1,0 +1,137 @@
+"""The HParams table as a browser gets it from a real TensorBoard: bars first, an experiment column, one type per key.
+
+Two tiny runs of two experiments share one logdir: xor (`model.hidden` an
+int, 8) and heart_mlp (`model.hidden` a tuple, here one element, 8). A
+TensorBoard serving kexp's plugins (`kexp.cli.hparams_columns`) is asked what
+its HParams tab asks: `/data/plugin/hparams/experiment` (the columns) and
+`/data/plugin/hparams/session_groups` (the rows), POSTed JSON as the page
+sends them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+import kexp
+from kexp import registry
+from kexp.store import hparams
+
+# What `kexp tensorboard` runs (`kexp.cli.board.command`), with kexp's plugins; it serves until killed.
+_SERVE = """
+import importlib.util, sys
+from tensorboard import program
+from kexp.cli.hparams_columns import plugins
+board = program.TensorBoard(plugins=plugins())
+fast = "true" if importlib.util.find_spec("tensorboard_data_server") else "false"
+board.configure(logdir=sys.argv[1], host="127.0.0.1", port=0, load_fast=fast)
+print(board.launch(), flush=True)
+sys.stdin.read()
+"""
+_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Returns the HParams plugin's experiment (columns) and session groups (rows) for the two runs."""
+    logdir = tmp_path_factory.mktemp("columns")
+    kexp.run("xor", {"train.epochs": 1, "data.repeats": 8, "model.hidden": 8}, logdir=logdir, verbose=0)
+    # A batch of 128 against xor's 16: "128" < "16" as text, so the filter's order shows whether it is numeric.
+    kexp.run("heart_mlp", {"train.epochs": 1, "model.hidden": "8", "train.batch_size": 128}, logdir=logdir,
+             verbose=0)
+    proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(logdir)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() is not None else "")
+        url = line.strip() + "data/plugin/hparams/"
+        deadline = time.monotonic() + 60
+        while True:  # until TensorBoard has read both runs, their fits and their final metrics
+            experiment = _post(url + "experiment", {"experimentName": ""})
+            groups = _post(url + "session_groups", {"experimentName": "", "allowedStatuses": _STATUSES,
+                                                    "colParams": [], "startIndex": 0, "sliceSize": 100})
+            values = [len(g["metricValues"]) for g in groups.get("sessionGroups", [])]
+            if (len(values) == 2 and min(values) >= 4) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        yield experiment, groups["sessionGroups"]
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_the_first_metric_columns_are_the_experiments_bars(served):
+    experiment, _ = served
+    names = [(m["name"]["tag"], m["name"].get("group", "")) for m in experiment["metricInfos"]]
+    bars = [f"metrics/{name}" for exp in ("heart_mlp", "xor") for name in registry.load(exp).EXPECTED]
+    assert [tag for tag, _ in names[:len(bars)]] == bars
+    # Then heart_mlp's other final metric, then every fit's epoch_* columns (TensorBoard's own order there).
+    assert names[len(bars)] == ("metrics/outside_rel_mse", "")
+    rest = names[len(bars) + 1:]
+    assert rest and all(tag.startswith("epoch_") and group for tag, group in rest)
+    assert {("epoch_loss", "two_layer/validation"), ("epoch_examples_per_s", "train")} <= set(rest)
+
+
+def test_an_experiment_column_names_each_runs_experiment(served):
+    experiment, groups = served
+    info = next(h for h in experiment["hparamInfos"] if h["name"] == "experiment")
+    assert info["type"] == "DATA_TYPE_STRING" and info["domainDiscrete"] == ["heart_mlp", "xor"]
+    assert info["differs"] is True
+    assert sorted(g["hparams"]["experiment"] for g in groups) == ["heart_mlp", "xor"]
+
+
+def test_integers_come_back_as_integer_text_with_a_numeric_filter_and_floats_as_numbers(served):
+    experiment, groups = served
+    infos = {h["name"]: h for h in experiment["hparamInfos"]}
+    by_experiment = {g["hparams"]["experiment"]: g["hparams"] for g in groups}
+    assert by_experiment["xor"]["train.epochs"] == "1" and by_experiment["heart_mlp"]["train.epochs"] == "1"
+    assert by_experiment["xor"]["train.batch_size"] == "16" and by_experiment["heart_mlp"]["train.batch_size"] == "128"
+    assert infos["train.batch_size"]["type"] == "DATA_TYPE_STRING"
+    assert infos["train.batch_size"]["domainDiscrete"] == ["16", "128"]  # ticked to filter, in numeric order
+    assert infos["train.learning_rate"]["type"] == "DATA_TYPE_FLOAT64"
+    assert isinstance(by_experiment["xor"]["train.learning_rate"], float)
+    assert isinstance(by_experiment["xor"]["train.shuffle"], bool)
+
+
+def test_every_key_has_one_type_across_runs_whatever_its_value(served):
+    experiment, groups = served
+    # xor's int 8 and heart_mlp's one-element tuple (8,) are both the text "8".
+    assert [g["hparams"]["model.hidden"] for g in groups] == ["8", "8"]
+    infos = {h["name"]: h for h in experiment["hparamInfos"]}
+    assert infos["model.hidden"]["type"] == "DATA_TYPE_STRING" and infos["model.hidden"]["domainDiscrete"] == ["8"]
+    for key in {key for g in groups for key in g["hparams"]}:
+        kinds = {type(g["hparams"][key]) for g in groups if key in g["hparams"]}
+        assert len(kinds) == 1, (key, kinds)
+        assert float not in kinds or infos[key]["type"] == "DATA_TYPE_FLOAT64", key
+
+
+def test_session_values_write_one_type_per_field():
+    config = {"model": {"hidden": [64, 64, 64], "units": 8, "one": [8], "dropout": 0.5, "act": "tanh",
+                        "flags": [True, False], "bias": True}}
+    assert hparams.session_values("mlp", config) == {
+        "experiment": "mlp", "model.hidden": "64,64,64", "model.units": "8", "model.one": "8",
+        "model.dropout": 0.5, "model.act": "tanh", "model.flags": "true,false", "model.bias": True}
+    # `kexp runs` and the run labels keep each value's own type.
+    assert hparams.flatten(config)["model.units"] == 8
+
+
+def test_metric_and_value_order():
+    metrics = [("epoch_loss", "train"), ("metrics/other", ""), ("metrics/b", ""), ("epoch_loss", "validation"),
+               ("metrics/a", "")]
+    assert hparams.metric_order(metrics, ["a", "b", "a"]) == [
+        ("metrics/a", ""), ("metrics/b", ""), ("metrics/other", ""), ("epoch_loss", "train"),
+        ("epoch_loss", "validation")]
+    assert hparams.value_order(["128", "16", "64,64", "8,8", "None", "16"]) == ["8,8", "16", "64,64", "128", "None"]
