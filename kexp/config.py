@@ -128,8 +128,26 @@ class ExperimentConfig:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """Returns the config as plain JSON-ready data (tuples become lists)."""
-    return _jsonable(dataclasses.asdict(config))
+    """Returns the config as plain JSON-ready data (tuples become lists, an int in a float field a float)."""
+    data = dataclasses.asdict(config)
+    _floats_as_declared(config, data)
+    return _jsonable(data)
+
+
+def _floats_as_declared(config: Any, data: dict[str, Any]) -> None:
+    """Writes an int given to a float field (`TrainConfig(learning_rate=1)`, as Python allows) as a float.
+
+    A field then has one type in every run's `config.json` and HParams
+    session, whatever the value's spelling.
+    """
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and isinstance(data.get(f.name), dict):
+            _floats_as_declared(value, data[f.name])
+        elif (isinstance(value, int) and not isinstance(value, bool)
+              and float in (hints.get(f.name), *typing.get_args(hints.get(f.name)))):
+            data[f.name] = float(value)
 
 
 def _jsonable(value: Any) -> Any:

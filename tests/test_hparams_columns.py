@@ -23,17 +23,6 @@ import kexp
 from kexp import registry
 from kexp.store import hparams
 
-# What `kexp tensorboard` runs (`kexp.cli.board.command`), with kexp's plugins; it serves until killed.
-_SERVE = """
-import importlib.util, sys
-from tensorboard import program
-from kexp.cli.hparams_columns import plugins
-board = program.TensorBoard(plugins=plugins())
-fast = "true" if importlib.util.find_spec("tensorboard_data_server") else "false"
-board.configure(logdir=sys.argv[1], host="127.0.0.1", port=0, load_fast=fast)
-print(board.launch(), flush=True)
-sys.stdin.read()
-"""
 _STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
 
@@ -51,13 +40,14 @@ def served(tmp_path_factory):
     # A batch of 128 against xor's 16: "128" < "16" as text, so the filter's order shows whether it is numeric.
     kexp.run("heart_mlp", {"train.epochs": 1, "model.hidden": "8", "train.batch_size": 128}, logdir=logdir,
              verbose=0)
-    proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(logdir)], stdin=subprocess.PIPE,
+    # The command itself: `kexp tensorboard` serves kexp's HParams plugin (`kexp.cli.hparams_columns`).
+    proc = subprocess.Popen([sys.executable, "-m", "kexp", "tensorboard", "--logdir", str(logdir), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     try:
         line = proc.stdout.readline()
-        assert line.startswith("http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() is not None else "")
-        url = line.strip() + "data/plugin/hparams/"
+        assert " at http://127.0.0.1:" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        url = line.split(" at ", 1)[1].split()[0] + "data/plugin/hparams/"
         deadline = time.monotonic() + 60
         while True:  # until TensorBoard has read both runs, their fits and their final metrics
             experiment = _post(url + "experiment", {"experimentName": ""})

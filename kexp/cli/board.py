@@ -67,7 +67,10 @@ def command(logdir: str, port: int) -> int:
     import_tensorflow_quietly()
     from tensorboard import program
 
-    board = program.TensorBoard()
+    from kexp.cli.hparams_columns import plugins
+
+    # TensorBoard's own plugins, its HParams tab showing each experiment's bar metrics first.
+    board = program.TensorBoard(plugins=plugins())
     # TensorBoard's "auto" prints a note about its fast loader; pick the loader here instead.
     fast = "true" if importlib.util.find_spec("tensorboard_data_server") else "false"
     board.configure(logdir=os.path.abspath(logdir), host="127.0.0.1", port=port, load_fast=fast)
