@@ -93,7 +93,6 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
         # LeNet-5 was built for 32x32 inputs; the others take the configured size.
         inputs = data if name != "lenet" else dataclasses.replace(
             data, x_train=images.resize(data.x_train, 32), x_test=images.resize(data.x_test, 32))
-        print(f"training {name} on {inputs.image_shape[0]}x{inputs.image_shape[1]} images", flush=True)
         # Epoch times kept in the fit's folder: a resumed run still reports a fit finished before it.
         timer = CurveRecorder(harness.pipeline.trained_examples(len(inputs.x_train)),
                               path=harness.run_dir / name / "epoch_times.json")
