@@ -158,6 +158,8 @@ def surface_comparison_figure(
     Returns:
         The matplotlib figure.
     """
+    # float32 copies: a model under a mixed policy predicts bfloat16/float16, which matplotlib's contours refuse.
+    truth, learned = np.asarray(truth, dtype=np.float32), np.asarray(learned, dtype=np.float32)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     # One colour scale for both surfaces, so differences show as colour.
     levels = np.linspace(float(np.min(truth)), float(np.percentile(truth, 99)), 30)
@@ -201,7 +203,7 @@ def decision_boundary_figure(panels: Any, points: Any, labels: Any, *, extent: f
     grid = np.stack([gx.ravel(), gy.ravel()], 1)
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4), squeeze=False)
     for ax, (title, predict) in zip(axes[0], panels):
-        prob = np.asarray(predict(grid)).reshape(gx.shape)
+        prob = np.asarray(predict(grid), dtype=np.float32).reshape(gx.shape)  # (a mixed policy's bfloat16 too)
         image = ax.contourf(gx, gy, prob, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
         ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1.5)
         ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="RdBu_r", edgecolors="k", s=120, vmin=0, vmax=1)
