@@ -37,7 +37,7 @@ def _xor(results: dict) -> None:
 
 
 def _classifier_figures(results: dict) -> None:
-    assert {"confusion_matrix", "misclassified"} <= set(read_events(Path(results["run_dir"]) / "plots"))
+    assert {"confusion_matrix", "misclassified"} <= set(read_events(Path(results["run_dir"])))
 
 
 def _classifier(results: dict) -> None:
@@ -53,14 +53,14 @@ def _gan_gaussian_1d(results: dict) -> None:
     assert {"epoch_d_loss", "epoch_g_loss", "epoch_learning_rate_d_optimizer"} <= set(history)
     # The generated distribution along training, not only at the end.
     epochs = results["config"]["train"]["epochs"]
-    steps = [step for step, _ in read_events(run_dir / "plots")["gan_1d_along_training"]]
+    steps = [step for step, _ in read_events(run_dir)["gan_1d_along_training"]]
     assert steps == [0, max(1, epochs // 2), epochs]
 
 
 def _dcgan_digits(results: dict) -> None:
     run_dir = Path(results["run_dir"])
     epochs = results["config"]["train"]["epochs"]
-    sample_steps = [step for step, _ in read_events(run_dir / "plots")["samples"]]
+    sample_steps = [step for step, _ in read_events(run_dir)["samples"]]
     assert sample_steps[-1] == epochs and len(sample_steps) >= 10
     assert (run_dir / "samples" / f"epoch_{epochs:03d}.png").exists()
     assert len(read_events(run_dir / "dcgan" / "train")["epoch_d_loss"]) == epochs
@@ -141,7 +141,9 @@ def test_a_slow_experiment_trains_at_its_smoke_settings(name, logdir):
     run_dir = Path(results["run_dir"])
     assert set(module.EXPECTED) <= set(results["metrics"])
     # Its figures (or, for char_rnn, its text samples) went to the folder and to TensorBoard.
-    logged = {tag for tag in read_events(run_dir / "plots") if tag != "config" and not tag.startswith("model_summary")}
+    # The run's root also holds kexp's own text, the HParams session and the final metrics.
+    logged = {tag for tag in read_events(run_dir)
+              if tag != "config" and not tag.startswith(("model_summary", "metrics/", "_hparams_/"))}
     assert logged and (list(run_dir.rglob("*.png")) or list(run_dir.glob("*.txt"))), logged
     assert results["models"] and all((run_dir / path).is_file() for path in results["models"].values())
     assert set(results["models"]) == set(results["fits"])

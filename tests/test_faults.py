@@ -358,10 +358,10 @@ def test_killed_run_moved_elsewhere_resumes_by_its_state_and_logs_no_epoch_twice
     assert not list(moved.rglob(".*.tmp"))
     # Run-level TensorBoard points too: the figure of epoch 2 (logged before the kill) and the
     # model summary are written again by the resumed run, and replace the old ones.
-    plots = read_events(moved / "plots")
-    assert [step for step, _ in plots["per_epoch"]] == [0, 1, 2, 3]
-    assert [step for step, _ in plots["model_summary/model"]] == [0]
-    assert [step for step, _ in plots["config"]] == [0]
+    root = read_events(moved)  # the run's own event file, at its root
+    assert [step for step, _ in root["per_epoch"]] == [0, 1, 2, 3]
+    assert [step for step, _ in root["model_summary/model"]] == [0]
+    assert [step for step, _ in root["config"]] == [0]
 
 
 def test_resume_refuses_an_edited_config_and_changes_nothing(killed_at_2, killable, logdir):

@@ -256,7 +256,7 @@ def test_evaluation_points_of_an_unlogged_epoch(sub: Path):
 
 def test_named_fit_and_other_folders_untouched(sub: Path, pristine: Path):
     shutil.copytree(pristine, sub / "other")  # a named fit: other/history.csv, other/train, ...
-    for name in ("backup", "models", "plots"):
+    for name in ("backup", "models", "plots"):  # plots/: an older run's figures and text
         (sub / name).mkdir()
         shutil.copy(_event_files(pristine / "train")[0], sub / name)
     kept = {name: _snapshot(sub / name) for name in ("other", "backup", "models", "plots")}

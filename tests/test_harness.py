@@ -61,7 +61,7 @@ def test_tensorboard_scalars_and_images_are_written(logdir):
     val_events = read_events(run.run_dir / "validation")
     assert [step for step, _ in train_events["epoch_loss"]] == [0, 1, 2]
     assert [step for step, _ in val_events["epoch_loss"]] == [0, 1, 2]
-    images = read_events(run.run_dir / "plots")
+    images = read_events(run.run_dir)
     assert "line" in images
     width, height = (int(v) for v in images["line"][0][1][:2])
     assert width > 100 and height > 100
@@ -145,7 +145,7 @@ def test_config_and_model_summary_are_written_as_tensorboard_text(logdir):
     with kexp.open_run("texts", logdir=logdir, train=TrainConfig(epochs=1, batch_size=4), verbose=0) as run:
         run.fit(lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="head")]), (x, x[:, :2]),
                 loss="mse")
-    texts = read_events(run.run_dir / "plots")
+    texts = read_events(run.run_dir)
     config = texts["config"][0][1]
     assert "| train.epochs | 1 |" in config and "| train.batch_size | 4 |" in config
     summary = texts["model_summary/model"][0][1]

@@ -31,7 +31,7 @@ def test_rnn_memory_gated_cells_remember_where_a_simple_rnn_cannot(logdir):
                                                        "lstm", "lstm_clipped"]
     assert {row.split(",")[3] for row in table[1:]} == {"3000"}  # the same step budget for each
     assert (run_dir / "gradient_norms.png").exists()
-    assert "comparison" in read_events(run_dir / "plots")
+    assert "comparison" in read_events(run_dir)
 
 
 @bars_tier("char_rnn")
@@ -45,7 +45,7 @@ def test_char_rnn_beats_the_best_ngram_and_closes_its_brackets(logdir):
     assert metrics["ngram_order"] == 6 and metrics["real_bracket_balance"] > 0.7
     run_dir = Path(results["run_dir"])
     assert (run_dir / "samples.txt").read_text().count("--- LSTM after epoch") == 4 * 3  # epochs 4, 8, 12, 14
-    assert {"samples", "final_samples", "model_summary/model"} <= set(read_events(run_dir / "plots"))
+    assert {"samples", "final_samples", "model_summary/model"} <= set(read_events(run_dir))
 
 
 def test_rnn_memory_runs_under_mirrored_strategy_and_records_clipping(logdir):

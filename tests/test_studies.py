@@ -144,7 +144,7 @@ def test_linear_regression_recovers_the_weights_as_well_as_least_squares(logdir)
     rows = _table(run_dir, "parameters")
     assert [(r["parameter"], float(r["true"])) for r in rows] == [("w1", 2.0), ("w2", -3.4), ("b", 4.2)]
     assert max(float(r["gd_error"]) for r in rows) == pytest.approx(metrics["weight_error"], rel=1e-3)
-    assert (run_dir / "convergence.png").exists() and "parameters" in read_events(run_dir / "plots")
+    assert (run_dir / "convergence.png").exists() and "parameters" in read_events(run_dir)
 
 
 @bars_tier("optimizers")

@@ -100,11 +100,11 @@ def test_fit_scalars_include_learning_rate_and_throughput_and_the_conceptual_gra
     assert "keras" in train  # Keras' model config: the Graphs tab's conceptual graph
     validation = read_events(run_dir / "two_layer" / "validation")
     assert [step for step, _ in validation["epoch_accuracy"]] == [0, 1, 2]
-    plots = read_events(run_dir / "plots")
-    assert "| model.hidden | 4 |" in plots["config"][0][1]
+    texts = read_events(run_dir)  # figures and text sit at the run's root
+    assert "| model.hidden | 4 |" in texts["config"][0][1]
     # 2 inputs -> 4 tanh units -> 1: (2 * 4 + 4) + (4 + 1) parameters.
-    assert "Total params: 17 " in plots["model_summary/two_layer"][0][1]
-    assert "decision_boundaries" in plots
+    assert "Total params: 17 " in texts["model_summary/two_layer"][0][1]
+    assert "decision_boundaries" in texts
 
 
 def test_gan_logs_both_learning_rates_and_a_cosine_schedule_decays(logdir):

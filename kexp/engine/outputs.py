@@ -91,7 +91,7 @@ class SummaryWriter:
 
 
 class RunOutputs:
-    """Figures and text saved as files and as TensorBoard images/text; the run's TensorBoard writers.
+    """Figures and text saved as files and as TensorBoard images/text; the run's TensorBoard writer.
 
     Attributes (set by the class that uses it):
         run_dir: The run folder.
@@ -164,17 +164,32 @@ class RunOutputs:
 
     @property
     def images(self) -> SummaryWriter:
-        """TensorBoard writer for figures and text (the run's `plots` folder)."""
+        """TensorBoard writer for figures and text: the run folder's own writer (`summaries`).
+
+        They sit at the run's root with its HParams session, so that a run
+        with one fit is three TensorBoard runs (the root, `train`,
+        `validation`), not four with a `plots` run as well. A resumed run
+        written before they moved there keeps writing them into its `plots/`
+        folder: its figures stay in one place, and a point written again
+        replaces the old one there, as it always did.
+        """
         if self._images is None:
-            self._images = SummaryWriter(self.run_dir / layout.PLOTS, replace_existing=self.resumed)
+            old_plots = self.run_dir / layout.OLD_PLOTS
+            # Event files directly in plots/ mark the old layout; a new run's plots/ could only hold
+            # files an experiment saved (`filename="plots/..."`), or a fit named `plots` (events in sub-folders).
+            old_layout = self.resumed and bool(fitlogs.event_files(old_plots))
+            self._images = (SummaryWriter(old_plots, replace_existing=True) if old_layout else self.summaries)
         return self._images
 
     @property
     def summaries(self) -> SummaryWriter:
-        """TensorBoard writer of the run folder itself: HParams and the final quality metrics.
+        """TensorBoard writer of the run folder itself: HParams, the final quality metrics, figures and text.
 
         The run folder is the HParams session; the fits' `train/` and
-        `validation/` scalars below it are the session's metrics too.
+        `validation/` scalars below it are the session's metrics too. One
+        writer for all of them: of two in one folder of a resumed run, the
+        second would count the first's new event file among the earlier ones
+        and rewrite it (to replace a point) while the first writes to it.
         """
         if self._summaries is None:
             self._summaries = SummaryWriter(self.run_dir, replace_existing=self.resumed)
@@ -182,9 +197,9 @@ class RunOutputs:
 
     def close(self) -> None:
         """Closes the run's TensorBoard writers."""
-        for writer in (self._images, self._summaries):
-            if writer is not None:
-                writer.close()
+        writers = {id(writer): writer for writer in (self._images, self._summaries) if writer is not None}
+        for writer in writers.values():
+            writer.close()
         self._images = self._summaries = None
 
 

@@ -12,6 +12,19 @@ fit trains that epoch again and logs it again: the history would read
 `truncate(SUB, epochs_done)`, called at resume before the fit's loggers open,
 drops what was logged for every epoch >= epochs_done.
 
+What it never touches: the event files directly in SUB. For the first
+unnamed fit SUB is the run folder, whose own event file is the run's:
+the HParams session, the config text, each fit's model summary and the final
+`metrics/*` at step 0, and the experiment's figures and text at steps it
+chooses (the epoch of a GAN sample, or of another fit). Their steps are not
+this fit's epochs (with epochs_done = 0 a cut by step would drop the config
+text, which a resumed run does not write again), so they are not cut here. A resumed run's run-level writer (`kexp.engine.outputs`) instead
+replaces each point it writes again at a `(tag, step)` the folder holds: the
+figure of an epoch logged before a kill is replaced when the resumed run
+logs that epoch again. Nor are SUB's sub-folders `backup`, `models` and
+`plots` (the figures and text of runs written before they moved to the root)
+touched, or other fits' folders.
+
 Which epoch an event-file point belongs to: most summaries are written at
 step = epoch (`epoch_*`, histograms, images). Keras' TensorBoard callback also
 writes `evaluation_*_vs_iterations` into `validation/` at step = the
@@ -47,12 +60,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kexp.store.rundir import fsync_dir
-from kexp.store.layout import BACKUP, HISTORY, MODELS, PLOTS
+from kexp.store.layout import BACKUP, HISTORY, MODELS, OLD_PLOTS
 
 __all__ = ["truncate", "points", "drop_points", "remove_temp_files"]
 
-# Sub-folders of a fit folder that hold no epoch-indexed logs of this fit.
-_SKIP = frozenset({BACKUP, MODELS, PLOTS})
+# Sub-folders of a fit folder that hold no epoch-indexed logs of this fit. An old run's `plots` holds
+# run-level points (steps the experiment chose), replaced by a resumed run's writer, never cut by epoch.
+_SKIP = frozenset({BACKUP, MODELS, OLD_PLOTS})
 _EVENTS = "events.out.tfevents."
 # Summary tags Keras' TensorBoard callback writes at step = epoch ...
 _EPOCH = "epoch_"
@@ -72,8 +86,11 @@ def truncate(sub: Path, epochs_done: int) -> None:
 
     Args:
         sub: The fit's folder (the run folder, or RUN_DIR/NAME for a named fit).
-            Sub-folders that are other fits' folders (they hold a history.csv)
-            and `backup`, `models`, `plots` are not touched.
+            Only its history.csv and the event files in its direct sub-folders
+            (`train/`, `validation/`) change: the event files directly in
+            it (the run's own, at the root), sub-folders that are other fits'
+            folders (they hold a history.csv) and `backup`, `models`, `plots`
+            are not touched.
         epochs_done: Epochs the saved state says are complete (epochs 0..epochs_done-1).
     """
     sub = Path(sub)

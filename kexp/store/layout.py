@@ -1,11 +1,14 @@
 """The run folder's layout: the names of its fit folders and the rules that place a fit's files.
 
     RUN_DIR/config.json, results.json                 the run (`kexp.store.rundir`, `kexp.engine.session`)
+    RUN_DIR/events.out.tfevents.*                     the run's own TensorBoard points: HParams session,
+                                                      final metrics, figures and text (`kexp.engine.outputs`)
     RUN_DIR/history.csv, train/, validation/          the first unnamed fit's logs (fit `model`)
     RUN_DIR/FIT/history.csv, FIT/train/, ...          every other fit's logs
     RUN_DIR/backup/FIT/state.npz                      each fit's per-epoch state (`--resume`)
     RUN_DIR/models/FIT.keras                          each fit's trained model (`kexp.store.saving`)
-    RUN_DIR/plots/                                    TensorBoard figures and text
+    RUN_DIR/plots/                                    figures and text, in runs written before they moved
+                                                      to the root (`OLD_PLOTS`)
 
 Code that needs a fit's folder, its history or the backup folder asks here, so that those names are spelt
 once (`config.json` and `results.json` are still named where they are read and written).
@@ -18,7 +21,9 @@ from pathlib import Path
 BACKUP = "backup"
 HISTORY = "history.csv"
 MODELS = "models"
-PLOTS = "plots"
+# Runs written before issue 25 keep their TensorBoard figures and text in this folder, a TensorBoard run
+# of its own; new runs write them at the root, so that a run with one fit shows as three runs, not four.
+OLD_PLOTS = "plots"
 FIRST_FIT = "model"  # the name of a run's first unnamed fit, which logs at the folder's root
 
 
