@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -140,14 +141,28 @@ def _floats_as_declared(config: Any, data: dict[str, Any]) -> None:
     A field then has one type in every run's `config.json` and HParams
     session, whatever the value's spelling.
     """
-    hints = typing.get_type_hints(type(config))
+    hints = _field_types(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value) and isinstance(data.get(f.name), dict):
             _floats_as_declared(value, data[f.name])
-        elif (isinstance(value, int) and not isinstance(value, bool)
-              and float in (hints.get(f.name), *typing.get_args(hints.get(f.name)))):
+        elif isinstance(value, int) and not isinstance(value, bool) and _declares_float(hints.get(f.name)):
             data[f.name] = float(value)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """Returns a dataclass's field types, resolved where Python can (a class defined inside a function may
+    name types only its own scope knows: those stay as the annotation's text)."""
+    try:
+        return typing.get_type_hints(cls)
+    except (NameError, TypeError):
+        return {f.name: f.type for f in dataclasses.fields(cls)}
+
+
+def _declares_float(declared: Any) -> bool:
+    if isinstance(declared, str):
+        return re.search(r"\bfloat\b", declared) is not None
+    return float in (declared, *typing.get_args(declared))
 
 
 def _jsonable(value: Any) -> Any:

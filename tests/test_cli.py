@@ -54,7 +54,7 @@ BAD_INPUTS = [
     (["bench", "fnn", "--width", "1000000000000"], "bench fnn: --width 1000000000000: the model (~1.18e+07 GiB with "
                                                    "its gradients and Adam's slots) does not fit in this machine's memory"),
     (["bench", "--sweep", "--examples", "1"], "bench --sweep: --examples 1: too few to measure its largest batch "
-                                              "(1,024) over full steps; allowed: an integer >= 2048"),
+                                              "(1,024) over full steps; allowed: an integer >= 1024"),
     (["sweep", "lstm_sine", "--grid", "=1,2"], "--grid '=1,2': key must be section.name; sections: data, model"),
     (["tensorboard", "--port", "\u0662"], "kexp tensorboard: argument --port: received '\u0662'; allowed: an integer 0-65535"),
     (["bench", "fnn", "--examples", "\u0662"], "kexp bench: argument --examples: received '\u0662'; allowed: an integer >= 1"),

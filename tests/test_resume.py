@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from helpers import finish, read_events, run_cli_here, signal_at, start_run
 
 import kexp

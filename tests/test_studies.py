@@ -309,7 +309,7 @@ def test_cnn_zoo_killed_after_a_finished_fit_resumes_with_its_timing(tmp_path):
     settings = ["--set", "model.models=vgg,vgg_bn", "--set", "train.epochs=2", "--set", "data.image_size=8",
                 "--set", "data.test_fraction=0.866", "--logdir", str(tmp_path)]
     proc = start_run("cnn_zoo", *settings)
-    signal_at(proc, "Epoch 2/2", signal.SIGKILL, after="training vgg_bn")
+    signal_at(proc, "Epoch 2/2", signal.SIGKILL, after="fit vgg_bn")
     assert finish(proc)[0] == -signal.SIGKILL
     (run_dir,) = (tmp_path / "cnn_zoo").iterdir()
     resumed = kexp.run("cnn_zoo", resume=run_dir, verbose=0)
