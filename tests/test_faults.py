@@ -8,7 +8,6 @@ a run killed by SIGKILL, a SIGTERM, two processes at once.
 from __future__ import annotations
 
 import fcntl
-import inspect
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import read_events, run_cli, run_cli_here
+from runkit import copy_run, epochs_logged, made_once, snapshot
 
 from kexp.store import checkpoint
 from kexp import registry
@@ -67,38 +67,6 @@ RESUME_CASES = {
 }
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Path:
-    """Returns a folder that `make(folder)` fills, made once per test session however many xdist workers ask.
-
-    The runs that fill it cost a TensorFlow import each; the tests that use
-    them copy what they change (`_copy_run`), so it stays as made. The xdist
-    workers share their base temp folder's parent: the first to take the lock
-    makes the folder, the other waits for it and reuses it.
-    """
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    folder, done = root / f"shared-{name}", root / f"shared-{name}.done"
-    with open(root / f"shared-{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            make(folder)
-            done.touch()
-    return folder
-
-
-def _copy_run(run_dir: Path, logdir: Path) -> Path:
-    """Copies a run folder to LOGDIR/EXPERIMENT/RUN_ID, as the run itself would have left it there."""
-    copy = logdir / run_dir.parent.name / run_dir.name
-    shutil.copytree(run_dir, copy, symlinks=True)
-    return copy
-
-
 @pytest.mark.parametrize("case", list(RESUME_CASES))
 def test_bad_resume_folder_exits_2_and_changes_nothing(case, logdir):
     experiment, files, message = RESUME_CASES[case]
@@ -108,14 +76,14 @@ def test_bad_resume_folder_exits_2_and_changes_nothing(case, logdir):
         run_dir = _make_folder(logdir, experiment, files)
         if case == "state of another model":
             _foreign_state(run_dir / "backup" / "model")
-    before = _snapshot(logdir)
+    before = snapshot(logdir)
     proc = run_cli_here("run", "lstm_sine", "--resume", str(run_dir))
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"kexp: error: --resume '{run_dir}': ") and message in lines[0], lines[0]
-    assert _snapshot(logdir) == before  # nothing written, nothing removed
+    assert snapshot(logdir) == before  # nothing written, nothing removed
 
 
 def test_resume_with_overrides_exits_2(logdir):
@@ -206,7 +174,7 @@ XOR_QUICK = ("--set", "train.epochs=2", "--set", "data.repeats=8")
 def xor_runs(tmp_path_factory) -> tuple[Path, dict]:
     """Two xor runs started at once in FOLDER/logs; meanwhile one with model.hidden=4 in FOLDER/other (in this process).
 
-    Made once (`_made_once`): the concurrency test reads them, the resume
+    Made once (`made_once`): the concurrency test reads them, the resume
     tests take copies. Returns the folder and `{"at_once": [[returncode,
     stdout, stderr], ...], "other": [...]}` (asserted by the tests).
     """
@@ -225,7 +193,7 @@ def xor_runs(tmp_path_factory) -> tuple[Path, dict]:
             "at_once": [[p.returncode, out, err] for p, (out, err) in zip(procs, outs)],
             "other": [other.returncode, other.stdout, other.stderr]}))
 
-    folder = _made_once(tmp_path_factory, "xor_runs", make)
+    folder = made_once(tmp_path_factory, "xor_runs", make)
     return folder, json.loads((folder / "runs.json").read_text())
 
 
@@ -255,97 +223,12 @@ def test_two_runs_at_once_finish_in_two_folders_that_tensorboard_lists(xor_runs)
         assert f"xor/{run_id}/two_layer/validation" in runs, runs
 
 
-def fill_disk(folder):
-    """Writes FOLDER/filler until the disk is full."""
-    with open(folder / "filler", "wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(b"x" * 4096)
-        except OSError:
-            pass
-
-
-# The experiment files below fill their disk with the same function (its source appended to theirs).
-FILL_DISK_SOURCE = "\n\n" + inspect.getsource(fill_disk)
-
-
-# A linear fit that can kill itself at the end of an epoch, after its history
-# row and TensorBoard point are written and before its state is saved (user
-# callbacks run between the two), or fill its disk there (FILL_DISK_AT).
-KILLABLE = textwrap.dedent('''
-    """A linear fit that kills itself or fills its disk between an epoch's logs and its state."""
-    import os
-    import signal
-    from pathlib import Path
-
-    from kexp.config import ExperimentConfig, TrainConfig
-
-    CONFIG = ExperimentConfig(data=None, model=None, train=TrainConfig(epochs=4, batch_size=16))
-
-
-    def run(config, harness):
-        import keras
-        import numpy as np
-
-        x = np.linspace(-1, 1, 64, dtype="float32")[:, None]
-
-        def at_epoch_end(epoch, logs):
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots()
-            ax.plot([0, epoch])
-            harness.log_figure("per_epoch", fig, step=epoch, filename="per_epoch.png")
-            if epoch == int(os.environ.get("KILL_AT", -1)):
-                os.kill(os.getpid(), signal.SIGKILL)
-            if epoch == int(os.environ.get("FILL_DISK_AT", -1)):
-                fill_disk(harness.run_dir.parent)
-
-        model = harness.fit(lambda: keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]), (x, 3 * x),
-                            (x, 3 * x), loss="mse", callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=at_epoch_end)])
-        return harness.evaluate(model, (x, 3 * x))
-''') + FILL_DISK_SOURCE
-
-
-@pytest.fixture
-def killable(tmp_path):
-    folder = tmp_path / "exps"
-    folder.mkdir()
-    (folder / "killable.py").write_text(KILLABLE)
-    return {"KEXP_EXPERIMENTS_PATH": str(folder)}
-
-
-def _killed_run(logdir: Path, env: dict, at: int = 2) -> Path:
-    proc = run_cli("run", "killable", "--logdir", str(logdir), env={**env, "KILL_AT": str(at)})
-    assert proc.returncode == -9, proc.stderr[-3000:]
-    (run_dir,) = (logdir / "killable").iterdir()
-    return run_dir
-
-
-@pytest.fixture(scope="session")
-def killed_at_2(tmp_path_factory) -> Path:
-    """A killable run killed after epoch 2's logs, before its state: made once (`_made_once`); tests copy it."""
-    def make(folder: Path) -> None:
-        (folder / "exps").mkdir()
-        (folder / "exps" / "killable.py").write_text(KILLABLE)
-        _killed_run(folder / "logs", {"KEXP_EXPERIMENTS_PATH": str(folder / "exps")})
-
-    (run_dir,) = (_made_once(tmp_path_factory, "killed_at_2", make) / "logs" / "killable").iterdir()
-    return run_dir
-
-
-def _epochs_logged(run_dir: Path) -> tuple[list[int], list[int], list[int]]:
-    rows = (run_dir / "history.csv").read_text().strip().splitlines()[1:]
-    return ([int(r.split(",")[0]) for r in rows],
-            [s for s, _ in read_events(run_dir / "train")["epoch_loss"]],
-            [s for s, _ in read_events(run_dir / "validation")["epoch_loss"]])
-
-
 def test_killed_run_moved_elsewhere_resumes_by_its_state_and_logs_no_epoch_twice(killed_at_2, killable, logdir,
                                                                                  tmp_path):
     """Was two tests (kill between log and state write; moved unfinished run): one resume checks both."""
-    run_dir = _copy_run(killed_at_2, logdir)
+    run_dir = copy_run(killed_at_2, logdir)
     assert checkpoint.load(checkpoint.state_path(run_dir / "backup" / "model")).epochs_done == 2
-    assert _epochs_logged(run_dir)[0] == [0, 1, 2]  # epoch 2 logged, its state never saved
+    assert epochs_logged(run_dir)[0] == [0, 1, 2]  # epoch 2 logged, its state never saved
     (run_dir / ".results.json.abc123.tmp").write_text("{")  # writes torn by a kill
     (run_dir / "train" / ".fitlogs-abc123.tmp").write_text("x")
     moved = tmp_path / "elsewhere" / "run"  # out of LOGDIR/killable: the state names the experiment
@@ -354,7 +237,7 @@ def test_killed_run_moved_elsewhere_resumes_by_its_state_and_logs_no_epoch_twice
     resumed = run_cli_here("run", "killable", "--resume", str(moved), env=killable)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.strip().splitlines()[-1] == f"run_dir: {moved}"
-    assert _epochs_logged(moved) == ([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3])
+    assert epochs_logged(moved) == ([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3])
     assert not list(moved.rglob(".*.tmp"))
     # Run-level TensorBoard points too: the figure of epoch 2 (logged before the kill) and the
     # model summary are written again by the resumed run, and replace the old ones.
@@ -365,27 +248,27 @@ def test_killed_run_moved_elsewhere_resumes_by_its_state_and_logs_no_epoch_twice
 
 
 def test_resume_refuses_an_edited_config_and_changes_nothing(killed_at_2, killable, logdir):
-    run_dir = _copy_run(killed_at_2, logdir)
+    run_dir = copy_run(killed_at_2, logdir)
     config = json.loads((run_dir / "config.json").read_text())
     config["train"]["epochs"] = 2
     (run_dir / "config.json").write_text(json.dumps(config))
-    before = _snapshot(run_dir)
+    before = snapshot(run_dir)
     proc = run_cli_here("run", "killable", "--resume", str(run_dir), env=killable)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "config.json differs from the config backup/model was trained with " \
         "(train.epochs: 2 in config.json, 4 in its state)" in lines[0], proc.stderr
-    assert _snapshot(run_dir) == before
+    assert snapshot(run_dir) == before
 
 
 def test_resume_with_backup_deleted_refuses_to_retrain_over_its_history(killed_at_2, killable, logdir):
-    run_dir = _copy_run(killed_at_2, logdir)
+    run_dir = copy_run(killed_at_2, logdir)
     shutil.rmtree(run_dir / "backup")
-    before = _snapshot(run_dir)
+    before = snapshot(run_dir)
     proc = run_cli_here("run", "killable", "--resume", str(run_dir), env=killable)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "history.csv holds 3 epochs but backup/model with their saved state is missing" in proc.stderr
-    assert _snapshot(run_dir) == before
+    assert snapshot(run_dir) == before
 
 
 def test_a_locked_folder_refuses_a_second_process_and_of_two_resumes_at_once_one_trains(killed_at_2, killable,
@@ -395,8 +278,8 @@ def test_a_locked_folder_refuses_a_second_process_and_of_two_resumes_at_once_one
     The refused resume runs in this process: a `flock` held on another open of the folder blocks it as
     another process's would. The two resumes at once are two processes.
     """
-    run_dir = _copy_run(killed_at_2, logdir)
-    before = _snapshot(run_dir)
+    run_dir = copy_run(killed_at_2, logdir)
+    before = snapshot(run_dir)
     held = os.open(run_dir, os.O_RDONLY)  # locked as the process training in it locks it
     try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -406,7 +289,7 @@ def test_a_locked_folder_refuses_a_second_process_and_of_two_resumes_at_once_one
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"--resume '{run_dir}': in use by another kexp process" in lines[0], proc.stderr
-    assert _snapshot(run_dir) == before
+    assert snapshot(run_dir) == before
     # The lock goes with its holder: now a resume runs. Of two at once, one trains; the second finds the
     # folder locked, or, started after the first ended, finished: exit 2 either way.
     args = [sys.executable, "-m", "kexp", "run", "killable", "--resume", str(run_dir)]
@@ -415,73 +298,7 @@ def test_a_locked_folder_refuses_a_second_process_and_of_two_resumes_at_once_one
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert sorted(p.returncode for p in procs) == [0, 2], [err[-2000:] for _, err in outs]
-    assert _epochs_logged(run_dir)[0] == [0, 1, 2, 3]
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MiB tmpfs: a real full disk (needs root, as CI and the dev machines have)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def test_full_disk_at_the_state_save_names_the_state_file_and_resume_logs_no_epoch_twice(killable, small_disk):
-    logdir = small_disk / "logs"
-    proc = run_cli_here("run", "killable", "--logdir", str(logdir), env={**killable, "FILL_DISK_AT": "1"})
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kexp: error: could not write ") \
-        and "backup/model/state.npz (No space left on device)" in lines[0], proc.stderr
-    (run_dir,) = [p for p in (logdir / "killable").iterdir() if p.is_dir()]
-    (logdir / "killable" / "filler").unlink()
-    assert checkpoint.load(checkpoint.state_path(run_dir / "backup" / "model")).epochs_done == 1
-    resumed = run_cli_here("run", "killable", "--resume", str(run_dir), env=killable)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _epochs_logged(run_dir) == ([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3])
-
-
-def test_full_disk_at_the_start_names_config_json_and_leaves_no_folder(killable, small_disk):
-    logdir = small_disk / "logs"
-    (logdir / "killable").mkdir(parents=True)
-    fill_disk(small_disk)
-    proc = run_cli_here("run", "killable", "--logdir", str(logdir), env=killable)
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "config.json (No space left on device)" in lines[0], proc.stderr
-    assert not (logdir / "killable").exists() or list((logdir / "killable").iterdir()) == []
-
-
-FIGURE_ON_FULL_DISK = textwrap.dedent('''
-    """Fills its disk, then saves a figure."""
-    from kexp.config import ExperimentConfig
-
-    CONFIG = ExperimentConfig(data=None, model=None)
-
-
-    def run(config, harness):
-        import matplotlib.pyplot as plt
-
-        fill_disk(harness.run_dir.parent)
-        fig, ax = plt.subplots()
-        ax.plot(range(1000))
-        harness.log_figure("curve", fig)
-        return {}
-''') + FILL_DISK_SOURCE
-
-
-def test_full_disk_at_a_figure_names_the_png(tmp_path, small_disk):
-    (tmp_path / "exps").mkdir()
-    (tmp_path / "exps" / "figure_full.py").write_text(FIGURE_ON_FULL_DISK)
-    proc = run_cli_here("run", "figure_full", "--logdir", str(small_disk / "logs"),
-                        env={"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")})
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "curve.png (No space left on device)" in lines[0], proc.stderr
+    assert epochs_logged(run_dir)[0] == [0, 1, 2, 3]
 
 
 SIGNAL_IN_RESULTS_WRITE = textwrap.dedent('''
@@ -543,49 +360,31 @@ def test_experiment_calling_sys_exit_0_exits_1_with_status_failed(tmp_path, logd
     assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
 
 
-def test_state_and_json_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
-    import keras
-
-    from kexp.store import rundir
-
-    events = []
-    real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.path.isdir(f"/proc/self/fd/{fd}"))),
-                                                 real_fsync(fd))[1])
-    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", Path(b).name)), real_replace(a, b))[1])
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-    checkpoint.save(tmp_path / "backup", model, 1, 2)
-    assert events == [("fsync", False), ("replace", "state.npz"), ("fsync", True)]
-    events.clear()
-    rundir.write_json(tmp_path / "results.json", {"a": 1})
-    assert events == [("fsync", False), ("replace", "results.json"), ("fsync", True)]
-
-
 def test_resume_whose_second_fit_state_is_foreign_fails_before_the_first_fit_trains(xor_runs, logdir):
     # xor trains two fits; give the second one the state of a run with other settings (model.hidden=4).
     folder, runs = xor_runs
     assert runs["other"][0] == 0, runs["other"][2][-2000:]
-    run_dir = _copy_run(_run_dir_of(runs["at_once"][0][1]), logdir)
+    run_dir = copy_run(_run_dir_of(runs["at_once"][0][1]), logdir)
     other_dir = _run_dir_of(runs["other"][1])
     (run_dir / "results.json").unlink()  # as if killed in the second fit
     state = checkpoint.state_path(run_dir / "backup" / "two_layer")
     state.write_bytes(checkpoint.state_path(other_dir / "backup" / "two_layer").read_bytes())
-    before = _snapshot(run_dir)
+    before = snapshot(run_dir)
     proc = run_cli_here("run", "xor", "--resume", str(run_dir))
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "config.json differs from the config backup/two_layer was trained with (model.hidden: " in proc.stderr
-    assert _snapshot(run_dir) == before
+    assert snapshot(run_dir) == before
 
 
 def test_a_state_copied_into_another_fits_backup_is_refused(xor_runs, logdir):
     folder, runs = xor_runs
     assert runs["at_once"][1][0] == 0, runs["at_once"][1][2][-2000:]
-    run_dir = _copy_run(_run_dir_of(runs["at_once"][1][1]), logdir)
+    run_dir = copy_run(_run_dir_of(runs["at_once"][1][1]), logdir)
     (run_dir / "results.json").unlink()  # as if killed in the second fit
     single = checkpoint.state_path(run_dir / "backup" / "single_layer").read_bytes()
     checkpoint.state_path(run_dir / "backup" / "two_layer").write_bytes(single)
-    before = _snapshot(run_dir)
+    before = snapshot(run_dir)
     resumed = run_cli_here("run", "xor", "--resume", str(run_dir))
     assert resumed.returncode == 2, resumed.stderr[-3000:]
     assert "backup/two_layer holds the state of fit \"single_layer\"" in resumed.stderr
-    assert _snapshot(run_dir) == before
+    assert snapshot(run_dir) == before

@@ -12,6 +12,7 @@ import keras
 from kexp.store import checkpoint
 from kexp.errors import WriteError
 from kexp.engine.interrupt import StopRequest
+from kexp.engine.outputs import event_writer, flush_events
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -141,8 +142,21 @@ class TensorBoardLogger(keras.callbacks.TensorBoard):
         if seconds > 0 and examples:
             logs["examples_per_s"] = examples / seconds
         super().on_epoch_end(epoch, logs)
-        for writer in self._writers.values():
-            writer.flush()
+        for key, writer in self._writers.items():
+            flush_events(writer, self._train_dir if key == "train" else self._val_dir)
+
+    # Keras creates its writers on first use; TensorFlow's failure (a full disk) then names no file.
+    @property
+    def _train_writer(self) -> Any:
+        if "train" not in self._writers:
+            self._writers["train"] = event_writer(self._train_dir)
+        return self._writers["train"]
+
+    @property
+    def _val_writer(self) -> Any:
+        if "val" not in self._writers:
+            self._writers["val"] = event_writer(self._val_dir)
+        return self._writers["val"]
 
     def on_test_end(self, logs: Any = None) -> None:
         # Keras also writes `evaluation_*_vs_iterations` here: the epoch's

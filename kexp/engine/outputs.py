@@ -10,10 +10,40 @@ from typing import Any
 
 import tensorflow as tf
 
-from kexp.errors import UsageError
+from kexp.errors import UsageError, WriteError
 from kexp.study import plots
 from kexp.store import fitlogs, layout, rundir
 from kexp.store.record import RunStatus
+
+
+def event_writer(logdir: Path | str) -> Any:
+    """Returns `tf.summary.create_file_writer(logdir)`, its failure named as kexp's one-line write error.
+
+    Raises:
+        WriteError: `could not write LOGDIR/events.out.tfevents.* (No space left on device)`, with the
+            reason a test write meets (TensorFlow says only `Could not initialize events writer`).
+    """
+    try:
+        return tf.summary.create_file_writer(str(logdir))
+    except tf.errors.OpError:
+        raise _events_error(logdir) from None
+
+
+def flush_events(writer: Any, logdir: Path | str) -> None:
+    """Flushes an event writer, its failure named as `event_writer`'s.
+
+    Raises:
+        WriteError: Naming the folder's event file.
+    """
+    try:
+        writer.flush()
+    except tf.errors.OpError:
+        raise _events_error(logdir) from None
+
+
+def _events_error(logdir: Path | str) -> WriteError:
+    folder = Path(logdir)
+    return WriteError(folder / "events.out.tfevents.*", rundir.why_unwritable(folder if folder.is_dir() else folder.parent))
 
 
 class SummaryWriter:
@@ -33,7 +63,7 @@ class SummaryWriter:
         self._old_files = fitlogs.event_files(self._logdir) if replace_existing else []
         self._old_points = fitlogs.points(self._old_files) if self._old_files else set()
         fitlogs.remove_temp_files(self._logdir)
-        self._writer = tf.summary.create_file_writer(str(logdir))
+        self._writer = event_writer(logdir)
 
     def write_png(self, tag: str, png: bytes, step: int = 0) -> None:
         """Adds one PNG as image summary `tag` at `step`."""
@@ -78,7 +108,7 @@ class SummaryWriter:
         self._written([metadata.SESSION_END_INFO_TAG], 0)
 
     def _written(self, tags: list[str], step: int) -> None:
-        self._writer.flush()
+        flush_events(self._writer, self._logdir)
         # The new point is on disk first: a kill in between leaves it twice, never missing.
         replaced = {(tag, step) for tag in tags} & self._old_points
         if replaced:

@@ -59,7 +59,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from kexp.store.rundir import fsync_dir
+from kexp.errors import WriteError
+from kexp.store.rundir import fsync_dir, why_unwritable
 from kexp.store.layout import BACKUP, HISTORY, MODELS, OLD_PLOTS
 
 __all__ = ["truncate", "points", "drop_points", "remove_temp_files"]
@@ -261,16 +262,42 @@ def _keep(records: list[tuple[bytes, Any]], epochs_done: int) -> list[bool]:
 
 
 def _replace(path: Path, write: Callable[[str], None]) -> None:
-    """Writes a new `path` through `write(tmp)` and swaps it in atomically and durably."""
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    # The temporary name has no "tfevents" in it: TensorBoard must not read it as an event file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX, suffix=".tmp")
-    os.close(fd)
+    """Writes a new `path` through `write(tmp)` and swaps it in atomically and durably.
+
+    Raises:
+        WriteError: Naming `path` when it cannot be rewritten (a full disk, a
+            read-only folder); the original is then left as it was.
+    """
+    tmp = ""
     try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        # The temporary name has no "tfevents" in it: TensorBoard must not read it as an event file.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX, suffix=".tmp")
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as err:
+        _discard(tmp)
+        raise WriteError(path, err) from None
+    except Exception as err:
+        if not type(err).__module__.startswith("tensorflow"):
+            _discard(tmp)
+            raise
+        # Its record writer's errors are not OSErrors: probe for the reason while the partial copy still
+        # holds its space.
+        reason = why_unwritable(path.parent)
+        _discard(tmp)
+        raise WriteError(path, reason) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(tmp)
         raise
-    fsync_dir(path.parent)
+
+
+def _discard(tmp: str) -> None:
+    if tmp:
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only folder: the next write or resume removes it (`remove_temp_files`)

@@ -7,6 +7,7 @@ reader never sees a truncated `results.json`.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -84,6 +85,30 @@ def create_run_dir(logdir: str | os.PathLike, name: str, prefix: str = "", label
             # Another process removed the empty experiment folder meanwhile
             # (`remove_run_dir`); make it again.
             parent.mkdir(parents=True, exist_ok=True)
+
+
+def why_unwritable(folder: Path) -> OSError:
+    """Returns the `OSError` a small write in `folder` meets now, to name a failure reported without one.
+
+    TensorFlow's event writers fail with `Could not initialize events writer`
+    or a bare `OpError`, whatever the cause; a test write of 64 KiB (fsynced,
+    then removed) gets the operating system's reason: `No space left on
+    device`, `Read-only file system`, `Permission denied`.
+
+    Args:
+        folder: The folder a write failed in.
+    """
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+        try:
+            os.write(fd, bytes(65536))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        return err
+    return OSError(errno.EIO, "TensorFlow's writer failed; a test write there succeeded")
 
 
 def remove_run_dir(run_dir: Path) -> None:
