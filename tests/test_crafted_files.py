@@ -176,6 +176,8 @@ RESUME_CASES = {
     "FIFO results.json": ({"config.json": XOR_CONFIG}, "results.json is not a regular file"),
     "FIFO state.npz": ({"config.json": XOR_CONFIG}, "backup/single_layer/state.npz is not a regular file"),
     "FIFO history.csv": ({"config.json": XOR_CONFIG}, "single_layer/history.csv is not a regular file"),
+    "state.npz a link to itself": ({"config.json": XOR_CONFIG},
+                                   "backup/single_layer/state.npz is not readable (Too many levels of symbolic links)"),
     "link to a FIFO as config.json": ({}, "config.json is not a regular file"),
     "nested state header": (_with_state(NESTED), f"{STATE_REFUSED} (nested deeper than 32 levels)"),
     "epochs_done -3": (_with_state(_header(epochs_done=-3)), f"{STATE_REFUSED} (epochs_done -3 of epochs 4"),
@@ -205,6 +207,10 @@ def test_resume_of_a_crafted_folder_exits_2_naming_the_file_and_changes_nothing(
         _fifo(run_dir / {"FIFO config.json": "config.json", "FIFO results.json": "results.json",
                          "FIFO state.npz": "backup/single_layer/state.npz",
                          "FIFO history.csv": "single_layer/history.csv"}[case])
+    elif case == "state.npz a link to itself":
+        state = run_dir / "backup" / "single_layer" / "state.npz"
+        state.parent.mkdir(parents=True)
+        state.symlink_to(state)
     elif case == "link to a FIFO as config.json":
         _fifo(logdir / "fifo")
         (run_dir / "config.json").symlink_to(logdir / "fifo")
