@@ -96,7 +96,7 @@ class SineModel:
     """The recurrent forecaster."""
 
     cell: str = param("lstm", choices=("lstm", "gru", "simple"), help="recurrent cell")
-    units: int = param(64, ge=1, le=100_000, help="recurrent units (seed: 256)")
+    units: int = param(64, ge=1, le=100_000, help="recurrent units (tutorial: 256)")
 
 
 @dataclasses.dataclass(frozen=True)

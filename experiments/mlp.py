@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class FNNConfig:
     """The hidden layer."""
 
-    hidden: int = param(500, ge=1, le=100_000, help="hidden units (seed: 500)")
+    hidden: int = param(500, ge=1, le=100_000, help="hidden units (tutorial: 500)")
     activation: str = param("relu", choices=("relu", "tanh", "sigmoid", "leaky_relu", "softplus"))
     dropout: float = param(0.0, ge=0, lt=1, help="dropout after the hidden layer")
 

@@ -301,8 +301,7 @@ def test_run_folders_are_named_after_their_settings_or_name_and_the_end_names_fi
     named = [run_cli_here("run", "xor", "--set", "train.epochs=1", "--name", "tiny") for _ in range(2)]
     assert [p.returncode for p in named] == [0, 0]
     names = sorted(Path(p.stdout.strip().splitlines()[-1]).name for p in named)
-    assert re.fullmatch(r"\d{8}-\d{6}-tiny", names[0]) or re.fullmatch(r"\d{8}-\d{6}-tiny(-2)?", names[1]), names
-    assert len(set(names)) == 2 and all(name.split("-", 2)[2].startswith("tiny") for name in names), names
+    assert all(re.fullmatch(r"\d{8}-\d{6}-tiny(\+run2)?", name) for name in names) and len(set(names)) == 2, names
     from kexp.store.names import run_label
 
     assert run_label({}) == "defaults"
@@ -311,6 +310,15 @@ def test_run_folders_are_named_after_their_settings_or_name_and_the_end_names_fi
     long = run_label({f"model.key{i}": "v" * 12 for i in range(8)})
     assert len(long) <= 60 and long.endswith("-more") and long.startswith("key0=vvvvvvvvvvvv+"), long
     assert run_label({"data.name": "a/b c"}) == "name=a-b-c"
+    assert run_label({"train.learning_rate": 1.0000001, "data.noise": 1e-05}) == "learning_rate=1.0000001+noise=1e-05"
+
+
+def test_runs_with_one_label_in_one_second_get_run2_run3(tmp_path, monkeypatch):
+    from kexp.store import rundir
+
+    monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "20260101-000000")  # one second for all three
+    made = [rundir.create_run_dir(tmp_path, "xor", label="hidden=4").name for _ in range(3)]
+    assert made == ["20260101-000000-hidden=4", "20260101-000000-hidden=4+run2", "20260101-000000-hidden=4+run3"]
 
 
 def test_diverged_run_exits_1_with_status_diverged(logdir):

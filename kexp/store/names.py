@@ -47,7 +47,7 @@ def run_label(settings: Mapping[str, Any]) -> str:
         elif isinstance(value, bool):
             value = str(value).lower()
         elif isinstance(value, float):
-            value = f"{value:g}"
+            value = repr(value)  # the shortest text that reads back as this float: 1.0000001 stays itself
         parts.append(_LABEL_UNSAFE.sub("-", f"{key.rpartition('.')[2]}={value}"))
     if not parts:
         return "defaults"

@@ -52,8 +52,8 @@ def _unwritable(logdir: str | os.PathLike, reason: str) -> UsageError:
 def create_run_dir(logdir: str | os.PathLike, name: str, prefix: str = "", label: str = "") -> Path:
     """Creates and returns a new, unique run folder `logdir/name/RUN_ID`.
 
-    RUN_ID is `[prefix]YYYYMMDD-HHMMSS-LABEL` when a label is given (`-2`, `-3`, ...
-    added on a clash), so that TensorBoard's run list says what each run was,
+    RUN_ID is `[prefix]YYYYMMDD-HHMMSS-LABEL` when a label is given (`+run2`, `+run3`,
+    ... added on a clash: not `-2`, which would read as part of a value), so that TensorBoard's run list says what each run was,
     and `[prefix]YYYYMMDD-HHMMSS-xxxxxx` (random hex) otherwise.
 
     Args:
@@ -75,7 +75,7 @@ def create_run_dir(logdir: str | os.PathLike, name: str, prefix: str = "", label
     clash = 0
     while True:
         stamp = prefix + time.strftime("%Y%m%d-%H%M%S") + "-"
-        run_id = stamp + (label + (f"-{clash + 1}" if clash else "") if label else secrets.token_hex(3))
+        run_id = stamp + (label + (f"+run{clash + 1}" if clash else "") if label else secrets.token_hex(3))
         run_dir = parent / run_id
         try:
             run_dir.mkdir()
