@@ -8,14 +8,18 @@ optimized: `remapper failed` (dcgan_digits), `use_unbounded_threadpool`
 (`train.deterministic=true`), `oneDNN supports DT_INT32 only on platforms
 with AVX-512` (char_rnn). kexp sets `TF_CPP_MIN_LOG_LEVEL=3` (errors hidden;
 TensorFlow's errors still reach Python as exceptions, and fatal lines still
-print) unless the user set a level, and imports TensorFlow with stderr muted.
+print) unless the user set a level, and imports TensorFlow with stderr captured:
+shown only if the import fails.
 This module does not import TensorFlow until asked.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
+import tempfile
+import typing
 
 __all__ = ["import_tensorflow_quietly"]
 
@@ -44,13 +48,33 @@ def import_tensorflow_quietly(*, library: bool = False) -> None:
         return
     sys.stderr.flush()
     saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
+    was_enabled = faulthandler.is_enabled()
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        # A crash inside the import (an abort, an illegal instruction) still shows its traceback.
+        faulthandler.enable(file=saved)
+        try:
             import tensorflow
 
             # Physical devices only: logical ones may still be configured.
             tensorflow.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        except BaseException:
+            _restore(saved, was_enabled)
+            _replay(captured)  # why the import failed is in what TensorFlow printed
+            raise
+        _restore(saved, was_enabled)
+
+
+def _restore(saved: int, was_enabled: bool) -> None:
+    """Gives fd 2 back its stderr and faulthandler its own settings."""
+    faulthandler.disable()
+    os.dup2(saved, 2)
+    os.close(saved)
+    if was_enabled:
+        faulthandler.enable()
+
+
+def _replay(captured: typing.BinaryIO) -> None:
+    captured.seek(0)
+    sys.stderr.write(captured.read().decode("utf-8", "replace"))
+    sys.stderr.flush()
