@@ -10,6 +10,7 @@ sends them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -40,24 +41,33 @@ def served(tmp_path_factory):
     # A batch of 128 against xor's 16: "128" < "16" as text, so the filter's order shows whether it is numeric.
     kexp.run("heart_mlp", {"train.epochs": 1, "model.hidden": "8", "train.batch_size": 128}, logdir=logdir,
              verbose=0)
-    # The command itself: `kexp tensorboard` serves kexp's HParams plugin (`kexp.cli.hparams_columns`).
+    with _served(logdir) as url:
+        deadline = time.monotonic() + 60
+        while True:  # until TensorBoard has read both runs, their fits and their final metrics
+            experiment = _post(url + "experiment", {"experimentName": ""})
+            groups = _groups(url)
+            values = [len(g["metricValues"]) for g in groups.get("sessionGroups", [])]
+            if (len(values) == 2 and min(values) >= 4) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        yield experiment, groups["sessionGroups"]
+
+
+def _groups(url: str, col_params: list | None = None) -> dict:
+    return _post(url + "session_groups", {"experimentName": "", "allowedStatuses": _STATUSES,
+                                          "colParams": col_params or [], "startIndex": 0, "sliceSize": 100})
+
+
+@contextlib.contextmanager
+def _served(logdir):
+    """Yields the HParams data URL of `kexp tensorboard --logdir LOGDIR` (the command itself, kexp's plugin)."""
     proc = subprocess.Popen([sys.executable, "-m", "kexp", "tensorboard", "--logdir", str(logdir), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     try:
         line = proc.stdout.readline()
         assert " at http://127.0.0.1:" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
-        url = line.split(" at ", 1)[1].split()[0] + "data/plugin/hparams/"
-        deadline = time.monotonic() + 60
-        while True:  # until TensorBoard has read both runs, their fits and their final metrics
-            experiment = _post(url + "experiment", {"experimentName": ""})
-            groups = _post(url + "session_groups", {"experimentName": "", "allowedStatuses": _STATUSES,
-                                                    "colParams": [], "startIndex": 0, "sliceSize": 100})
-            values = [len(g["metricValues"]) for g in groups.get("sessionGroups", [])]
-            if (len(values) == 2 and min(values) >= 4) or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        yield experiment, groups["sessionGroups"]
+        yield line.split(" at ", 1)[1].split()[0] + "data/plugin/hparams/"
     finally:
         proc.kill()
         proc.communicate()
@@ -125,3 +135,25 @@ def test_metric_and_value_order():
         ("metrics/a", ""), ("metrics/b", ""), ("metrics/other", ""), ("epoch_loss", "train"),
         ("epoch_loss", "validation")]
     assert hparams.value_order(["128", "16", "64,64", "8,8", "None", "16"]) == ["8,8", "16", "64,64", "128", "None"]
+
+
+def test_a_key_older_runs_wrote_as_a_number_and_newer_as_text_sorts_as_text(tmp_path):
+    """Runs from before integers were written as text (`64.0`) beside newer ones (`"64"`): sorting by that column
+    was a server error (floats compared with strings); now every value of the key is text."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    for run, hidden in (("old", 64.0), ("new", "64"), ("older", 8.0), ("unset", "None")):
+        with tf.summary.create_file_writer(str(tmp_path / "xor" / run)).as_default():
+            hp.hparams({"experiment": "xor", "model.hidden": hidden, "train.learning_rate": 0.01}, trial_id=run)
+    with _served(tmp_path) as url:
+        deadline = time.monotonic() + 60
+        while len(_groups(url).get("sessionGroups", [])) < 4 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        ordered = _groups(url, [{"hparam": "model.hidden", "order": "ORDER_ASC", "includeInResult": True},
+                                {"hparam": "train.learning_rate", "includeInResult": True}])
+        info = next(h for h in _post(url + "experiment", {"experimentName": ""})["hparamInfos"]
+                    if h["name"] == "model.hidden")
+    assert [g["hparams"]["model.hidden"] for g in ordered["sessionGroups"]] == ["64", "64", "8", "None"]
+    assert all(g["hparams"]["train.learning_rate"] == 0.01 for g in ordered["sessionGroups"])
+    assert info["type"] == "DATA_TYPE_STRING" and info["domainDiscrete"] == ["8", "64", "None"]

@@ -18,7 +18,8 @@ them, as runs come and go, and only orders them (`kexp.store.hparams.metric_orde
 the bars of the experiments in the logdir (the keys of each one's `EXPECTED`,
 experiments by name), then the other final metrics, then the fits' columns.
 It also lists a string column's values in numeric order (integers are
-written as strings: `kexp.store.hparams.session_values`).
+written as strings: `kexp.store.hparams.session_values`), and gives a key
+that older runs wrote as a number and newer ones as text one type.
 
 TensorBoard started on its own (`tensorboard --logdir logs`) keeps its name order.
 """
@@ -33,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from tensorboard import default
-from tensorboard.plugins.hparams import api_pb2, backend_context, hparams_plugin, metadata
+from tensorboard.plugins.hparams import api_pb2, backend_context, hparams_plugin, metadata, plugin_data_pb2
 
 from kexp.store import hparams
 
-__all__ = ["bar_names", "plugins"]
+__all__ = ["bar_names", "one_type_per_key", "plugins"]
 
 
 def plugins() -> list[Any]:
@@ -60,6 +61,9 @@ class _Context(backend_context.Context):
         names = super()._compute_metric_names(ctx, experiment_id, session_runs)
         experiments = self._experiments(ctx, experiment_id, set(session_runs))
         return hparams.metric_order(names, [name for experiment in experiments for name in bar_names(experiment)])
+
+    def hparams_metadata(self, ctx: Any, experiment_id: str, run_tag_filter: Any = None) -> dict[str, dict[str, bytes]]:
+        return one_type_per_key(super().hparams_metadata(ctx, experiment_id, run_tag_filter))
 
     def _compute_hparam_info_from_values(self, name: str, values: Any) -> Any:
         info = super()._compute_hparam_info_from_values(name, values)
@@ -90,6 +94,41 @@ class _Context(backend_context.Context):
 
     def _logdir(self) -> str:
         return os.path.normpath(getattr(self.tb_context, "logdir", "") or "")
+
+
+def one_type_per_key(runs: dict[str, dict[str, bytes]]) -> dict[str, dict[str, bytes]]:
+    """Returns the plugin's session metadata with a key that mixes text and numbers across runs as text in all.
+
+    Runs written before kexp wrote integers as text hold `64.0` where newer
+    ones hold `"64"`; TensorBoard then sorts Python floats against strings
+    (a server error on clicking the column) and reads the numbers as text
+    anyway. Numbers become the text kexp writes (`64`, `0.5`), booleans `true`/`false`.
+
+    Args:
+        runs: `run -> tag -> summary metadata content`, as `hparams_metadata` returns it.
+    """
+    starts = {}
+    for run, tags in runs.items():
+        if metadata.SESSION_START_INFO_TAG in tags:
+            starts[run] = plugin_data_pb2.HParamsPluginData.FromString(tags[metadata.SESSION_START_INFO_TAG])
+    kinds: dict[str, set[str]] = {}
+    for data in starts.values():
+        for key, value in data.session_start_info.hparams.items():
+            kinds.setdefault(key, set()).add(value.WhichOneof("kind") or "")
+    mixed = {key for key, found in kinds.items() if "string_value" in found and len(found - {"null_value", ""}) > 1}
+    if not mixed:
+        return runs
+    fixed = {run: dict(tags) for run, tags in runs.items()}
+    for run, data in starts.items():
+        for key in mixed & set(data.session_start_info.hparams):
+            value = data.session_start_info.hparams[key]
+            if value.WhichOneof("kind") == "number_value":
+                number = value.number_value
+                value.string_value = str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
+            elif value.WhichOneof("kind") == "bool_value":
+                value.string_value = str(value.bool_value).lower()
+        fixed[run][metadata.SESSION_START_INFO_TAG] = data.SerializeToString()
+    return fixed
 
 
 @functools.cache
