@@ -53,6 +53,7 @@ BAD_INPUTS = [
                                                            "data (~1.17e+12 GiB, with the harness's copies) does not fit"),
     (["bench", "fnn", "--width", "1000000000000"], "bench fnn: --width 1000000000000: the model (~1.18e+07 GiB with "
                                                    "its gradients and Adam's slots) does not fit in this machine's memory"),
+    (["bench", "--sweep", "--width", "1000000000000"], "bench --sweep: --width 1000000000000: the model"),
     (["bench", "--sweep", "--examples", "1"], "bench --sweep: --examples 1: too few to measure its largest batch "
                                               "(1,024) over full steps; allowed: an integer >= 1024"),
     (["sweep", "lstm_sine", "--grid", "=1,2"], "--grid '=1,2': key must be section.name; sections: data, model"),
@@ -377,7 +378,7 @@ def test_bare_kexp_prints_its_usage_and_commands_and_argparse_errors_say_kexp_on
     assert run_cli_here("run").stderr.strip() == "kexp: error: kexp run: the following arguments are required: name"
 
 
-def test_tensorboard_notes_a_logdir_holding_several_experiments(tmp_path):
+def test_tensorboard_notes_a_logdir_holding_several_experiments(tmp_path, monkeypatch):
     from kexp.cli.board import several_experiments_note
 
     for experiment in ("xor", "lstm_sine"):
@@ -388,3 +389,14 @@ def test_tensorboard_notes_a_logdir_holding_several_experiments(tmp_path):
         f"kexp: note: {tmp_path} holds runs of 2 experiments (lstm_sine, xor); TensorBoard lists every run of each. "
         f"To compare one experiment's runs: kexp tensorboard --logdir {tmp_path}/lstm_sine")
     assert several_experiments_note(str(tmp_path / "xor")) == ""  # one experiment's runs
+    # The command in the note pastes back: a folder with a space is quoted, one starting with `-` is not an option.
+    for logdir, shown in (("my logs", "'my logs/lstm_sine'"), ("-logs", "./-logs/lstm_sine")):
+        for experiment in ("xor", "lstm_sine"):
+            (tmp_path / logdir / experiment / "r").mkdir(parents=True)
+            (tmp_path / logdir / experiment / "r" / "config.json").write_text("{}")
+        monkeypatch.chdir(tmp_path)
+        assert several_experiments_note(logdir).endswith(f"kexp tensorboard --logdir {shown}")
+    from kexp.cli.run_command import _from_here
+
+    assert _from_here(tmp_path / "-logs" / "xor") == "./-logs/xor"
+    assert _from_here(tmp_path / "my logs" / "xor") == "my logs/xor"  # quoted where it is printed as a command

@@ -67,6 +67,17 @@ def test_sweep_figure_is_one_row_a_panel_per_metric_with_log_scale_bar_and_hones
         assert (len(dots.get_xdata()), dots.get_linestyle()) == (2, "None")
 
 
+def test_an_equality_bar_is_a_named_line_without_a_legend_warning():
+    import warnings
+
+    sweep = _sweep({"model.cell": ["lstm", "simple"]}, lambda s: {"classes": 10.0 if s["model.cell"] == "lstm" else 9.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found to put in legend"
+        (ax,) = sweep_plots.grid_sweep_figure(sweep, ["model.cell"], ["classes"], {"classes": ("==", 10)}).axes
+    assert _bar_lines(ax) == [10]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["bar = 10"]
+
+
 def test_sweep_figure_boxes_groups_of_three_colours_series_and_logs_a_numeric_key():
     # train.learning_rate spans two decades (a log x axis, a line per cell); the seeds give 3 points per x.
     grid = {"train.learning_rate": ["0.001", "0.01", "0.1"], "model.cell": ["lstm", "gru"],

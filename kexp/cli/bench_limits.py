@@ -49,6 +49,7 @@ def check_fits(name: str | None, examples: int | None, width: int, sweep: bool =
         UsageError: Naming the option, its value and what is allowed.
     """
     case = name or "fnn"
+    command = "bench --sweep" if sweep else f"bench {case}"
     if sweep and examples is not None and examples < SWEEP_MIN_EXAMPLES:
         raise UsageError(f"bench --sweep: --examples {examples}: too few to measure its largest batch (1,024) "
                          f"over full steps; allowed: an integer >= {SWEEP_MIN_EXAMPLES}")
@@ -56,13 +57,13 @@ def check_fits(name: str | None, examples: int | None, width: int, sweep: bool =
     if examples is not None:
         needed = examples * _EXAMPLE_BYTES[case] * _DATA_COPIES
         if needed > available:
-            raise UsageError(f"bench {case}: --examples {examples}: the case's data (~{_gib(needed)}, with the "
+            raise UsageError(f"{command}: --examples {examples}: the case's data (~{_gib(needed)}, with the "
                              f"harness's copies) does not fit in this machine's memory ({_gib(available)} "
                              "available); allowed: fewer examples")
     if case == "fnn":
         needed = ((784 + 1) * width + (width + 1) * 10) * 4 * _WEIGHT_COPIES
         if needed > available:
-            raise UsageError(f"bench fnn: --width {width}: the model (~{_gib(needed)} with its gradients and "
+            raise UsageError(f"{command}: --width {width}: the model (~{_gib(needed)} with its gradients and "
                              f"Adam's slots) does not fit in this machine's memory ({_gib(available)} available); "
                              "allowed: a smaller width")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -32,7 +33,7 @@ def several_experiments_note(logdir: str) -> str:
     shown = ", ".join(experiments[:5]) + (", ..." if len(experiments) > 5 else "")
     return (f"kexp: note: {logdir} holds runs of {len(experiments)} experiments ({shown}); TensorBoard lists "
             f"every run of each. To compare one experiment's runs: kexp tensorboard --logdir "
-            f"{os.path.join(logdir, experiments[0])}")
+            f"{shlex.quote(_not_an_option(os.path.join(logdir, experiments[0])))}")
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -83,3 +84,7 @@ def command(logdir: str, port: int) -> int:
         pass
     print("TensorBoard stopped", flush=True)
     return 0
+
+
+def _not_an_option(path: str) -> str:
+    return f"./{path}" if path.startswith("-") else path

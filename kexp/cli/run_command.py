@@ -174,8 +174,13 @@ def interrupted_exit(err: KeyboardInterrupt) -> int:
 
 
 def _from_here(path: Path) -> str:
-    """Returns `path` relative to the working directory when it lies below it (what a user types), else whole."""
+    """Returns `path` relative to the working directory when it lies below it (what a user types), else whole.
+
+    A relative path starting with `-` gets `./` in front, so that a command it is pasted into does not read it
+    as an option.
+    """
     try:
-        return str(Path(path).absolute().relative_to(Path.cwd()))
+        shown = str(Path(path).absolute().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+    return f"./{shown}" if shown.startswith("-") else shown

@@ -157,8 +157,10 @@ def _draw_bar(ax: Any, bar: Any) -> None:
         ax.axhspan(limits[0], high, color="C2", alpha=0.12, label=label)
     elif op in ("<=", "<"):
         ax.axhspan(low, limits[0], color="C2", alpha=0.12, label=label)
-    for limit in limits:
-        ax.axhline(limit, color="C2", linestyle="--", linewidth=1.2)
+    for k, limit in enumerate(limits):
+        # `==` shades nothing: its line carries the legend entry.
+        shaded = op in ("between", ">=", ">", "<=", "<")
+        ax.axhline(limit, color="C2", linestyle="--", linewidth=1.2, label=None if shaded or k else label)
     ax.set_ylim(low, high)
 
 
