@@ -151,3 +151,19 @@ def test_files_other_tools_wrote_never_break_the_listing(logs, tmp_path):
     lines = table.stdout.strip().splitlines()
     assert len(lines) == 1 + len(cases) + 1  # one line per run, the newline escaped
     assert "x\\ny=1" in table.stdout and "a=null b=null c=0.5" in table.stdout
+
+
+def test_runs_made_in_one_second_are_listed_newest_first_whatever_their_labels(logs, tmp_path):
+    import os
+
+    from kexp.store import runs as runs_module
+
+    ok = logs[1]["ok"]
+    made = []
+    for order, label in enumerate(("units=8", "hidden=4", "defaults")):  # made in this order, in one second
+        target = tmp_path / "xor" / f"20260102-101010-{label}"
+        shutil.copytree(ok, target)
+        os.utime(target / "config.json", ns=(10**18 + order, 10**18 + order))
+        made.append(target.name)
+    listed = [entry["run_id"] for entry in runs_module.collect(tmp_path, "xor")]
+    assert listed == made[::-1]

@@ -64,7 +64,7 @@ def collect(logdir: str | Path, name: str | None = None) -> list[dict[str, Any]]
             config_defaults, bars = defaults[entry["experiment"]]
             _add_comparisons(entry, config_defaults, bars)
             entries.append(entry)
-    # Run ids start with their creation time; the folder's own time breaks ties and orders other names.
+    # Run ids start with their creation second; config.json's time breaks ties; the name last.
     entries.sort(key=lambda e: (e.pop("_created"), e["run_id"]), reverse=True)
     return entries
 
@@ -196,17 +196,22 @@ def _read(path: Path, null_nonfinite: bool = False) -> tuple[dict[str, Any] | No
     return data, ""
 
 
-def _created(run_dir: Path) -> str:
-    # RUN_IDs are `YYYYMMDD-HHMMSS-xxxxxx`; the config file's time stands in for other names.
+def _created(run_dir: Path) -> tuple[str, int]:
+    """Returns the run's creation second from its RUN_ID (`YYYYMMDD-HHMMSS-LABEL`), then its config.json's
+    time in ns: runs of one second (a sweep's quick points) keep the order they were made in."""
+    try:
+        written = (run_dir / "config.json").stat().st_mtime_ns
+    except OSError:
+        written = 0
     name = run_dir.name
     if len(name) >= 15 and name[:8].isdigit() and name[8] == "-" and name[9:15].isdigit():
-        return name[:15]
+        return name[:15], written
     try:
         import time
 
-        return time.strftime("%Y%m%d-%H%M%S", time.localtime(run_dir.stat().st_mtime))
+        return time.strftime("%Y%m%d-%H%M%S", time.localtime(run_dir.stat().st_mtime)), written
     except OSError:
-        return ""
+        return "", written
 
 
 def _printable(text: str) -> str:
