@@ -58,9 +58,12 @@ def import_tensorflow_quietly(*, library: bool = False) -> None:
 
             # Physical devices only: logical ones may still be configured.
             tensorflow.config.list_physical_devices()
-        except BaseException:
+        except Exception:
             _restore(saved, was_enabled)
             _replay(captured)  # why the import failed is in what TensorFlow printed
+            raise
+        except BaseException:  # Ctrl-C or SIGTERM while TensorFlow loads: its start-up lines stay hidden
+            _restore(saved, was_enabled)
             raise
         _restore(saved, was_enabled)
 
