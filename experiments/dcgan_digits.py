@@ -38,6 +38,8 @@ class DCGANModel:
     g_filters: int = param(32, ge=1, le=4_096, help="generator filters at the last upsampling (doubled before)")
     d_filters: int = param(32, ge=1, le=4_096, help="discriminator filters at the first convolution")
     d_steps: int = param(1, ge=1, le=1_000, help="discriminator steps per generator step")
+    reuse_fake_batch: bool = param(False, help="the generator step scores the batch generated for the last "
+                                               "discriminator step (DCGAN's usual loop) instead of a new one")
     beta_1: float = param(0.5, ge=0, lt=1, help="Adam beta_1 of both optimizers (DCGAN: 0.5)")
     judge_epochs: int = param(40, ge=1, le=1_000_000, help="epochs of the LeNet-5 that labels generated digits")
     num_samples: int = param(1000, ge=10, le=1_000_000, help="generated samples the judge labels")
@@ -92,7 +94,8 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
     def build():
         # Uncompiled: the harness gives it two optimizers of train.optimizer.
         return GAN(dcgan_generator(size, channels, noise_dim=m.noise_dim, base_filters=m.g_filters),
-                   dcgan_discriminator(size, channels, base_filters=m.d_filters), d_steps=m.d_steps, name="dcgan")
+                   dcgan_discriminator(size, channels, base_filters=m.d_filters), d_steps=m.d_steps,
+                   reuse_fake_batch=m.reuse_fake_batch, name="dcgan")
 
     sampler = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: show_samples(epoch, sampler.model)
                                              if (epoch + 1) % every == 0 or epoch + 1 == config.train.epochs else None)

@@ -228,11 +228,12 @@ def _gan_fit(logdir, kind: str, n: int, fuse: bool):
     from kexp.models import GAN, dcgan_discriminator, dcgan_generator, gan_1d_discriminator, gan_1d_generator
 
     rng = np.random.default_rng(0)
-    if kind == "dcgan":
+    if kind.startswith("dcgan"):
         real = rng.uniform(-1, 1, (n, 8, 8, 1)).astype("float32")
 
         def build():
-            return GAN(dcgan_generator(8, 1, noise_dim=8, base_filters=4), dcgan_discriminator(8, 1, base_filters=4))
+            return GAN(dcgan_generator(8, 1, noise_dim=8, base_filters=4), dcgan_discriminator(8, 1, base_filters=4),
+                       reuse_fake_batch=kind == "dcgan_reuse")
     else:
         real = rng.normal(4, 1, (n, 1)).astype("float32")
 
@@ -245,7 +246,7 @@ def _gan_fit(logdir, kind: str, n: int, fuse: bool):
     return gan, run.fit_settings["model"]
 
 
-@pytest.mark.parametrize("kind, n", [("gan_1d", 160), ("dcgan", 100)])
+@pytest.mark.parametrize("kind, n", [("gan_1d", 160), ("dcgan", 100), ("dcgan_reuse", 100)])
 def test_gan_steps_fuse_bit_for_bit_like_plain_steps(logdir, kind, n):
     # 1-D: k=2 discriminator steps per batch, uniform noise; 160 = two whole calls an epoch, no tail.
     # DCGAN: batch norm in both nets, 6 full batches and one of 4: calls of 5 and 1 with the tail.

@@ -172,7 +172,10 @@ class GAN(keras.Model):
 
     Per batch of real data: `d_steps` discriminator updates (each on fresh
     noise, with the same real batch), then one generator update with the
-    non-saturating loss -log D(G(z)). Calling the model generates samples.
+    non-saturating loss -log D(G(z)), on fresh noise too, or, with
+    `reuse_fake_batch=True`, on the batch the generator made for the last
+    discriminator update (DCGAN's usual loop: one generator pass per batch
+    fewer). Calling the model generates samples.
 
     The noise is stateless random numbers drawn from a seed held as a model
     variable (a `keras.random.SeedGenerator`), folded with the replica's id:
@@ -190,6 +193,8 @@ class GAN(keras.Model):
         discriminator: Model from samples to one logit.
         d_steps: Discriminator steps per generator step (`k` in Goodfellow et al.).
         noise: `normal` (standard normal) or `uniform` (on [-1, 1]).
+        reuse_fake_batch: Score the generator on the last discriminator
+            update's generated batch instead of a new one.
         seed: Seed of the noise; None draws one from Keras' global seed
             (`keras.utils.set_random_seed`).
         **kwargs: Passed to `keras.Model`.
@@ -206,6 +211,7 @@ class GAN(keras.Model):
         d_steps: int = 1,
         noise: str = "normal",
         seed: int | None = None,
+        reuse_fake_batch: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -217,6 +223,9 @@ class GAN(keras.Model):
         self.discriminator = discriminator
         self.d_steps = int(d_steps)
         self.noise = noise
+        if not isinstance(reuse_fake_batch, bool):
+            raise ValueError(f"reuse_fake_batch: received {reuse_fake_batch!r}; allowed: True or False")
+        self.reuse_fake_batch = reuse_fake_batch
         self.noise_dim = int(generator.input_shape[-1])
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
@@ -289,28 +298,36 @@ class GAN(keras.Model):
         real = data[0] if isinstance(data, (tuple, list)) else data
         batch = tf.shape(real)[0]
         ones = tf.ones((batch, 1))
-        zeros = tf.zeros((batch, 1))
-        d_vars = self.discriminator.trainable_variables
         g_vars = self.generator.trainable_variables
-        for _ in range(self.d_steps):
-            noise = self.sample_noise(batch)
-            with tf.GradientTape() as tape:
-                fake = self.generator(noise, training=True)
-                d_loss = self._bce(ones, self.discriminator(real, training=True)) + self._bce(
-                    zeros, self.discriminator(fake, training=True)
-                )
-                scaled = self._scaled(d_loss)
-            grads = tape.gradient(scaled, d_vars)
-            self.d_optimizer.apply_gradients(zip(grads, d_vars))
-        noise = self.sample_noise(batch)
+        for _ in range(self.d_steps - 1 if self.reuse_fake_batch else self.d_steps):
+            d_loss = self._discriminator_update(real, self.sample_noise(batch))
         with tf.GradientTape() as tape:
-            g_loss = self._bce(ones, self.discriminator(self.generator(noise, training=True), training=True))
+            fake = self.generator(self.sample_noise(batch), training=True)
+            if self.reuse_fake_batch:
+                with tape.stop_recording():
+                    d_loss = self._discriminator_update(real, fake=fake)
+            g_loss = self._bce(ones, self.discriminator(fake, training=True))
             scaled = self._scaled(g_loss)
         grads = tape.gradient(scaled, g_vars)
         self.g_optimizer.apply_gradients(zip(grads, g_vars))
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)
         return {m.name: m.result() for m in self.metrics}
+
+    def _discriminator_update(self, real: Any, noise: Any = None, fake: Any = None) -> tf.Tensor:
+        """One discriminator step on `real` and `fake` (generated from `noise` when not given); returns its loss."""
+        batch = tf.shape(real)[0]
+        d_vars = self.discriminator.trainable_variables
+        with tf.GradientTape() as tape:
+            if fake is None:
+                fake = self.generator(noise, training=True)
+            d_loss = self._bce(tf.ones((batch, 1)), self.discriminator(real, training=True)) + self._bce(
+                tf.zeros((batch, 1)), self.discriminator(fake, training=True)
+            )
+            scaled = self._scaled(d_loss)
+        grads = tape.gradient(scaled, d_vars)
+        self.d_optimizer.apply_gradients(zip(grads, d_vars))
+        return d_loss
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         real = data[0] if isinstance(data, (tuple, list)) else data
@@ -344,6 +361,7 @@ class GAN(keras.Model):
             "d_steps": self.d_steps,
             "noise": self.noise,
             "seed": self.seed,
+            "reuse_fake_batch": self.reuse_fake_batch,
         }
         return {**base_config, **config}
 
