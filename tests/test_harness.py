@@ -48,6 +48,12 @@ def test_fit_evaluate_own_model_under_strategy(logdir, strategy, replicas):
     assert config["train"]["epochs"] == 3
 
 
+def test_a_run_that_trained_nothing_has_no_throughput_not_a_measured_zero(logdir):
+    with kexp.open_run("nothing", logdir=logdir, verbose=0) as run:
+        run.record(answer=42.0)
+    assert json.loads((run.run_dir / "results.json").read_text())["train_samples_per_s"] is None
+
+
 def test_tensorboard_scalars_and_images_are_written(logdir):
     x, y = _linear_data()
     with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=3), verbose=0) as run:

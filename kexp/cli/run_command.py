@@ -119,7 +119,7 @@ def _print_summary(name: str, results: dict) -> None:
         print(bar_line)
     print(
         f"status: {results['status']}  wall_time_s: {results['wall_time_s']:.1f}  "
-        f"train_samples_per_s: {results['train_samples_per_s']:.0f}  "
+        f"train_samples_per_s: {_throughput(results['train_samples_per_s'])}  "
         f"replicas: {results['num_replicas']}"
     )
     if results["run_dir"]:
@@ -171,6 +171,11 @@ def interrupted_exit(err: KeyboardInterrupt) -> int:
     print(f"kexp: interrupted ({signal_name}){where}\nkexp: resume with: {resume}", file=sys.stderr)
     print(f"status: {RunStatus.INTERRUPTED}\nrun_dir: {run_dir}", flush=True)
     return code
+
+
+def _throughput(samples_per_s: float | None) -> str:
+    # None: nothing trained in this process (no fit, a resume with nothing left to train).
+    return "n/a" if samples_per_s is None else f"{samples_per_s:.0f}"
 
 
 def _from_here(path: Path) -> str:

@@ -177,9 +177,10 @@ class Harness(RunOutputs):
         return self.train.batch_size * self.num_replicas
 
     @property
-    def train_samples_per_s(self) -> float:
-        """Training throughput over steady-state epochs (first epoch of each fit excluded)."""
-        return self._train_samples / self._train_seconds if self._train_seconds > 0 else 0.0
+    def train_samples_per_s(self) -> float | None:
+        """Training throughput over steady-state epochs (first epoch of each fit excluded); None when nothing
+        trained in this process (no fit, a resume with nothing left to train): not a measured 0."""
+        return self._train_samples / self._train_seconds if self._train_seconds > 0 else None
 
     # -- model ------------------------------------------------------------
 

@@ -339,7 +339,7 @@ def _results(harness: Harness, name: str, config: dict, wall_time_s: float) -> d
         "metrics": harness.metrics,
         "config": config,
         "wall_time_s": round(wall_time_s, 3),
-        "train_samples_per_s": round(harness.train_samples_per_s, 1),
+        "train_samples_per_s": None if harness.train_samples_per_s is None else round(harness.train_samples_per_s, 1),
         # The dtype policy models were built and trained under, and whether the config or the caller chose it.
         "precision": harness.precision,
         "strategy": harness.strategy_name,
