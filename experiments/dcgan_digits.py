@@ -38,7 +38,7 @@ class DCGANModel:
     g_filters: int = param(32, ge=1, le=4_096, help="generator filters at the last upsampling (doubled before)")
     d_filters: int = param(32, ge=1, le=4_096, help="discriminator filters at the first convolution")
     d_steps: int = param(1, ge=1, le=1_000, help="discriminator steps per generator step")
-    reuse_fake_batch: bool = param(False, help="the generator step scores the batch generated for the last "
+    reuse_fake_batch: bool = param(True, help="the generator step scores the batch generated for the last "
                                                "discriminator step (DCGAN's usual loop) instead of a new one")
     beta_1: float = param(0.5, ge=0, lt=1, help="Adam beta_1 of both optimizers (DCGAN: 0.5)")
     judge_epochs: int = param(40, ge=1, le=1_000_000, help="epochs of the LeNet-5 that labels generated digits")

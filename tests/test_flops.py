@@ -43,6 +43,7 @@ def test_a_gan_counts_k_discriminator_steps_and_one_generator_step():
     g, d = gan_1d_generator(4, 1, hidden=(8,)), gan_1d_discriminator(1, hidden=(16,))
     assert forward_flops(g) == 2 * (4 * 8 + 8 * 1) and forward_flops(d) == 2 * (1 * 16 + 16 * 1)
     assert training_flops(GAN(g, d, d_steps=3)) == 3 * (80 + 6 * 64) + 3 * 80 + 2 * 64
+    assert training_flops(GAN(g, d, d_steps=3, reuse_fake_batch=True)) == 3 * (80 + 6 * 64) + 2 * 80 + 2 * 64
 
 
 def test_a_model_of_unknown_sequence_length_is_refused_with_its_shape():

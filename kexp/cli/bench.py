@@ -130,7 +130,8 @@ def _make_case(name: str, examples: int | None, width: int) -> Case:
         n = examples or 1_437
         x = rng.uniform(-1, 1, size=(n, 16, 16, 1)).astype("float32")
         return Case(name, lambda: GAN(dcgan_generator(16, 1, noise_dim=32, base_filters=32),
-                                      dcgan_discriminator(16, 1, base_filters=32), name="dcgan"),
+                                      dcgan_discriminator(16, 1, base_filters=32), reuse_fake_batch=True,
+                                      name="dcgan"),
                     x, None, None, 32, 2e-4)
     from kexp.errors import UsageError
 

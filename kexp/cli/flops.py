@@ -56,7 +56,8 @@ def training_flops(model: Any) -> int:
     discriminator steps: each D step runs G forward once and D forward, input
     and weight gradients on a real and a fake example (G + 6D); the G step
     runs G and D forward, D's input gradients and G's two gradients (3G + 2D):
-    k(G + 6D) + 3G + 2D.
+    k(G + 6D) + 3G + 2D. With `reuse_fake_batch` the G step scores the last D
+    step's generated batch: one G forward fewer, k(G + 6D) + 2G + 2D.
 
     Args:
         model: A built model, or a `kexp.models.GAN`.
@@ -66,7 +67,8 @@ def training_flops(model: Any) -> int:
     """
     if hasattr(model, "generator") and hasattr(model, "discriminator") and hasattr(model, "d_steps"):
         g, d = forward_flops(model.generator), forward_flops(model.discriminator)
-        return int(model.d_steps) * (g + 6 * d) + 3 * g + 2 * d
+        reused = bool(getattr(model, "reuse_fake_batch", False))
+        return int(model.d_steps) * (g + 6 * d) + (2 if reused else 3) * g + 2 * d
     return 3 * forward_flops(model)
 
 
