@@ -162,3 +162,27 @@ def test_state_and_json_writes_fsync_the_file_before_the_rename_and_the_folder_a
     events.clear()
     rundir.write_json(tmp_path / "results.json", {"a": 1})
     assert events == [("fsync", False), ("replace", "results.json"), ("fsync", True)]
+
+
+def test_a_tensorflow_event_write_failing_inside_keras_fit_is_named_in_one_line(small_disk):
+    """Keras' own TensorBoard callback writes inside `fit`, out of kexp's wrappers' reach: the harness reads
+    the event file from TensorFlow's many-line error (here a real one, from a real full disk)."""
+    import tensorflow as tf
+
+    from kexp.engine.outputs import events_error_in
+
+    logdir = small_disk / "run" / "train"
+    writer = tf.summary.create_file_writer(str(logdir))
+    with writer.as_default():
+        tf.summary.scalar("epoch_loss", 1.0, step=0)
+    writer.flush()
+    fill_disk(small_disk)
+    with pytest.raises(tf.errors.OpError) as raised:
+        with writer.as_default():
+            for step in range(1, 200):  # past the writer's queue of 10: it flushes, and fails
+                tf.summary.scalar("epoch_loss", 1.0, step=step)
+        writer.flush()
+    assert "events.out.tfevents" in str(raised.value) and "\n" in str(raised.value).strip()
+    named = events_error_in(raised.value)
+    assert str(named) == f"could not write {logdir}/events.out.tfevents.* (No space left on device)"
+    assert events_error_in(tf.errors.InvalidArgumentError(None, None, "a shape mismatch")) is None

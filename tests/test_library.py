@@ -313,19 +313,20 @@ def test_library_use_prints_no_tensorflow_start_up_lines_and_keeps_a_level_the_u
     assert command.returncode == 0 and command.stderr == "", command.stderr[-2000:]
 
 
-def test_a_tensorflow_that_fails_to_import_shows_what_it_printed(tmp_path):
-    """The start-up lines are captured, not thrown away: when the import fails they explain why.
-
-    A stand-in `tensorflow` package that prints a loader error on fd 2 and raises, as a broken install does.
-    """
+@pytest.mark.parametrize("failure, code, last_line", [('raise ImportError("broken TensorFlow")', 1,
+                                                        "ImportError: broken TensorFlow"),
+                                                       ("raise SystemExit(3)", 3, "")])
+def test_a_tensorflow_that_fails_to_import_shows_what_it_printed(tmp_path, failure, code, last_line):
+    """The start-up lines are captured, not thrown away: when the import fails (an error, or an exit) they
+    explain why. A stand-in `tensorflow` package that prints a loader error on fd 2, as a broken install does."""
     package = tmp_path / "broken" / "tensorflow"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text('import os\nos.write(2, b"F0000 loader.cc:1] libfoo.so: cannot open '
-                                         'shared object file\\n")\nraise ImportError("broken TensorFlow")\n')
+                                         f'shared object file\\n")\n{failure}\n')
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = str(package.parent)
     proc = subprocess.run([sys.executable, "-m", "kexp", "run", "xor", "--logdir", str(tmp_path / "logs")],
                           capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
-    assert proc.returncode == 1
+    assert proc.returncode == code
     assert "F0000 loader.cc:1] libfoo.so: cannot open shared object file" in proc.stderr, proc.stderr[-2000:]
-    assert proc.stderr.rstrip().endswith("ImportError: broken TensorFlow"), proc.stderr[-2000:]
+    assert proc.stderr.rstrip().endswith(last_line), proc.stderr[-2000:]

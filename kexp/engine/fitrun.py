@@ -19,6 +19,7 @@ import tensorflow as tf
 from kexp.engine import fitdata, fused, inputs, modelinfo, streams
 from kexp.engine.callbacks import EpochGate, EpochTimer, HistoryCSV, SaveState, StopOnRequest, TensorBoardLogger
 from kexp.engine.compat import built_locally, is_multi_worker, prepare_multi_worker_fit
+from kexp.engine.outputs import events_error_in
 from kexp.engine.pipeline import fixed_shapes
 from kexp.engine.plan import FitPlan
 from kexp.store import fitlogs, saving
@@ -109,6 +110,11 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
                 shuffle=False,  # the pipeline already shuffles, seeded
                 class_weight=data.class_weight,  # a stream's (the pipeline weighs the others' examples)
             )
+    except tf.errors.OpError as err:
+        named = events_error_in(err)  # Keras' own TensorBoard writes failed (a full disk): one line, not 40
+        if named is None:
+            raise
+        raise named from None
     finally:
         # Completed epochs count towards throughput however the fit ends.
         steady = timer.durations[1:] or timer.durations

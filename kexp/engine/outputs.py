@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -26,7 +27,7 @@ def event_writer(logdir: Path | str) -> Any:
     try:
         return tf.summary.create_file_writer(str(logdir))
     except tf.errors.OpError:
-        raise _events_error(logdir) from None
+        raise events_error(logdir) from None
 
 
 def flush_events(writer: Any, logdir: Path | str) -> None:
@@ -38,12 +39,32 @@ def flush_events(writer: Any, logdir: Path | str) -> None:
     try:
         writer.flush()
     except tf.errors.OpError:
-        raise _events_error(logdir) from None
+        raise events_error(logdir) from None
 
 
-def _events_error(logdir: Path | str) -> WriteError:
+def events_error(logdir: Path | str) -> WriteError:
+    """Returns the one-line error for an event file in `logdir` that TensorFlow could not write.
+
+    The reason is the operating system's, met by a test write (`rundir.why_unwritable`).
+    """
     folder = Path(logdir)
     return WriteError(folder / "events.out.tfevents.*", rundir.why_unwritable(folder if folder.is_dir() else folder.parent))
+
+
+def events_error_in(err: BaseException) -> WriteError | None:
+    """Returns `events_error` for a TensorFlow error that names an event file it could not write, else None.
+
+    Keras' TensorBoard callback writes and flushes inside `fit`, where kexp's
+    wrappers do not reach: TensorFlow then raises `FlushSummaryWriter ...
+    PATH/events.out.tfevents...; No space left on device` in many lines.
+    """
+    if not isinstance(err, tf.errors.OpError):
+        return None
+    found = _EVENT_FILE.search(str(err))
+    return events_error(Path(found.group(1)).parent) if found else None
+
+
+_EVENT_FILE = re.compile(r"(\S*/events\.out\.tfevents\.[^\s;:'\"]+)")
 
 
 class SummaryWriter:

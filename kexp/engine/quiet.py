@@ -9,7 +9,10 @@ optimized: `remapper failed` (dcgan_digits), `use_unbounded_threadpool`
 with AVX-512` (char_rnn). kexp sets `TF_CPP_MIN_LOG_LEVEL=3` (errors hidden;
 TensorFlow's errors still reach Python as exceptions, and fatal lines still
 print) unless the user set a level, and imports TensorFlow with stderr captured:
-shown only if the import fails.
+shown only if the import fails. A process TensorFlow aborts during its import
+(a CPU without the instructions it was built for) dies before the captured
+text can be shown: faulthandler's `Fatal Python error: Aborted` and a stack
+through this module are all it prints; `TF_CPP_MIN_LOG_LEVEL=0` shows why.
 This module does not import TensorFlow until asked.
 """
 
@@ -58,12 +61,12 @@ def import_tensorflow_quietly(*, library: bool = False) -> None:
 
             # Physical devices only: logical ones may still be configured.
             tensorflow.config.list_physical_devices()
-        except Exception:
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while TensorFlow loads: its start-up lines stay hidden
             _restore(saved, was_enabled)
-            _replay(captured)  # why the import failed is in what TensorFlow printed
             raise
-        except BaseException:  # Ctrl-C or SIGTERM while TensorFlow loads: its start-up lines stay hidden
+        except BaseException:  # an error, or a `sys.exit` in the import: why is in what TensorFlow printed
             _restore(saved, was_enabled)
+            _replay(captured)
             raise
         _restore(saved, was_enabled)
 

@@ -27,6 +27,7 @@ from kexp.store.record import RunStatus
 from kexp.config import ExperimentConfig, TrainConfig, to_dict, validate
 from kexp.errors import RunError, UsageError, WriteError, tag_run_dir
 from kexp.engine.harness import Harness
+from kexp.engine.outputs import events_error
 from kexp.engine.interrupt import RunInterrupted, StopRequest
 from kexp.engine.strategy import describe_devices, is_chief, make_strategy
 from kexp.store import layout
@@ -315,9 +316,9 @@ def _log_final(harness: Harness, config_data: dict) -> None:
             harness.summaries.write_hparams(_session_values(harness, config_data), trial_id=harness.run_dir.name)
         harness.summaries.write_scalars({f"metrics/{key}": value for key, value in harness.metrics.items()})
         harness.summaries.write_session_end(harness.status)
-    except (OSError, tf.errors.OpError) as err:
-        print(f"kexp: warning: could not write the final TensorBoard summaries into {harness.run_dir} ({err})",
-              file=sys.stderr)
+    except (OSError, tf.errors.OpError, WriteError) as err:
+        problem = err if isinstance(err, WriteError) else events_error(harness.run_dir)  # one line, not TF's text
+        print(f"kexp: warning: the final TensorBoard summaries are incomplete: {problem}", file=sys.stderr)
 
 
 def _config_markdown(config_data: dict) -> str:
