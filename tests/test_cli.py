@@ -314,14 +314,6 @@ def test_run_folders_are_named_after_their_settings_or_name_and_the_end_names_fi
     assert run_label({"train.learning_rate": 1.0000001, "data.noise": 1e-05}) == "learning_rate=1.0000001+noise=1e-05"
 
 
-def test_runs_with_one_label_in_one_second_get_run2_run3(tmp_path, monkeypatch):
-    from kexp.store import rundir
-
-    monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "20260101-000000")  # one second for all three
-    made = [rundir.create_run_dir(tmp_path, "xor", label="hidden=4").name for _ in range(3)]
-    assert made == ["20260101-000000-hidden=4", "20260101-000000-hidden=4+run2", "20260101-000000-hidden=4+run3"]
-
-
 def test_diverged_run_exits_1_with_status_diverged(logdir):
     proc = run_cli_here(
         "run", "lstm_sine", "--logdir", str(logdir), "--set", "train.optimizer=sgd",

@@ -167,3 +167,11 @@ def test_runs_made_in_one_second_are_listed_newest_first_whatever_their_labels(l
         made.append(target.name)
     listed = [entry["run_id"] for entry in runs_module.collect(tmp_path, "xor")]
     assert listed == made[::-1]
+
+
+def test_runs_with_one_label_in_one_second_get_run2_run3(tmp_path, monkeypatch):
+    from kexp.store import rundir
+
+    monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "20260101-000000")  # one second for all three
+    made = [rundir.create_run_dir(tmp_path, "xor", label="hidden=4").name for _ in range(3)]
+    assert made == ["20260101-000000-hidden=4", "20260101-000000-hidden=4+run2", "20260101-000000-hidden=4+run3"]

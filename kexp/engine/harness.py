@@ -178,8 +178,7 @@ class Harness(RunOutputs):
 
     @property
     def train_samples_per_s(self) -> float | None:
-        """Training throughput over steady-state epochs (first epoch of each fit excluded); None when nothing
-        trained in this process (no fit, a resume with nothing left to train): not a measured 0."""
+        """Training throughput over steady-state epochs (first epoch of each fit excluded); None: none trained."""
         return self._train_samples / self._train_seconds if self._train_seconds > 0 else None
 
     # -- model ------------------------------------------------------------
