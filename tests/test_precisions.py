@@ -16,8 +16,9 @@ from kexp import registry
 
 PRECISIONS = ("mixed_bfloat16", "mixed_float16")
 # Smoke runs of a few seconds, under mixed_bfloat16 (CPUs with avx512_bf16 train in it): the README's test command
-# runs these; every other case (float16 is for GPUs: on a CPU it is emulated, slower) is in the `quality` tier.
-QUICK = {"xor", "heart_mlp", "lstm_sine", "softmax", "linear_regression", "gan_gaussian_1d"}
+# runs these (the two contour figures that failed, and a recurrent net); every other case (float16 is for GPUs:
+# on a CPU it is emulated, slower) is in the `quality` tier.
+QUICK = {"xor", "heart_mlp", "lstm_sine"}
 
 
 def _cases() -> list:

@@ -288,9 +288,10 @@ def _write_results(harness: Harness, name: str, config_data: dict, chief: bool, 
     error: it names what failed first (a full disk fails both).
     """
     harness.results = _results(harness, name, config_data, time.perf_counter() - harness.started)
+    summaries_problem = None
     if chief and not harness.final_logged:
         harness.final_logged = True
-        _log_final(harness, config_data)
+        summaries_problem = _log_final(harness, config_data)
     harness.close()
     if not chief:
         shutil.rmtree(harness.run_dir, ignore_errors=True)
@@ -301,24 +302,32 @@ def _write_results(harness: Harness, name: str, config_data: dict, chief: bool, 
         if failing:
             return
         raise WriteError(err.path, err.os_error, "; the trained state is in the run folder's backup/") from None
+    if summaries_problem is not None and not failing:
+        # Only now: had results.json failed as well, its error alone would be the one line.
+        print(f"kexp: warning: the final TensorBoard summaries are incomplete: {summaries_problem}", file=sys.stderr)
 
 
-def _log_final(harness: Harness, config_data: dict) -> None:
+def _log_final(harness: Harness, config_data: dict) -> WriteError | None:
     """Writes the quality metrics as scalars (`metrics/NAME`) and the HParams session's end with its status.
 
     A resumed run writes its session start again too (replacing the one it
     has, or the one a kill before it was written left out). TensorBoard is a
     view of the run: a write that fails (a full disk, say) is a warning, and
     `results.json`, written next, says what failed.
+
+    Returns:
+        The failed write, named in one line, or None.
     """
     try:
         if harness.resumed:
             harness.summaries.write_hparams(_session_values(harness, config_data), trial_id=harness.run_dir.name)
         harness.summaries.write_scalars({f"metrics/{key}": value for key, value in harness.metrics.items()})
         harness.summaries.write_session_end(harness.status)
-    except (OSError, tf.errors.OpError, WriteError) as err:
-        problem = err if isinstance(err, WriteError) else events_error(harness.run_dir)  # one line, not TF's text
-        print(f"kexp: warning: the final TensorBoard summaries are incomplete: {problem}", file=sys.stderr)
+    except WriteError as err:
+        return err
+    except (OSError, tf.errors.OpError):
+        return events_error(harness.run_dir)  # one line, not TensorFlow's many
+    return None
 
 
 def _config_markdown(config_data: dict) -> str:
