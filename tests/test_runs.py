@@ -175,3 +175,55 @@ def test_runs_with_one_label_in_one_second_get_run2_run3(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "20260101-000000")  # one second for all three
     made = [rundir.create_run_dir(tmp_path, "xor", label="hidden=4").name for _ in range(3)]
     assert made == ["20260101-000000-hidden=4", "20260101-000000-hidden=4+run2", "20260101-000000-hidden=4+run3"]
+
+
+def test_runs_export_as_csv_and_markdown_with_a_column_per_metric(logs):
+    import csv
+    import io
+
+    logdir, runs = logs
+    listed = json.loads(run_cli("runs", "--logdir", str(logdir), "--format", "json").stdout)
+    proc = run_cli("runs", "--logdir", str(logdir), "--format", "csv")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [row["run_id"] for row in rows] == [entry["run_id"] for entry in listed]
+    assert list(rows[0])[:7] == ["run_id", "experiment", "status", "meets_bar", "wall_time_s",
+                                 "train_samples_per_s", "settings"]
+    ok = next(row for row in rows if row["run_id"] == runs["ok"].name)
+    ok_json = next(entry for entry in listed if entry["run_id"] == runs["ok"].name)
+    assert float(ok["two_layer_accuracy"]) == ok_json["metrics"]["two_layer_accuracy"]  # written in full
+    assert ok["settings"] == " ".join(f"{k}={v}" for k, v in ok_json["overrides"].items()) and ok["status"] == "ok"
+    assert set(ok_json["overrides"]) == {"train.epochs", "data.repeats"}
+    crashed = next(row for row in rows if row["run_id"] == runs["crashed"].name)
+    assert crashed["two_layer_accuracy"] == "" and crashed["status"] == "crashed"
+    markdown = run_cli("runs", "--logdir", str(logdir), "--format", "md").stdout.splitlines()
+    assert markdown[0].startswith("| run_id | experiment | status | meets_bar |") and markdown[1].startswith("|---|")
+    assert len(markdown) == 2 + len(listed)
+    assert any(line.startswith(f"| {runs['ok'].name} | xor | ok | ") for line in markdown), markdown
+
+
+def test_runs_diff_shows_the_settings_status_and_figures_that_differ(logs, tmp_path):
+    ok = logs[1]["ok"]
+    other = tmp_path / "xor" / "20260103-101010-epochs=3"
+    shutil.copytree(ok, other)
+    config = json.loads((other / "config.json").read_text())
+    config["train"]["epochs"] = 3
+    (other / "config.json").write_text(json.dumps(config))
+    results = json.loads((other / "results.json").read_text())
+    before = results["metrics"]["two_layer_accuracy"]
+    results["metrics"]["two_layer_accuracy"] = 0.25
+    results["status"] = "diverged"
+    (other / "results.json").write_text(json.dumps(results))
+    proc = run_cli("runs", "diff", str(ok), other.name, "--logdir", str(tmp_path))  # a path, then a RUN_ID
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.split() for line in proc.stdout.splitlines()]
+    assert lines == [[ok.name, other.name], ["status", "ok", "diverged"], ["train.epochs", "2", "3"],
+                     ["metrics.two_layer_accuracy", format(before, ".6g"), "0.25"]]
+    same = run_cli("runs", "diff", str(ok), str(ok))
+    assert same.stdout.strip() == f"{ok.name} and {ok.name}: same settings, status and figures"
+    for args, message in ((["diff", str(ok)], "runs diff: received 1 run(s); allowed: exactly two"),
+                          (["diff", str(ok), "nowhere"], "runs diff 'nowhere': no run folder there or under logs"),
+                          (["xor", "lstm_sine"], "runs: received 'xor lstm_sine'; allowed: one experiment NAME")):
+        refused = run_cli("runs", *args)
+        assert refused.returncode == 2 and refused.stderr.startswith(f"kexp: error: {message}"), refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=5 (repeatable)",
     )
+    run.add_argument("--config", default=None, metavar="FILE",
+                     help="settings from a JSON file, as a run's config.json holds them (--set values win)")
     run.add_argument("--logdir", default="logs", help="root of run folders (default: ./logs)")
     run.add_argument("--strategy", default="auto", choices=STRATEGIES, help="tf.distribute strategy")
     run.add_argument("--resume", metavar="RUN_DIR", default=None,
@@ -71,10 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="train.KEY=VALUE",
         help="a harness training setting, e.g. train.fuse_steps=false (repeatable)",
     )
-    runs = sub.add_parser("runs", help="list past runs from their results.json, newest first")
-    runs.add_argument("name", nargs="?", default=None, help="only this experiment's runs")
+    runs = sub.add_parser("runs", help="list past runs from their results.json, newest first; "
+                                       "`runs diff RUN_A RUN_B` compares two")
+    runs.add_argument("name", nargs="*", default=[], metavar="NAME | diff RUN_A RUN_B",
+                      help="only this experiment's runs; or `diff` and two run folders (or RUN_IDs)")
     runs.add_argument("--logdir", default="logs", help="root of run folders (default: ./logs)")
-    runs.add_argument("--json", action="store_true", help="print one JSON list")
+    runs.add_argument("--format", choices=("table", "md", "csv", "json"), default=None,
+                      help="table (default), md (Markdown), csv (a column per metric) or json")
+    runs.add_argument("--json", action="store_true", help="the same as --format json")
     board = sub.add_parser("tensorboard", help="start TensorBoard on 127.0.0.1 for the run folders")
     board.add_argument("--logdir", default="logs", help="root of run folders (default: ./logs)")
     board.add_argument("--port", type=_port, default=6006, help="port (default 6006; 0: any free one)")
@@ -171,7 +177,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         if args.command == "bench":
             return _bench(args)
         if args.command == "runs":
-            return _runs(args)
+            from kexp.cli.runs_command import runs_command
+
+            return runs_command(args)
         if args.command == "tensorboard":
             from kexp.cli import board
 
@@ -294,45 +302,6 @@ def _bench(args: argparse.Namespace) -> int:
 
         print("\n".join(format_result(result)))
     return 0
-
-
-def _runs(args: argparse.Namespace) -> int:
-    import json
-
-    from kexp.store import runs
-
-    entries = runs.collect(args.logdir, args.name)
-    if not entries and args.name:
-        _check_runs_name(args.name, args.logdir)
-    if args.json:
-        print(json.dumps(entries, allow_nan=False, default=str))
-    elif not entries:
-        print(f"no runs{f' of {args.name}' if args.name else ''} in {args.logdir}")
-    else:
-        print("\n".join(runs.format_table(entries)))
-    return 0
-
-
-def _check_runs_name(name: str, logdir: str) -> None:
-    """Refuses a `kexp runs NAME` that names no experiment and no folder of `logdir` but is close to one.
-
-    Raises:
-        UsageError: `did you mean lstm_sine?`, for a typo (`lstm_sin`).
-    """
-    import difflib
-    from pathlib import Path
-
-    from kexp import registry
-
-    known = set(registry.discover())
-    if name in known or (Path(logdir) / name).exists():
-        return  # a real experiment that has no runs yet: "no runs of NAME"
-    if Path(logdir).is_dir():
-        known |= {path.name for path in Path(logdir).iterdir() if path.is_dir()}
-    close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
-    if close:
-        raise UsageError(f"runs {name!r}: no experiment or run folder of that name in {logdir}; "
-                         f"did you mean {', '.join(close)}?")
 
 
 def _sweep(args: argparse.Namespace) -> int:

@@ -68,6 +68,13 @@ def _check_input(args: argparse.Namespace) -> None:
     from kexp.runner import request_config
     from kexp.store import names, rundir
 
+    if args.config is not None:
+        if args.resume is not None:
+            raise UsageError(f"--config {args.config!r}: a resumed run keeps its saved config; "
+                             "allowed: --config without --resume")
+        from kexp.config_file import config_file_overrides
+
+        args.overrides = [*config_file_overrides(args.config), *args.overrides]
     if args.resume is not None and args.name_label is not None:
         raise UsageError(f"--name {args.name_label!r}: a resumed run keeps its folder's name; "
                          "allowed: --name without --resume")
