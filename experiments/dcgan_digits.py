@@ -23,7 +23,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from kexp import ExperimentConfig, ImageDataConfig, TrainConfig, param
+from kexp import ConfigError, ExperimentConfig, ImageDataConfig, TrainConfig, param
+from kexp.data.image_sizes import LENET5_MIN_SIZE, NATIVE_SIZES, dcgan_upsamplings
 
 if TYPE_CHECKING:
     from kexp import Harness
@@ -45,7 +46,30 @@ class DCGANModel:
     num_samples: int = param(1000, ge=10, le=1_000_000, help="generated samples the judge labels")
 
 
-CONFIG = ExperimentConfig(
+@dataclasses.dataclass(frozen=True)
+class DCGANConfig(ExperimentConfig):
+    """The experiment's config, with the image sizes both nets take (checked before anything trains)."""
+
+    def check(self) -> None:
+        if self.data is None:
+            return
+        size = self.data.image_size or NATIVE_SIZES.get(self.data.name, 0)
+        if not size:
+            return
+        given = f"data.image_size: received {self.data.image_size}"
+        if not self.data.image_size:
+            given += f" (0 keeps {self.data.name} at {size}x{size})"
+        try:
+            dcgan_upsamplings(size)
+            usable = size >= LENET5_MIN_SIZE
+        except ValueError:
+            usable = False
+        if not usable:
+            raise ConfigError(f"{given}; allowed: at least {LENET5_MIN_SIZE} (the LeNet-5 judge) and a seed of 4-7 "
+                              "times a power of two (the generator's upsampling): 16, 20, 24, 28, 32, 40, ...")
+
+
+CONFIG = DCGANConfig(
     data=ImageDataConfig(image_size=16),
     model=DCGANModel(),
     train=TrainConfig(epochs=100, batch_size=32, learning_rate=2e-4),

@@ -103,6 +103,10 @@ BAD_INPUTS = [
     (["run", "lstm_sine", "--set", "data.test_range=1e15,1.00000000001e15"],
      "data.test_range: received 1000000000000000.0,1000000000010000.0; allowed: sample x values below 5.498e+11"),
     # sigma too small for float32 to resolve next to mu (the figure's histogram failed on it).
+    (["run", "dcgan_digits", "--set", "data.image_size=8"], "data.image_size: received 8; allowed: at least 16 "
+                                                           "(the LeNet-5 judge) and a seed of 4-7 times a power of two"),
+    (["run", "dcgan_digits", "--set", "data.image_size=18"], "data.image_size: received 18; allowed: at least 16"),
+    (["run", "dcgan_digits", "--set", "data.image_size=0"], "data.image_size: received 0 (0 keeps digits at 8x8); allowed"),
     (["run", "gan_gaussian_1d", "--set", "data.mu=1e6", "--set", "data.sigma=1e-300"],
      "data.sigma: received 1e-300; allowed: >= 61.04 at data.mu=1000000.0 (sigma >= |mu| / 16384"),
     (["run", "gan_gaussian_1d", "--set", "data.mu=1e6", "--set", "data.sigma=0.001"],

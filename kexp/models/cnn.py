@@ -12,6 +12,7 @@ from typing import Sequence
 
 import keras
 
+from kexp.data.image_sizes import LENET5_MIN_SIZE
 from kexp.models.common import assemble, check_choice, check_pairs, check_range, check_sizes, unique_name
 
 Shape = Sequence[int]
@@ -55,7 +56,7 @@ def lenet5(
     """
     check_choice("variant", variant, ("classic", "modern"))
     check_range("num_classes", num_classes, low=1)
-    _image_shape(input_shape, 16, "LeNet-5", "two 5x5 valid convolutions and two 2x2 pools")
+    _image_shape(input_shape, LENET5_MIN_SIZE, "LeNet-5", "two 5x5 valid convolutions and two 2x2 pools")
     act = "sigmoid" if variant == "classic" else "relu"
     pool = keras.layers.AveragePooling2D if variant == "classic" else keras.layers.MaxPooling2D
     layers = [

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kexp.data.image_sizes import dcgan_upsamplings
 from kexp.models.common import assemble, check_choice, check_range, unique_name
 from kexp.models.mlp import mlp
 
@@ -54,25 +55,6 @@ def gan_1d_discriminator(
         A `keras.Model` returning the logit of "x is real".
     """
     return mlp((input_dim,), 1, hidden=hidden, activation="leaky_relu", name=unique_name(name, "discriminator_1d"))
-
-
-def dcgan_upsamplings(image_size: int) -> int:
-    """Returns how many stride-2 steps a DCGAN uses between a 4..7 seed and `image_size`.
-
-    Raises:
-        ValueError: When `image_size` is not a seed size 4..7 times a power of two
-            (at least one upsampling): 8, 10, 12, 14, 16, 28, 32, 64 work; 7, 9 or 30 do not.
-    """
-    size, steps = int(image_size), 0
-    while size % 2 == 0 and size // 2 >= 4:
-        size //= 2
-        steps += 1
-    if steps == 0 or not 4 <= size <= 7:
-        raise ValueError(
-            "image_size must be a seed size 4..7 times a power of two, at least 8 (e.g. 8, 16, 28, 32, 64), "
-            f"so stride-2 upsampling reaches it; received: image_size={image_size}"
-        )
-    return steps
 
 
 def dcgan_generator(
