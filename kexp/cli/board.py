@@ -33,7 +33,7 @@ def several_experiments_note(logdir: str) -> str:
     shown = ", ".join(experiments[:5]) + (", ..." if len(experiments) > 5 else "")
     return (f"kexp: note: {logdir} holds runs of {len(experiments)} experiments ({shown}); TensorBoard lists "
             f"every run of each. To compare one experiment's runs: kexp tensorboard --logdir "
-            f"{shlex.quote(_not_an_option(os.path.join(logdir, experiments[0])))}")
+            f"{shlex.quote(not_an_option(os.path.join(logdir, experiments[0])))}")
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -86,5 +86,6 @@ def command(logdir: str, port: int) -> int:
     return 0
 
 
-def _not_an_option(path: str) -> str:
+def not_an_option(path: str) -> str:
+    """Returns a relative `path` that a command it is pasted into cannot read as an option (`-x` -> `./-x`)."""
     return f"./{path}" if path.startswith("-") else path

@@ -40,11 +40,11 @@ def run(args: argparse.Namespace) -> int:
     StopRequest.exit_on_second = True
     # Before the run opens, a signal ends the command with nothing left (130/143); the run then catches them.
     raise_on_signals()
-    _check_input(args)
+    overrides = _check_input(args)
     from kexp.engine.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    results = _train(args)
+    results = _train(args, overrides)
     # The run is over and its files written: a signal now is noted, the summary printed, and the exit code says it.
     late: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -57,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
     return 0 if results["status"] == RunStatus.OK else 1
 
 
-def _check_input(args: argparse.Namespace) -> None:
+def _check_input(args: argparse.Namespace) -> list[str]:
     """Fails on bad input here, before TensorFlow loads (seconds) and before any run folder exists.
+
+    Returns:
+        The overrides the run trains with: a `--config` file's, then `--set`'s.
 
     Raises:
         UsageError: An unknown experiment, a bad `--set`, `--resume`,
@@ -68,25 +71,27 @@ def _check_input(args: argparse.Namespace) -> None:
     from kexp.runner import request_config
     from kexp.store import names, rundir
 
+    overrides = list(args.overrides)
     if args.config is not None:
         if args.resume is not None:
             raise UsageError(f"--config {args.config!r}: a resumed run keeps its saved config; "
                              "allowed: --config without --resume")
         from kexp.config_file import config_file_overrides
 
-        args.overrides = [*config_file_overrides(args.config), *args.overrides]
+        overrides = [*config_file_overrides(args.config), *overrides]
     if args.resume is not None and args.name_label is not None:
         raise UsageError(f"--name {args.name_label!r}: a resumed run keeps its folder's name; "
                          "allowed: --name without --resume")
-    request_config(args.name, args.overrides, args.resume)
+    request_config(args.name, overrides, args.resume)
     check_strategy_name(args.strategy)
     if args.resume is None:
         rundir.check_logdir(args.logdir)
         if args.name_label is not None:
             names.check_name(args.name_label, "--name")
+    return overrides
 
 
-def _train(args: argparse.Namespace) -> dict:
+def _train(args: argparse.Namespace, overrides: list[str]) -> dict:
     """Runs the experiment, printing its folder once it exists, and returns its results.
 
     A run that failed inside its folder still ends with `status: failed`
@@ -95,7 +100,7 @@ def _train(args: argparse.Namespace) -> dict:
     from kexp.runner import RUN_FOLDER_LINE, run_experiment
 
     try:
-        return run_experiment(args.name, args.overrides, logdir=args.logdir, strategy=args.strategy,
+        return run_experiment(args.name, overrides, logdir=args.logdir, strategy=args.strategy,
                               resume=args.resume, label=args.name_label,
                               on_open=lambda run_dir: print(f"{RUN_FOLDER_LINE}{run_dir}", flush=True))
     except Exception as err:
@@ -195,4 +200,6 @@ def _from_here(path: Path) -> str:
         shown = str(Path(path).absolute().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-    return f"./{shown}" if shown.startswith("-") else shown
+    from kexp.cli.board import not_an_option
+
+    return not_an_option(shown)

@@ -133,6 +133,13 @@ def _resume_problem(run_dir: Path) -> str:
     return ""
 
 
+def settings_text(overrides: Mapping[str, Any] | None) -> str:
+    """Returns a run's settings that differ from the defaults as `key=value ...` ("" for none; "?" when unknown)."""
+    if overrides is None:
+        return "?"
+    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in overrides.items())
+
+
 def format_table(entries: list[dict[str, Any]]) -> list[str]:
     """Returns `kexp runs`' table: one line per run, newest first."""
     if not entries:
@@ -141,8 +148,7 @@ def format_table(entries: list[dict[str, Any]]) -> list[str]:
     rows = [header]
     for e in entries:
         bar = {True: "met", False: "missed", None: "-"}[e["meets_bar"]]
-        overrides = "?" if e["overrides"] is None else _printable(" ".join(
-            f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in e["overrides"].items())) or "defaults"
+        overrides = _printable(settings_text(e["overrides"])) or "defaults"
         metrics = " ".join(f"{_printable(k)}={'null' if v is None else format_number(v)}"
                            for k, v in e["metrics"].items())
         if e["reason"]:

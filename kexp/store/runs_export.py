@@ -13,7 +13,7 @@ from typing import Any
 
 from kexp.errors import UsageError
 from kexp.store import hparams, rundir
-from kexp.store.runs import format_number
+from kexp.store.runs import format_number, settings_text
 
 __all__ = ["FORMATS", "diff_lines", "find_run", "to_csv", "to_markdown"]
 
@@ -28,11 +28,9 @@ def _columns(entries: list[dict[str, Any]]) -> list[str]:
 
 
 def _row(entry: dict[str, Any], metrics: list[str]) -> list[Any]:
-    settings = ("?" if entry["overrides"] is None else " ".join(
-        f"{key}={str(value).lower() if isinstance(value, bool) else value}"
-        for key, value in entry["overrides"].items()))
     return [entry["run_id"], entry["experiment"], entry["status"], entry["meets_bar"], entry["wall_time_s"],
-            entry["train_samples_per_s"], settings, *(entry["metrics"].get(name) for name in metrics)]
+            entry["train_samples_per_s"], settings_text(entry["overrides"]),
+            *(entry["metrics"].get(name) for name in metrics)]
 
 
 def to_csv(entries: list[dict[str, Any]]) -> str:
