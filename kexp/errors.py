@@ -40,6 +40,18 @@ class WriteError(RunError):
         self.os_error = err
 
 
+class RunPruned(RunError):
+    """A `kexp search` trial stopped by the study's pruner: the run ends with status `pruned` (exit code 0).
+
+    Attributes:
+        epoch: The fit's epoch (from 1) after which the pruner stopped it.
+    """
+
+    def __init__(self, fit: str, epoch: int) -> None:
+        super().__init__(f"pruned by the search after epoch {epoch} of fit {fit!r}")
+        self.epoch = epoch
+
+
 def tag_run_dir(err: BaseException, run_dir: Path | None) -> None:
     """Records on `err` the run folder it leaves behind, for whoever reports it (the CLI prints `run_dir: PATH`).
 

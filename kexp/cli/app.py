@@ -2,9 +2,9 @@
 
 Exit codes: 0 ok; 2 bad usage, config or input (one line on stderr, no run
 folder left); 1 the run failed or diverged; 130 / 143 stopped by SIGINT /
-SIGTERM (continue with `--resume RUN_DIR`; `sweep` likewise with `sweep
---resume SWEEP_DIR`). TensorFlow is imported only by commands that train and
-by `tensorboard`; `list`, `show`, `runs` and `sweep` itself never import it. `kexp run` is
+SIGTERM (continue with `--resume RUN_DIR`; `sweep` and `search` likewise with
+`--resume` of their folder). TensorFlow is imported only by commands that train and
+by `tensorboard`; `list`, `show`, `runs`, `sweep` and `search` themselves never import it. `kexp run` is
 `kexp.cli.run_command`.
 """
 
@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--strategy", default=None, choices=STRATEGIES,
                        help="tf.distribute strategy of each point (default auto)")
     sweep.add_argument("--resume", metavar="SWEEP_DIR", default=None, help="run the points a stopped sweep is missing")
+    from kexp.cli.search_command import add_parser as add_search
+
+    add_search(sub, _positive, STRATEGIES)
     check = sub.add_parser("check", help="run experiments at their defaults and check every declared quality bar")
     check.add_argument("names", nargs="*", metavar="NAME", help="experiments to check (default: every one)")
     check.add_argument("--jobs", type=_positive, default=1, help="experiments run at once (default 1)")
@@ -186,6 +189,10 @@ def _dispatch(argv: Sequence[str] | None) -> int:
             return board.command(args.logdir, args.port)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "search":
+            from kexp.cli.search_command import command
+
+            return command(args)
         if args.command == "check":
             from kexp.cli import check
 

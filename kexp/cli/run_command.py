@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from kexp.errors import UsageError, run_dir_of
+from kexp.errors import RunPruned, UsageError, run_dir_of
 from kexp.store.record import RunStatus
 
 
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
             `strategy`, `resume`).
 
     Returns:
-        0 when the run ended ok, 1 when it diverged, 130 / 143 when a
+        0 when the run ended ok (or a `kexp search` pruned it), 1 when it diverged, 130 / 143 when a
         signal came after it ended (its files are complete).
 
     Raises:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"kexp: interrupted ({signal.Signals(late[0]).name}) after the run ended (status {results['status']}, "
               "its files complete); nothing to resume", file=sys.stderr, flush=True)
         return 143 if late[0] == signal.SIGTERM else 130
-    return 0 if results["status"] == RunStatus.OK else 1
+    return 0 if results["status"] in (RunStatus.OK, RunStatus.PRUNED) else 1
 
 
 def _check_input(args: argparse.Namespace) -> list[str]:
@@ -103,6 +103,12 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> dict:
         return run_experiment(args.name, overrides, logdir=args.logdir, strategy=args.strategy,
                               resume=args.resume, label=args.name_label,
                               on_open=lambda run_dir: print(f"{RUN_FOLDER_LINE}{run_dir}", flush=True))
+    except RunPruned as err:
+        # The search that started this run stopped it: an outcome, recorded in results.json like any other.
+        print(f"kexp: {err}", file=sys.stderr, flush=True)
+        from kexp.store.rundir import read_json
+
+        return read_json(Path(str(run_dir_of(err))) / "results.json")
     except Exception as err:
         run_dir = run_dir_of(err)
         if run_dir is not None and not isinstance(err, UsageError):

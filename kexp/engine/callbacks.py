@@ -229,6 +229,36 @@ class SaveState(keras.callbacks.Callback):
         checkpoint.save(self.backup_dir, self.model, epoch + 1, self.epochs, run=self.run_info)
 
 
+class ReportToTrial(keras.callbacks.Callback):
+    """Reports each completed epoch's loss to the `kexp search` trial the run belongs to; stops the fit if pruned.
+
+    Put it after `SaveState`: a pruned trial's last epoch is in its logs
+    and state like any other.
+
+    Args:
+        link: The run's trial (`kexp.engine.trial_link.current`).
+        gate: The fit's `EpochGate`.
+        fit: The fit's name.
+        epochs: Epochs the fit runs for.
+        validates: Whether the fit has validation data: its epochs then
+            report `val_loss` (epochs without validation report nothing),
+            else `loss`.
+    """
+
+    def __init__(self, link: Any, gate: EpochGate, fit: str, epochs: int, validates: bool) -> None:
+        super().__init__()
+        self.link, self.gate, self.fit, self.epochs, self.validates = link, gate, fit, epochs, validates
+        self.pruned_after: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        loss = (logs or {}).get("val_loss" if self.validates else "loss")
+        if not self.gate.complete or loss is None:
+            return  # a GAN's fit logs no `loss`: its trials are never pruned
+        if self.link.report(self.fit, self.epochs, epoch, float(loss)):
+            self.pruned_after = epoch + 1
+            self.model.stop_training = True
+
+
 def _all_finite(logs: Any) -> bool:
     for value in (logs or {}).values():
         try:

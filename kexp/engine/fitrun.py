@@ -17,7 +17,10 @@ import keras
 import tensorflow as tf
 
 from kexp.engine import fitdata, fused, inputs, modelinfo, streams
-from kexp.engine.callbacks import EpochGate, EpochTimer, HistoryCSV, SaveState, StopOnRequest, TensorBoardLogger
+from kexp.engine.callbacks import (EpochGate, EpochTimer, HistoryCSV, ReportToTrial, SaveState, StopOnRequest,
+                                   TensorBoardLogger)
+from kexp.engine.trial_link import current as current_trial
+from kexp.errors import RunPruned
 from kexp.engine.compat import built_locally, is_multi_worker, prepare_multi_worker_fit
 from kexp.engine.outputs import events_error_in
 from kexp.engine.pipeline import fixed_shapes
@@ -97,7 +100,7 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
         print(fit_heading(plan), flush=True)
     try:
         with harness.strategy.scope(), fusing:
-            return model.fit(
+            history = model.fit(
                 train_ds,
                 validation_data=val_ds,
                 validation_freq=plan.validation_freq,
@@ -110,6 +113,8 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
                 shuffle=False,  # the pipeline already shuffles, seeded
                 class_weight=data.class_weight,  # a stream's (the pipeline weighs the others' examples)
             )
+        _raise_if_pruned(all_callbacks, plan)
+        return history
     except tf.errors.OpError as err:
         named = events_error_in(err)  # Keras' own TensorBoard writes failed (a full disk): one line, not 40
         if named is None:
@@ -192,6 +197,13 @@ def _datasets(harness: Harness, data: fitdata.FitData, plan: FitPlan, group: int
     return train_ds, val_ds
 
 
+def _raise_if_pruned(callbacks: Sequence[keras.callbacks.Callback], plan: FitPlan) -> None:
+    """Ends the run (status `pruned`) when its search trial's pruner stopped this fit."""
+    for callback in callbacks:
+        if isinstance(callback, ReportToTrial) and callback.pruned_after is not None:
+            raise RunPruned(plan.name, callback.pruned_after)
+
+
 def fit_callbacks(harness: Harness, plan: FitPlan, data: fitdata.FitData, calls: int, stream: bool,
                   callbacks: Sequence[keras.callbacks.Callback]) -> tuple[list[keras.callbacks.Callback], EpochTimer]:
     """Returns a fit's callbacks, in the order their epoch-end work must run, and its timer."""
@@ -234,8 +246,17 @@ def fit_callbacks(harness: Harness, plan: FitPlan, data: fitdata.FitData, calls:
         *callbacks,
         SaveState(plan.backup_dir, gate, plan.epochs, write=harness.is_chief,
                   run_info={**harness.run_info, "fit": plan.name} if harness.run_info else None),
+        *_trial_reporter(gate, plan, data),
         timer,
     ], timer
+
+
+def _trial_reporter(gate: EpochGate, plan: FitPlan, data: fitdata.FitData) -> list[keras.callbacks.Callback]:
+    """Returns the callback that reports to this run's `kexp search` trial, when it has one."""
+    link = current_trial()
+    if link is None:
+        return []
+    return [ReportToTrial(link, gate, plan.name, plan.epochs, validates=data.validation is not None)]
 
 
 def profile_range(profile_steps: tuple[int, int], log_dir: Path, calls: int) -> tuple[int, int] | int:

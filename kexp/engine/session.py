@@ -25,10 +25,11 @@ import tensorflow as tf
 from kexp.store import checkpoint, hparams, names, rundir
 from kexp.store.record import RunStatus
 from kexp.config import ExperimentConfig, TrainConfig, to_dict, validate
-from kexp.errors import RunError, UsageError, WriteError, tag_run_dir
+from kexp.errors import RunError, RunPruned, UsageError, WriteError, tag_run_dir
 from kexp.engine.harness import Harness
 from kexp.engine.outputs import events_error
 from kexp.engine.interrupt import RunInterrupted, StopRequest
+from kexp.engine.trial_link import current as current_trial
 from kexp.engine.strategy import describe_devices, is_chief, make_strategy
 from kexp.store import layout
 
@@ -231,7 +232,8 @@ def _on_error(err: BaseException, harness: Harness, *, new_folder: bool, chief: 
         elif new_folder:
             shutil.rmtree(harness.run_dir, ignore_errors=True)
         return
-    harness.status = RunStatus.INTERRUPTED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED
+    harness.status = (RunStatus.INTERRUPTED if isinstance(err, KeyboardInterrupt) else
+                      RunStatus.PRUNED if isinstance(err, RunPruned) else RunStatus.FAILED)
     # The CLI still ends with `run_dir: PATH`.
     run_dir = harness.run_dir if chief else None
     if isinstance(err, SystemExit):
@@ -364,4 +366,11 @@ def _results(harness: Harness, name: str, config: dict, wall_time_s: float) -> d
         "versions": rundir.versions(),
         # Other workers of a multi-worker run keep no folder.
         "run_dir": str(harness.run_dir) if harness.is_chief else None,
+        **_search_record(),
     }
+
+
+def _search_record() -> dict[str, Any]:
+    """Returns `{"search": {study, storage, trial}}` for a run a `kexp search` started as a trial, else `{}`."""
+    link = current_trial()
+    return {"search": link.record()} if link is not None else {}

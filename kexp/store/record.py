@@ -17,7 +17,8 @@ class RunStatus(str, enum.Enum):
 
     `results.json` holds one of `RECORDED`: `ok` (trained to the end, every
     metric finite), `diverged` (a non-finite loss, weight or metric),
-    `interrupted` (SIGINT/SIGTERM; resumable) or `failed` (an error). The
+    `interrupted` (SIGINT/SIGTERM; resumable), `failed` (an error) or
+    `pruned` (a `kexp search` trial its study stopped early). The
     others name states seen from outside a run: `running` (a process holds
     the folder's lock), `crashed` (killed with no `results.json` written),
     `corrupt` (files `kexp runs` cannot read) and `pending` (a sweep point
@@ -28,6 +29,7 @@ class RunStatus(str, enum.Enum):
     DIVERGED = "diverged"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+    PRUNED = "pruned"
     RUNNING = "running"
     CRASHED = "crashed"
     CORRUPT = "corrupt"
@@ -39,4 +41,4 @@ class RunStatus(str, enum.Enum):
 
 
 # The statuses a finished run's `results.json` can hold.
-RECORDED = (RunStatus.OK, RunStatus.DIVERGED, RunStatus.INTERRUPTED, RunStatus.FAILED)
+RECORDED = (RunStatus.OK, RunStatus.DIVERGED, RunStatus.INTERRUPTED, RunStatus.FAILED, RunStatus.PRUNED)

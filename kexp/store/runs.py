@@ -11,7 +11,8 @@ alone (no TensorFlow), and every folder gets a line whatever state it is in:
 - `corrupt`: a `results.json` or `config.json` that is not readable JSON of
   the right shape, or a folder that is not a run at all.
 
-Sweep folders (`kexp sweep`, they hold a `sweep.json`) are not runs and are skipped.
+Sweep and search folders (`kexp sweep`, `kexp search`: they hold a `sweep.json` or `search.json`) are not runs
+and are skipped.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def collect(logdir: str | Path, name: str | None = None) -> list[dict[str, Any]]
     entries = []
     for folder in experiments:
         for run_dir in _folders(folder):
-            if (run_dir / "sweep.json").exists():
+            if (run_dir / "sweep.json").exists() or (run_dir / "search.json").exists():
                 continue
             entry = describe(run_dir)
             if entry["experiment"] not in defaults:

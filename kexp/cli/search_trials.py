@@ -1,0 +1,156 @@
+"""Internal: the `kexp run` processes of a `kexp search`'s trials, and what each trial's runs tell its study.
+
+A trial runs once, or once per seed with `--seeds S` (`train.seed` 0..S-1,
+one after another; only the first reports epochs to the pruner). Each run
+is a normal `kexp run` in its own process and run folder: it records its
+folder in `trials/trial-NNNN-R.json` (`kexp.runner.RUN_RECORD_ENV`), and
+finds its study and trial in `trials/trial-NNNN.json`
+(`kexp.engine.trial_link`). The search reads its `results.json`, never its
+printed output. No TensorFlow is imported here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from kexp.cli.sweep_points import Attempt, _die_with_parent
+from kexp.engine.trial_link import TRIAL_ENV
+from kexp.store import rundir, runs
+from kexp.store.record import RunStatus
+
+# A trial's outcome once all its runs ended; any other status leaves the trial running in its study.
+ENDED = (RunStatus.OK, RunStatus.PRUNED, RunStatus.FAILED, RunStatus.DIVERGED)
+
+
+def new_trial(search: dict[str, Any], number: int, trial_id: int, params: dict[str, Any],
+              settings: list[str]) -> dict[str, Any]:
+    """Returns a trial's record in `search.json`, with one pending run per seed."""
+    seeds = search["seeds"]
+    return {"number": number, "trial_id": trial_id, "params": params, "settings": settings,
+            "status": RunStatus.PENDING, "value": None, "std": None, "error": "",
+            "runs": [{"seed": seed, "status": RunStatus.PENDING, "run_dir": None, "exit_code": None,
+                      "metrics": {}, "wall_time_s": None} for seed in (range(seeds) if seeds else [None])]}
+
+
+def next_run(trial: dict[str, Any]) -> dict[str, Any] | None:
+    """Returns the trial's first run that has not ended, or None."""
+    return next((run for run in trial["runs"] if run["status"] not in ENDED), None)
+
+
+def _paths(search_dir: Path, trial: dict[str, Any], run: dict[str, Any]) -> tuple[Path, Path, Path]:
+    stem = f"trial-{trial['number']:04d}"
+    index = trial["runs"].index(run)
+    folder = Path(search_dir) / "trials"
+    return folder / f"{stem}.json", folder / f"{stem}-{index}.json", folder / f"{stem}-{index}.log"
+
+
+def start(search: dict[str, Any], trial: dict[str, Any], run: dict[str, Any], search_dir: Path,
+          storage_url: str) -> Attempt:
+    """Starts one run of a trial: `kexp run`, or `--resume` of its interrupted or crashed folder.
+
+    Args:
+        search: The search's record.
+        trial: The trial's record.
+        run: The run's record (one of `trial["runs"]`).
+        search_dir: The search folder.
+        storage_url: The study's storage URL, password included (it goes
+            into the trial file, which only this machine reads).
+    """
+    link, record, log_file = _paths(search_dir, trial, run)
+    first = run is trial["runs"][0]
+    rundir.write_json(link, {"storage": storage_url, "study": search["study"], "trial_id": trial["trial_id"],
+                             "number": trial["number"], "prune": search["prune"] if first else "none",
+                             "sign": 1 if search["direction"] == "minimize" else -1, "report": first})
+    os.chmod(link, 0o600)  # it may hold a database password
+    command = [sys.executable, "-m", "kexp", "run", search["experiment"], "--strategy", search["strategy"],
+               "--logdir", search["logdir"]]
+    resumed = None
+    if run["run_dir"] and Path(run["run_dir"]).is_dir() and \
+            runs.describe(Path(run["run_dir"]))["status"] in (RunStatus.INTERRUPTED, RunStatus.CRASHED):
+        resumed = run["run_dir"]
+        command += ["--resume", resumed]
+    else:
+        run["run_dir"] = None
+        seed = [] if run["seed"] is None else [f"train.seed={run['seed']}"]
+        for item in [*search["overrides"], *trial["settings"], *seed]:
+            command += ["--set", item]
+    run.update(status=RunStatus.RUNNING, exit_code=None)
+    trial["status"] = RunStatus.RUNNING
+    record.unlink(missing_ok=True)  # a previous attempt's record must not name this attempt's folder
+    from kexp.runner import RUN_RECORD_ENV
+
+    log = open(log_file, "ab")
+    log.write((" ".join(command) + "\n").encode())
+    log.flush()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True, preexec_fn=_die_with_parent,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", RUN_RECORD_ENV: str(record),
+                                    TRIAL_ENV: str(link)})
+    return Attempt(process, log, log_file, log.tell(), resumed)
+
+
+def finish(search_dir: Path, trial: dict[str, Any], run: dict[str, Any], attempt: Attempt) -> None:
+    """Fills a run in from its exit code and its run folder's `results.json`."""
+    attempt.log.close()
+    code = attempt.process.returncode
+    run["exit_code"] = code
+    _, record, _ = _paths(search_dir, trial, run)
+    try:
+        recorded = rundir.read_json(record, missing=None)
+    except rundir.CorruptFile:
+        recorded = None
+    run_dir = recorded.get("run_dir") if isinstance(recorded, dict) else None
+    run["run_dir"] = run_dir if isinstance(run_dir, str) else attempt.resumed
+    refresh(run)
+    if run["status"] == RunStatus.RUNNING:
+        stopped = code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
+        run["status"] = (RunStatus.INTERRUPTED if stopped else RunStatus.FAILED if code in (0, 1, 2)
+                         else RunStatus.CRASHED)
+    if run["status"] == RunStatus.FAILED and not trial["error"]:
+        with open(attempt.log_path, "rb") as log:
+            log.seek(attempt.offset)
+            lines = log.read().decode("utf-8", "replace").splitlines()
+        errors = [line[len("kexp: error: "):] for line in lines if line.startswith("kexp: error: ")]
+        trial["error"] = errors[-1] if errors else f"exit code {code}; output in trials/{attempt.log_path.name}"
+
+
+def refresh(run: dict[str, Any]) -> None:
+    """Reads a run's status, metrics and time from its run folder, when it has one."""
+    if not run["run_dir"] or not Path(run["run_dir"]).is_dir():
+        return
+    entry = runs.describe(Path(run["run_dir"]))
+    if entry["status"] in (*ENDED, RunStatus.INTERRUPTED, RunStatus.CRASHED):
+        run["status"] = entry["status"]
+    elif entry["status"] == RunStatus.CORRUPT:
+        run["status"] = RunStatus.FAILED
+    run["metrics"], run["wall_time_s"] = entry["metrics"], entry["wall_time_s"]
+
+
+def outcome(trial: dict[str, Any], metric: str) -> tuple[str, float | None]:
+    """Returns the trial's status once its runs ended (or its last run's, while one has not) and its value.
+
+    A trial is `ok` when every run is, its value the metric's mean over
+    them (`std` the spread over seeds); `pruned` when its pruner stopped
+    it; `failed` when a run failed, diverged or lacks the metric.
+    """
+    statuses = [run["status"] for run in trial["runs"]]
+    for status in (RunStatus.PRUNED, RunStatus.FAILED, RunStatus.DIVERGED):
+        if status in statuses:
+            return status, None
+    pending = next_run(trial)
+    if pending is not None:
+        return (pending["status"] if pending["status"] != RunStatus.PENDING else RunStatus.RUNNING), None
+    values = [run["metrics"].get(metric) for run in trial["runs"]]
+    if any(v is None or not math.isfinite(v) for v in values):
+        have = ", ".join(sorted(trial["runs"][0]["metrics"])) or "none"
+        trial["error"] = trial["error"] or f"results.json has no finite {metric} (its metrics: {have})"
+        return RunStatus.FAILED, None
+    trial["std"] = statistics.stdev(values) if len(values) > 1 else None
+    return RunStatus.OK, statistics.fmean(values)
