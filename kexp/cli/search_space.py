@@ -109,9 +109,9 @@ def _checker(name: str, overrides: Sequence[str], item: str) -> Any:
         try:
             return resolve(name, [*overrides, f"{key}={text}"])
         except UsageError as err:
-            if not str(err).startswith("--set "):
-                raise
-            raise UsageError(f"--space {shown(item)}: {str(err).split(': ', 1)[1]}") from None
+            reason = str(err).split(": ", 1)[1] if str(err).startswith("--set ") else str(err)
+            reason = reason.replace(f" in --set {shown(f'{key}={text}')}", "")  # the item is named already
+            raise UsageError(f"--space {shown(item)}: {reason}") from None
 
     return check
 

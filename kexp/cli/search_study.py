@@ -106,7 +106,7 @@ def open_study(search: dict[str, Any], storage_url: str, *, create: bool) -> Any
         raise UsageError(f"{where}: no study {search['study']!r} there; allowed: the storage the search used") from None
     except Exception as err:  # SQLAlchemy's and drivers' errors: a bad URL, a server not reachable, no driver
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UsageError(f"{where}: cannot open the study ({shown(reason, 200)}); allowed: a URL Optuna accepts, "
+        raise UsageError(f"{where}: cannot open the study ({reason[:200]}); allowed: a URL Optuna accepts, "
                          "e.g. sqlite:///PATH/study.db or postgresql://USER:PASSWORD@HOST/DB") from None
     _check_same(study, search)
     return study

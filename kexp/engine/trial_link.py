@@ -39,8 +39,22 @@ def open_storage(url: str) -> Any:
     """Returns Optuna's storage for `url` (SQLite waits up to a minute for a lock other processes hold)."""
     import optuna
 
+    import random
+    import time
+
+    import sqlalchemy.exc
+
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except sqlalchemy.exc.IntegrityError:
+            # Processes that start together on an empty database all create Optuna's tables; all but one
+            # collide on the catalog (PostgreSQL's pg_type). Once one has made them, the others find them.
+            if attempt == 5:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
 
 
 def shown_storage(url: str) -> str:
