@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from helpers import run_cli, run_cli_here
 from test_tensorboard import HPARAMS, _hparam_values, _hparams_events
 
@@ -116,8 +118,8 @@ def test_bad_grid_exits_2_with_nothing_run(logdir):
             "--grid 'train.epochs=1,2': train.epochs is also given with --set; allowed: one of the two",
         (): "sweep: no --grid given; allowed: one or more --grid section.key=v1,v2",
         ("--resume", str(logdir), "--logdir", str(logdir)):
-            "sweep --resume runs the saved grid with its saved settings; received --grid, --set, --logdir or "
-            "--strategy; allowed: --resume with --jobs only",
+            "sweep --resume runs the saved grid with its saved settings; received --grid, --set, --logdir, "
+            "--strategy or --seeds; allowed: --resume with --jobs only",
         ("--resume", str(logdir)):
             f"sweep --resume {str(logdir)!r}: no readable sweep.json; allowed: a folder kexp sweep made "
             "(LOGDIR/NAME/sweep-ID)",
@@ -322,3 +324,29 @@ def test_resume_refuses_a_sweep_json_that_kexp_did_not_write(tmp_path):
         assert proc.stderr.startswith(f"kexp: error: sweep --resume {str(sweep_dir)!r}: sweep.json is not as kexp "
                                       "sweep wrote it ("), what
         assert len(proc.stderr.strip().splitlines()) == 1, what
+
+
+def test_seeds_repeat_each_point_and_report_mean_and_std_per_setting(logdir):
+    import statistics
+
+    refused = run_cli_here("sweep", "linear_regression", "--grid", "train.learning_rate=0.01,0.03", "--seeds", "2",
+                           "--set", "train.seed=1", "--logdir", str(logdir))
+    assert refused.returncode == 2 and not any(logdir.iterdir())
+    assert refused.stderr.strip() == "kexp: error: sweep: --seeds sweeps train.seed itself; allowed: --seeds or a " \
+                                     "train.seed setting"
+    proc = run_cli("sweep", "linear_regression", "--grid", "train.learning_rate=0.01,0.03", "--seeds", "2",
+                   "--set", "data.num_examples=200", "--set", "train.epochs=2", "--jobs", "2",
+                   "--logdir", str(logdir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = json.loads((_sweep_dir(proc.stdout) / "sweep.json").read_text())
+    assert [p["settings"] for p in sweep["points"]] == [
+        {"train.learning_rate": lr, "train.seed": seed} for lr in ("0.01", "0.03") for seed in ("0", "1")]
+    for summary, lr in zip(sweep["seed_summary"], ("0.01", "0.03")):
+        runs_ = [p for p in sweep["points"] if p["settings"]["train.learning_rate"] == lr]
+        values = [json.loads((Path(p["run_dir"]) / "results.json").read_text())["metrics"]["weight_error"]
+                  for p in runs_]
+        assert [json.loads((Path(p["run_dir"]) / "config.json").read_text())["train"]["seed"] for p in runs_] == [0, 1]
+        assert summary["settings"] == {"train.learning_rate": lr} and summary["seeds_ok"] == 2
+        assert summary["metrics"]["weight_error"]["mean"] == pytest.approx(statistics.fmean(values), rel=1e-12)
+        assert summary["metrics"]["weight_error"]["std"] == pytest.approx(statistics.stdev(values), rel=1e-12)
+    assert "train.learning_rate  seeds ok  weight_error (mean ± std)" in proc.stdout

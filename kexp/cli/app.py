@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="a setting every point shares (repeatable)")
     sweep.add_argument("--jobs", type=_positive, default=1, help="points trained at once (default 1)")
+    sweep.add_argument("--seeds", type=_positive, default=None,
+                       help="repeat each point at train.seed 0..N-1 and report mean ± std per point")
     sweep.add_argument("--logdir", default=None, help="root of run folders (default: ./logs)")
     sweep.add_argument("--strategy", default=None, choices=STRATEGIES,
                        help="tf.distribute strategy of each point (default auto)")
@@ -318,9 +320,9 @@ def _sweep(args: argparse.Namespace) -> int:
     from kexp.engine.strategy import check_strategy_name as check_strategy
 
     if args.resume is not None:
-        if args.grid or args.overrides or args.logdir is not None or args.strategy is not None:
+        if args.grid or args.overrides or args.logdir is not None or args.strategy is not None or args.seeds:
             raise UsageError("sweep --resume runs the saved grid with its saved settings; received --grid, --set, "
-                             "--logdir or --strategy; allowed: --resume with --jobs only")
+                             "--logdir, --strategy or --seeds; allowed: --resume with --jobs only")
         data = sweeps.load_sweep(args.resume, args.name)
         check_strategy(data["strategy"])  # and KEXP_CPU_DEVICES: checked once here, not by every point
         sweep_dir = os.path.abspath(args.resume)
@@ -328,10 +330,10 @@ def _sweep(args: argparse.Namespace) -> int:
         if args.name is None:
             raise UsageError("sweep: give an experiment name (kexp list), or --resume SWEEP_DIR")
         check_name(args.name, "sweep NAME")
-        grid = sweeps.parse_grid(args.name, args.grid, args.overrides)
+        grid = sweeps.parse_grid(args.name, sweeps.with_seeds(args.grid, args.overrides, args.seeds), args.overrides)
         check_strategy(args.strategy or "auto")
         sweep_dir, data = sweeps.new_sweep(args.name, grid, args.overrides, args.logdir or "logs",
-                                           args.strategy or "auto")
+                                           args.strategy or "auto", seeds=args.seeds or 0)
     import signal
     from pathlib import Path
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -152,5 +151,8 @@ def outcome(trial: dict[str, Any], metric: str) -> tuple[str, float | None]:
         have = ", ".join(sorted(trial["runs"][0]["metrics"])) or "none"
         trial["error"] = trial["error"] or f"results.json has no finite {metric} (its metrics: {have})"
         return RunStatus.FAILED, None
-    trial["std"] = statistics.stdev(values) if len(values) > 1 else None
-    return RunStatus.OK, statistics.fmean(values)
+    from kexp.study.compare import mean_spread
+
+    mean, spread = mean_spread(values)
+    trial["std"] = spread if len(values) > 1 else None
+    return RunStatus.OK, mean

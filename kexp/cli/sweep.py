@@ -94,6 +94,20 @@ def parse_grid(name: str, grid: Sequence[str], overrides: Sequence[str]) -> dict
     return parsed
 
 
+def with_seeds(grid: Sequence[str], overrides: Sequence[str], seeds: int | None) -> list[str]:
+    """Returns the `--grid` items with `train.seed=0,...,N-1` added last for `--seeds N`.
+
+    Raises:
+        UsageError: `--seeds` with train.seed also swept or set.
+    """
+    if not seeds:
+        return list(grid)
+    given = [item.split("=", 1)[0].strip() for item in [*grid, *overrides]]
+    if "train.seed" in given:
+        raise UsageError("sweep: --seeds sweeps train.seed itself; allowed: --seeds or a train.seed setting")
+    return [*grid, "train.seed=" + ",".join(str(seed) for seed in range(seeds))]
+
+
 def _value_of(config: Any, key: str) -> Any:
     section, field = key.split(".", 1)
     return getattr(getattr(config, section), field)
@@ -105,12 +119,12 @@ def points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
 
 
 def new_sweep(name: str, grid: dict[str, list[str]], overrides: Sequence[str], logdir: str | Path,
-              strategy: str) -> tuple[Path, dict[str, Any]]:
-    """Creates the sweep folder and its first `sweep.json`; returns both."""
+              strategy: str, seeds: int = 0) -> tuple[Path, dict[str, Any]]:
+    """Creates the sweep folder and its first `sweep.json`; returns both (`seeds`: `--seeds`, 0 without)."""
     sweep_dir = rundir.create_run_dir(logdir, name, prefix="sweep-")
     sweep = {
         "experiment": name, "sweep_id": sweep_dir.name, "status": "running", "grid": grid,
-        "overrides": list(overrides), "strategy": strategy, "logdir": str(Path(logdir).absolute()),
+        "overrides": list(overrides), "strategy": strategy, "logdir": str(Path(logdir).absolute()), "seeds": seeds,
         "points": [{"index": i, "settings": point, "status": RunStatus.PENDING, "run_dir": None, "exit_code": None,
                     "error": "", "metrics": {}, "meets_bar": None, "wall_time_s": None}
                    for i, point in enumerate(points(grid))],
@@ -308,7 +322,38 @@ def summarize(sweep_dir: Path, sweep: dict[str, Any]) -> list[str]:
     lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)).rstrip() for row in rows]
     failed = [p for p in sweep["points"] if p["error"]]
     lines += [f"#{p['index'] + 1}: {p['error']}" for p in failed]
+    if sweep.get("seeds"):
+        lines += ["", *_seeds_table(sweep_dir, sweep, [k for k in keys if k != "train.seed"], metrics)]
     return lines
+
+
+def _seeds_table(sweep_dir: Path, sweep: dict[str, Any], keys: list[str], metrics: list[str]) -> list[str]:
+    """Returns each setting's metrics over its seeds' ok points as `mean ± std` (sample standard deviation).
+
+    The same figures go into `sweep.json` as `seed_summary`.
+    """
+    from kexp.study.compare import mean_spread
+
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for point in sweep["points"]:
+        groups.setdefault(tuple(point["settings"][k] for k in keys), []).append(point)
+    rows = [[*keys, "seeds ok", *(f"{m} (mean ± std)" for m in metrics)]]
+    summary = []
+    for setting, group in groups.items():
+        ok = [p for p in group if p["status"] == RunStatus.OK]
+        figures: dict[str, Any] = {}
+        for metric in metrics:
+            values = [p["metrics"][metric] for p in ok if p["metrics"].get(metric) is not None]
+            figures[metric] = dict(zip(("mean", "std"), mean_spread(values))) if values else None
+        summary.append({"settings": dict(zip(keys, setting)), "seeds_ok": len(ok), "seeds": len(group),
+                        "metrics": figures})
+        rows.append([*setting, f"{len(ok)}/{len(group)}", *(
+            "-" if figures[m] is None else f"{runs.format_number(figures[m]['mean'])} ± "
+            f"{runs.format_number(figures[m]['std'])}" for m in metrics)])
+    sweep["seed_summary"] = summary
+    rundir.write_json(sweep_dir / "sweep.json", sweep)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
 def _label(point: dict[str, Any]) -> str:
