@@ -101,12 +101,18 @@ def test_killed_workers_resume_together_from_the_chiefs_state_and_only_the_chief
     run_dir = runs[0]
     assert checkpoint.load(checkpoint.state_path(run_dir / "backup" / "model")).epochs_done == 2
 
-    outputs = _wait_all(_start_workers(tmp_path, "--resume", str(run_dir)))
+    # The resume is one command: `--workers 2` starts both workers on this machine, as the pair above was.
+    resumed = subprocess.run([sys.executable, "-m", "kexp", "run", "lstm_sine", "--strategy", "multi_worker",
+                              "--workers", "2", "--resume", str(run_dir)], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=420, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    outputs = [(0, resumed.stdout, resumed.stderr), (0, (run_dir / "workers" / "worker-1.log").read_text(), "")]
+    assert "kexp: started 2 workers on 127.0.0.1" in resumed.stderr
     for index, (code, out, err) in enumerate(outputs):
-        assert code == 0, f"worker {index}: {err[-3000:]}"
         assert f"Epoch 1/{EPOCHS}" not in out and f"Epoch {EPOCHS}/{EPOCHS}" in out  # both went on from epoch 3
     # Still the one folder: the resumed run, too, is written by the chief alone.
     assert list((logdir / "lstm_sine").iterdir()) == [run_dir]
+    assert sorted(p.name for p in (run_dir / "workers").iterdir()) == ["worker-1.log"]
     assert outputs[0][1].strip().splitlines()[-1] == f"run_dir: {run_dir}"
     assert outputs[1][1].strip().splitlines()[-1].startswith("run_dir: none (not the chief worker")
     results = json.loads((run_dir / "results.json").read_text())
@@ -119,3 +125,32 @@ def test_killed_workers_resume_together_from_the_chiefs_state_and_only_the_chief
     assert (run_dir / "history.csv").read_text().count("\n") == EPOCHS + 1  # header and every epoch
     # Both workers trained the same model in step: the other reports the same test loss.
     assert f"test_mse: {results['metrics']['test_mse']:.6g}" in outputs[1][1]
+
+
+@pytest.mark.slow
+def test_workers_2_starts_a_local_cluster_whose_workers_score_every_held_out_example(tmp_path: Path):
+    """`--workers 2`: one command, two workers, one run folder. Each worker scores all four XOR points:
+    a sharded evaluation scored two each, and the chief reported its half (accuracy 0 where the model has
+    0.5, the other worker 1)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-m", "kexp", "run", "xor", "--strategy", "multi_worker", "--workers",
+                           "2", "--set", "train.epochs=3", "--logdir", str(tmp_path / "logs")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=420, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "logs" / "xor").iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["num_replicas"] == 2 and results["strategy"] == "multi_worker"
+    other = (run_dir / "workers" / "worker-1.log").read_text()
+    script = (f"import numpy as np, kexp\nx = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], 'float32')\n"
+              f"for fit in ('single_layer', 'two_layer'):\n"
+              f"    p = kexp.load_model({str(run_dir)!r}, fit=fit).predict(x, verbose=0).ravel()\n"
+              f"    print(float(((p > 0.5) == np.array([0, 1, 1, 0])).mean()))\n")
+    local = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    single, two = (float(v) for v in local.stdout.split())
+    assert results["metrics"] == {"single_layer_accuracy": single, "two_layer_accuracy": two}
+    assert f"single_layer_accuracy: {single:.6g}" in other and f"two_layer_accuracy: {two:.6g}" in other
+    refused = subprocess.run([sys.executable, "-m", "kexp", "run", "xor", "--workers", "2"], capture_output=True,
+                             text=True, timeout=60, env=env, cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr == ("kexp: error: --workers 2: starts a multi-worker cluster on "
+                                                          "this machine; allowed: --workers with --strategy "
+                                                          "multi_worker\n")

@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     # Before the run opens, a signal ends the command with nothing left (130/143); the run then catches them.
     raise_on_signals()
     overrides = _check_input(args)
+    if args.workers is not None:
+        from kexp.cli import workers
+
+        return workers.launch(args, overrides)
     from kexp.engine.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -83,7 +87,12 @@ def _check_input(args: argparse.Namespace) -> list[str]:
         raise UsageError(f"--name {args.name_label!r}: a resumed run keeps its folder's name; "
                          "allowed: --name without --resume")
     request_config(args.name, overrides, args.resume)
-    check_strategy_name(args.strategy)
+    if args.workers is None:
+        check_strategy_name(args.strategy)
+    else:
+        from kexp.cli.workers import check
+
+        check(args)  # each worker checks its own TF_CONFIG, which --workers writes
     if args.resume is None:
         rundir.check_logdir(args.logdir)
         if args.name_label is not None:

@@ -94,7 +94,7 @@ class Pipeline:
         if num_examples is None:
             num_examples = inputs.count_examples(data, "train" if training else "data")
         if not shuffle and epochs is None and (self.num_replicas == 1 or not training):
-            return self._finish(self._plain_batches(data, batch, batch_size, num_examples))
+            return self._finish(self._plain_batches(data, batch, batch_size, num_examples), training)
         n = self.trained_examples(num_examples) if training else num_examples
         gatherable = not pad and (not isinstance(data, tf.data.Dataset) or fixed_shapes(data))
         if group > 1 and (epochs is None or not gatherable or n < batch_size):
@@ -114,7 +114,7 @@ class Pipeline:
             # cardinality (elements); an unknown one it leaves to
             # `steps_per_epoch`, which the fit of a stream passes.
             ds = ds.filter(lambda *_: True)
-        return self._finish(ds)
+        return self._finish(ds, training)
 
     @staticmethod
     def _plain_batches(data: Any, batch: Callable[[tf.data.Dataset, int], tf.data.Dataset], batch_size: int,
@@ -172,10 +172,14 @@ class Pipeline:
         return trained
 
     @staticmethod
-    def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
+    def _finish(ds: tf.data.Dataset, training: bool) -> tf.data.Dataset:
         options = tf.data.Options()
-        # In-memory data shards by element across workers, not by file.
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        # In-memory training data shards by element across workers, not by file. Held-out data is not
+        # sharded: Keras 3.15's metrics under MultiWorkerMirroredStrategy are each worker's own, so a
+        # sharded evaluation scored the chief's share of the examples only; unsharded, every worker
+        # scores every example (and a mean over workers' duplicates is the same mean).
+        policy = tf.data.experimental.AutoShardPolicy
+        options.experimental_distribute.auto_shard_policy = policy.DATA if training else policy.OFF
         return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
     def _permuted_batches(self, arrays: Any, n: int, batch_size: int, epochs: tuple[int, int] | None,
