@@ -120,9 +120,10 @@ class SummaryWriter:
         from tensorboard.plugins.hparams import api_pb2, metadata
         from tensorboard.plugins.hparams import summary as hparams_summary
 
-        # The plugin has no "aborted": an interrupted (resumable) run is unknown.
-        code = {RunStatus.OK: api_pb2.STATUS_SUCCESS, RunStatus.INTERRUPTED: api_pb2.STATUS_UNKNOWN}.get(
-            status, api_pb2.STATUS_FAILURE)
+        # The plugin has no "aborted": an interrupted (resumable) run, or a search trial its pruner stopped,
+        # is unknown.
+        code = {RunStatus.OK: api_pb2.STATUS_SUCCESS, RunStatus.INTERRUPTED: api_pb2.STATUS_UNKNOWN,
+                RunStatus.PRUNED: api_pb2.STATUS_UNKNOWN}.get(status, api_pb2.STATUS_FAILURE)
         with self._writer.as_default():
             tf.summary.experimental.write_raw_pb(
                 hparams_summary.session_end_pb(code).SerializeToString(), step=0)
