@@ -19,6 +19,8 @@ import pytest
 import pgserver
 from helpers import run_cli, run_cli_here
 
+from kexp.store.runs import format_number
+
 # Cheap trials: 200 examples, 4 epochs of 20 steps.
 CHEAP = ["--set", "data.num_examples=200", "--set", "train.epochs=4"]
 LR_RANGE = "train.learning_rate=0.00001:0.3:log"
@@ -109,6 +111,8 @@ def test_tpe_search_prunes_trailing_trials_and_records_every_trial_as_a_run(logd
     best = min((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     assert f"best: trial {best.number}, weight_error=" in proc.stdout
     assert f"best run: {best.user_attrs['run_dirs'][0]}" in proc.stdout
+    best_results = json.loads((Path(best.user_attrs["run_dirs"][0]) / "results.json").read_text())
+    assert f"best figures: weight_error={format_number(best_results['metrics']['weight_error'])} " in proc.stdout
     table = proc.stdout[proc.stdout.index("trial  train.learning_rate"):].splitlines()
     assert [line.split()[2] for line in table[1:7]] == [s.lower() for s in states]
     assert (search_dir / "search.png").stat().st_size > 10_000

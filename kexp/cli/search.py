@@ -16,6 +16,7 @@ folders, then runs the trials still missing. No TensorFlow is imported here.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from pathlib import Path
@@ -155,7 +156,7 @@ def run_trials(search_dir: Path, search: dict[str, Any], study: Any, storage_url
                     say(f"kexp: stopping the search: {len(running)} running trial(s) save their state and stop "
                         "(again: stop them at once)")
                 for _, _, attempt in running.values():
-                    attempt.process.send_signal(2)  # SIGINT
+                    attempt.process.send_signal(signal.SIGINT)
                 handled = len(requests)
             while not requests and len(running) < jobs:
                 trial = queue.pop(0) if queue else _ask(search, study, dimensions, search_dir)
@@ -239,7 +240,8 @@ def _settle(search: dict[str, Any], study: Any, trial: dict[str, Any], queue: li
     elif status == RunStatus.RUNNING and not stopping:
         queue.insert(0, trial)  # its next seed
     else:
-        trial["status"] = RunStatus.INTERRUPTED if status == RunStatus.INTERRUPTED else RunStatus.CRASHED
+        # Stopped: interrupted (resumable), or a seed still to run; crashed when its process was killed.
+        trial["status"] = RunStatus.CRASHED if status == RunStatus.CRASHED else RunStatus.INTERRUPTED
         say(f"[trial {trial['number']}] {trial['status']}")
 
 

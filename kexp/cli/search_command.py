@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kexp.errors import UsageError
+from kexp.errors import RunError, UsageError
 from kexp.store.record import RunStatus
 
 MAX_TRIALS = 10_000
@@ -131,8 +131,15 @@ def _run(search_dir: Path, search: dict[str, Any], study: Any, storage_url: str,
     previous = {signum: signal.signal(signum, lambda signum, frame: requests.append(signum))
                 for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        finished = searches.run_trials(search_dir, search, study, storage_url, jobs, requests,
-                                       say=lambda line: print(line, flush=True))
+        try:
+            finished = searches.run_trials(search_dir, search, study, storage_url, jobs, requests,
+                                           say=lambda line: print(line, flush=True))
+        except (UsageError, RunError, KeyboardInterrupt):
+            raise
+        except Exception as err:  # the study's storage (a database gone, a locked file): one line, resumable
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise RunError(f"search: the study's storage failed ({reason[:300]}); finished trials are kept; "
+                           f"continue with: kexp search --resume {search_dir}") from None
         print("\n".join(search_report.table(search, study)))
         print("\n".join(search_report.best_lines(search, study)))
         if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
@@ -141,6 +148,9 @@ def _run(search_dir: Path, search: dict[str, Any], study: Any, storage_url: str,
             print(f"figures: search.png (in {search_dir})")
         if not finished:
             print(f"kexp: search interrupted; finished trials are kept; continue with: kexp search --resume "
+                  f"{search_dir}", file=sys.stderr)
+        elif search["status"] == "incomplete":
+            print(f"kexp: a trial's process was killed before it ended; continue it with: kexp search --resume "
                   f"{search_dir}", file=sys.stderr)
         print(f"search_dir: {search_dir}", flush=True)
     finally:

@@ -48,6 +48,11 @@ def best_lines(search: dict[str, Any], study: Any) -> list[str]:
              f"best settings: {settings}"]
     run_dirs = best.user_attrs.get("run_dirs") or []
     if run_dirs:
+        from kexp.store import runs
+
+        metrics = runs.describe(Path(run_dirs[0]))["metrics"] if Path(run_dirs[0]).is_dir() else {}
+        if metrics:  # (a run another machine trained is not here to read)
+            lines.append("best figures: " + " ".join(f"{k}={format_number(v)}" for k, v in metrics.items()))
         lines.append(f"best run: {run_dirs[0]}")
     return lines
 
