@@ -366,7 +366,7 @@ def test_bare_kexp_prints_its_usage_and_commands_and_argparse_errors_say_kexp_on
     for command in ("list", "run", "runs", "sweep", "check", "bench", "tensorboard"):
         assert f"    {command} " in proc.stdout, command  # each command with its help line
     assert proc.stderr.strip().splitlines() == [
-        "kexp: error: no command given; allowed: list, show, run, bench, runs, tensorboard, sweep, check "
+        "kexp: error: no command given; allowed: list, show, run, bench, runs, tensorboard, sweep, search, check "
         "(kexp COMMAND --help)"]
     bogus = run_cli_here("bogus")
     assert bogus.returncode == 2

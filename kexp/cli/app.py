@@ -86,19 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("tensorboard", help="start TensorBoard on 127.0.0.1 for the run folders")
     board.add_argument("--logdir", default="logs", help="root of run folders (default: ./logs)")
     board.add_argument("--port", type=_port, default=6006, help="port (default 6006; 0: any free one)")
-    sweep = sub.add_parser("sweep", help="train an experiment at every point of a grid of settings")
-    sweep.add_argument("name", nargs="?", default=None, help="the experiment (optional with --resume)")
-    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                       help="a swept setting, e.g. --grid model.units=32,64 (repeatable: the grid is their product)")
-    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="a setting every point shares (repeatable)")
-    sweep.add_argument("--jobs", type=_positive, default=1, help="points trained at once (default 1)")
-    sweep.add_argument("--seeds", type=_positive, default=None,
-                       help="repeat each point at train.seed 0..N-1 and report mean ± std per point")
-    sweep.add_argument("--logdir", default=None, help="root of run folders (default: ./logs)")
-    sweep.add_argument("--strategy", default=None, choices=STRATEGIES,
-                       help="tf.distribute strategy of each point (default auto)")
-    sweep.add_argument("--resume", metavar="SWEEP_DIR", default=None, help="run the points a stopped sweep is missing")
+    _add_sweep(sub)
     from kexp.cli.search_command import add_parser as add_search
 
     add_search(sub, _positive, STRATEGIES)
@@ -139,6 +127,23 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"received {value}; allowed: an integer >= 1")
     return value
+
+
+def _add_sweep(sub: Any) -> None:
+    """Adds `kexp sweep` to the command line's subparsers."""
+    sweep = sub.add_parser("sweep", help="train an experiment at every point of a grid of settings")
+    sweep.add_argument("name", nargs="?", default=None, help="the experiment (optional with --resume)")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="a swept setting, e.g. --grid model.units=32,64 (repeatable: the grid is their product)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="a setting every point shares (repeatable)")
+    sweep.add_argument("--jobs", type=_positive, default=1, help="points trained at once (default 1)")
+    sweep.add_argument("--seeds", type=_positive, default=None,
+                       help="repeat each point at train.seed 0..N-1 and report mean ± std per point")
+    sweep.add_argument("--logdir", default=None, help="root of run folders (default: ./logs)")
+    sweep.add_argument("--strategy", default=None, choices=STRATEGIES,
+                       help="tf.distribute strategy of each point (default auto)")
+    sweep.add_argument("--resume", metavar="SWEEP_DIR", default=None, help="run the points a stopped sweep is missing")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,7 +43,8 @@ def best_lines(search: dict[str, Any], study: Any) -> list[str]:
     if not complete:
         return ["best: none (no trial completed)"]
     best = study.best_trial
-    settings = " ".join(f"--set {k}={_shown(v)}" for k, v in best.params.items())
+    # Exact values, as `kexp run --set` takes them (the table rounds them for reading).
+    settings = " ".join(f"--set {k}={repr(v) if isinstance(v, float) else v}" for k, v in best.params.items())
     lines = [f"best: trial {best.number}, {search['metric']}={format_number(best.value)} ({search['direction']})",
              f"best settings: {settings}"]
     run_dirs = best.user_attrs.get("run_dirs") or []
