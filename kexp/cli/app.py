@@ -341,26 +341,24 @@ def _sweep(args: argparse.Namespace) -> int:
         check_strategy(args.strategy or "auto")
         sweep_dir, data = sweeps.new_sweep(args.name, grid, args.overrides, args.logdir or "logs",
                                            args.strategy or "auto", seeds=args.seeds or 0)
-    import signal
     from pathlib import Path
+
+    from kexp.cli.stop_requests import stop_requests, stopped_exit_code
 
     sweep_dir = Path(sweep_dir)
     lock = RunLock(sweep_dir, f"sweep folder {str(sweep_dir)!r}")
     # From here to the last line a signal is a request the sweep acts on between its steps.
-    requests: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: requests.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        finished = sweeps.run_points(sweep_dir, data, args.jobs, requests, say=lambda line: print(line, flush=True))
-        print("\n".join(sweeps.summarize(sweep_dir, data)))
-        if not finished:
-            print(f"kexp: sweep interrupted; finished points are kept; continue with: kexp sweep --resume "
-                  f"{sweep_dir}", file=sys.stderr)
-        print(f"sweep_dir: {sweep_dir}", flush=True)
+        with stop_requests() as requests:
+            finished = sweeps.run_points(sweep_dir, data, args.jobs, requests,
+                                         say=lambda line: print(line, flush=True))
+            print("\n".join(sweeps.summarize(sweep_dir, data)))
+            if not finished:
+                print(f"kexp: sweep interrupted; finished points are kept; continue with: kexp sweep --resume "
+                      f"{sweep_dir}", file=sys.stderr)
+            print(f"sweep_dir: {sweep_dir}", flush=True)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         lock.release()
     if not finished:
-        return 143 if requests[0] == signal.SIGTERM else 130
+        return stopped_exit_code(requests)
     return 0 if all(p["status"] == RunStatus.OK for p in data["points"]) else 1

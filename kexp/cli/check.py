@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from kexp.cli.stop_requests import stop_requests, stopped_exit_code
 from kexp import quality, registry
 from kexp.store import rundir
 from kexp.store.record import RunStatus
@@ -280,9 +281,6 @@ def command(names: list[str], *, jobs: int, logdir: str, seed: int | None, as_js
         raise UsageError(f"check --seed: received {seed}; allowed: 0..{2**32 - 1} (train.seed)")
     check_dir = new_check_dir(logdir)
     tty = sys.stderr.isatty()
-    requests: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: requests.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
 
     def say(line: str) -> None:
         print(("\r\033[K" if tty else "") + line, file=sys.stderr, flush=True)
@@ -291,13 +289,10 @@ def command(names: list[str], *, jobs: int, logdir: str, seed: int | None, as_js
         if tty:  # one line that keeps moving; a log file gets the start and end lines only
             print("\r\033[K" + line[:150], end="", file=sys.stderr, flush=True)
 
-    try:
+    with stop_requests() as requests:
         say(f"kexp check: {len(planned)} experiment(s), {jobs} at a time, into {check_dir}")
         finished = run_jobs(planned, check_dir, logdir, seed, jobs, requests, say, progress)
         report = write_report(check_dir, planned, seed, finished)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -305,5 +300,5 @@ def command(names: list[str], *, jobs: int, logdir: str, seed: int | None, as_js
         print(f"check_dir: {check_dir}")
     if not finished:
         say(f"kexp check: interrupted; finished rows kept in {check_dir / 'check.json'}")
-        return 143 if requests[0] == signal.SIGTERM else 130
+        return stopped_exit_code(requests)
     return 0 if report["passed"] else 1

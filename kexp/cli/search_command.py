@@ -9,10 +9,10 @@ imports it in its own process).
 from __future__ import annotations
 
 import argparse
-import signal
+import contextlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from kexp.errors import RunError, UsageError
 from kexp.store.record import RunStatus
@@ -119,6 +119,15 @@ def _new(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str, Any]:
     return search_dir, search, storage_url, study
 
 
+@contextlib.contextmanager
+def _released(lock: Any) -> Iterator[None]:
+    """Releases the search folder's lock when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _run(search_dir: Path, search: dict[str, Any], study: Any, storage_url: str, jobs: int, lock: Any) -> int:
     """Runs the trials with Ctrl-C / SIGTERM as requests, prints the report, and returns the exit code."""
     from kexp.cli import search as searches
@@ -127,10 +136,9 @@ def _run(search_dir: Path, search: dict[str, Any], study: Any, storage_url: str,
     from kexp.study import plots
 
     print(f"kexp: search folder {search_dir}\nkexp: study {search['study']!r} in {search['storage']}", flush=True)
-    requests: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: requests.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    from kexp.cli.stop_requests import stop_requests, stopped_exit_code
+
+    with stop_requests() as requests, _released(lock):
         try:
             finished = searches.run_trials(search_dir, search, study, storage_url, jobs, requests,
                                            say=lambda line: print(line, flush=True))
@@ -153,12 +161,8 @@ def _run(search_dir: Path, search: dict[str, Any], study: Any, storage_url: str,
             print(f"kexp: a trial's process was killed before it ended; continue it with: kexp search --resume "
                   f"{search_dir}", file=sys.stderr)
         print(f"search_dir: {search_dir}", flush=True)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        lock.release()
     if not finished:
-        return 143 if requests[0] == signal.SIGTERM else 130
+        return stopped_exit_code(requests)
     ended = [t for t in search["trials"] if t["status"] in ENDED]
     # Pruned and failed trials are a search's normal outcomes; a search none of whose trials ended ok is not.
     return 0 if len(ended) == len(search["trials"]) and any(t["status"] == RunStatus.OK for t in ended) else 1

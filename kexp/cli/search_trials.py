@@ -14,12 +14,10 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from kexp.cli.sweep_points import Attempt, _die_with_parent
+from kexp.cli.sweep_points import Attempt, launch
 from kexp.engine.trial_link import TRIAL_ENV
 from kexp.store import rundir, runs
 from kexp.store.record import RunStatus
@@ -68,31 +66,14 @@ def start(search: dict[str, Any], trial: dict[str, Any], run: dict[str, Any], se
                              "number": trial["number"], "prune": search["prune"] if first else "none",
                              "sign": 1 if search["direction"] == "minimize" else -1, "report": first})
     os.chmod(link, 0o600)  # it may hold a database password
-    command = [sys.executable, "-m", "kexp", "run", search["experiment"], "--strategy", search["strategy"],
-               "--logdir", search["logdir"]]
-    resumed = None
-    if run["run_dir"] and Path(run["run_dir"]).is_dir() and \
-            runs.describe(Path(run["run_dir"]))["status"] in (RunStatus.INTERRUPTED, RunStatus.CRASHED):
-        resumed = run["run_dir"]
-        command += ["--resume", resumed]
-    else:
+    seed = [] if run["seed"] is None else [f"train.seed={run['seed']}"]
+    attempt = launch(search, run["run_dir"], [*search["overrides"], *trial["settings"], *seed], record, log_file,
+                     env={TRIAL_ENV: str(link)})
+    if attempt.resumed is None:
         run["run_dir"] = None
-        seed = [] if run["seed"] is None else [f"train.seed={run['seed']}"]
-        for item in [*search["overrides"], *trial["settings"], *seed]:
-            command += ["--set", item]
     run.update(status=RunStatus.RUNNING, exit_code=None)
     trial["status"] = RunStatus.RUNNING
-    record.unlink(missing_ok=True)  # a previous attempt's record must not name this attempt's folder
-    from kexp.runner import RUN_RECORD_ENV
-
-    log = open(log_file, "ab")
-    log.write((" ".join(command) + "\n").encode())
-    log.flush()
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True, preexec_fn=_die_with_parent,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1", RUN_RECORD_ENV: str(record),
-                                    TRIAL_ENV: str(link)})
-    return Attempt(process, log, log_file, log.tell(), resumed)
+    return attempt
 
 
 def finish(search_dir: Path, trial: dict[str, Any], run: dict[str, Any], attempt: Attempt) -> None:

@@ -127,35 +127,51 @@ class Attempt:
 
 def start(sweep: dict[str, Any], point: dict[str, Any], sweep_dir: Path) -> Attempt:
     """Starts a point's `kexp run`, or `--resume` of its interrupted or crashed run folder, output to its log."""
+    attempt = launch(sweep, point["run_dir"], [*sweep["overrides"], *settings(point["settings"])],
+                     record_path(sweep_dir, point), log_path(sweep_dir, point))
+    if attempt.resumed is None:
+        point["run_dir"] = None  # never run (or failed, or its folder is gone): a fresh run
+    point.update(status=RunStatus.RUNNING, exit_code=None, error="")
+    return attempt
+
+
+def launch(job: dict[str, Any], run_dir: str | None, overrides: list[str], record: Path, log_file: Path,
+           env: dict[str, str] | None = None) -> Attempt:
+    """Starts one `kexp run` of a sweep point or search trial, its output appended to `log_file`.
+
+    Args:
+        job: The sweep's or search's record (`experiment`, `strategy`, `logdir`).
+        run_dir: The run folder of an earlier attempt: continued (`--resume`)
+            when it was interrupted or crashed, else a fresh run starts.
+        overrides: The fresh run's `--set` strings.
+        record: Where the run records its folder (`kexp.runner.RUN_RECORD_ENV`).
+        log_file: The output file.
+        env: More environment variables for the run.
+    """
     from kexp.runner import RUN_RECORD_ENV
 
-    command = [sys.executable, "-m", "kexp", "run", sweep["experiment"], "--strategy", sweep["strategy"],
-               "--logdir", sweep["logdir"]]
+    command = [sys.executable, "-m", "kexp", "run", job["experiment"], "--strategy", job["strategy"],
+               "--logdir", job["logdir"]]
     resumed = None
-    if point["run_dir"] and Path(point["run_dir"]).is_dir() and \
-            runs.describe(Path(point["run_dir"]))["status"] in (RunStatus.INTERRUPTED, RunStatus.CRASHED):
-        resumed = point["run_dir"]
+    if run_dir and Path(run_dir).is_dir() and \
+            runs.describe(Path(run_dir))["status"] in (RunStatus.INTERRUPTED, RunStatus.CRASHED):
+        resumed = run_dir
         command += ["--resume", resumed]
     else:
-        # Never run (or failed, or its folder is gone): a fresh run.
-        point["run_dir"] = None
-        for item in [*sweep["overrides"], *settings(point["settings"])]:
+        for item in overrides:
             command += ["--set", item]
-    point.update(status=RunStatus.RUNNING, exit_code=None, error="")
-    record = record_path(sweep_dir, point)
     # A previous attempt's record must not name this attempt's folder.
     record.unlink(missing_ok=True)
-    path = log_path(sweep_dir, point)
-    log = open(path, "ab")
+    log = open(log_file, "ab")
     log.write((" ".join(command) + "\n").encode())
     log.flush()
-    offset = log.tell()
     # Its own process group: a Ctrl-C at the terminal reaches the sweep alone,
     # which passes exactly one SIGINT on (a second one would stop the point at once).
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                start_new_session=True, preexec_fn=_die_with_parent,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1", RUN_RECORD_ENV: str(record)})
-    return Attempt(process, log, path, offset, resumed)
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", RUN_RECORD_ENV: str(record),
+                                    **(env or {})})
+    return Attempt(process, log, log_file, log.tell(), resumed)
 
 
 def _die_with_parent() -> None:

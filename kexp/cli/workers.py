@@ -49,7 +49,8 @@ def check(args: argparse.Namespace) -> None:
                          "with TF_CONFIG unset, or TF_CONFIG without --workers (one worker per command)")
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """Returns `count` distinct TCP ports free on 127.0.0.1 now (the OS's choice)."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for sock in sockets:
@@ -76,7 +77,7 @@ def launch(args: argparse.Namespace, overrides: list[str]) -> int:
     """Runs the N workers to the end and returns the chief's exit code (or the first failed worker's)."""
     from kexp.runner import RUN_RECORD_ENV
 
-    ports = _free_ports(args.workers)
+    ports = free_ports(args.workers)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     scratch = Path(tempfile.mkdtemp(prefix="kexp-workers-"))
     threads = str(max(1, (os.cpu_count() or 1) // args.workers))
@@ -110,11 +111,10 @@ def launch(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _wait(processes: list[subprocess.Popen]) -> int:
     """Waits for the chief; ends the others once it exits, or all of them when one fails first."""
-    requests: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: requests.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+    from kexp.cli.stop_requests import stop_requests
+
     forwarded = 0
-    try:
+    with stop_requests() as requests:
         while True:
             chief = processes[0].poll()
             if len(requests) > forwarded:
@@ -138,9 +138,6 @@ def _wait(processes: list[subprocess.Popen]) -> int:
                     pass
                 return 1
             time.sleep(0.1)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _keep_logs(scratch: Path, logs: list[Path]) -> None:
