@@ -43,8 +43,6 @@ def test_bad_search_input_exits_2_with_one_line_and_leaves_nothing(logdir):
         ("--space", "train.learning_rate=-1:1:log"): "--space 'train.learning_rate=-1:1:log': train.learning_rate: "
                                                      "received -1.0; allowed: a value > 0",
         ("--space", "data.noise=0:1:log"): "--space 'data.noise=0:1:log': a log range needs LOW > 0; received 0",
-        ("--space", "train.optimizer=0:1"): "--space 'train.optimizer=0:1': train.optimizer: received '0'; "
-                                            "allowed: one of adam, sgd, momentum, rmsprop, adamw",
         ("--space", "train.shuffle=0:1"): "--space 'train.shuffle=0:1': a range needs a number setting; "
                                           "train.shuffle holds bool values; allowed: a list of values, "
                                           "e.g. --space train.shuffle=a,b",
@@ -62,9 +60,13 @@ def test_bad_search_input_exits_2_with_one_line_and_leaves_nothing(logdir):
                                      "section.key=a,b,c, e.g. --space train.learning_rate=0.001:0.3:log",
         (): "search: no --space given; allowed: one or more --space section.key=LOW:HIGH[:log] or "
             "--space section.key=a,b,c",
-        ("--space", LR_RANGE, "--metric", "train_mse"): "--metric 'train_mse': linear_regression declares no bar "
-                                                        "for it; allowed: --metric train_mse:min or --metric "
-                                                        "train_mse:max",
+        ("--space", LR_RANGE, "--metric", "train_mse"): "--metric 'train_mse': not a quality-bar metric of "
+                                                        "linear_regression (weight_error, weight_error_vs_lstsq); "
+                                                        "allowed: one of those, or another metric its runs report "
+                                                        "with a direction: --metric train_mse:min or train_mse:max",
+        ("--space", "train.optimizer=0.1:1"): "--space 'train.optimizer=0.1:1': a range needs a number setting; "
+                                              "train.optimizer has choices; allowed: a list of them, e.g. --space "
+                                              "train.optimizer=adam,sgd",
         ("--space", LR_RANGE, "--metric", "x:up"): "--metric 'x:up': expected NAME, NAME:min or NAME:max, e.g. "
                                                    "--metric weight_error:min",
         ("--space", LR_RANGE, "--seeds", "2", "--set", "train.seed=3"):
@@ -113,11 +115,12 @@ def test_tpe_search_prunes_a_trailing_trial_and_records_every_trial_as_a_run(log
     best = min((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     assert f"best: trial {best.number}, weight_error=" in proc.stdout
     assert f"best run: {best.user_attrs['run_dirs'][0]}" in proc.stdout
-    assert f"best settings: --set train.learning_rate={best.params['train.learning_rate']!r}\n" in proc.stdout
+    assert (f"best settings: --set data.num_examples=200 --set train.epochs=4 --set train.learning_rate="
+            f"{best.params['train.learning_rate']!r}\n") in proc.stdout
     best_results = json.loads((Path(best.user_attrs["run_dirs"][0]) / "results.json").read_text())
     assert f"best figures: weight_error={format_number(best_results['metrics']['weight_error'])} " in proc.stdout
     table = proc.stdout[proc.stdout.index("trial  train.learning_rate"):].splitlines()
-    assert [line.split()[2] for line in table[1:5]] == [s.lower() for s in states]
+    assert [line.split()[2] for line in table[1:5]] == ["ok", "ok", "ok", "pruned"]
     assert (search_dir / "search.png").stat().st_size > 10_000
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -230,3 +233,14 @@ def test_killed_search_resumes_its_trial_in_its_folder_and_counts_no_trial_twice
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "ok" and study.trials[1].value == results["metrics"]["weight_error"]
     assert sorted(study.trials[1].intermediate_values) == [0, 1, 2]
+
+
+def test_a_metric_the_runs_do_not_report_stops_the_search_after_its_first_trial(logdir):
+    proc = run_cli("search", "linear_regression", "--space", LR_RANGE, "--metric", "weight_eror:min", "--trials", "3",
+                   *CHEAP, "--logdir", str(logdir))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "kexp: error: --metric 'weight_eror': the trials' results.json has no such metric (they have: "
+        "distance_to_lstsq, lstsq_weight_error, train_mse, weight_error, weight_error_vs_lstsq); allowed: one of those")
+    search = json.loads((next(logdir.glob("linear_regression/search-*")) / "search.json").read_text())
+    assert [(t["number"], t["status"]) for t in search["trials"]] == [(0, "failed")]

@@ -177,6 +177,11 @@ def run_trials(search_dir: Path, search: dict[str, Any], study: Any, storage_url
                 trials_.finish(search_dir, trial, run, attempt)
                 _settle(search, study, trial, queue, stopping=bool(requests), say=say)
                 rundir.write_json(search_dir / "search.json", search)
+                missing = _metric_missing(search, trial)
+                if missing and not requests:
+                    say(f"kexp: stopping the search: {missing}")
+                    requests.append(signal.SIGINT)  # the other running trials stop as on Ctrl-C
+                    search["metric_missing"] = missing
             if not running and (requests or (not queue and _asked_enough(search))):
                 break
             time.sleep(0.1)
@@ -189,6 +194,16 @@ def run_trials(search_dir: Path, search: dict[str, Any], study: Any, storage_url
     search["status"] = ("interrupted" if requests else "incomplete") if missing else "complete"
     rundir.write_json(search_dir / "search.json", search)
     return not (requests and missing)
+
+
+def _metric_missing(search: dict[str, Any], trial: dict[str, Any]) -> str:
+    """Returns why no trial can have an objective (a run finished ok without the metric at all), or ""."""
+    finished = [run for run in trial["runs"] if run["status"] == RunStatus.OK]
+    if not finished or search["metric"] in finished[0]["metrics"]:
+        return ""
+    have = ", ".join(sorted(finished[0]["metrics"])) or "none"
+    return (f"--metric {search['metric']!r}: the trials' results.json has no such metric (they have: {have}); "
+            f"allowed: one of those")
 
 
 def _asked_enough(search: dict[str, Any]) -> bool:

@@ -136,6 +136,10 @@ def _run(search_dir: Path, search: dict[str, Any], study: Any, storage_url: str,
     from kexp.study import plots
 
     print(f"kexp: search folder {search_dir}\nkexp: study {search['study']!r} in {search['storage']}", flush=True)
+    if search["status"] == "complete":
+        print(f"kexp: this search has run its {search['trials_wanted']} trials; nothing to run. More trials for its "
+              f"study: the same kexp search command with --storage {search['storage']} --study {search['study']}",
+              flush=True)
     from kexp.cli.stop_requests import stop_requests, stopped_exit_code
 
     with stop_requests() as requests, _released(lock):
@@ -161,6 +165,8 @@ def _run(search_dir: Path, search: dict[str, Any], study: Any, storage_url: str,
             print(f"kexp: a trial's process was killed before it ended; continue it with: kexp search --resume "
                   f"{search_dir}", file=sys.stderr)
         print(f"search_dir: {search_dir}", flush=True)
+    if search.get("metric_missing"):
+        raise RunError(search["metric_missing"])
     if not finished:
         return stopped_exit_code(requests)
     ended = [t for t in search["trials"] if t["status"] in ENDED]

@@ -19,6 +19,10 @@ from typing import Any
 from kexp.store.runs import format_number
 
 
+# Optuna's trial states in the words kexp uses for runs (`search.json`, `kexp runs`).
+STATE_WORDS = {"COMPLETE": "ok", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
+
+
 def table(search: dict[str, Any], study: Any) -> list[str]:
     """Returns the study's trials as aligned lines: number, settings, state, objective (± std), run folder."""
     keys = [d["key"] for d in search["space"]]
@@ -31,7 +35,7 @@ def table(search: dict[str, Any], study: Any) -> list[str]:
         run_dirs = trial.user_attrs.get("run_dirs") or []
         where = Path(run_dirs[0]).name + (f" (+{len(run_dirs) - 1})" if len(run_dirs) > 1 else "") if run_dirs \
             else "-"
-        rows.append([str(trial.number), *(_shown(trial.params.get(k)) for k in keys), trial.state.name.lower(),
+        rows.append([str(trial.number), *(_shown(trial.params.get(k)) for k in keys), STATE_WORDS[trial.state.name],
                      value, where])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -44,7 +48,10 @@ def best_lines(search: dict[str, Any], study: Any) -> list[str]:
         return ["best: none (no trial completed)"]
     best = study.best_trial
     # Exact values, as `kexp run --set` takes them (the table rounds them for reading).
-    settings = " ".join(f"--set {k}={repr(v) if isinstance(v, float) else v}" for k, v in best.params.items())
+    settings = " ".join([*(f"--set {item}" for item in search["overrides"]),
+                         *(f"--set {k}={repr(v) if isinstance(v, float) else v}" for k, v in best.params.items())])
+    if search["seeds"]:
+        settings += f" (at train.seed 0..{search['seeds'] - 1}: the objective is their mean)"
     lines = [f"best: trial {best.number}, {search['metric']}={format_number(best.value)} ({search['direction']})",
              f"best settings: {settings}"]
     run_dirs = best.user_attrs.get("run_dirs") or []
@@ -81,9 +88,11 @@ def figure(search: dict[str, Any], study: Any) -> Any:
         best = [pick(values[: i + 1]) for i in range(len(values))]
         axes[0].step(numbers, best, where="post", label="best so far")
     if pruned:
-        # They have no final objective: marked along the bottom edge, at their trial numbers.
-        axes[0].plot([t.number for t in pruned], [0.03] * len(pruned), "x", color="gray", label="pruned",
-                     transform=axes[0].get_xaxis_transform())
+        # They have no final objective: marked along the edge of the worse values, at their trial numbers.
+        edge = 0.97 if search["direction"] == "minimize" else 0.03
+        axes[0].plot([t.number for t in pruned], [edge] * len(pruned), "x", color="gray",
+                     label="pruned (no final value)", transform=axes[0].get_xaxis_transform())
+    axes[0].xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     log_y = bool(values) and min(values) > 0 and max(values) / min(values) > 10
     axes[0].set_xlabel("trial")
     axes[0].set_ylabel(search["metric"])

@@ -105,8 +105,15 @@ def _checker(name: str, overrides: Sequence[str], item: str) -> Any:
     """Returns `check(key, text)`: the config `kexp run --set key=text` resolves to, its refusal as this item's."""
     from kexp.runner import resolve
 
-    def check(key: str, text: str) -> Any:
+    def check(key: str, text: str | None) -> Any:
+        """Resolves `--set key=text` (None: checks the key alone, with its default value)."""
         try:
+            if text is None:
+                config = resolve(name, overrides)
+                section, _, field_name = key.partition(".")
+                if field_name and hasattr(getattr(config, section, None), field_name):
+                    return config
+                text = "0"  # an unknown key: `--set`'s refusal names it and what is valid
             return resolve(name, [*overrides, f"{key}={text}"])
         except UsageError as err:
             reason = str(err).split(": ", 1)[1] if str(err).startswith("--set ") else str(err)
@@ -122,9 +129,13 @@ def _range(key: str, raw: str, item: str, check: Any) -> Dimension:
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log") or not all(parts[:2]):
         raise UsageError(f"--space {shown(item)}: expected LOW:HIGH or LOW:HIGH:log, e.g. "
                          f"{key}=0.001:0.3:log")
-    config = check(key, parts[0])
+    config = check(key, None)
     section, field_name = key.split(".", 1)
     field = {f.name: f for f in dataclasses.fields(getattr(config, section))}[field_name]
+    if field.metadata.get("choices") is not None:
+        raise UsageError(f"--space {shown(item)}: a range needs a number setting; {key} has choices; allowed: a "
+                         f"list of them, e.g. --space {key}={','.join(map(str, field.metadata['choices'][:2]))}")
+    config = check(key, parts[0])
     low = getattr(getattr(config, section), field_name)
     high = getattr(getattr(check(key, parts[1]), section), field_name)
     kind = type(low).__name__

@@ -59,8 +59,12 @@ def objective(name: str, metric: str | None) -> Objective:
     op = bars.get(key, ("",))[0]
     if op in _MINIMIZING or op in _MAXIMIZING:
         return Objective(key, "minimize" if op in _MINIMIZING else "maximize")
-    why = f"its bar ({op}) says no direction" if key in bars else f"{name} declares no bar for it"
-    raise UsageError(f"--metric {shown(metric)}: {why}; allowed: --metric {key}:min or --metric {key}:max")
+    if key in bars:
+        raise UsageError(f"--metric {shown(metric)}: its bar ({op}) says no direction; allowed: --metric {key}:min "
+                         f"or --metric {key}:max")
+    raise UsageError(f"--metric {shown(metric)}: not a quality-bar metric of {name} ({', '.join(bars) or 'none'}); "
+                     f"allowed: one of those, or another metric its runs report with a direction: --metric "
+                     f"{key}:min or {key}:max")
 
 
 def sampler(name: str, seed: int | None) -> Any:

@@ -97,7 +97,8 @@ def launch(args: argparse.Namespace, overrides: list[str]) -> int:
         if out is not None:
             out.close()
     print(f"kexp: started {args.workers} workers on 127.0.0.1 (ports {', '.join(map(str, ports))}); worker 0 "
-          "writes the run folder, the others' output goes to its workers/", file=sys.stderr, flush=True)
+          "writes the run folder (the run_dir it prints); the others' output goes to RUN_DIR/workers/worker-I.log",
+          file=sys.stderr, flush=True)
     try:
         code = _wait(processes)
     finally:
