@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", default="auto", choices=STRATEGIES, help="tf.distribute strategy")
     run.add_argument("--resume", metavar="RUN_DIR", default=None,
                      help="continue an interrupted run in its own folder, from its last completed epoch")
-    run.add_argument("--workers", type=_positive, default=None, metavar="N",
+    run.add_argument("--workers", type=int, default=None, metavar="N",
                      help="with --strategy multi_worker: start N worker processes on this machine (to try it)")
     run.add_argument("--name", dest="name_label", default=None, metavar="LABEL",
                      help="end of the run folder's name, as TensorBoard lists it (default: the settings "
