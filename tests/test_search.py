@@ -75,6 +75,9 @@ def test_bad_search_input_exits_2_with_one_line_and_leaves_nothing(logdir):
             "--storage 'nosuchdb://x': cannot open the study (Can't load plugin: sqlalchemy.dialects:nosuchdb); "
             "allowed: a URL Optuna accepts, e.g. sqlite:///PATH/study.db or postgresql://USER:PASSWORD@HOST/DB",
     }
+    cases[("--space", LR_RANGE, "--storage", "sqlite:///:memory:")] = (
+        "--storage 'sqlite:///:memory:': an in-memory SQLite database is private to one process, and each trial "
+        "runs in its own; allowed: a file (sqlite:///PATH/study.db) or a database server's URL")
     for args, message in cases.items():
         proc = run_cli_here("search", "linear_regression", *args, "--logdir", str(logdir))
         assert proc.returncode == 2, (args, proc.stderr)
@@ -244,3 +247,25 @@ def test_a_metric_the_runs_do_not_report_stops_the_search_after_its_first_trial(
         "distance_to_lstsq, lstsq_weight_error, train_mse, weight_error, weight_error_vs_lstsq); allowed: one of those")
     search = json.loads((next(logdir.glob("linear_regression/search-*")) / "search.json").read_text())
     assert [(t["number"], t["status"]) for t in search["trials"]] == [(0, "failed")]
+
+
+def test_resume_of_a_search_json_with_a_malformed_trial_record_exits_2_and_changes_nothing(tmp_path):
+    folder = tmp_path / "logs" / "linear_regression" / "search-20261204-000000-abcdef"
+    folder.mkdir(parents=True)
+    run = {"seed": None, "status": "running", "run_dir": None, "exit_code": None, "metrics": {}, "wall_time_s": None}
+    trial = {"number": 0, "trial_id": 1, "params": {}, "settings": [], "status": "running", "value": None,
+             "std": None, "error": "", "runs": [run]}
+    search = {"experiment": "linear_regression", "space": [], "overrides": [], "metric": "weight_error",
+              "direction": "minimize", "sampler": "tpe", "prune": "median", "seeds": 0, "trials_wanted": 2,
+              "strategy": "auto", "logdir": str(tmp_path / "logs"), "storage": f"sqlite:///{folder}/study.db",
+              "study": "s", "trials": [trial]}
+    for bad in ({"number": "x"}, {"runs": None}, {"runs": [{**run, "run_dir": 5}]}, {"runs": []}):
+        text = json.dumps({**search, "trials": [{**trial, **bad}]})
+        (folder / "search.json").write_text(text)
+        proc = run_cli_here("search", "--resume", str(folder))
+        assert proc.returncode == 2, (bad, proc.stderr)
+        assert proc.stderr.strip() == (f"kexp: error: search --resume {str(folder)!r}: search.json is not as kexp "
+                                       "search wrote it (trial record 1 is malformed); allowed: a folder kexp search "
+                                       "made (LOGDIR/NAME/search-ID)"), bad
+        assert sorted(p.name for p in folder.iterdir()) == ["search.json"] and \
+            (folder / "search.json").read_text() == text

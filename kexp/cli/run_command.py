@@ -9,6 +9,7 @@ it ended (ok, diverged, failed inside its folder, or interrupted). Exit code:
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -195,6 +196,9 @@ def interrupted_exit(err: KeyboardInterrupt) -> int:
     where = (f" in epoch {dropped}; that epoch is dropped (its last progress line above is not kept) and trains "
              "again on resume" if dropped else "; every completed epoch is saved")
     resume = f"kexp run {shlex.quote(Path(run_dir).parent.name)} --resume {shlex.quote(_from_here(Path(run_dir)))}"
+    workers = os.environ.get("KEXP_WORKERS")  # the chief of `--workers N` (kexp.cli.workers)
+    if workers:
+        resume += f" --strategy multi_worker --workers {workers}"
     print(f"kexp: interrupted ({signal_name}){where}\nkexp: resume with: {resume}", file=sys.stderr)
     print(f"status: {RunStatus.INTERRUPTED}\nrun_dir: {run_dir}", flush=True)
     return code

@@ -85,6 +85,9 @@ def load_search(search_dir: str | Path, name: str | None, storage: str | None) -
     if not isinstance(search, dict) or any(key not in search for key in keys) or \
             not isinstance(search["trials"], list) or not isinstance(search["space"], list):
         raise UsageError(f"{prefix}: no search.json as kexp search writes it; {allowed}")
+    problem = trials_.records_problem(search)
+    if problem:
+        raise UsageError(f"{prefix}: search.json is not as kexp search wrote it ({problem}); {allowed}")
     if name is not None and name != search["experiment"]:
         raise UsageError(f"{prefix}: a search of {search['experiment']!r}, not of {name!r}")
     url = search["storage"]
@@ -106,6 +109,7 @@ def reconcile(search: dict[str, Any], study: Any, search_dir: Path) -> None:
     after telling it) takes that outcome and is not run again; a run the
     search was killed during takes the folder its process recorded.
     """
+    _fail_orphans(search, study, search_dir)
     unfinished = [t for t in search["trials"] if t["status"] not in trials_.ENDED]
     states = trial_states(study, [t["number"] for t in unfinished])
     finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.number in states}
@@ -114,6 +118,10 @@ def reconcile(search: dict[str, Any], study: Any, search_dir: Path) -> None:
         if state in ("COMPLETE", "PRUNED", "FAIL"):
             trial["status"] = {"COMPLETE": RunStatus.OK, "PRUNED": RunStatus.PRUNED}.get(state, RunStatus.FAILED)
             trial["value"] = finished[trial["number"]].value if state == "COMPLETE" else None
+            for run in trial["runs"]:
+                if run["status"] == RunStatus.RUNNING:
+                    run["run_dir"] = _recorded(search_dir, trial, run) or run["run_dir"]
+                    trials_.refresh(run)
             continue
         for run in trial["runs"]:
             if run["status"] == RunStatus.RUNNING:
@@ -124,6 +132,16 @@ def reconcile(search: dict[str, Any], study: Any, search_dir: Path) -> None:
         if trial["status"] == RunStatus.PENDING:
             continue
         trial["status"] = RunStatus.INTERRUPTED
+
+
+def _fail_orphans(search: dict[str, Any], study: Any, search_dir: Path) -> None:
+    """Fails the study's running trials this folder asked for but never recorded (killed between the two):
+    they never ran, and would otherwise stay running in the study for good."""
+    known = {t["number"] for t in search["trials"]}
+    for trial in study.get_trials(deepcopy=False):
+        owner = (trial.user_attrs.get("kexp") or {}).get("search_dir")
+        if trial.state.name == "RUNNING" and trial.number not in known and owner == str(search_dir):
+            study.tell(trial.number, state=_state("FAIL"), skip_if_finished=True)
 
 
 def _recorded(search_dir: Path, trial: dict[str, Any], run: dict[str, Any]) -> str | None:
@@ -223,6 +241,7 @@ def _ask(search: dict[str, Any], study: Any, dimensions: Sequence[Dimension], se
                                [d.setting(params[d.key]) for d in dimensions])
     trial.set_user_attr("kexp", {"host": socket.gethostname(), "search_dir": str(search_dir)})
     search["trials"].append(record)
+    rundir.write_json(search_dir / "search.json", search)  # before it starts: a kill now leaves it resumable
     try:
         resolve(search["experiment"], [*search["overrides"], *record["settings"]])
     except UsageError as err:  # a value inside the ranges that a rule across settings refuses

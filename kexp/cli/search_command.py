@@ -82,6 +82,20 @@ def command(args: argparse.Namespace) -> int:
     return _run(search_dir, search, study, storage_url, args.jobs, lock)
 
 
+def _check_storage(url: str | None) -> None:
+    """Refuses an empty `--storage`, and an in-memory SQLite one: each trial's process would open its own."""
+    import re
+
+    if url is None:
+        return
+    if not url.strip():
+        raise UsageError("--storage '': allowed: an Optuna storage URL, e.g. sqlite:///PATH/study.db, or no --storage "
+                         "(an SQLite file in the search folder)")
+    if re.fullmatch(r"sqlite(\+\w+)?:///?(:memory:)?", url.strip()) or "mode=memory" in url:
+        raise UsageError(f"--storage {url!r}: an in-memory SQLite database is private to one process, and each trial "
+                         "runs in its own; allowed: a file (sqlite:///PATH/study.db) or a database server's URL")
+
+
 def _new(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str, Any]:
     """Checks a new search's input, makes its folder and opens its study (the folder goes again if that fails)."""
     from kexp.cli import search as searches
@@ -105,6 +119,7 @@ def _new(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str, Any]:
     goal = objective(args.name, args.metric)
     check_strategy_name(args.strategy or "auto")
     rundir.check_logdir(args.logdir or "logs")
+    _check_storage(args.storage)
     if args.study is not None and (not args.study.strip() or len(args.study) > 200):
         raise UsageError(f"--study {args.study[:200]!r}: allowed: a name of 1 to 200 characters")
     options = {"trials": trials, "sampler": args.sampler or "tpe", "sampler_seed": args.sampler_seed,

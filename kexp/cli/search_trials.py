@@ -137,3 +137,38 @@ def outcome(trial: dict[str, Any], metric: str) -> tuple[str, float | None]:
     mean, spread = mean_spread(values)
     trial["std"] = spread if len(values) > 1 else None
     return RunStatus.OK, mean
+
+
+def records_problem(search: dict[str, Any]) -> str:
+    """Returns what is wrong with a loaded `search.json`'s counts and trial records (for `--resume`), or ""."""
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def number(value: Any) -> bool:
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+    seeds = search.get("seeds")
+    if not integer(search.get("trials_wanted")) or search["trials_wanted"] < 1 or not integer(seeds) or seeds < 0:
+        return "its trials_wanted or seeds is not a count"
+    statuses = set(RunStatus) | {s.value for s in RunStatus}
+    for index, trial in enumerate(search["trials"]):
+        runs_ = trial.get("runs") if isinstance(trial, dict) else None
+        ok = (isinstance(trial, dict) and integer(trial.get("number")) and integer(trial.get("trial_id"))
+              and isinstance(trial.get("params"), dict) and isinstance(trial.get("settings"), list)
+              and all(isinstance(x, str) for x in trial["settings"]) and trial.get("status") in statuses
+              and number(trial.get("value")) and number(trial.get("std")) and isinstance(trial.get("error"), str)
+              and isinstance(runs_, list) and len(runs_) == (seeds or 1))
+        if not ok or not all(_run_record_ok(run, statuses) for run in runs_):  # type: ignore[union-attr]
+            return f"trial record {index + 1} is malformed"
+    return ""
+
+
+def _run_record_ok(run: Any, statuses: set) -> bool:
+    def optional(value: Any, kinds: tuple) -> bool:
+        return value is None or (isinstance(value, kinds) and not isinstance(value, bool))
+
+    return (isinstance(run, dict) and optional(run.get("seed"), (int,)) and run.get("status") in statuses
+            and optional(run.get("run_dir"), (str,)) and optional(run.get("exit_code"), (int,))
+            and isinstance(run.get("metrics"), dict)
+            and all(optional(v, (int, float)) for v in run["metrics"].values())
+            and optional(run.get("wall_time_s"), (int, float)))

@@ -88,6 +88,7 @@ def launch(args: argparse.Namespace, overrides: list[str]) -> int:
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         if index == 0:
             env[RUN_RECORD_ENV] = str(scratch / "chief.json")
+            env["KEXP_WORKERS"] = str(args.workers)  # its resume hint names --workers
             out = None  # the chief's output is this command's
         else:
             logs.append(scratch / f"worker-{index}.log")
@@ -156,5 +157,7 @@ def _keep_logs(scratch: Path, logs: list[Path]) -> None:
     (run_dir / "workers").mkdir(exist_ok=True)
     for log in logs:
         if log.exists():
-            shutil.move(str(log), str(run_dir / "workers" / log.name))
+            # A resumed run's workers add to what the earlier attempts' wrote.
+            with open(run_dir / "workers" / log.name, "ab") as kept:
+                kept.write(log.read_bytes())
     shutil.rmtree(scratch, ignore_errors=True)
