@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from kexp.cli import search_trials as trials_
 from kexp.cli.search_space import Dimension, from_dicts
-from kexp.cli.search_study import Objective, trial_states
+from kexp.cli.search_study import Objective
 from kexp.cli.sweep_points import Attempt
 from kexp.engine.trial_link import shown_storage
 from kexp.errors import UsageError
@@ -111,25 +111,20 @@ def reconcile(search: dict[str, Any], study: Any, search_dir: Path) -> None:
     """
     _fail_orphans(search, study, search_dir)
     unfinished = [t for t in search["trials"] if t["status"] not in trials_.ENDED]
-    states = trial_states(study, [t["number"] for t in unfinished])
-    finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.number in states}
+    in_study = {t.number: t for t in study.get_trials(deepcopy=False)}
     for trial in unfinished:
-        state = states.get(trial["number"])
+        known = in_study.get(trial["number"])
+        state = known.state.name if known is not None else None
         if state in ("COMPLETE", "PRUNED", "FAIL"):
             trial["status"] = {"COMPLETE": RunStatus.OK, "PRUNED": RunStatus.PRUNED}.get(state, RunStatus.FAILED)
-            trial["value"] = finished[trial["number"]].value if state == "COMPLETE" else None
-            for run in trial["runs"]:
-                if run["status"] == RunStatus.RUNNING:
-                    run["run_dir"] = _recorded(search_dir, trial, run) or run["run_dir"]
-                    trials_.refresh(run)
-            continue
+            trial["value"] = known.value if state == "COMPLETE" else None
         for run in trial["runs"]:
             if run["status"] == RunStatus.RUNNING:
-                run["run_dir"] = _recorded(search_dir, trial, run) or run["run_dir"]
+                run["run_dir"] = trials_.recorded_run_dir(search_dir, trial, run) or run["run_dir"]
                 trials_.refresh(run)
                 if run["status"] == RunStatus.RUNNING:
                     run["status"] = RunStatus.CRASHED
-        if trial["status"] == RunStatus.PENDING:
+        if trial["status"] in (*trials_.ENDED, RunStatus.PENDING):
             continue
         trial["status"] = RunStatus.INTERRUPTED
 
@@ -142,16 +137,6 @@ def _fail_orphans(search: dict[str, Any], study: Any, search_dir: Path) -> None:
         owner = (trial.user_attrs.get("kexp") or {}).get("search_dir")
         if trial.state.name == "RUNNING" and trial.number not in known and owner == str(search_dir):
             study.tell(trial.number, state=_state("FAIL"), skip_if_finished=True)
-
-
-def _recorded(search_dir: Path, trial: dict[str, Any], run: dict[str, Any]) -> str | None:
-    path = search_dir / "trials" / f"trial-{trial['number']:04d}-{trial['runs'].index(run)}.json"
-    try:
-        record = rundir.read_json(path, missing=None)
-    except rundir.CorruptFile:
-        return None
-    value = record.get("run_dir") if isinstance(record, dict) else None
-    return value if isinstance(value, str) else None
 
 
 def run_trials(search_dir: Path, search: dict[str, Any], study: Any, storage_url: str, jobs: int,

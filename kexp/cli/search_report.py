@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import struct
 import time
 from pathlib import Path
 from typing import Any
 
+from kexp.errors import WriteError
 from kexp.store.runs import format_number
 
 
@@ -125,8 +127,6 @@ def write_image_event(search_dir: Path, png: bytes, step: int) -> None:
     TensorBoard's own `EventFileWriter` would import TensorFlow (seconds, and its start-up lines); its record
     format is written here with TensorBoard's protos and record writer instead.
     """
-    import socket
-
     from tensorboard.compat.proto import event_pb2, summary_pb2
     from tensorboard.summary.writer.record_writer import RecordWriter
 
@@ -135,8 +135,6 @@ def write_image_event(search_dir: Path, png: bytes, step: int) -> None:
     summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="search/objective", image=image)])
     now = time.time()
     path = Path(search_dir) / f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}.search"
-    from kexp.errors import WriteError
-
     try:
         with open(path, "wb") as file:
             writer = RecordWriter(file)

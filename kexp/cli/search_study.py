@@ -9,7 +9,7 @@ imported here.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 from kexp.config_values import shown
 from kexp.engine.trial_link import open_storage, shown_storage
@@ -133,8 +133,3 @@ def _check_same(study: Any, search: dict[str, Any]) -> None:
                          f"not {shown(ours[key], 160)}; allowed: the same experiment, --space, --set, --metric and "
                          "--seeds as the study, or a new --study name")
 
-
-def trial_states(study: Any, numbers: Sequence[int]) -> dict[int, str]:
-    """Returns the Optuna state (`COMPLETE`, `PRUNED`, `FAIL`, `RUNNING`, `WAITING`) of the trials numbered."""
-    wanted = set(numbers)
-    return {t.number: t.state.name for t in study.get_trials(deepcopy=False) if t.number in wanted}

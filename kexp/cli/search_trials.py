@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
-from kexp.cli.sweep_points import Attempt, launch
+from kexp.cli.sweep_points import Attempt, launch, run_dir_in, unrecorded_status
 from kexp.engine.trial_link import TRIAL_ENV
 from kexp.store import rundir, runs
 from kexp.store.record import RunStatus
@@ -81,24 +80,17 @@ def finish(search_dir: Path, trial: dict[str, Any], run: dict[str, Any], attempt
     attempt.log.close()
     code = attempt.process.returncode
     run["exit_code"] = code
-    _, record, _ = _paths(search_dir, trial, run)
-    try:
-        recorded = rundir.read_json(record, missing=None)
-    except rundir.CorruptFile:
-        recorded = None
-    run_dir = recorded.get("run_dir") if isinstance(recorded, dict) else None
-    run["run_dir"] = run_dir if isinstance(run_dir, str) else attempt.resumed
+    run["run_dir"] = recorded_run_dir(search_dir, trial, run) or attempt.resumed
     refresh(run)
     if run["status"] == RunStatus.RUNNING:
-        stopped = code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
-        run["status"] = (RunStatus.INTERRUPTED if stopped else RunStatus.FAILED if code in (0, 1, 2)
-                         else RunStatus.CRASHED)
+        run["status"] = unrecorded_status(code)
     if run["status"] == RunStatus.FAILED and not trial["error"]:
-        with open(attempt.log_path, "rb") as log:
-            log.seek(attempt.offset)
-            lines = log.read().decode("utf-8", "replace").splitlines()
-        errors = [line[len("kexp: error: "):] for line in lines if line.startswith("kexp: error: ")]
-        trial["error"] = errors[-1] if errors else f"exit code {code}; output in trials/{attempt.log_path.name}"
+        trial["error"] = attempt.last_error() or f"exit code {code}; output in trials/{attempt.log_path.name}"
+
+
+def recorded_run_dir(search_dir: Path, trial: dict[str, Any], run: dict[str, Any]) -> str | None:
+    """Returns the run folder the run's latest process recorded; None without a readable record."""
+    return run_dir_in(_paths(search_dir, trial, run)[1])
 
 
 def refresh(run: dict[str, Any]) -> None:

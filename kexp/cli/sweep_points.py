@@ -41,12 +41,25 @@ def record_path(sweep_dir: Path, point: dict[str, Any]) -> Path:
 
 def recorded_run_dir(sweep_dir: Path, point: dict[str, Any]) -> str | None:
     """Returns the run folder the point's latest process recorded; None without a readable record."""
+    return run_dir_in(record_path(sweep_dir, point))
+
+
+def run_dir_in(record: Path) -> str | None:
+    """Returns the run folder a `kexp run` recorded in `record` (`kexp.runner.RUN_RECORD_ENV`); None without one."""
     try:
-        record = rundir.read_json(record_path(sweep_dir, point), missing=None)
+        data = rundir.read_json(record, missing=None)
     except rundir.CorruptFile:
         return None
-    run_dir = record.get("run_dir") if isinstance(record, dict) else None
+    run_dir = data.get("run_dir") if isinstance(data, dict) else None
     return run_dir if isinstance(run_dir, str) and run_dir else None
+
+
+def unrecorded_status(code: int) -> RunStatus:
+    """Returns the status of a `kexp run` that ended with exit `code` and no `results.json` of its own:
+    refused (exit 2) or failed, stopped by a signal before it wrote one, or killed (crashed)."""
+    if code in (130, 143, -signal.SIGINT, -signal.SIGTERM):
+        return RunStatus.INTERRUPTED
+    return RunStatus.FAILED if code in (0, 1, 2) else RunStatus.CRASHED
 
 
 def expected_config(sweep: dict[str, Any], point: dict[str, Any]) -> Any:
@@ -124,6 +137,14 @@ class Attempt:
     def __init__(self, process: subprocess.Popen, log: Any, log_path: Path, offset: int, resumed: str | None):
         self.process, self.log, self.log_path, self.offset, self.resumed = process, log, log_path, offset, resumed
 
+    def last_error(self) -> str:
+        """Returns the last `kexp: error: ...` line this attempt printed (without the prefix), or ""."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self.offset)
+            lines = log.read().decode("utf-8", "replace").splitlines()
+        errors = [line for line in lines if line.startswith("kexp: error: ")]
+        return errors[-1][len("kexp: error: "):] if errors else ""
+
 
 def start(sweep: dict[str, Any], point: dict[str, Any], sweep_dir: Path) -> Attempt:
     """Starts a point's `kexp run`, or `--resume` of its interrupted or crashed run folder, output to its log."""
@@ -187,19 +208,12 @@ def finish(sweep: dict[str, Any], point: dict[str, Any], attempt: Attempt, sweep
     attempt.log.close()
     code = attempt.process.returncode
     point["exit_code"] = code
-    with open(attempt.log_path, "rb") as log:
-        log.seek(attempt.offset)
-        lines = log.read().decode("utf-8", "replace").splitlines()
     # This attempt's folder only: the one it recorded once the folder existed, or the folder it resumed.
     point["run_dir"] = recorded_run_dir(sweep_dir, point) or attempt.resumed
-    errors = [line for line in lines if line.startswith("kexp: error: ")]
-    point["error"] = errors[-1][len("kexp: error: "):] if errors else ""
+    point["error"] = attempt.last_error()
     point["metrics"], point["wall_time_s"], point["meets_bar"] = {}, None, None
     refresh(sweep, point)
     if point["status"] == RunStatus.RUNNING:
-        # No results.json of this attempt: refused (exit 2), or stopped or killed before it wrote one.
-        stopped = code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
-        point["status"] = (RunStatus.INTERRUPTED if stopped else RunStatus.FAILED if code in (0, 1, 2)
-                           else RunStatus.CRASHED)
+        point["status"] = unrecorded_status(code)
         if not point["error"]:
             point["error"] = f"exit code {code} and no results.json; output in points/{attempt.log_path.name}"

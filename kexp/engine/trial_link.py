@@ -4,7 +4,7 @@ The search writes a small JSON file per trial (`trials/trial-NNNN.json` in
 its folder) and names it in `KEXP_TRIAL` when it starts the trial's
 `kexp run`. The run reads it once (`current`), reports its per-epoch loss to
 the trial and asks the study's pruner after every epoch
-(`kexp.engine.trial`), and records the study and trial in `results.json`.
+(`kexp.engine.callbacks.ReportToTrial`), and records the study and trial in `results.json`.
 Processes share nothing else: the study's storage (an SQLite file or a
 database server) is where Optuna keeps the trial. No TensorFlow here.
 """
