@@ -124,7 +124,11 @@ def _wait(processes: list[subprocess.Popen]) -> int:
                 processes[0].send_signal(requests[forwarded])
                 forwarded += 1
             if chief is not None:
-                time.sleep(0.5 if chief == 0 else 0)  # the others end with the chief after its last step
+                # After a finished run the others print their own figures and end too; after a stopped
+                # or failed one they would wait on the chief for good.
+                deadline = time.monotonic() + (60 if chief == 0 else 0)
+                while time.monotonic() < deadline and any(p.poll() is None for p in processes[1:]):
+                    time.sleep(0.1)
                 for process in processes[1:]:
                     if process.poll() is None:
                         process.terminate()
