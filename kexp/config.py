@@ -84,9 +84,10 @@ class TrainConfig:
         "fusable, e.g. kexp's GAN; one replica; data of fixed shapes)",
     )
     precision: str = param(
-        "global", choices=("global", "float32", "mixed_float16", "mixed_bfloat16"),
+        "global", choices=("global", "auto", "float32", "mixed_float16", "mixed_bfloat16"),
         help="Keras dtype policy while the run builds and trains models (mixed_* for GPUs); global: the "
-        "policy in force when the run opens (keras.mixed_precision.set_global_policy; float32 unless set)",
+        "policy in force when the run opens (keras.mixed_precision.set_global_policy; float32 unless set); "
+        "auto: mixed_bfloat16 on a CPU with avx512_bf16 or amx_bf16 and no GPU, else float32",
     )
     shuffle: bool = param(True, help="reshuffle training data every epoch")
     shuffle_buffer: int = param(10_000, ge=1, le=10_000_000, help="tf.data shuffle buffer size")

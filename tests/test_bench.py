@@ -15,9 +15,9 @@ import pytest
 from helpers import run_cli_here
 
 
-def test_bench_json_reports_harness_baseline_bare_and_loss_agreement_and_no_limit_leaves_the_limit_out():
+def test_bench_json_reports_harness_bf16_baseline_bare_and_loss_agreement_and_no_limit_leaves_the_limit_out():
     """`--no-limit` also skips the limit's two matmul timings here (the dcgan and lstm tests check the limit)."""
-    proc = run_cli_here("bench", "xor", "--json", "--repeats", "2", "--epochs", "2", "--no-limit")
+    proc = run_cli_here("bench", "xor", "--json", "--repeats", "2", "--epochs", "2", "--no-limit", "--bf16", "on")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     for key in ("harness_examples_per_s", "baseline_examples_per_s", "bare_examples_per_s", "peak_rss_mb"):
@@ -29,6 +29,12 @@ def test_bench_json_reports_harness_baseline_bare_and_loss_agreement_and_no_limi
     assert result["ratio_of_medians"] == pytest.approx(
         result["harness_examples_per_s"] / result["baseline_examples_per_s"])
     assert sorted(result["harness_spread"]) == sorted(runs["harness"])  # min and max of the two repeats
+    # --bf16 on: a harness fit under mixed_bfloat16 after each float32 one, paired with it and the baseline.
+    assert result["bf16"].startswith("run: asked") and result["bf16_examples_per_s"] > 0
+    bf16 = np.array(result["bf16_repeat_examples_per_s"])
+    assert len(bf16) == 2 and sorted(result["bf16_spread"]) == sorted(bf16)
+    assert result["bf16_over_float32"] == pytest.approx(np.median(bf16 / np.array(runs["harness"])))
+    assert result["bf16_ratio"] == pytest.approx(np.median(bf16 / np.array(runs["baseline"])))
     assert result["examples"] == 256 and result["repeats"] == 2
     # 256 examples / batch 16 = 16 steps: automatic steps_per_execution takes the whole epoch.
     assert result["harness_steps_per_execution"] == 16 and result["harness_jit_compile"] is False
@@ -40,6 +46,20 @@ def test_bench_json_reports_harness_baseline_bare_and_loss_agreement_and_no_limi
     # --no-limit: neither the FLOP count nor the matmul rate nor any method's share of the limit.
     assert not [key for key in result if key.startswith(("train_flops", "matmul_", "flop_bound"))
                 or key.endswith("_fraction_of_bound")]
+
+
+def test_bench_runs_the_bf16_row_by_default_only_where_the_cpu_has_native_bfloat16():
+    from kexp.cli import bench
+    from kexp.engine.precision import native_bf16
+
+    native = native_bf16()
+    assert bench._bf16_why(None) == (f"run: the CPU has {' and '.join(native)}" if native else
+                                     "not run: the CPU has neither avx512_bf16 nor amx_bf16 (emulated bfloat16 is "
+                                     "slower); --bf16 on runs it")
+    assert bench._bf16_why(False) == "not run: --bf16 off"
+    proc = run_cli_here("bench", "xor", "--repeats", "1", "--epochs", "2", "--no-limit", "--no-compare", "--bf16", "off")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "bf16    : not run: --bf16 off" in proc.stdout.splitlines()
 
 
 def test_bench_dcgan_runs_the_gans_own_step_three_ways_and_names_its_top_ops():

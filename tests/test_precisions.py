@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 
+import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
 import kexp
 from kexp import registry
+from kexp.engine import precision as precisions
 
 PRECISIONS = ("mixed_bfloat16", "mixed_float16")
 # Smoke runs of a few seconds, under mixed_bfloat16 (CPUs with avx512_bf16 train in it): the README's test command
@@ -43,3 +47,52 @@ def test_an_experiment_runs_and_draws_its_figures_under_a_mixed_precision(name, 
     run_dir = tmp_path / name / results["run_id"]
     assert list(run_dir.glob("*.png")), sorted(p.name for p in run_dir.iterdir())
     assert json.loads((run_dir / "results.json").read_text())["metrics"] == results["metrics"]
+
+
+# -- train.precision=auto (issue 26): bfloat16 where the CPU computes it natively, float32 elsewhere --
+
+EPYC_BF16 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_bf16\n\n"
+XEON_AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n"
+AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\nbugs\t\t: sysret_ss_attrs\n"
+
+
+@pytest.mark.parametrize("cpuinfo, gpus, policy, reason", [
+    (EPYC_BF16, 0, "mixed_bfloat16", "the CPU has avx512_bf16"),
+    (XEON_AMX, 0, "mixed_bfloat16", "the CPU has amx_bf16"),
+    (AVX2_ONLY, 0, "float32", "the CPU has neither avx512_bf16 nor amx_bf16"),
+    ("", 0, "float32", "the CPU has neither avx512_bf16 nor amx_bf16"),  # no /proc/cpuinfo (macOS, Windows)
+    (EPYC_BF16, 1, "float32", "a GPU is visible (auto picks bfloat16 only for CPUs with native bfloat16)"),
+])
+def test_auto_picks_bfloat16_only_on_a_cpu_with_native_bfloat16_and_no_gpu(cpuinfo, gpus, policy, reason):
+    assert precisions.choose_auto(precisions.cpu_flags(cpuinfo), gpus) == (policy, reason)
+
+
+def test_precision_settings_resolve_to_the_policy_set_and_what_results_json_says_set_it():
+    assert precisions.resolve("global", 0) == (None, "the global policy")
+    assert precisions.resolve("mixed_float16", 0) == ("mixed_float16", "train.precision")
+    policy, reason = precisions.choose_auto(precisions.cpu_flags(), 0)
+    assert precisions.resolve("auto", 0) == (policy, f"train.precision=auto: {reason}")
+
+
+def test_an_auto_run_trains_and_records_the_policy_this_machine_gets_and_restores_the_callers(logdir):
+    expected, reason = precisions.choose_auto(precisions.cpu_flags(), len(tf.config.list_physical_devices("GPU")))
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = (x[:, :1] > 0).astype("float32")
+    build = lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),  # noqa: E731
+                                      keras.layers.Dense(1, activation="sigmoid")])
+    with kexp.open_run("auto", logdir=logdir, train=kexp.TrainConfig(epochs=1, precision="auto"), verbose=0) as run:
+        model = run.fit(build, (x, y), loss="binary_crossentropy")
+    assert model.layers[-1].dtype_policy.name == expected
+    recorded = json.loads((run.run_dir / "results.json").read_text())["precision"]
+    assert recorded == {"policy": expected, "set_by": f"train.precision=auto: {reason}"}
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_an_unknown_precision_is_refused_naming_the_choices(logdir):
+    with pytest.raises(kexp.ConfigError, match=r"train.precision.*'bf16'.*auto"):
+        kexp.run("xor", {"train.precision": "bf16"}, logdir=logdir, verbose=0)
+    assert not any(logdir.iterdir())
+
+
+def test_lstm_sine_defaults_to_auto_whose_bars_were_checked_under_bfloat16():
+    assert registry.load("lstm_sine").CONFIG.train.precision == "auto"

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="harness only: skip the baseline, the bare loop and the loss check")
     bench.add_argument("--no-limit", dest="limit", action="store_false",
                        help="skip the machine's limit (the FLOP count and the matmul timing, a few seconds)")
+    bench.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                       help="also time the harness under mixed_bfloat16; auto: where the CPU has avx512_bf16 or "
+                            "amx_bf16 (elsewhere oneDNN emulates it, slower)")
     bench.add_argument("--sweep", action="store_true",
                        help="scaling report (batch size, width, replicas, rollout horizon) into LOGDIR/bench_sweep")
     bench.add_argument("--logdir", default="logs", help="where --sweep writes its run folder")
@@ -307,7 +310,8 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         result = bench.run_bench(args.name, repeats=args.repeats, epochs=args.epochs, strategy=args.strategy,
                                  examples=args.examples, width=args.width, compare=args.compare,
-                                 train_settings=train_settings, profile=args.profile, limit=args.limit)
+                                 train_settings=train_settings, profile=args.profile, limit=args.limit,
+                                 bf16={"auto": None, "on": True, "off": False}[args.bf16])
     except MemoryError:
         raise UsageError(f"bench {args.name}: --examples {args.examples}: the case's data does not fit in this "
                          "machine's memory; allowed: fewer examples") from None

@@ -29,10 +29,11 @@ import math
 import resource
 import statistics
 import tempfile
-import time
 from typing import Any, Callable
 
 import numpy as np
+
+from kexp.cli import bench_methods
 
 CASES = ("fnn", "heart_mlp", "xor", "lstm", "dcgan")
 # Training settings a case fixes for all three methods alike; `--set` may not change them.
@@ -138,85 +139,6 @@ def _make_case(name: str, examples: int | None, width: int) -> Case:
     raise UsageError(f"unknown benchmark {name!r}; allowed: {', '.join(CASES)}")
 
 
-def _steady(durations: list[float]) -> float:
-    steady = durations[1:] or durations
-    return statistics.median(steady)
-
-
-def _losses(history: dict[str, list[float]]) -> list[float]:
-    """Returns a fit's per-epoch training losses: `loss`, or a GAN's `d_loss` then `g_loss`."""
-    return history["loss"] if "loss" in history else history["d_loss"] + history["g_loss"]
-
-
-def _harness_run(case: Case, epochs: int, logdir: str, shuffle: bool, strategy: str, profile: str | None = None,
-                 **train_settings: Any) -> tuple[float, list[float], Any]:
-    from kexp.config import TrainConfig
-    from kexp.cli.profiling import ProfileEpoch
-    from kexp.engine.session import open_run
-
-    train = TrainConfig(**{**train_settings, "epochs": epochs, "batch_size": case.batch_size,
-                           "learning_rate": case.learning_rate, "shuffle": shuffle})
-    with open_run(f"bench_{case.name}", logdir=logdir, train=train, strategy=strategy, verbose=0) as run:
-        callbacks = [ProfileEpoch(profile, epoch=epochs - 1)] if profile else []
-        model = run.fit(case.build, case.data, loss=case.loss, callbacks=callbacks)
-        history = _losses(model.history.history)
-    # The fit's settings; its own examples_per_s is a measurement, reported once as harness_examples_per_s.
-    settings = {key: value for key, value in run.fit_settings["model"].items() if key != "examples_per_s"}
-    return run.train_samples_per_s, history, {
-        **settings, "num_replicas": run.num_replicas, "global_batch_size": run.global_batch_size,
-    }
-
-
-def _baseline_run(case: Case, epochs: int, shuffle: bool = True) -> tuple[float, list[float]]:
-    import keras
-
-    from kexp.engine.callbacks import EpochTimer
-
-    keras.utils.set_random_seed(0)
-    model = case.build()
-    case.compile(model, steps_per_execution=1, jit_compile=False)
-    timer = EpochTimer()
-    history = model.fit(*case.data, batch_size=case.batch_size, epochs=epochs, shuffle=shuffle, verbose=0,
-                        callbacks=[timer])
-    return len(case.x) / _steady(timer.durations), _losses(history.history)
-
-
-def _bare_run(case: Case, epochs: int) -> float:
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(0)
-    model = case.build()
-    if case.y is None:
-        # A GAN's step is its own `train_step` (k discriminator steps, one generator step).
-        case.compile(model)
-        gan_step = tf.function(model.train_step)
-
-        def step(*batch):
-            return gan_step(batch)["g_loss"]
-    else:
-        optimizer = keras.optimizers.Adam(case.learning_rate)
-        loss_fn = keras.losses.get(case.loss) if isinstance(case.loss, str) else case.loss
-
-        @tf.function
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(loss_fn(y, model(x, training=True)))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
-
-    ds = tf.data.Dataset.from_tensor_slices(case.data).cache().batch(case.batch_size).prefetch(tf.data.AUTOTUNE)
-    durations = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        for batch in ds:
-            loss = step(*batch)
-        float(loss)  # wait for the last step
-        durations.append(time.perf_counter() - start)
-    return len(case.x) / _steady(durations)
-
-
 def peak_rss_mb() -> float:
     """Returns this process's peak resident memory in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -225,7 +147,7 @@ def peak_rss_mb() -> float:
 def run_bench(
     name: str, *, repeats: int = 3, epochs: int = 3, strategy: str = "default", examples: int | None = None,
     width: int = 500, batch_size: int | None = None, compare: bool = True, train_settings: dict[str, Any] | None = None,
-    profile: bool = False, limit: bool = True,
+    profile: bool = False, limit: bool = True, bf16: bool | None = None,
 ) -> dict[str, Any]:
     """Benchmarks one case and returns the figures.
 
@@ -244,6 +166,8 @@ def run_bench(
         profile: Also trace one epoch of one more harness fit and report
             its top ops (`top_ops`, see `kexp.cli.profiling.top_ops`).
         limit: Also measure the machine's limit (below).
+        bf16: Also time the harness under `mixed_bfloat16` in every repeat;
+            None: where the CPU has native bfloat16 (`kexp.engine.precision`).
 
     Returns:
         `harness_examples_per_s`, `baseline_examples_per_s`, `ratio` (median
@@ -254,7 +178,10 @@ def run_bench(
         limit: `train_flops_per_example`, `matmul_gflop_s` (the better of
         `matmul_gflop_s_measured`, before and after the fits),
         `flop_bound_examples_per_s` (their quotient) and each method's
-        `*_fraction_of_bound`.
+        `*_fraction_of_bound`; with bf16, `bf16_examples_per_s`,
+        `bf16_spread`, `bf16_over_float32` (median over repeats of the
+        bfloat16 harness over the float32 one, back to back) and
+        `bf16_ratio` (over the baseline); `bf16` says why it ran or not.
     """
     from kexp.cli import flops
     from kexp.engine.strategy import make_strategy
@@ -266,9 +193,11 @@ def run_bench(
     # Before the fits and after them: the better of the two is the machine's rate (a slow spell only lowers it).
     matmul_rates = [flops.matmul_gflops()] if limit else []
     harness_settings = train_settings or {}
+    bf16_why = _bf16_why(bf16)
     with tempfile.TemporaryDirectory(prefix="kexp-bench-") as logdir:
-        timed = _timed_repeats(case, repeats, epochs, logdir, strategy, compare, harness_settings)
-        result = _harness_figures(name, case, epochs, repeats, timed)
+        timed = _timed_repeats(case, repeats, epochs, logdir, strategy, compare, harness_settings,
+                               bf16=bf16_why.startswith("run"))
+        result = {**_harness_figures(name, case, epochs, repeats, timed), **_bf16_figures(timed, bf16_why)}
         if compare:
             result.update(_comparison(case, logdir, strategy, harness_settings, timed))
         if profile:
@@ -289,16 +218,18 @@ class _Timed:
         baseline: Plain `model.fit`'s, one per repeat (empty without compare).
         bare: The bare training loop's, one per repeat (empty without compare).
         settings: What the harness chose (`global_batch_size`, ...), from its last fit.
+        bf16: The harness's under `mixed_bfloat16`, one per repeat (empty when not asked).
     """
 
     harness: list[float] = dataclasses.field(default_factory=list)
     baseline: list[float] = dataclasses.field(default_factory=list)
     bare: list[float] = dataclasses.field(default_factory=list)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    bf16: list[float] = dataclasses.field(default_factory=list)
 
 
 def _timed_repeats(case: Case, repeats: int, epochs: int, logdir: str, strategy: str, compare: bool,
-                   train_settings: dict[str, Any]) -> _Timed:
+                   train_settings: dict[str, Any], bf16: bool = False) -> _Timed:
     """Fits the case `repeats` times with each method, back to back, and returns their throughputs.
 
     Args:
@@ -309,18 +240,23 @@ def _timed_repeats(case: Case, repeats: int, epochs: int, logdir: str, strategy:
         strategy: The harness's strategy.
         compare: Also fit the baseline and the bare loop.
         train_settings: `TrainConfig` fields of the harness fits.
+        bf16: Also fit the harness under `mixed_bfloat16`, right after the float32 one.
 
     Returns:
         The throughputs and the harness's settings.
     """
     timed = _Timed()
     for _ in range(repeats):
-        throughput, _, timed.settings = _harness_run(case, epochs, logdir, shuffle=True, strategy=strategy,
+        throughput, _, timed.settings = bench_methods.harness_run(case, epochs, logdir, shuffle=True, strategy=strategy,
                                                      **train_settings)
         timed.harness.append(throughput)
+        if bf16:
+            bf16_settings = {**train_settings, "precision": "mixed_bfloat16"}
+            timed.bf16.append(bench_methods.harness_run(case, epochs, logdir, shuffle=True, strategy=strategy,
+                                                        **bf16_settings)[0])
         if compare:
-            timed.baseline.append(_baseline_run(case, epochs)[0])
-            timed.bare.append(_bare_run(case, epochs))
+            timed.baseline.append(bench_methods.baseline_run(case, epochs)[0])
+            timed.bare.append(bench_methods.bare_run(case, epochs))
     return timed
 
 
@@ -340,6 +276,34 @@ def _harness_figures(name: str, case: Case, epochs: int, repeats: int, timed: _T
     }
 
 
+def _bf16_why(asked: bool | None) -> str:
+    """Returns why the bfloat16 row runs ("run: ...") or not ("not run: ...")."""
+    from kexp.engine.precision import NATIVE_BF16_FLAGS, native_bf16
+
+    if asked is False:
+        return "not run: --bf16 off"
+    native = native_bf16()
+    if asked:
+        return "run: asked" + (f" (the CPU has {' and '.join(native)})" if native else
+                               " (the CPU has no native bfloat16: oneDNN emulates it)")
+    if native:
+        return f"run: the CPU has {' and '.join(native)}"
+    return (f"not run: the CPU has neither {' nor '.join(NATIVE_BF16_FLAGS)} (emulated bfloat16 is slower); "
+            "--bf16 on runs it")
+
+
+def _bf16_figures(timed: _Timed, why: str) -> dict[str, Any]:
+    """Returns the bfloat16 harness's median throughput and its paired ratios, or only why it did not run."""
+    if not timed.bf16:
+        return {"bf16": why}
+    figures = {"bf16": why, "bf16_examples_per_s": statistics.median(timed.bf16),
+               "bf16_spread": [min(timed.bf16), max(timed.bf16)], "bf16_repeat_examples_per_s": timed.bf16,
+               "bf16_over_float32": statistics.median(b / h for b, h in zip(timed.bf16, timed.harness))}
+    if timed.baseline:
+        figures["bf16_ratio"] = statistics.median(b / h for b, h in zip(timed.bf16, timed.baseline))
+    return figures
+
+
 def _comparison(case: Case, logdir: str, strategy: str, train_settings: dict[str, Any],
                 timed: _Timed) -> dict[str, Any]:
     """Returns the baseline's and the bare loop's figures against the harness's, and the loss-curve check.
@@ -349,8 +313,8 @@ def _comparison(case: Case, logdir: str, strategy: str, train_settings: dict[str
     must agree (`max_loss_rel_diff`).
     """
     harness, baseline, bare = timed.harness, timed.baseline, timed.bare
-    _, harness_losses, _ = _harness_run(case, 2, logdir, shuffle=False, strategy=strategy, **train_settings)
-    _, baseline_losses = _baseline_run(case, 2, shuffle=False)
+    _, harness_losses, _ = bench_methods.harness_run(case, 2, logdir, shuffle=False, strategy=strategy, **train_settings)
+    _, baseline_losses = bench_methods.baseline_run(case, 2, shuffle=False)
     return {
         "baseline_examples_per_s": statistics.median(baseline),
         "baseline_spread": [min(baseline), max(baseline)],
@@ -375,7 +339,7 @@ def _profiled_top_ops(case: Case, epochs: int, logdir: str, strategy: str,
     from kexp.cli.profiling import top_ops
 
     trace = f"{logdir}/profile"
-    _harness_run(case, max(epochs, 2), logdir, shuffle=True, strategy=strategy, profile=trace, **train_settings)
+    bench_methods.harness_run(case, max(epochs, 2), logdir, shuffle=True, strategy=strategy, profile=trace, **train_settings)
     return top_ops(trace)
 
 

@@ -16,6 +16,7 @@ def format_result(result: dict[str, Any]) -> list[str]:
         f"jit_compile={result['harness_jit_compile']}, fused_steps={result['harness_fused_steps']}, "
         f"replicas={result['harness_num_replicas']})",
     ]
+    lines.append(_bf16_line(result))
     if "baseline_examples_per_s" in result:
         lines += [
             f"baseline: {result['baseline_examples_per_s']:>10.0f} examples/s  (plain model.fit, Keras defaults)",
@@ -38,6 +39,17 @@ def format_result(result: dict[str, Any]) -> list[str]:
                   for op in result["top_ops"]]
     lines.append(f"peak_rss_mb: {result['peak_rss_mb']:.0f}")
     return lines
+
+
+def _bf16_line(result: dict[str, Any]) -> str:
+    """Returns the bfloat16 row: the harness under mixed_bfloat16 against float32, or why it did not run."""
+    if "bf16_examples_per_s" not in result:
+        return f"bf16    : {result['bf16']}"
+    against_baseline = f", {result['bf16_ratio']:.2f}x the baseline" if "bf16_ratio" in result else ""
+    low, high = result["bf16_spread"]
+    return (f"bf16    : {result['bf16_examples_per_s']:>10.0f} examples/s  (harness, train.precision=mixed_bfloat16, "
+            f"spread {low:.0f}-{high:.0f}; {result['bf16_over_float32']:.2f}x the float32 harness{against_baseline}; "
+            f"{result['bf16'].removeprefix('run: ')})")
 
 
 def _percent(fraction: float) -> str:

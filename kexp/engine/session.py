@@ -27,6 +27,7 @@ from kexp.store.record import RunStatus
 from kexp.config import ExperimentConfig, TrainConfig, to_dict, validate
 from kexp.errors import RunError, RunPruned, UsageError, WriteError, tag_run_dir
 from kexp.engine.harness import Harness
+from kexp.engine import precision
 from kexp.engine.outputs import events_error
 from kexp.engine.interrupt import RunInterrupted, StopRequest
 from kexp.engine.trial_link import current as current_trial
@@ -195,11 +196,12 @@ def _backup_root(resume: str | Path | None) -> Path | None:
 
 def _set_precision(train: TrainConfig) -> dict[str, str]:
     """Sets the dtype policy `train.precision` names and returns what the run trains under, and who chose it."""
-    if train.precision != "global":
+    gpus = len(tf.config.list_physical_devices("GPU")) if train.precision == "auto" else 0
+    policy, set_by = precision.resolve(train.precision, gpus)
+    if policy is not None:
         # A setting wins; left at `global`, the caller's own global policy holds, as in plain Keras.
-        keras.mixed_precision.set_dtype_policy(train.precision)
-    return {"policy": keras.mixed_precision.dtype_policy().name,
-            "set_by": "train.precision" if train.precision != "global" else "the global policy"}
+        keras.mixed_precision.set_dtype_policy(policy)
+    return {"policy": keras.mixed_precision.dtype_policy().name, "set_by": set_by}
 
 
 def _start_logs(harness: Harness, config_data: dict, new_run: bool) -> None:
