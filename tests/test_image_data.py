@@ -24,6 +24,36 @@ def test_digits_split_is_seeded_stratified_and_scaled():
     assert images.resize(a.x_test[:3], 32).shape == (3, 32, 32, 1)
 
 
+# scikit-learn 1.9.1's `train_test_split(range(1797), labels, test_size=0.2, random_state=SEED, stratify=labels)`
+# on its digits: the first six train and test indices, and sum(i * train[i]) over the whole train split. kexp's
+# own split (no scikit-learn) must give the same examples in the same order, or every digits figure would move.
+SKLEARN_SPLITS = {
+    0: ([1346, 295, 257, 385, 1640, 849], [1496, 188, 705, 820, 413, 744], 916564313),
+    1: ([928, 1514, 1670, 1192, 293, 1331], [1403, 1354, 1702, 274, 1656, 548], 917711010),
+    2: ([1374, 550, 1607, 1648, 1434, 1544], [1631, 208, 517, 758, 741, 570], 908516988),
+}
+
+
+@pytest.mark.parametrize("seed", sorted(SKLEARN_SPLITS))
+def test_digits_split_is_scikit_learns_index_for_index(seed):
+    from kexp.data.digits import load_digits, stratified_split
+
+    pixels, labels = load_digits()
+    assert pixels.shape == (1797, 8, 8) and pixels.max() == 16 and np.bincount(labels).tolist()[:3] == [178, 182, 177]
+    train, test = stratified_split(labels, 0.2, seed)
+    first_train, first_test, weighted_sum = SKLEARN_SPLITS[seed]
+    assert train[:6].tolist() == first_train and test[:6].tolist() == first_test
+    assert int((train * np.arange(len(train))).sum()) == weighted_sum
+    assert sorted([*train, *test]) == list(range(1797))
+
+
+@pytest.mark.parametrize("fraction", [0.005, 0.9945])
+def test_a_digits_test_fraction_that_leaves_a_class_out_of_a_split_is_refused(fraction):
+    with pytest.raises(UsageError, match=rf"data.test_fraction: received {fraction}; allowed: .*0.005008 < share "
+                                         r"<= 0.9944"):
+        images.load("digits", test_fraction=fraction, seed=0)
+
+
 def _prepare_metadata(name: str, data_dir: Path) -> None:
     """Writes the data set's real metadata, as a prepared folder has it; records stay mocked."""
     import tensorflow_datasets as tfds

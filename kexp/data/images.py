@@ -1,7 +1,7 @@
-"""Image classification data: bundled scikit-learn digits, or tensorflow-datasets.
+"""Image classification data: the bundled digits, or tensorflow-datasets.
 
-Default data is scikit-learn's 8x8 handwritten digits (1,797 real images, no
-download). Fashion-MNIST, MNIST and CIFAR-10 come through tensorflow-datasets
+Default data is the 8x8 handwritten digits scikit-learn bundles (1,797 real
+images, no download; kexp bundles the same file, `kexp.data.digits`). Fashion-MNIST, MNIST and CIFAR-10 come through tensorflow-datasets
 from `data_dir`; when they are not prepared there, loading fails at once with
 a message on how to provide them, never trying the network (tfds's
 `download=False` can still reach cloud storage, tensorflow/datasets#3962).
@@ -10,6 +10,7 @@ a message on how to provide them, never trying the network (tfds's
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 
@@ -82,17 +83,20 @@ def load(name: str, *, data_dir: str = "", test_fraction: float = 0.2, seed: int
 
 
 def _digits(test_fraction: float, seed: int) -> ImageSplits:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from kexp.data.digits import load_digits, stratified_split
 
-    digits = load_digits()
+    pixels, targets = load_digits()
     # Pixel values are 0..16 in this data set.
-    images = (digits.images / 16.0).astype("float32")[..., np.newaxis]
-    labels = digits.target.astype("int32")
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=test_fraction, random_state=seed, stratify=labels
-    )
-    return ImageSplits("digits", x_train, y_train, x_test, y_test, tuple(str(d) for d in range(10)))
+    images = (pixels / 16.0).astype("float32")[..., np.newaxis]
+    labels = targets.astype("int32")
+    n_test, classes = math.ceil(test_fraction * len(labels)), len(np.unique(labels))
+    if min(n_test, len(labels) - n_test) < classes:
+        raise UsageError(f"data.test_fraction: received {test_fraction!r}; allowed: a share that leaves at least "
+                         f"{classes} of the {len(labels)} digits (one per class) on each side, "
+                         f"{(classes - 1) / len(labels):.4g} < share <= {1 - classes / len(labels):.4g}")
+    train, test = stratified_split(labels, test_fraction, seed)
+    return ImageSplits("digits", images[train], labels[train], images[test], labels[test],
+                       tuple(str(d) for d in range(10)))
 
 
 def _tfds(name: str, data_dir: str) -> ImageSplits:
