@@ -322,7 +322,7 @@ class ImageDataConfig:
     """Image classification data, shared by the classifier and DCGAN experiments."""
 
     name: str = param("digits", choices=("digits", "fashion_mnist", "mnist", "cifar10"),
-                      help="digits is bundled (scikit-learn); the others load through tensorflow-datasets")
+                      help="digits is bundled (scikit-learn's 1,797 8x8 images, in kexp); the others load through tensorflow-datasets")
     data_dir: str = param("", help="tensorflow-datasets folder; empty = TFDS_DATA_DIR or ~/tensorflow_datasets")
     test_fraction: float = param(0.2, gt=0, lt=1, help="held-out share of digits (seeded, stratified)")
     image_size: int = param(0, ge=0, le=1_024, help="resize images to this side (bilinear); 0 keeps their size")
