@@ -42,7 +42,12 @@ BENCH_OWN_KEYS = ("epochs", "batch_size", "learning_rate", "shuffle")
 
 @dataclasses.dataclass
 class Case:
-    """One benchmark: a model builder, its data and its training settings."""
+    """One benchmark: a model builder, its data and its training settings.
+
+    `build` makes the harness's model; `plain_build`, when given, the model
+    the baseline and the bare loop train: the same net in plain Keras' layers
+    (`lstm`: `keras.layers.LSTM` where the harness has kexp's).
+    """
 
     name: str
     build: Callable[[], Any]
@@ -51,6 +56,11 @@ class Case:
     loss: Any
     batch_size: int
     learning_rate: float
+    plain_build: Callable[[], Any] | None = None
+
+    def build_plain(self) -> Any:
+        """Returns the model of the baseline and the bare loop."""
+        return (self.plain_build or self.build)()
 
     @property
     def data(self) -> tuple[np.ndarray, ...]:
@@ -124,8 +134,11 @@ def _make_case(name: str, examples: int | None, width: int) -> Case:
         n, feature_length, seq_length = examples or 1_024, 32, 80
         values = functions.sin(0.1 * np.arange(windows.span(feature_length, seq_length + 1) + n - 1))
         x, y = windows.sequences(values, feature_length, seq_length, 1)
+        # The harness trains kexp's LSTM (the builders' `lstm`); the baseline and the bare loop Keras' own.
         return Case(name, lambda: rnn((seq_length, feature_length), feature_length, cell="lstm", units=(256,),
-                                      name="lstm_forecaster"), x[:n], y[:n], "mse", 32, 1e-3)
+                                      name="lstm_forecaster"), x[:n], y[:n], "mse", 32, 1e-3,
+                    lambda: rnn((seq_length, feature_length), feature_length, cell="keras_lstm", units=(256,),
+                                name="lstm_forecaster"))
     if name == "dcgan":
         # dcgan_digits' nets and batch; the digits' count, as images in [-1, 1] (the speed does not look at them).
         n = examples or 1_437

@@ -65,7 +65,7 @@ def baseline_run(case: Case, epochs: int, shuffle: bool = True) -> tuple[float, 
     from kexp.engine.callbacks import EpochTimer
 
     keras.utils.set_random_seed(0)
-    model = case.build()
+    model = case.build_plain()
     case.compile(model, steps_per_execution=1, jit_compile=False)
     timer = EpochTimer()
     history = model.fit(*case.data, batch_size=case.batch_size, epochs=epochs, shuffle=shuffle, verbose=0,
@@ -79,7 +79,7 @@ def bare_run(case: Case, epochs: int) -> float:
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)
-    model = case.build()
+    model = case.build_plain()
     if case.y is None:
         # A GAN's step is its own `train_step` (k discriminator steps, one generator step).
         case.compile(model)

@@ -23,11 +23,12 @@ from kexp.models.gan import (
     gan_1d_discriminator,
     gan_1d_generator,
 )
+from kexp.models.lstm import LSTM
 from kexp.models.mlp import mlp, mlp_layers
 from kexp.models.rnn import rnn, rnn_layers
 
 __all__ = [
-    "GAN", "alexnet", "dcgan_discriminator", "dcgan_generator",
+    "GAN", "LSTM", "alexnet", "dcgan_discriminator", "dcgan_generator",
     "discriminator_probability", "gan_1d_discriminator", "gan_1d_generator", "googlenet",
     "inception_block", "lenet5", "mlp", "mlp_layers", "nin", "resnet", "residual_block",
     "rnn", "rnn_layers", "vgg",

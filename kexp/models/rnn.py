@@ -11,8 +11,11 @@ from typing import Sequence
 import keras
 
 from kexp.models.common import assemble, check_choice, check_range, check_sizes, unique_name
+from kexp.models.lstm import LSTM
 
-CELLS = {"simple": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
+# `lstm` is kexp's LSTM (Keras' layer and weights, a faster CPU training step: `kexp.models.lstm`);
+# `keras_lstm` is `keras.layers.LSTM` itself, e.g. to compare the two.
+CELLS = {"simple": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": LSTM, "keras_lstm": keras.layers.LSTM}
 
 
 def rnn_layers(
@@ -37,7 +40,8 @@ def rnn_layers(
 
     Args:
         output_size: Units of the Dense head (per step when `return_sequences`).
-        cell: `simple`, `gru` or `lstm`.
+        cell: `simple`, `gru`, `lstm` (`kexp.models.LSTM`: `keras.layers.LSTM`
+            with a faster CPU training step) or `keras_lstm` (Keras' own).
         units: Units of each recurrent layer, bottom to top (several = deep RNN).
         bidirectional: Wrap each recurrent layer in `Bidirectional`.
         return_sequences: Sequence-to-sequence head when True, else sequence-to-one.

@@ -1,0 +1,106 @@
+"""`kexp.models.LSTM` (issue 26): Keras' LSTM with the recurrent kernel transposed once per batch for the backward.
+
+It must be Keras' layer in every way a user can see (outputs, gradients, config, weights, saving, masks,
+Bidirectional, mixed precision) and leave Keras' loop running where it does not apply; and its training graph
+must really lack the slow product (a matmul by the transposed recurrent kernel inside the loop).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kexp.models as km
+
+X = np.random.default_rng(0).normal(size=(8, 12, 5)).astype("float32")
+Y = np.random.default_rng(1).normal(size=(8, 3)).astype("float32")
+
+
+def _model(layer_class, **options) -> keras.Model:
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((12, 5))
+    masked = keras.layers.Masking()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3)(layer_class(7, **options)(masked)))
+
+
+def _gradients(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean((model(x, training=True) - Y) ** 2)
+    return [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+
+@pytest.mark.parametrize("options", [{}, {"go_backwards": True}, {"return_sequences": False, "use_bias": False},
+                                     {"unit_forget_bias": False, "activation": "relu"}])
+def test_outputs_equal_keras_lstm_bit_for_bit_and_gradients_to_rounding_with_and_without_a_mask(options):
+    options = {"return_sequences": False, **options} if "return_sequences" not in options else options
+    padded = X.copy()
+    padded[:4, 8:] = 0.0  # the Masking layer masks these steps
+    for x in (X, padded):
+        keras_model, kexp_model = _model(keras.layers.LSTM, **options), _model(km.LSTM, **options)
+        np.testing.assert_array_equal(kexp_model(x).numpy(), keras_model(x).numpy())
+        for ours, theirs in zip(_gradients(kexp_model, x), _gradients(keras_model, x), strict=True):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+def _transposed_kernel_products_in_loops(layer_class) -> int:
+    """Counts `MatMul(transpose_b=True)` in the loop functions of a training step's graph."""
+    model = _model(layer_class)
+
+    @tf.function
+    def gradients(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(x, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = gradients.get_concrete_function(tf.TensorSpec((None, 12, 5))).graph.as_graph_def()
+    return sum(1 for function in graph.library.function for node in function.node_def
+               if node.op == "MatMul" and node.attr["transpose_b"].b)
+
+
+def test_its_training_step_multiplies_by_no_transposed_kernel_inside_the_loop_where_keras_does():
+    assert _transposed_kernel_products_in_loops(keras.layers.LSTM) >= 1
+    assert _transposed_kernel_products_in_loops(km.LSTM) == 0
+
+
+def test_config_and_weights_are_keras_lstms_and_a_saved_bidirectional_model_loads_back(tmp_path: Path):
+    assert km.LSTM(7, name="a").get_config() == keras.layers.LSTM(7, name="a").get_config()
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((12, 5))
+    model = keras.Model(inputs, keras.layers.Bidirectional(km.LSTM(7, return_sequences=True))(inputs))
+    assert [w.shape for w in model.layers[1].forward_layer.weights] == [(5, 28), (7, 28), (28,)]
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert type(loaded.layers[1].backward_layer) is km.LSTM and loaded.layers[1].backward_layer.go_backwards
+    np.testing.assert_array_equal(loaded(X).numpy(), model(X).numpy())
+
+
+def test_keras_own_loop_runs_for_dropout_while_training_and_for_implementation_1():
+    layer = km.LSTM(7, dropout=0.5)
+    assert not layer._transposed_loop_applies(training=True) and layer._transposed_loop_applies(training=False)
+    # Keras' cell takes implementation 1 for recurrent dropout.
+    assert not km.LSTM(7, recurrent_dropout=0.25)._transposed_loop_applies(training=False)
+    assert not km.LSTM(7, implementation=1)._transposed_loop_applies(training=True)
+    assert not km.LSTM(7, use_cudnn=True)._transposed_loop_applies(training=False)
+    model = keras.Sequential([keras.Input((12, 5)), layer, keras.layers.Dense(3)])
+    model.compile("adam", "mse")
+    assert np.isfinite(model.fit(X, Y, epochs=2, verbose=0).history["loss"]).all()
+
+
+def test_under_mixed_bfloat16_it_computes_as_keras_lstm_does():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras_model, kexp_model = _model(keras.layers.LSTM), _model(km.LSTM)
+        out = kexp_model(X)
+        assert out.dtype == tf.bfloat16 and kexp_model.layers[2].cell.kernel.dtype == "float32"
+        np.testing.assert_array_equal(out.numpy(), keras_model(X).numpy())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_the_builders_lstm_is_kexps_and_keras_lstm_is_keras_own():
+    assert type(km.rnn((None, 4), 2, cell="lstm").layers[1]) is km.LSTM
+    assert type(km.rnn((None, 4), 2, cell="keras_lstm").layers[1]) is keras.layers.LSTM
