@@ -98,7 +98,8 @@ class SineData:
 class SineModel:
     """The recurrent forecaster."""
 
-    cell: str = param("lstm", choices=("lstm", "gru", "simple"), help="recurrent cell")
+    cell: str = param("lstm", choices=("lstm", "gru", "simple", "keras_lstm"),
+                      help="recurrent cell (lstm: kexp.models.LSTM; keras_lstm: keras.layers.LSTM itself)")
     units: int = param(64, ge=1, le=100_000, help="recurrent units (tutorial: 256)")
 
 

@@ -100,3 +100,12 @@ def test_cli_exits_2_fast_when_dataset_is_unavailable(tmp_path: Path, logdir):
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert lines[0].startswith("kexp: error: data.name=cifar10: not prepared under")
     assert [p for p in logdir.rglob("*") if p.is_file()] == []
+
+
+def test_a_sweep_point_whose_test_fraction_leaves_a_digit_out_is_refused_before_anything_runs(logdir):
+    proc = run_cli_here("sweep", "softmax", "--grid", "data.test_fraction=0.2,0.001", "--set", "train.epochs=1",
+                        "--logdir", str(logdir))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == ("kexp: error: data.test_fraction: received 0.001; allowed: a value "
+                                                    ">= 0.0051 and <= 0.9944")
+    assert not any(logdir.iterdir())

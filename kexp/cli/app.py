@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip the machine's limit (the FLOP count and the matmul timing, a few seconds)")
     bench.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                        help="also time the harness under mixed_bfloat16; auto: where the CPU has avx512_bf16 or "
-                            "amx_bf16 (elsewhere oneDNN emulates it, slower)")
+                            "amx_bf16 (elsewhere oneDNN emulates it)")
     bench.add_argument("--sweep", action="store_true",
                        help="scaling report (batch size, width, replicas, rollout horizon) into LOGDIR/bench_sweep")
     bench.add_argument("--logdir", default="logs", help="where --sweep writes its run folder")

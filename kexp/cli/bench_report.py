@@ -45,11 +45,12 @@ def _bf16_line(result: dict[str, Any]) -> str:
     """Returns the bfloat16 row: the harness under mixed_bfloat16 against float32, or why it did not run."""
     if "bf16_examples_per_s" not in result:
         return f"bf16    : {result['bf16']}"
-    against_baseline = f", {result['bf16_ratio']:.2f}x the baseline" if "bf16_ratio" in result else ""
+    against_baseline = (f", {result['bf16_over_baseline']:.2f}x the baseline"
+                        if "bf16_over_baseline" in result else "")
     low, high = result["bf16_spread"]
     return (f"bf16    : {result['bf16_examples_per_s']:>10.0f} examples/s  (harness, train.precision=mixed_bfloat16, "
             f"spread {low:.0f}-{high:.0f}; {result['bf16_over_float32']:.2f}x the float32 harness{against_baseline}; "
-            f"{result['bf16'].removeprefix('run: ')})")
+            f"run for {result['bf16'].removeprefix('run: ')}; losses not compared)")
 
 
 def _percent(fraction: float) -> str:

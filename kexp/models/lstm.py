@@ -49,7 +49,7 @@ class LSTM(keras.layers.LSTM):
 
     Takes and saves exactly `keras.layers.LSTM`'s arguments and weights (see
     the module docstring for what differs and where Keras' loop runs
-    instead). Saved models name it `kexp>LSTM`: `import kexp` before
+    instead). Saved models name it `kexp>LSTM`: `import kexp.models` before
     `keras.models.load_model` (`kexp.load_model` does).
 
     Example: `keras.Sequential([keras.Input((80, 32)), kexp.models.LSTM(256), keras.layers.Dense(1)])`.
