@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from helpers import run_cli_here
 
+from kexp.errors import UsageError
+
 
 def test_bench_json_reports_harness_bf16_baseline_bare_and_loss_agreement_and_no_limit_leaves_the_limit_out():
     """`--no-limit` also skips the limit's two matmul timings here (the dcgan and lstm tests check the limit)."""
@@ -58,6 +60,10 @@ def test_bench_runs_the_bf16_row_by_default_only_where_the_cpu_has_native_bfloat
                                      "bfloat16: the lstm case trained 0.8-0.9x as fast as in float32 on such a CPU); "
                                      "--bf16 on runs it")
     assert bench._bf16_why(False) == "not run: --bf16 off"
+    assert bench._bf16_why(None, precision_set=True) == ("not run: --set train.precision gives the harness row its "
+                                                         "precision")
+    with pytest.raises(UsageError, match=r"^bench: --bf16 on with --set train.precision: .*allowed: one of the two$"):
+        bench._bf16_why(True, precision_set=True)
     proc = run_cli_here("bench", "xor", "--repeats", "1", "--epochs", "2", "--no-limit", "--no-compare", "--bf16", "off")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "bf16    : not run: --bf16 off" in proc.stdout.splitlines()

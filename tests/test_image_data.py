@@ -47,10 +47,10 @@ def test_digits_split_is_scikit_learns_index_for_index(seed):
     assert sorted([*train, *test]) == list(range(1797))
 
 
-@pytest.mark.parametrize("fraction", [0.005, 0.9945])
+@pytest.mark.parametrize("fraction", [0.005, 0.0050083, 0.9945, float("nan"), float("inf")])
 def test_a_digits_test_fraction_that_leaves_a_class_out_of_a_split_is_refused(fraction):
-    with pytest.raises(UsageError, match=rf"data.test_fraction: received {fraction}; allowed: .*0.005008 < share "
-                                         r"<= 0.9944"):
+    with pytest.raises(UsageError, match=rf"data.test_fraction: received {fraction}; allowed: .*0.005008347245 < "
+                                         r"share <= 0.9944351697"):
         images.load("digits", test_fraction=fraction, seed=0)
 
 

@@ -90,15 +90,40 @@ def test_keras_own_loop_runs_for_dropout_while_training_and_for_implementation_1
     assert np.isfinite(model.fit(X, Y, epochs=2, verbose=0).history["loss"]).all()
 
 
-def test_under_mixed_bfloat16_it_computes_as_keras_lstm_does():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_under_a_mixed_policy_keras_loop_runs_so_gradients_are_summed_over_steps_in_float32(policy):
+    """A kernel cast once before the loop would sum its 1,000 steps' gradients in the low precision (the attacker's
+    bias gradient stalled at 512 in bfloat16; mixed_float16 overflowed): Keras casts in every step."""
+    keras.mixed_precision.set_global_policy(policy)
     try:
+        assert not km.LSTM(7)._transposed_loop_applies(training=True)
         keras_model, kexp_model = _model(keras.layers.LSTM), _model(km.LSTM)
         out = kexp_model(X)
-        assert out.dtype == tf.bfloat16 and kexp_model.layers[2].cell.kernel.dtype == "float32"
+        assert out.dtype == keras.backend.standardize_dtype(policy.removeprefix("mixed_"))
+        assert kexp_model.layers[2].cell.kernel.dtype == "float32"
         np.testing.assert_array_equal(out.numpy(), keras_model(X).numpy())
+        for ours, theirs in zip(_gradients(kexp_model, X), _gradients(keras_model, X), strict=True):
+            np.testing.assert_array_equal(ours, theirs)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_stateful_layer_trained_eagerly_and_integer_inputs_give_keras_results():
+    """The loop's gradient must see the states the loop saw (a stateful layer assigns its state variables after
+    it); integer inputs go to Keras' loop, whose matmul promotes them."""
+    batches = np.random.default_rng(2).normal(size=(3, 4, 6, 5)).astype("float32")
+    losses = {}
+    for layer_class in (keras.layers.LSTM, km.LSTM):
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.Input((6, 5), batch_size=4), layer_class(7, stateful=True),
+                                  keras.layers.Dense(3)])
+        model.compile(keras.optimizers.SGD(0.1), "mse", run_eagerly=True)
+        losses[layer_class] = [model.train_on_batch(batch, Y[:4]) for batch in batches]
+        model.layers[0].reset_states()
+    assert losses[km.LSTM] == losses[keras.layers.LSTM]
+    assert not km.LSTM(7)._transposed_loop_applies(training=True, sequences_dtype="int32")
+    integers = (np.abs(X) * 3).astype("int32")
+    np.testing.assert_array_equal(_model(km.LSTM)(integers).numpy(), _model(keras.layers.LSTM)(integers).numpy())
 
 
 def test_the_builders_lstm_is_kexps_and_keras_lstm_is_keras_own():

@@ -207,7 +207,7 @@ def run_bench(
     # Before the fits and after them: the better of the two is the machine's rate (a slow spell only lowers it).
     matmul_rates = [flops.matmul_gflops()] if limit else []
     harness_settings = train_settings or {}
-    bf16_why = _bf16_why(bf16)
+    bf16_why = _bf16_why(bf16, precision_set="precision" in harness_settings)
     with tempfile.TemporaryDirectory(prefix="kexp-bench-") as logdir:
         timed = _timed_repeats(case, repeats, epochs, logdir, strategy, compare, harness_settings,
                                bf16=bf16_why.startswith("run"))
@@ -290,12 +290,22 @@ def _harness_figures(name: str, case: Case, epochs: int, repeats: int, timed: _T
     }
 
 
-def _bf16_why(asked: bool | None) -> str:
-    """Returns why the bfloat16 row runs ("run: ...") or not ("not run: ...")."""
+def _bf16_why(asked: bool | None, precision_set: bool = False) -> str:
+    """Returns why the bfloat16 row runs ("run: ...") or not ("not run: ...").
+
+    Raises:
+        UsageError: For `--bf16 on` when `--set train.precision` gives the harness row its own precision.
+    """
     from kexp.engine.precision import NATIVE_BF16_FLAGS, native_bf16
+    from kexp.errors import UsageError
 
     if asked is False:
         return "not run: --bf16 off"
+    if precision_set:
+        if asked:
+            raise UsageError("bench: --bf16 on with --set train.precision: the harness row trains under that "
+                             "precision already; allowed: one of the two")
+        return "not run: --set train.precision gives the harness row its precision"
     native = native_bf16()
     if asked:
         return "run: --bf16 on" + (f" (the CPU has {' and '.join(native)})" if native else

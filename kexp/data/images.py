@@ -89,11 +89,12 @@ def _digits(test_fraction: float, seed: int) -> ImageSplits:
     # Pixel values are 0..16 in this data set.
     images = (pixels / 16.0).astype("float32")[..., np.newaxis]
     labels = targets.astype("int32")
-    n_test, classes = math.ceil(test_fraction * len(labels)), len(np.unique(labels))
+    classes = len(np.unique(labels))
+    n_test = math.ceil(test_fraction * len(labels)) if 0 < test_fraction < 1 else 0  # nan and inf: refused
     if min(n_test, len(labels) - n_test) < classes:
         raise UsageError(f"data.test_fraction: received {test_fraction!r}; allowed: a share that leaves at least "
                          f"{classes} of the {len(labels)} digits (one per class) on each side, "
-                         f"{(classes - 1) / len(labels):.4g} < share <= {1 - classes / len(labels):.4g}")
+                         f"{(classes - 1) / len(labels):.10g} < share <= {1 - classes / len(labels):.10g}")
     train, test = stratified_split(labels, test_fraction, seed)
     return ImageSplits("digits", images[train], labels[train], images[test], labels[test],
                        tuple(str(d) for d in range(10)))

@@ -17,7 +17,10 @@ the same sums, in the last bits rounded as another kernel rounds them.
 
 Keras' own loop runs instead where this one cannot apply or would not help:
 dropout or recurrent dropout while training, `implementation=1`,
-`use_cudnn=True`, and any machine with a visible GPU (cuDNN's kernel).
+`use_cudnn=True`, a mixed precision policy (Keras casts the kernels in every
+step and sums their gradients in float32), inputs of another dtype than the
+layer computes in (Keras promotes them), and any machine with a visible GPU
+(cuDNN's kernel).
 """
 
 from __future__ import annotations
@@ -67,15 +70,17 @@ class LSTM(keras.layers.LSTM):
         Returns:
             Keras' `(last_output, outputs, states)`.
         """
-        if not self._transposed_loop_applies(training):
+        if not self._transposed_loop_applies(training, sequences.dtype):
             return super().inner_loop(sequences, initial_state, mask=mask, training=training)
         cell = self.cell
-        # The compute dtype, as Keras' autocasting gives the cell its variables (bfloat16 under mixed_bfloat16).
-        kernel = ops.cast(cell.kernel, self.compute_dtype)
+        # Values, not variables: a stateful layer's state variables are assigned after the loop, and the
+        # gradient must see the values the loop saw (a variable passed as a state stays differentiable).
+        initial_state = [tf.convert_to_tensor(state) for state in initial_state]
+        kernel = tf.convert_to_tensor(cell.kernel)
         kernel_t = tf.transpose(kernel)
-        recurrent = ops.cast(cell.recurrent_kernel, self.compute_dtype)
+        recurrent = tf.convert_to_tensor(cell.recurrent_kernel)
         recurrent_t = tf.transpose(recurrent)
-        bias = ops.cast(cell.bias, self.compute_dtype) if cell.use_bias else None
+        bias = tf.convert_to_tensor(cell.bias) if cell.use_bias else None
 
         def step(inputs: Any, states: Any) -> tuple[Any, list[Any]]:
             h_prev, c_prev = states
@@ -100,9 +105,25 @@ class LSTM(keras.layers.LSTM):
             return_all_outputs=self.return_sequences,
         )
 
-    def _transposed_loop_applies(self, training: bool) -> bool:
-        """Whether this layer's loop runs (else Keras' own does; see the module docstring)."""
+    def _transposed_loop_applies(self, training: bool, sequences_dtype: Any = None) -> bool:
+        """Whether this layer's loop runs (else Keras' own does; see the module docstring).
+
+        Args:
+            training: Whether the call trains (dropout).
+            sequences_dtype: The inputs' dtype; None: the compute dtype.
+
+        Returns:
+            True where the loop computes what Keras' does: one precision for
+            variables, inputs and math (under a mixed policy, Keras casts the
+            kernels inside every step and sums their gradients in float32,
+            which a cast made once would sum in bfloat16), no dropout, no
+            cuDNN.
+        """
         dropping = bool(training) and (self.dropout > 0 or self.recurrent_dropout > 0)
         if dropping or self.cell.implementation != 2 or self.use_cudnn is True:
             return False
+        if self.compute_dtype != self.variable_dtype:
+            return False
+        if sequences_dtype is not None and keras.backend.standardize_dtype(sequences_dtype) != self.compute_dtype:
+            return False  # integer or other inputs: Keras' matmul promotes them
         return self.use_cudnn is False or not tf.config.list_physical_devices("GPU")
