@@ -322,7 +322,8 @@ class ImageDataConfig:
     """Image classification data, shared by the classifier and DCGAN experiments."""
 
     name: str = param("digits", choices=("digits", "fashion_mnist", "mnist", "cifar10"),
-                      help="digits is bundled (scikit-learn's 1,797 8x8 images, in kexp); the others load through tensorflow-datasets")
+                      help="digits is bundled (scikit-learn's 1,797 8x8 images, in kexp); the others load "
+                           "through tensorflow-datasets")
     data_dir: str = param("", help="tensorflow-datasets folder; empty = TFDS_DATA_DIR or ~/tensorflow_datasets")
     # 1,797 digits in 10 classes: a share outside (9/1797, 1787/1797] leaves a digit out of one side
     # (kexp.data.images); these round bounds lie inside it.

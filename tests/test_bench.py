@@ -64,7 +64,8 @@ def test_bench_runs_the_bf16_row_by_default_only_where_the_cpu_has_native_bfloat
                                                          "precision")
     with pytest.raises(UsageError, match=r"^bench: --bf16 on with --set train.precision: .*allowed: one of the two$"):
         bench._bf16_why(True, precision_set=True)
-    proc = run_cli_here("bench", "xor", "--repeats", "1", "--epochs", "2", "--no-limit", "--no-compare", "--bf16", "off")
+    proc = run_cli_here("bench", "xor", "--repeats", "1", "--epochs", "2", "--no-limit", "--no-compare",
+                        "--bf16", "off")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "bf16    : not run: --bf16 off" in proc.stdout.splitlines()
 

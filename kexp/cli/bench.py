@@ -261,8 +261,8 @@ def _timed_repeats(case: Case, repeats: int, epochs: int, logdir: str, strategy:
     """
     timed = _Timed()
     for _ in range(repeats):
-        throughput, _, timed.settings = bench_methods.harness_run(case, epochs, logdir, shuffle=True, strategy=strategy,
-                                                     **train_settings)
+        throughput, _, timed.settings = bench_methods.harness_run(case, epochs, logdir, shuffle=True,
+                                                                  strategy=strategy, **train_settings)
         timed.harness.append(throughput)
         if bf16:
             bf16_settings = {**train_settings, "precision": "mixed_bfloat16"}
@@ -296,7 +296,7 @@ def _bf16_why(asked: bool | None, precision_set: bool = False) -> str:
     Raises:
         UsageError: For `--bf16 on` when `--set train.precision` gives the harness row its own precision.
     """
-    from kexp.engine.precision import NATIVE_BF16_FLAGS, native_bf16
+    from kexp.engine.precision import choose_auto, cpu_flags
     from kexp.errors import UsageError
 
     if asked is False:
@@ -306,14 +306,16 @@ def _bf16_why(asked: bool | None, precision_set: bool = False) -> str:
             raise UsageError("bench: --bf16 on with --set train.precision: the harness row trains under that "
                              "precision already; allowed: one of the two")
         return "not run: --set train.precision gives the harness row its precision"
-    native = native_bf16()
+    # What train.precision=auto would pick here, and why (no GPU: the question is the CPU's).
+    policy, reason = choose_auto(cpu_flags(), gpus=0)
+    native = policy == "mixed_bfloat16"
     if asked:
-        return "run: --bf16 on" + (f" (the CPU has {' and '.join(native)})" if native else
+        return "run: --bf16 on" + (f" ({reason})" if native else
                                    " (the CPU has no native bfloat16: oneDNN emulates it)")
     if native:
-        return f"run: the CPU has {' and '.join(native)}"
-    return (f"not run: the CPU has neither {' nor '.join(NATIVE_BF16_FLAGS)} (oneDNN would emulate bfloat16: "
-            "the lstm case trained 0.8-0.9x as fast as in float32 on such a CPU); --bf16 on runs it")
+        return f"run: {reason}"
+    return (f"not run: {reason} (oneDNN would emulate bfloat16: the lstm case trained 0.8-0.9x as fast as in "
+            "float32 on such a CPU); --bf16 on runs it")
 
 
 def _bf16_figures(timed: _Timed, why: str) -> dict[str, Any]:
@@ -337,7 +339,8 @@ def _comparison(case: Case, logdir: str, strategy: str, train_settings: dict[str
     must agree (`max_loss_rel_diff`).
     """
     harness, baseline, bare = timed.harness, timed.baseline, timed.bare
-    _, harness_losses, _ = bench_methods.harness_run(case, 2, logdir, shuffle=False, strategy=strategy, **train_settings)
+    _, harness_losses, _ = bench_methods.harness_run(case, 2, logdir, shuffle=False, strategy=strategy,
+                                                     **train_settings)
     _, baseline_losses = bench_methods.baseline_run(case, 2, shuffle=False)
     return {
         "baseline_examples_per_s": statistics.median(baseline),
@@ -363,7 +366,8 @@ def _profiled_top_ops(case: Case, epochs: int, logdir: str, strategy: str,
     from kexp.cli.profiling import top_ops
 
     trace = f"{logdir}/profile"
-    bench_methods.harness_run(case, max(epochs, 2), logdir, shuffle=True, strategy=strategy, profile=trace, **train_settings)
+    bench_methods.harness_run(case, max(epochs, 2), logdir, shuffle=True, strategy=strategy, profile=trace,
+                              **train_settings)
     return top_ops(trace)
 
 

@@ -1,8 +1,9 @@
 """Image classification data: the bundled digits, or tensorflow-datasets.
 
 Default data is the 8x8 handwritten digits scikit-learn bundles (1,797 real
-images, no download; kexp bundles the same file, `kexp.data.digits`). Fashion-MNIST, MNIST and CIFAR-10 come through tensorflow-datasets
-from `data_dir`; when they are not prepared there, loading fails at once with
+images, no download; kexp bundles the same file, `kexp.data.digits`).
+Fashion-MNIST, MNIST and CIFAR-10 come through tensorflow-datasets from
+`data_dir`; when they are not prepared there, loading fails at once with
 a message on how to provide them, never trying the network (tfds's
 `download=False` can still reach cloud storage, tensorflow/datasets#3962).
 """

@@ -100,7 +100,7 @@ class LSTM(keras.layers.LSTM):
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         return keras_backend.rnn(
-            step, sequences, list(initial_state), go_backwards=self.go_backwards, mask=mask, unroll=self.unroll,
+            step, sequences, initial_state, go_backwards=self.go_backwards, mask=mask, unroll=self.unroll,
             input_length=sequences.shape[1], zero_output_for_mask=self.zero_output_for_mask,
             return_all_outputs=self.return_sequences,
         )
