@@ -34,6 +34,8 @@ from keras import ops
 # The loop `keras.layers.RNN` itself runs (masks, go_backwards, ...); Keras exports no public name for it.
 from keras.src import backend as keras_backend
 
+from kexp.models.lstm_sequence import lstm_sequence
+
 
 @tf.custom_gradient
 def _matmul(values: tf.Tensor, kernel: tf.Tensor, kernel_t: tf.Tensor) -> Any:
@@ -72,6 +74,10 @@ class LSTM(keras.layers.LSTM):
         """
         if not self._transposed_loop_applies(training, sequences.dtype):
             return super().inner_loop(sequences, initial_state, mask=mask, training=training)
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if mask is None and not self.unroll and self._standard_gates():
+            return self._sequence_op(sequences, initial_state)
         cell = self.cell
         # Values, not variables: a stateful layer's state variables are assigned after the loop, and the
         # gradient must see the values the loop saw (a variable passed as a state stays differentiable).
@@ -97,13 +103,29 @@ class LSTM(keras.layers.LSTM):
             h = o * cell.activation(c)
             return h, [h, c]
 
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
         return keras_backend.rnn(
             step, sequences, initial_state, go_backwards=self.go_backwards, mask=mask, unroll=self.unroll,
             input_length=sequences.shape[1], zero_output_for_mask=self.zero_output_for_mask,
             return_all_outputs=self.return_sequences,
         )
+
+    def _standard_gates(self) -> bool:
+        """Whether the cell has the gates `lstm_sequence` differentiates by hand (tanh, sigmoid)."""
+        return (self.cell.activation is keras.activations.tanh
+                and self.cell.recurrent_activation is keras.activations.sigmoid)
+
+    def _sequence_op(self, sequences: Any, initial_state: Any) -> Any:
+        """Runs the whole sequence as `lstm_sequence` (no mask, standard gates); Keras' `inner_loop` results."""
+        cell = self.cell
+        h0, c0 = (tf.convert_to_tensor(state) for state in initial_state)
+        time_major = tf.transpose(sequences, [1, 0, 2])
+        if self.go_backwards:
+            time_major = tf.reverse(time_major, [0])  # Keras' loop returns the outputs in the order it ran
+        bias = tf.convert_to_tensor(cell.bias) if cell.use_bias else None
+        outputs, h, c = lstm_sequence(time_major, h0, c0, tf.convert_to_tensor(cell.kernel),
+                                      tf.convert_to_tensor(cell.recurrent_kernel), bias)
+        outputs = tf.transpose(outputs, [1, 0, 2]) if self.return_sequences else h[:, None, :]
+        return h, outputs, [h, c]
 
     def _transposed_loop_applies(self, training: bool, sequences_dtype: Any = None) -> bool:
         """Whether this layer's loop runs (else Keras' own does; see the module docstring).
