@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import kexp.models as km
+from kexp.models.lstm import SEQUENCE_OP_MAX_BATCH
 
 X = np.random.default_rng(0).normal(size=(8, 12, 5)).astype("float32")
 Y = np.random.default_rng(1).normal(size=(8, 3)).astype("float32")
@@ -28,10 +29,14 @@ def _model(layer_class, masking: bool = True, **options) -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(3)(layer_class(7, **options)(masked)))
 
 
-def _gradients(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
+def _gradient_tensors(model: keras.Model, x, y=Y) -> list[tf.Tensor]:
     with tf.GradientTape() as tape:
-        loss = tf.reduce_mean((model(x, training=True) - Y) ** 2)
-    return [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+        loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
+    return tape.gradient(loss, model.trainable_variables)
+
+
+def _gradients(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
+    return [g.numpy() for g in _gradient_tensors(model, x)]
 
 
 @pytest.mark.parametrize("options", [{}, {"go_backwards": True}, {"return_sequences": False, "use_bias": False},
@@ -48,9 +53,9 @@ def test_outputs_equal_keras_lstm_bit_for_bit_and_gradients_to_rounding_with_and
             np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
 
 
-def _products_in_loops(layer_class, masking: bool = True, transposed_only: bool = True) -> int:
-    """Counts `MatMul` (only `transpose_b=True` ones: `transposed_only`) in the loop functions of a training
-    step's graph."""
+def _products_in_loops(layer_class, masking: bool = True, transposed_only: bool = True, batch: int | None = 8) -> int:
+    """Counts `MatMul` (only `transpose_b=True` ones: `transposed_only`) in the functions (loops, branches) of a
+    training step's graph, traced at `batch` examples (None: unknown)."""
     model = _model(layer_class, masking)
 
     @tf.function
@@ -59,7 +64,7 @@ def _products_in_loops(layer_class, masking: bool = True, transposed_only: bool 
             loss = tf.reduce_sum(model(x, training=True))
         return tape.gradient(loss, model.trainable_variables)
 
-    graph = gradients.get_concrete_function(tf.TensorSpec((None, 12, 5))).graph.as_graph_def()
+    graph = gradients.get_concrete_function(tf.TensorSpec((batch, 12, 5))).graph.as_graph_def()
     return sum(1 for function in graph.library.function for node in function.node_def
                if node.op == "MatMul" and (node.attr["transpose_b"].b or not transposed_only))
 
@@ -67,15 +72,37 @@ def _products_in_loops(layer_class, masking: bool = True, transposed_only: bool 
 def test_its_training_step_multiplies_by_no_transposed_kernel_inside_the_loop_where_keras_does():
     assert _products_in_loops(keras.layers.LSTM) >= 1
     assert _products_in_loops(km.LSTM) == 0
-    assert _products_in_loops(km.LSTM, masking=False) == 0
+    for batch in (8, 64, None):
+        assert _products_in_loops(km.LSTM, masking=False, batch=batch) == 0
 
 
-def test_without_a_mask_the_loops_hold_three_products_two_forward_and_one_backward():
-    """The whole-sequence op leaves the weight and input gradients to one product each after the loop; a masked
-    sequence runs the step loop, whose gradient multiplies four times a step."""
-    assert _products_in_loops(km.LSTM, masking=False, transposed_only=False) == 3
+def test_without_a_mask_and_at_most_32_examples_the_loops_hold_three_products_two_forward_and_one_backward():
+    """The whole-sequence op leaves the weight and input gradients to one product each after the loop (3 then);
+    a masked or larger batch runs the step loop, whose gradient multiplies four times a step (6 and more); an
+    unknown batch gets both, chosen at run time."""
+    products = {batch: _products_in_loops(km.LSTM, masking=False, transposed_only=False, batch=batch)
+                for batch in (8, SEQUENCE_OP_MAX_BATCH, SEQUENCE_OP_MAX_BATCH + 1, None)}
+    assert products[8] == products[SEQUENCE_OP_MAX_BATCH] == 3
+    assert products[SEQUENCE_OP_MAX_BATCH + 1] >= 6
+    # Both branches (the graph's library also holds tf.cond's rewritten copies of them for the gradient).
+    assert products[None] >= 3 + products[SEQUENCE_OP_MAX_BATCH + 1]
     assert _products_in_loops(km.LSTM, masking=True, transposed_only=False) >= 6
     assert _products_in_loops(keras.layers.LSTM, masking=False, transposed_only=False) >= 6
+
+
+def test_at_an_unknown_batch_both_branches_give_keras_outputs_and_gradients():
+    keras_model, kexp_model = _model(keras.layers.LSTM, masking=False), _model(km.LSTM, masking=False)
+    call = {model: tf.function(lambda x, y, model=model: [*_gradient_tensors(model, x, y), model(x)],
+                               input_signature=[tf.TensorSpec((None, 12, 5)), tf.TensorSpec((None, 3))])
+            for model in (keras_model, kexp_model)}
+    rows = np.random.default_rng(6).normal(size=(40, 12, 5)).astype("float32")
+    targets = np.random.default_rng(7).normal(size=(40, 3)).astype("float32")
+    for x, y in ((rows[:8], targets[:8]), (rows, targets)):  # the sequence op, then the step loop
+        *ours, out = call[kexp_model](x, y)
+        *theirs, keras_out = call[keras_model](x, y)
+        np.testing.assert_array_equal(out.numpy(), keras_out.numpy())
+        for mine, keras_gradient in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(mine.numpy(), keras_gradient.numpy(), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("options", [{"return_sequences": True}, {"go_backwards": True, "return_sequences": True},
