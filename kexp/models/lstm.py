@@ -8,12 +8,14 @@ the same one on a kernel transposed beforehand ([32, 1024] x [1024, 256]:
 1,241 us against 318 us a call), and it was most of an LSTM's training time.
 This layer transposes the recurrent kernel (and the input kernel) once per
 batch, outside the loop, and gives the step's products gradients that use
-them. Everything
+them. Without a mask, with the standard gates (tanh, sigmoid) and at most
+`SEQUENCE_OP_MAX_BATCH` examples, the whole sequence runs as one op with a
+hand-written backward pass instead (`kexp.models.lstm_sequence`). Everything
 else is Keras' own: the loop (`keras.src.backend.rnn`, with masks,
 `go_backwards`, `return_sequences`, statefulness), the weights
 (`kernel`, `recurrent_kernel`, `bias`), `get_config`, and the forward
 arithmetic op for op, so predictions are bit for bit Keras'; gradients are
-the same sums, in the last bits rounded as another kernel rounds them.
+the same sums, in the last bits rounded as another order of sums rounds them.
 
 Keras' own loop runs instead where this one cannot apply or would not help:
 dropout or recurrent dropout while training, `implementation=1`,

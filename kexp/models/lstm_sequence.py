@@ -9,8 +9,11 @@ transposed once (TensorFlow's `transpose_b` product was 3-4x slower here),
 and stacks every step's gate gradient `dz`; the weight and input gradients
 are then one product each over all steps.
 
-Only the standard cell runs here (tanh and sigmoid, no mask, no dropout):
-`kexp.models.LSTM` decides, and runs its step loop elsewhere.
+Only the standard cell runs here (tanh and sigmoid, no mask, no dropout),
+and only small batches: the loop here runs its steps one after another and
+the large products after it, where a step loop's weight-gradient products
+overlap the next step's on a second core, which won from batch 64 on
+(`kexp.models.lstm.SEQUENCE_OP_MAX_BATCH`). `kexp.models.LSTM` decides.
 """
 
 from __future__ import annotations
