@@ -88,6 +88,45 @@ def test_an_auto_run_trains_and_records_the_policy_this_machine_gets_and_restore
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
+def test_a_resumed_auto_run_keeps_the_policy_its_first_start_chose_and_says_so(logdir):
+    """Resumed on another machine, `auto` would pick again: the run would switch precision halfway."""
+    here, _ = precisions.choose_auto(precisions.cpu_flags(), len(tf.config.list_physical_devices("GPU")))
+    other = "float32" if here == "mixed_bfloat16" else "mixed_bfloat16"
+    first_reason = "train.precision=auto: chosen on another machine"
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = (x[:, :1] > 0).astype("float32")
+    build = lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),  # noqa: E731
+                                      keras.layers.Dense(1, activation="sigmoid")])
+
+    class StopAtEpoch1(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    train = kexp.TrainConfig(epochs=2, precision="auto")
+    with pytest.raises(KeyboardInterrupt):
+        with kexp.open_run("auto_resume", logdir=logdir, train=train, verbose=0) as run:
+            run.fit(build, (x, y), loss="binary_crossentropy", callbacks=[StopAtEpoch1()])
+    results_path = run.run_dir / "results.json"
+    results = json.loads(results_path.read_text())
+    results["precision"] = {"policy": other, "set_by": first_reason}  # as the first machine would have written
+    results_path.write_text(json.dumps(results))
+    with kexp.open_run("auto_resume", logdir=logdir, train=train, verbose=0, resume=run.run_dir) as again:
+        model = again.fit(build, (x, y), loss="binary_crossentropy")
+    assert model.layers[-1].dtype_policy.name == other
+    assert json.loads(results_path.read_text())["precision"] == {
+        "policy": other, "set_by": f"{first_reason} (kept from the run's first start; on the machine that resumed "
+                                   f"it auto picks {here})"}
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.parametrize("recorded", [None, "float32", {"policy": "float16", "set_by": "train.precision=auto: x"},
+                                      {"policy": "mixed_bfloat16", "set_by": "train.precision"}, {"policy": "float32"}])
+def test_a_resume_keeps_only_a_recorded_auto_choice(recorded):
+    assert precisions.kept_on_resume(recorded, "float32", "train.precision=auto: here") == (
+        "float32", "train.precision=auto: here")
+
+
 def test_an_unknown_precision_is_refused_naming_the_choices(logdir):
     with pytest.raises(kexp.ConfigError, match=r"train.precision.*'bf16'.*auto"):
         kexp.run("xor", {"train.precision": "bf16"}, logdir=logdir, verbose=0)

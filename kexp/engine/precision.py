@@ -13,6 +13,8 @@ the caller's own Keras policy.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pathlib import Path
 
 # CPU flags (Linux's /proc/cpuinfo names) of native bfloat16 dot products.
@@ -92,3 +94,31 @@ def resolve(setting: str, gpus: int) -> tuple[str | None, str]:
         policy, reason = choose_auto(cpu_flags(), gpus)
         return policy, f"train.precision=auto: {reason}"
     return setting, "train.precision"
+
+
+def kept_on_resume(recorded: Any, policy: str, set_by: str) -> tuple[str, str]:
+    """Returns the policy a resumed `auto` run trains under: the one its first start chose.
+
+    `auto` asks the machine, and a run resumed on another one (or with a GPU
+    now visible) would otherwise switch precision halfway and record only
+    the second choice.
+
+    Args:
+        recorded: The run folder's `results.json` `precision` entry, or None.
+        policy: What `auto` picks on this machine.
+        set_by: Its `set_by` text.
+
+    Returns:
+        `(policy, set_by)`: the first start's where it recorded an `auto`
+        choice, with this machine's differing choice added to `set_by`;
+        else the arguments.
+    """
+    if not isinstance(recorded, dict) or recorded.get("policy") not in ("float32", "mixed_bfloat16"):
+        return policy, set_by
+    first_set_by = recorded.get("set_by")
+    if not isinstance(first_set_by, str) or not first_set_by.startswith("train.precision=auto"):
+        return policy, set_by
+    if recorded["policy"] == policy:
+        return policy, first_set_by
+    return recorded["policy"], (f"{first_set_by} (kept from the run's first start; on the machine that resumed it "
+                                f"auto picks {policy})")

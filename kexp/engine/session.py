@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import keras
 import tensorflow as tf
 
-from kexp.store import checkpoint, hparams, names, rundir
+from kexp.store import checkpoint, hparams, jsonfiles, names, rundir
 from kexp.store.record import RunStatus
 from kexp.config import ExperimentConfig, TrainConfig, to_dict, validate
 from kexp.errors import RunError, RunPruned, UsageError, WriteError, tag_run_dir
@@ -109,7 +109,7 @@ def open_run(
             previous_policy = keras.mixed_precision.dtype_policy()
             harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop,
                               backup_root=_backup_root(resume), run_info={"experiment": name, "config": config_data},
-                              resumed=resume is not None, precision=_set_precision(train), seeded_globally=seeded)
+                              resumed=resume is not None, precision=_set_precision(train, resume), seeded_globally=seeded)
             with _recorded(harness, name, config_data, stop, chief=chief, resumed=resume is not None,
                            previous_policy=previous_policy):
                 yield harness
@@ -194,10 +194,18 @@ def _backup_root(resume: str | Path | None) -> Path | None:
     return layout.backup_root(Path(resume).absolute()) if resume is not None else None
 
 
-def _set_precision(train: TrainConfig) -> dict[str, str]:
-    """Sets the dtype policy `train.precision` names and returns what the run trains under, and who chose it."""
+def _set_precision(train: TrainConfig, resume: str | Path | None) -> dict[str, str]:
+    """Sets the dtype policy `train.precision` names and returns what the run trains under, and who chose it
+    (a resumed `auto` run keeps its first start's choice)."""
     gpus = len(tf.config.list_physical_devices("GPU")) if train.precision == "auto" else 0
     policy, set_by = precision.resolve(train.precision, gpus)
+    if train.precision == "auto" and resume is not None:
+        try:
+            recorded = jsonfiles.read_json(Path(resume) / "results.json", missing=None)
+        except jsonfiles.CorruptFile:
+            recorded = None  # the resume itself refuses a broken folder; auto then decides anew
+        first = recorded.get("precision") if isinstance(recorded, dict) else None
+        policy, set_by = precision.kept_on_resume(first, policy, set_by)
     if policy is not None:
         # A setting wins; left at `global`, the caller's own global policy holds, as in plain Keras.
         keras.mixed_precision.set_dtype_policy(policy)
