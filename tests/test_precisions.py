@@ -127,6 +127,19 @@ def test_a_resume_keeps_only_a_recorded_auto_choice(recorded):
         "float32", "train.precision=auto: here")
 
 
+def test_results_json_names_every_policy_the_models_layers_compute_in(logdir):
+    """`precision` is the run's policy; a layer given its own (as Keras allows) is in the fit's `dtype_policies`."""
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    build = lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, dtype="mixed_bfloat16"),  # noqa: E731
+                                      keras.layers.Dense(1, dtype="float32")])
+    with kexp.open_run("policies", logdir=logdir, train=kexp.TrainConfig(epochs=1), verbose=0) as run:
+        model = run.fit(build, (x, x[:, :1]), loss="mse")
+    assert model.layers[0].compute_dtype == "bfloat16"
+    results = json.loads((run.run_dir / "results.json").read_text())
+    assert results["precision"]["policy"] == "float32"
+    assert [fit["dtype_policies"] for fit in results["fits"].values()] == [["float32", "mixed_bfloat16"]]
+
+
 def test_an_unknown_precision_is_refused_naming_the_choices(logdir):
     with pytest.raises(kexp.ConfigError, match=r"train.precision.*'bf16'.*auto"):
         kexp.run("xor", {"train.precision": "bf16"}, logdir=logdir, verbose=0)

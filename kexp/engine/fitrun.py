@@ -60,6 +60,9 @@ def settings_before_training(harness: Harness, model: keras.Model, data: fitdata
         "global_batch_size": None if data.is_stream else harness.global_batch_size,
         "train_examples": data.n_all, "trained_examples_per_epoch": data.n_train,
         "validation_examples": data.n_validation, "fused_steps": group > 1,
+        # The run's `precision` is the policy when it opened; a layer built with its own dtype policy (or before
+        # the run) trains in that one.
+        "dtype_policies": sorted({layer.dtype_policy.name for layer in model._flatten_layers(include_self=True)}),
     }
 
 
