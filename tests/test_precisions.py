@@ -23,6 +23,7 @@ PRECISIONS = ("mixed_bfloat16", "mixed_float16")
 # runs these (the two contour figures that failed, and a recurrent net); every other case (float16 is for GPUs:
 # on a CPU it is emulated, slower) is in the `quality` tier.
 QUICK = {"xor", "heart_mlp", "lstm_sine"}
+WITHOUT_FIGURES = {"char_rnn"}  # its samples are text (samples.txt, TensorBoard's Text tab)
 
 
 def _cases() -> list:
@@ -45,7 +46,7 @@ def test_an_experiment_runs_and_draws_its_figures_under_a_mixed_precision(name, 
     assert results["status"] == "ok", results
     assert results["precision"]["policy"] == precision, results["precision"]
     run_dir = tmp_path / name / results["run_id"]
-    assert list(run_dir.glob("*.png")), sorted(p.name for p in run_dir.iterdir())
+    assert bool(list(run_dir.glob("*.png"))) == (name not in WITHOUT_FIGURES), sorted(p.name for p in run_dir.iterdir())
     assert json.loads((run_dir / "results.json").read_text())["metrics"] == results["metrics"]
 
 
