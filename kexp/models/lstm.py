@@ -8,9 +8,11 @@ the same one on a kernel transposed beforehand ([32, 1024] x [1024, 256]:
 1,241 us against 318 us a call), and it was most of an LSTM's training time.
 This layer transposes the recurrent kernel (and the input kernel) once per
 batch, outside the loop, and gives the step's products gradients that use
-them. Without a mask, with the standard gates (tanh, sigmoid) and at most
-`SEQUENCE_OP_MAX_BATCH` examples, the whole sequence runs as one op with a
-hand-written backward pass instead (`kexp.models.lstm_sequence`). Everything
+them. Without a mask, with the standard gates (tanh, sigmoid), in float32
+or float64, and at a batch known to be at most `STACKED_MAX_BATCH` (kexp's
+harness fuses its steps at a fixed batch; Keras' fit traces an unknown one),
+the whole sequence runs as one op with a hand-written backward pass instead
+(`kexp.models.lstm_sequence`). Everything
 else is Keras' own: the loop (`keras.src.backend.rnn`, with masks,
 `go_backwards`, `return_sequences`, statefulness), the weights
 (`kernel`, `recurrent_kernel`, `bias`), `get_config`, and the forward
@@ -36,13 +38,10 @@ from keras import ops
 # The loop `keras.layers.RNN` itself runs (masks, go_backwards, ...); Keras exports no public name for it.
 from keras.src import backend as keras_backend
 
-from kexp.models.lstm_sequence import lstm_sequence
+from kexp.models.lstm_sequence import STACKED_MAX_BATCH, lstm_sequence
 
-# The whole-sequence op's backward serializes the steps' products before one large product for the weight
-# gradients; a step loop overlaps them with the next step. Measured here (2-core AMD EPYC, LSTM(256), 80-100
-# steps, one train step): at batch 32 the op took 61-64 ms against the loop's 72-75; at 64, 100 against 96; at
-# 128, 245 against 215. Larger batches run the loop.
-SEQUENCE_OP_MAX_BATCH = 32
+# Half precision runs the step loop: the op's running sums (the bias's) would stay in float16 or bfloat16 eagerly.
+_SEQUENCE_DTYPES = ("float32", "float64")
 
 
 @tf.custom_gradient
@@ -84,15 +83,11 @@ class LSTM(keras.layers.LSTM):
             return super().inner_loop(sequences, initial_state, mask=mask, training=training)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        if mask is None and not self.unroll and self._standard_gates():
+        if mask is None and not self.unroll and self._standard_gates() and self.compute_dtype in _SEQUENCE_DTYPES:
             batch = sequences.shape[0]
-            if batch is not None:
-                return (self._sequence_op if batch <= SEQUENCE_OP_MAX_BATCH else self._step_loop)(
-                    sequences, initial_state, None)
-            # Keras' fit traces with an unknown batch: the branch is chosen per batch, at run time.
-            return tf.cond(tf.shape(sequences)[0] <= SEQUENCE_OP_MAX_BATCH,
-                           lambda: self._sequence_op(sequences, initial_state, None),
-                           lambda: self._step_loop(sequences, initial_state, None))
+            # Larger or unknown batches (Keras' own fit; the harness's fused steps know theirs) run the step loop.
+            if batch is not None and batch <= STACKED_MAX_BATCH:
+                return self._sequence_op(sequences, initial_state, None)
         return self._step_loop(sequences, initial_state, mask)
 
     def _step_loop(self, sequences: Any, initial_state: Any, mask: Any) -> Any:

@@ -3,17 +3,19 @@
 TensorFlow's automatic gradient of a step loop repeats, at every step, the
 products for the weight gradients (`h_prev^T @ dz`, `x^T @ dz`) and the
 input gradient (`dz @ W^T`), and adds each step's weight gradient into a
-running sum the size of the kernels. The backward loop here keeps only
-what must be sequential, `dh_prev = dz @ U^T` on a recurrent kernel
-transposed once (TensorFlow's `transpose_b` product was 3-4x slower here),
-and stacks every step's gate gradient `dz`; the weight and input gradients
-are then one product each over all steps.
+running sum the size of the kernels. At small batches those products are
+too small for the matmul rate: the backward loop here keeps only what must
+be sequential, `dh_prev = dz @ U^T` on a recurrent kernel transposed once
+(TensorFlow's `transpose_b` product was 3-4x slower here), stacks every
+step's gate gradient `dz`, and makes the weight and input gradients one
+product each over all steps.
 
-Only the standard cell runs here (tanh and sigmoid, no mask, no dropout),
-and only small batches: the loop here runs its steps one after another and
-the large products after it, where a step loop's weight-gradient products
-overlap the next step's on a second core, which won from batch 64 on
-(`kexp.models.lstm.SEQUENCE_OP_MAX_BATCH`). `kexp.models.LSTM` decides.
+At larger batches the per-step products are efficient and overlap the next
+step's on a second core, and stacking a step's tensors (to keep them as
+tensors, see `_forward`) costs more than it saves: `kexp.models.LSTM` runs
+this op only at a batch known to be at most `STACKED_MAX_BATCH` (an unknown
+one would need a `tf.cond` around the op, whose gradient XLA cannot
+compile), with the standard cell (tanh and sigmoid, no mask, no dropout).
 """
 
 from __future__ import annotations
@@ -22,9 +24,14 @@ from typing import Any
 
 import tensorflow as tf
 
+# Measured here (2-core AMD EPYC, LSTM(256), 80-100 steps, one train step): at batch 32 the op took 61-64 ms
+# against the step loop's 72-75; at 64, 100-113 against 96-107; at 128, 245-300 against 210-238.
+STACKED_MAX_BATCH = 32
+_SAVED = 6  # a step's i, f, g, o, tanh(c), c_prev
+
 
 def _forward(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor,
-             bias: tf.Tensor | None) -> tuple[Any, ...]:
+             bias: tf.Tensor | None) -> tuple[tf.Tensor, ...]:
     """Runs the steps as Keras' LSTMCell (implementation 2) does, op for op, keeping what the backward needs.
 
     Args:
@@ -37,13 +44,14 @@ def _forward(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor,
 
     Returns:
         `(h_last, c_last, outputs, saved)`: the last state, every step's
-        output `[time, batch, units]`, and six `TensorArray`s of every
-        step's `i, f, g, o, tanh(c), c_prev` (kept apart: an array holds
-        the step's tensors without copying them; a concatenation copied).
+        output `[time, batch, units]`, and every step's `i, f, g, o,
+        tanh(c), c_prev`, `[time, batch, 6 * units]` (tensors, not arrays:
+        a gradient that reads arrays fails eagerly on a second read and
+        cannot be exported).
     """
     steps = tf.shape(inputs)[0]
 
-    def step(t: tf.Tensor, h: tf.Tensor, c: tf.Tensor, outputs: Any, saved: tuple) -> tuple:
+    def step(t: tf.Tensor, h: tf.Tensor, c: tf.Tensor, outputs: Any, saved: Any) -> tuple:
         z = tf.matmul(inputs[t], kernel)
         z = tf.add(z, tf.matmul(h, recurrent))
         if bias is not None:
@@ -53,47 +61,52 @@ def _forward(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor,
         c_prev, c = c, f * c + i * g
         tanh_c = tf.tanh(c)
         h = o * tanh_c
-        return (t + 1, h, c, outputs.write(t, h),
-                tuple(array.write(t, value) for array, value in zip(saved, (i, f, g, o, tanh_c, c_prev))))
+        return t + 1, h, c, outputs.write(t, h), saved.write(t, tf.concat([i, f, g, o, tanh_c, c_prev], axis=1))
 
-    outputs = tf.TensorArray(inputs.dtype, size=steps)
-    saved = tuple(tf.TensorArray(inputs.dtype, size=steps) for _ in range(6))
-    _, h, c, outputs, saved = tf.while_loop(lambda t, *_: t < steps, step, (0, h0, c0, outputs, saved))
-    return h, c, outputs.stack(), saved
+    arrays = tuple(tf.TensorArray(inputs.dtype, size=steps) for _ in range(2))
+    _, h, c, outputs, saved = tf.while_loop(lambda t, *_: t < steps, step, (0, h0, c0, *arrays))
+    return h, c, outputs.stack(), saved.stack()
 
 
-def _gate_gradients(inputs: tf.Tensor, recurrent: tf.Tensor, saved: tuple,
-                    upstream: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, ...]:
-    """Runs the steps backwards: each step's pre-activation gradient, the bias's and the initial state's.
+def _step_gradient(saved: tf.Tensor, dh: tf.Tensor, dc: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """One step backwards: `(dz, dc_prev)` from the step's saved tensors and its output's and carry's gradients."""
+    # TensorFlow's own gradient kernels: SigmoidGrad(y, dy) = dy * y * (1 - y), TanhGrad(y, dy) = dy * (1 - y^2).
+    sigmoid_grad, tanh_grad = tf.raw_ops.SigmoidGrad, tf.raw_ops.TanhGrad
+    i, f, g, o, tanh_c, c_prev = tf.split(saved, _SAVED, axis=1)
+    dc = dc + tanh_grad(y=tanh_c, dy=dh * o)
+    dz = tf.concat([sigmoid_grad(y=i, dy=dc * g), sigmoid_grad(y=f, dy=dc * c_prev), tanh_grad(y=g, dy=dc * i),
+                    sigmoid_grad(y=o, dy=dh * tanh_c)], axis=1)
+    return dz, dc * f
+
+
+def _stacked_backward(tensors: dict[str, tf.Tensor], upstream: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, ...]:
+    """The gradients with every step's `dz` stacked, then one product each for the weights and the inputs.
 
     Args:
-        inputs: `[time, batch, features]` (for its shape).
-        recurrent: `[units, 4 * units]`.
-        saved: The arrays `_forward` saved.
+        tensors: The op's inputs and saved tensors (`_gradients`).
         upstream: Gradients of every step's output, the last output and the last carry.
 
     Returns:
-        `(dz, dh0, dc0, d_bias)`: `[time, batch, 4 * units]` gate
-        gradients, the initial state's and the bias's (summed in the loop:
-        one column sum over all steps ran slower).
+        `(d_inputs, dh0, dc0, d_kernel, d_recurrent, d_bias)`.
     """
+    inputs, h0, kernel, outputs, saved = (tensors[key] for key in ("inputs", "h0", "kernel", "outputs", "saved"))
     d_outputs, d_h, d_c = upstream
-    recurrent_t = tf.transpose(recurrent)
-    # TensorFlow's own gradient kernels: SigmoidGrad(y, dy) = dy * y * (1 - y), TanhGrad(y, dy) = dy * (1 - y^2).
-    sigmoid_grad, tanh_grad = tf.raw_ops.SigmoidGrad, tf.raw_ops.TanhGrad
+    recurrent_t = tf.transpose(tensors["recurrent"])
 
     def step(t: tf.Tensor, dh: tf.Tensor, dc: tf.Tensor, d_bias: tf.Tensor, dzs: Any) -> tuple:
-        dh = dh + d_outputs[t]
-        i, f, g, o, tanh_c, c_prev = (array.read(t) for array in saved)
-        dc = dc + tanh_grad(y=tanh_c, dy=dh * o)
-        dz = tf.concat([sigmoid_grad(y=i, dy=dc * g), sigmoid_grad(y=f, dy=dc * c_prev), tanh_grad(y=g, dy=dc * i),
-                        sigmoid_grad(y=o, dy=dh * tanh_c)], axis=1)
-        return t - 1, tf.matmul(dz, recurrent_t), dc * f, d_bias + tf.reduce_sum(dz, axis=0), dzs.write(t, dz)
+        dz, dc = _step_gradient(saved[t], dh + d_outputs[t], dc)
+        # The bias's sum runs here: one column sum over all steps ran slower.
+        return t - 1, tf.matmul(dz, recurrent_t), dc, d_bias + tf.reduce_sum(dz, axis=0), dzs.write(t, dz)
 
     steps = tf.shape(inputs)[0]
-    start = (steps - 1, d_h, d_c, tf.zeros_like(recurrent[0]), tf.TensorArray(inputs.dtype, size=steps))
+    start = (steps - 1, d_h, d_c, tf.zeros_like(recurrent_t[:, 0]), tf.TensorArray(inputs.dtype, size=steps))
     _, dh0, dc0, d_bias, dzs = tf.while_loop(lambda t, *_: t >= 0, step, start)
-    return dzs.stack(), dh0, dc0, d_bias
+    dz = tf.reshape(dzs.stack(), [-1, tf.shape(recurrent_t)[0]])
+    outputs_before = tf.reshape(tf.concat([h0[None], outputs[:-1]], axis=0), [-1, tf.shape(h0)[-1]])
+    d_recurrent = tf.matmul(outputs_before, dz, transpose_a=True)
+    d_kernel = tf.matmul(tf.reshape(inputs, [-1, tf.shape(inputs)[-1]]), dz, transpose_a=True)
+    d_inputs = tf.reshape(tf.matmul(dz, tf.transpose(kernel)), tf.shape(inputs))
+    return d_inputs, dh0, dc0, d_kernel, d_recurrent, d_bias
 
 
 def lstm_sequence(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor,
@@ -116,31 +129,29 @@ def lstm_sequence(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Te
     return _with_bias(inputs, h0, c0, kernel, recurrent, bias)
 
 
-def _gradients(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor,
-               saved: tuple, upstream: tuple[Any, Any, Any]) -> tuple[tf.Tensor, ...]:
-    """Every input's gradient: `(d_inputs, dh0, dc0, d_kernel, d_recurrent, d_bias)`."""
-    outputs, arrays = saved
+def _gradients(tensors: dict[str, tf.Tensor], upstream: tuple[Any, Any, Any]) -> tuple[tf.Tensor, ...]:
+    """Every input's gradient, `(d_inputs, dh0, dc0, d_kernel, d_recurrent, d_bias)`.
+
+    Args:
+        tensors: `inputs`, `h0`, `c0`, `kernel`, `recurrent` and `_forward`'s `outputs` and `saved`.
+        upstream: Gradients of every step's output, the last output and the last carry.
+    """
     # An output nobody used may arrive as None: it contributes nothing.
-    upstream = tuple(tf.zeros_like(like) if grad is None else grad
-                     for grad, like in zip(upstream, (outputs, h0, c0)))
-    dz, dh0, dc0, d_bias = _gate_gradients(inputs, recurrent, arrays, upstream)
-    units4 = tf.shape(dz)[-1]
-    dz_flat = tf.reshape(dz, [-1, units4])
-    outputs_before = tf.concat([h0[None], outputs[:-1]], axis=0)
-    d_recurrent = tf.matmul(tf.reshape(outputs_before, [-1, tf.shape(h0)[-1]]), dz_flat, transpose_a=True)
-    d_kernel = tf.matmul(tf.reshape(inputs, [-1, tf.shape(inputs)[-1]]), dz_flat, transpose_a=True)
-    d_inputs = tf.reshape(tf.matmul(dz_flat, tf.transpose(kernel)), tf.shape(inputs))
-    return d_inputs, dh0, dc0, d_kernel, d_recurrent, d_bias
+    upstream = tuple(tf.zeros_like(tensors[like]) if grad is None else grad
+                     for grad, like in zip(upstream, ("outputs", "h0", "c0")))
+    return _stacked_backward(tensors, upstream)
 
 
 @tf.custom_gradient
 def _with_bias(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor,
                bias: tf.Tensor) -> Any:
     """`lstm_sequence` with a bias."""
-    h, c, outputs, arrays = _forward(inputs, h0, c0, kernel, recurrent, bias)
+    h, c, outputs, saved = _forward(inputs, h0, c0, kernel, recurrent, bias)
+    tensors = {"inputs": inputs, "h0": h0, "c0": c0, "kernel": kernel, "recurrent": recurrent, "outputs": outputs,
+               "saved": saved}
 
     def grad(*upstream: Any) -> tuple[tf.Tensor, ...]:
-        return _gradients(inputs, h0, c0, kernel, recurrent, (outputs, arrays), upstream)
+        return _gradients(tensors, upstream)
 
     return (outputs, h, c), grad
 
@@ -148,9 +159,11 @@ def _with_bias(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tenso
 @tf.custom_gradient
 def _without_bias(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor) -> Any:
     """`lstm_sequence` without a bias."""
-    h, c, outputs, arrays = _forward(inputs, h0, c0, kernel, recurrent, None)
+    h, c, outputs, saved = _forward(inputs, h0, c0, kernel, recurrent, None)
+    tensors = {"inputs": inputs, "h0": h0, "c0": c0, "kernel": kernel, "recurrent": recurrent, "outputs": outputs,
+               "saved": saved}
 
     def grad(*upstream: Any) -> tuple[tf.Tensor, ...]:
-        return _gradients(inputs, h0, c0, kernel, recurrent, (outputs, arrays), upstream)[:5]
+        return _gradients(tensors, upstream)[:5]
 
     return (outputs, h, c), grad
