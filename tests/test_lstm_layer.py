@@ -229,3 +229,18 @@ def test_half_precision_layers_run_the_step_loop():
     """The op's running sums would stay in float16 eagerly (a bias gradient 0.04 off Keras' at 1,000 steps)."""
     assert 1 not in _loop_products(km.LSTM, masking=False, dtype="float16")
     assert _loop_products(km.LSTM, masking=False, dtype="float64") == [1, 2]
+
+
+def test_the_sequence_op_keeps_the_static_shape_an_unrolled_layer_after_it_needs():
+    """Its arrays are sized at run time; a traced output must keep Keras' `(batch, steps, units)` (the attacker's
+    GRU(unroll=True) after it raised "Cannot unroll a RNN if the time dimension is undefined")."""
+    shapes = {}
+    for layer_class in (keras.layers.LSTM, km.LSTM):
+        layer = layer_class(5, return_sequences=True)
+        shapes[layer_class] = tf.function(layer).get_concrete_function(tf.TensorSpec((8, 6, 3))).output_shapes
+    assert shapes[km.LSTM] == shapes[keras.layers.LSTM] == tf.TensorShape([8, 6, 5])
+    model = keras.Sequential([keras.Input((6, 3), batch_size=8), km.LSTM(5, return_sequences=True),
+                              keras.layers.GRU(4, unroll=True), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    history = model.fit(X[:8, :6, :3], Y[:8, :1], batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"]).all()

@@ -138,7 +138,13 @@ class LSTM(keras.layers.LSTM):
         bias = tf.convert_to_tensor(cell.bias) if cell.use_bias else None
         outputs, h, c = lstm_sequence(time_major, h0, c0, tf.convert_to_tensor(cell.kernel),
                                       tf.convert_to_tensor(cell.recurrent_kernel), bias)
-        outputs = tf.transpose(outputs, [1, 0, 2]) if self.return_sequences else h[:, None, :]
+        if self.return_sequences:
+            outputs = tf.transpose(outputs, [1, 0, 2])
+            # The op's arrays are sized at run time: give back the static shape Keras' loop keeps (an unrolled
+            # layer or a Flatten after this one needs the number of steps).
+            outputs.set_shape([sequences.shape[0], sequences.shape[1], self.units])
+        else:
+            outputs = h[:, None, :]
         return h, outputs, (h, c)
 
     def _transposed_loop_applies(self, training: bool, sequences_dtype: Any = None) -> bool:
