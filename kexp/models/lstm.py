@@ -87,7 +87,7 @@ class LSTM(keras.layers.LSTM):
             batch = sequences.shape[0]
             # Larger or unknown batches (Keras' own fit; the harness's fused steps know theirs) run the step loop.
             if batch is not None and batch <= STACKED_MAX_BATCH:
-                return self._sequence_op(sequences, initial_state, None)
+                return self._sequence_op(sequences, initial_state)
         return self._step_loop(sequences, initial_state, mask)
 
     def _step_loop(self, sequences: Any, initial_state: Any, mask: Any) -> Any:
@@ -128,7 +128,7 @@ class LSTM(keras.layers.LSTM):
         return (self.cell.activation is keras.activations.tanh
                 and self.cell.recurrent_activation is keras.activations.sigmoid)
 
-    def _sequence_op(self, sequences: Any, initial_state: Any, mask: None) -> Any:
+    def _sequence_op(self, sequences: Any, initial_state: Any) -> Any:
         """Runs the whole sequence as `lstm_sequence` (no mask, standard gates); Keras' `inner_loop` results."""
         cell = self.cell
         h0, c0 = (tf.convert_to_tensor(state) for state in initial_state)

@@ -24,8 +24,8 @@ from typing import Any
 
 import tensorflow as tf
 
-# Measured here (2-core AMD EPYC, LSTM(256), 80-100 steps, one train step): at batch 32 the op took 61-64 ms
-# against the step loop's 72-75; at 64, 100-113 against 96-107; at 128, 245-300 against 210-238.
+# Measured here (2-core AMD EPYC, LSTM(256), 80-100 steps, one train step): at batch 32 the op took 58-64 ms
+# against the step loop's 66-75; at 64, 100-113 against 96-107; at 128, 245-300 against 210-238.
 STACKED_MAX_BATCH = 32
 _SAVED = 6  # a step's i, f, g, o, tanh(c), c_prev
 
@@ -135,6 +135,9 @@ def _gradients(tensors: dict[str, tf.Tensor], upstream: tuple[Any, Any, Any]) ->
     Args:
         tensors: `inputs`, `h0`, `c0`, `kernel`, `recurrent` and `_forward`'s `outputs` and `saved`.
         upstream: Gradients of every step's output, the last output and the last carry.
+
+    Returns:
+        `_stacked_backward`'s gradients.
     """
     # An output nobody used may arrive as None: it contributes nothing.
     upstream = tuple(tf.zeros_like(tensors[like]) if grad is None else grad
