@@ -48,10 +48,14 @@ def open_storage(url: str) -> Any:
     for attempt in range(6):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except sqlalchemy.exc.IntegrityError:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
             # Processes that start together on an empty database all create Optuna's tables; all but one
-            # collide on the catalog (PostgreSQL's pg_type). Once one has made them, the others find them.
-            if attempt == 5:
+            # collide on the catalog (PostgreSQL's pg_type: an integrity error) or on a table another made
+            # between Optuna's check and its CREATE (42P07 duplicate_table, 42710 duplicate_object). Once one
+            # has made them, the others find them.
+            collided = isinstance(err, sqlalchemy.exc.IntegrityError) or (
+                (getattr(err.orig, "sqlstate", None) or getattr(err.orig, "pgcode", None)) in ("42P07", "42710"))
+            if attempt == 5 or not collided:
                 raise
             time.sleep(0.2 + random.random())
     raise AssertionError("unreachable")
