@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="end of the run folder's name, as TensorBoard lists it (default: the settings "
                           "that differ from the defaults, e.g. units=128, or 'defaults')")
     bench = sub.add_parser("bench", help="measure training throughput against plain model.fit")
-    bench.add_argument("name", nargs="?", default=None, help="benchmark case: fnn, heart_mlp, xor, lstm (kexp's LSTM(256) in the harness, Keras' "
-                       "in the baseline; about 2.5 min on 2 cores) or dcgan")
+    bench.add_argument("name", nargs="?", default=None,
+                       help="benchmark case: fnn, heart_mlp, xor, lstm (kexp's LSTM(256) in the harness, Keras' in "
+                            "the baseline; about 2.5 min on 2 cores) or dcgan")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--repeats", type=_positive, default=3, help="fits per method (default 3)")
     bench.add_argument("--epochs", type=_positive, default=3, help="epochs per fit; the first is excluded")

@@ -61,7 +61,7 @@ def settings_before_training(harness: Harness, model: keras.Model, data: fitdata
         "train_examples": data.n_all, "trained_examples_per_epoch": data.n_train,
         "validation_examples": data.n_validation, "fused_steps": group > 1,
         # The run's `precision` is the policy when it opened; a layer built with its own dtype policy (or before
-        # the run) trains in that one.
+        # the run) trains in that one. `_flatten_layers` is Keras' own walk over nested layers (no public one).
         "dtype_policies": sorted({layer.dtype_policy.name for layer in model._flatten_layers(include_self=True)}),
     }
 

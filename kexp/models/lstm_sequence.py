@@ -124,9 +124,7 @@ def lstm_sequence(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Te
     Returns:
         `(outputs, h_last, c_last)`: every step's output `[time, batch, units]` and the last state.
     """
-    if bias is None:
-        return _without_bias(inputs, h0, c0, kernel, recurrent)
-    return _with_bias(inputs, h0, c0, kernel, recurrent, bias)
+    return _sequence(inputs, h0, c0, kernel, recurrent, *([] if bias is None else [bias]))
 
 
 def _gradients(tensors: dict[str, tf.Tensor], upstream: tuple[Any, Any, Any]) -> tuple[tf.Tensor, ...]:
@@ -146,27 +144,14 @@ def _gradients(tensors: dict[str, tf.Tensor], upstream: tuple[Any, Any, Any]) ->
 
 
 @tf.custom_gradient
-def _with_bias(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor,
-               bias: tf.Tensor) -> Any:
-    """`lstm_sequence` with a bias."""
-    h, c, outputs, saved = _forward(inputs, h0, c0, kernel, recurrent, bias)
+def _sequence(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor,
+              *bias: tf.Tensor) -> Any:
+    """`lstm_sequence` as one op; `bias` holds the bias, or nothing for a layer without one."""
+    h, c, outputs, saved = _forward(inputs, h0, c0, kernel, recurrent, bias[0] if bias else None)
     tensors = {"inputs": inputs, "h0": h0, "c0": c0, "kernel": kernel, "recurrent": recurrent, "outputs": outputs,
                "saved": saved}
 
     def grad(*upstream: Any) -> tuple[tf.Tensor, ...]:
-        return _gradients(tensors, upstream)
-
-    return (outputs, h, c), grad
-
-
-@tf.custom_gradient
-def _without_bias(inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor) -> Any:
-    """`lstm_sequence` without a bias."""
-    h, c, outputs, saved = _forward(inputs, h0, c0, kernel, recurrent, None)
-    tensors = {"inputs": inputs, "h0": h0, "c0": c0, "kernel": kernel, "recurrent": recurrent, "outputs": outputs,
-               "saved": saved}
-
-    def grad(*upstream: Any) -> tuple[tf.Tensor, ...]:
-        return _gradients(tensors, upstream)[:5]
+        return _gradients(tensors, upstream)[:5 + len(bias)]
 
     return (outputs, h, c), grad
