@@ -107,10 +107,9 @@ def open_run(
             if on_open is not None and chief:
                 on_open(run_dir)
             previous_policy = keras.mixed_precision.dtype_policy()
-            harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop,
+            harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, seeded_globally=seeded,
                               backup_root=_backup_root(resume), run_info={"experiment": name, "config": config_data},
-                              resumed=resume is not None, precision=_set_precision(train, resume),
-                              seeded_globally=seeded)
+                              resumed=resume is not None, precision=_set_precision(train, resume))
             with _recorded(harness, name, config_data, stop, chief=chief, resumed=resume is not None,
                            previous_policy=previous_policy):
                 yield harness
