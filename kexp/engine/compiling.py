@@ -23,7 +23,8 @@ OptimizerArg = keras.optimizers.Optimizer | Callable[[], keras.optimizers.Optimi
 
 
 def compile_options(train: TrainConfig, num_replicas: int, model: keras.Model | None = None,
-                    steps_per_epoch: int | None = None) -> dict[str, Any]:
+                    steps_per_epoch: int | None = None, epochs: int | None = None,
+                    pad: bool = False) -> dict[str, Any]:
     """Returns the `steps_per_execution` and `jit_compile` arguments for `Model.compile`.
 
     Args:
@@ -31,16 +32,20 @@ def compile_options(train: TrainConfig, num_replicas: int, model: keras.Model | 
         num_replicas: Replicas training in sync.
         model: The model to be compiled; `jit_compile=auto` looks at its layers.
         steps_per_epoch: The fit's steps per epoch, which `steps_per_execution=0` (auto) divides.
+        epochs: The fit's epochs (None: `train.epochs`); with `steps_per_epoch`, its
+            length, which `jit_compile=auto` weighs for recurrent nets.
+        pad: Whether the fit pads batches to their longest example.
     """
+    total_steps = steps_per_epoch * (epochs or train.epochs) if steps_per_epoch else None
     return {
         "steps_per_execution": speed.steps_per_execution(train, steps_per_epoch, num_replicas),
-        "jit_compile": speed.jit_compile(train, model, num_replicas),
+        "jit_compile": speed.jit_compile(train, model, num_replicas, total_steps, pad),
     }
 
 
 def compile_model(model: keras.Model, train: TrainConfig, num_replicas: int, *, loss: Any, metrics: Any,
                   optimizer: OptimizerArg, optimizer_options: Mapping[str, Any] | None, steps_per_epoch: int | None,
-                  epochs: int | None, loss_weights: Any, weighted_metrics: Any) -> keras.Model:
+                  epochs: int | None, loss_weights: Any, weighted_metrics: Any, pad: bool = False) -> keras.Model:
     """Compiles `model` as `Harness.compile` documents; call inside the strategy's scope.
 
     Returns:
@@ -54,7 +59,7 @@ def compile_model(model: keras.Model, train: TrainConfig, num_replicas: int, *, 
             return optim.make_optimizer(train, total_steps, **options)
         return optimizer() if callable(optimizer) else optimizer
 
-    speed_options = compile_options(train, num_replicas, model, steps_per_epoch)
+    speed_options = compile_options(train, num_replicas, model, steps_per_epoch, epochs, pad)
     if isinstance(model, GAN):
         if optimizer is not None and not callable(optimizer):
             raise UsageError(f"fit: received optimizer {type(optimizer).__name__} (one instance) for a "

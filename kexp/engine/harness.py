@@ -221,7 +221,7 @@ class Harness(RunOutputs):
             model: The model to compile.
             steps_per_epoch: Lets `steps_per_execution=0` pick a value.
             epochs: With `steps_per_epoch`, the length of a cosine schedule
-                (`train.epochs` if not given).
+                (`train.epochs` if not given), and of the fit `jit_compile=auto` weighs.
 
         Returns:
             The compiled model.
@@ -232,10 +232,9 @@ class Harness(RunOutputs):
         return compiling.compile_model(
             model, self.train, self.num_replicas, loss=loss, metrics=metrics, optimizer=optimizer,
             optimizer_options=optimizer_options, steps_per_epoch=steps_per_epoch, epochs=epochs,
-            loss_weights=loss_weights, weighted_metrics=weighted_metrics)
+            loss_weights=loss_weights, weighted_metrics=weighted_metrics, pad=building is not None and building.pad)
 
-    def compile_options(self, model: keras.Model | None = None, steps_per_epoch: int | None = None
-                        ) -> dict[str, Any]:
+    def compile_options(self, model: keras.Model | None = None, steps_per_epoch: int | None = None) -> dict[str, Any]:
         """Returns the `steps_per_execution` and `jit_compile` arguments for `Model.compile`.
 
         For models that compile themselves inside `build_model` (a GAN with
@@ -245,9 +244,10 @@ class Harness(RunOutputs):
             model: The model to be compiled; `jit_compile=auto` looks at its layers.
             steps_per_epoch: The fit's steps per epoch, which `steps_per_execution=0` (auto) divides.
         """
-        if steps_per_epoch is None and self._building is not None:
-            steps_per_epoch = self._building.steps_per_epoch  # a builder's call: the fit it builds for
-        return compiling.compile_options(self.train, self.num_replicas, model, steps_per_epoch)
+        building = self._building  # set: a builder's call, for the fit it builds for
+        steps_per_epoch = steps_per_epoch or (building.steps_per_epoch if building else None)
+        return compiling.compile_options(self.train, self.num_replicas, model, steps_per_epoch,
+                                         building and building.epochs, building is not None and building.pad)
 
     @contextlib.contextmanager
     def building(self, plan: FitPlan) -> Iterator[None]:
