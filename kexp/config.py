@@ -77,7 +77,8 @@ class TrainConfig:
     )
     jit_compile: str = param(
         "auto", choices=("auto", "true", "false"),
-        help="XLA; auto: on for dense-only nets of >= 50k parameters on CPU, Keras' choice on GPU",
+        help="XLA; auto: on CPU, on for dense-only nets of >= 50k parameters and for LSTM/GRU nets in fits of "
+        ">= 50 steps (docs/performance.md); Keras' choice on GPU",
     )
     fuse_steps: bool = param(
         True, help="run a compiled call's batches in one loop inside it (Keras' own train_step or one declared "

@@ -110,8 +110,7 @@ def _xla_friendly(model: keras.Model, recurrent: bool) -> bool:
 
     Args:
         model: The model.
-        recurrent: Also count LSTM and GRU layers (alone or in `Bidirectional`)
-            and unmasked embeddings as friendly.
+        recurrent: Also count LSTM and GRU layers (alone or in `Bidirectional`) as friendly.
     """
     return all(_xla_friendly(layer, recurrent) if isinstance(layer, keras.Model) else
                _layer_friendly(layer, recurrent) for layer in model.layers)
@@ -124,8 +123,9 @@ def _layer_friendly(layer: keras.layers.Layer, recurrent: bool) -> bool:
         return False
     if isinstance(layer, keras.layers.Bidirectional):
         return _is_gated_recurrent(layer.forward_layer) and _is_gated_recurrent(layer.backward_layer)
-    # A mask would come with padded batches of varying length: a compile for each.
-    return _is_gated_recurrent(layer) or (isinstance(layer, keras.layers.Embedding) and not layer.mask_zero)
+    # No Embedding: XLA's gather clamps an out-of-range id where TensorFlow's
+    # kernel raises, so a vocabulary set too small would train silently.
+    return _is_gated_recurrent(layer)
 
 
 def _is_gated_recurrent(layer: keras.layers.Layer) -> bool:
