@@ -26,8 +26,8 @@ def _recurrent(cell: str, **layer_options):
 def test_auto_turns_xla_on_for_gated_recurrent_nets_in_long_fits(cell, xla):
     train = TrainConfig()
     model = _recurrent(cell)
-    assert speed.jit_compile(train, model, 1, total_steps=50) is xla
-    assert speed.jit_compile(train, model, 1, total_steps=49) is False  # the compile would not pay
+    assert speed.jit_compile(train, model, 1, total_steps=1_000) is xla
+    assert speed.jit_compile(train, model, 1, total_steps=999) is False  # the compile would not pay
     assert speed.jit_compile(train, model, 1, total_steps=None) is False  # length unknown
     assert speed.jit_compile(train, model, 1, total_steps=5_000, pad=True) is False  # a compile per shape
     assert speed.jit_compile(train, model, 2, total_steps=5_000) is False  # mirrored over CPU devices
@@ -49,9 +49,12 @@ def test_auto_looks_inside_bidirectional_and_keeps_embeddings_and_masks_off():
     convolved = net(keras.layers.Conv1D(4, 3), keras.layers.LSTM(4))
     # XLA's gather clamps an id past the vocabulary where TensorFlow's raises: such a net stays unfused.
     embedded = net(keras.layers.Embedding(10, 3), keras.layers.LSTM(4), dtype="int32")
-    decisions = [speed.jit_compile(train, model, 1, total_steps=1_000)
-                 for model in (bidirectional, masked, simple, convolved, embedded)]
-    assert decisions == [True, False, False, False, False]
+    choices = [speed.jit_choice(train, model, 1, total_steps=1_000)
+               for model in (bidirectional, masked, simple, convolved, embedded)]
+    assert [value for value, _ in choices] == [True, False, False, False, False]
+    assert choices[0][1] == "train.jit_compile=auto: on: an LSTM/GRU net in a fit of 1,000 steps (>= 1,000)"
+    blocking = [why.split("; ")[0].split("(")[-1] for _, why in choices[1:]]
+    assert blocking == ["Masking)", "Bidirectional)", "Conv1D)", "Embedding)"]
 
 
 def test_an_embedding_id_past_the_vocabulary_still_fails_the_fit(logdir):
@@ -66,16 +69,25 @@ def test_an_embedding_id_past_the_vocabulary_still_fails_the_fit(logdir):
                                               keras.layers.LSTM(2), keras.layers.Dense(1)]), (x, y), loss="mse")
 
 
-def test_fit_records_the_auto_choice_from_its_own_length(logdir):
+def test_fit_records_the_auto_choice_from_its_own_length_and_why(logdir):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(60, 5, 3)).astype("float32")
+    x = rng.normal(size=(250, 5, 3)).astype("float32")
     y = x.sum(axis=(1, 2))[:, None]
-    with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=1, batch_size=1), verbose=0) as run:
-        long_fit = run.fit(lambda: _recurrent("gru"), (x[:50], y[:50]), loss="mse", name="long")
-        short_fit = run.fit(lambda: _recurrent("gru"), (x[:49], y[:49]), loss="mse", name="short")
-        padded = run.fit(lambda: _recurrent("gru"), (x[:50], y[:50]), loss="mse", name="padded", pad=True)
+    # At batch 1: 250 examples for 4 epochs are 1,000 steps; 200 for 3, 600.
+    with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=4, batch_size=1), verbose=0) as run:
+        long_fit = run.fit(lambda: _recurrent("gru"), (x, y), loss="mse", name="long")
+        short_fit = run.fit(lambda: _recurrent("gru"), (x[:200], y[:200]), loss="mse", name="short", epochs=3)
+        padded = run.fit(lambda: _recurrent("gru"), (x, y), loss="mse", name="padded", pad=True)
+        users = _recurrent("gru")
+        users.compile(optimizer="adam", loss="mse")
+        run.fit(users, (x[:20], y[:20]), name="users", epochs=1)
         loss = run.evaluate(long_fit, (x, y))["test_loss"]
     assert (long_fit.jit_compile, short_fit.jit_compile, padded.jit_compile) == (True, False, False)
     fits = json.loads((run.run_dir / "results.json").read_text())["fits"]
     assert [fits[name]["jit_compile"] for name in ("long", "short", "padded")] == [True, False, False]
+    assert fits["short"]["jit_compile_set_by"] == \
+        "train.jit_compile=auto: off: an LSTM/GRU net in a fit of 600 steps (under 1,000)"
+    assert fits["padded"]["jit_compile_set_by"].endswith("off: an LSTM/GRU net on padded batches (a compile for "
+                                                          "each shape)")
+    assert fits["users"]["jit_compile_set_by"] == "the model came compiled: its own compile's jit_compile"
     assert np.isfinite(loss)

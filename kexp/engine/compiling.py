@@ -6,6 +6,7 @@ schedule come from `kexp.engine.optim` with the fit's own length.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import keras
@@ -74,8 +75,21 @@ def compile_model(model: keras.Model, train: TrainConfig, num_replicas: int, *, 
     return model
 
 
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """Who compiled a fit's model, and why XLA is on or off (`results.json` `fits`).
+
+    Attributes:
+        by: `harness`, `user`, or `user (steps_per_execution chosen by the harness)`.
+        jit_compile_set_by: The rule or setting behind `jit_compile`, in words.
+    """
+
+    by: str
+    jit_compile_set_by: str
+
+
 def prepare_model(harness: Harness, model: Any, compile_args: dict[str, Any], plan: FitPlan,
-                  data: fitdata.FitData) -> tuple[keras.Model, str, fitdata.FitData]:
+                  data: fitdata.FitData) -> tuple[keras.Model, Compiled, fitdata.FitData]:
     """Returns the model to fit, who compiled it, and the data left to train on.
 
     The model is built and compiled in the strategy's scope and, on a resume,
@@ -93,17 +107,20 @@ def prepare_model(harness: Harness, model: Any, compile_args: dict[str, Any], pl
         model = fitargs.model_from(model, harness.num_replicas, harness.strategy_name)
         if not model.compiled:
             fitargs.needs_loss(model, compile_args, isinstance(model, GAN))
+            # The words of the choice `harness.compile` makes from the same model and plan.
+            jit_why = speed.jit_choice(harness.train, model, harness.num_replicas, plan.total_steps, plan.pad)[1]
             harness.compile(model, **compile_args, steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs)
-            compiled_by = "harness"
+            compiled = Compiled("harness", jit_why)
         else:
-            compiled_by = _adopt_compiled(harness, model, compile_args, plan.steps_per_epoch)
+            compiled = Compiled(_adopt_compiled(harness, model, compile_args, plan.steps_per_epoch),
+                                "the model came compiled: its own compile's jit_compile")
         if plan.state is not None:
             # Before any callback writes: a state that does not fit fails with the folder untouched.
             one_batch, data = fitdata.first_batch(data, harness.dataset) if building.needs_build(model) \
                 else (None, data)
             building.restore_built(model, plan.state, f"--resume {str(harness.run_dir)!r}", one_batch,
                                    harness.strategy)
-    return model, compiled_by, data
+    return model, compiled, data
 
 
 def _adopt_compiled(harness: Harness, model: keras.Model, compile_args: dict[str, Any],

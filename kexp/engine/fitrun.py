@@ -30,6 +30,7 @@ from kexp.store.record import RunStatus
 from kexp.store import layout
 
 if TYPE_CHECKING:
+    from kexp.engine.compiling import Compiled
     from kexp.engine.harness import Harness
 
 
@@ -50,12 +51,12 @@ def fused_group(harness: Harness, model: keras.Model, data: fitdata.FitData, pad
     return steps_per_execution if fusable else 1
 
 
-def settings_before_training(harness: Harness, model: keras.Model, data: fitdata.FitData, compiled_by: str,
-                             group: int) -> dict[str, Any]:
+def settings_before_training(harness: Harness, model: keras.Model, data: fitdata.FitData,
+                             compiled: Compiled, group: int) -> dict[str, Any]:
     """Returns what `results.json` `fits` records of a fit before it trains."""
     return {
         "steps_per_execution": int(model.steps_per_execution), "jit_compile": bool(model.jit_compile),
-        "compiled_by": compiled_by,
+        "jit_compile_set_by": compiled.jit_compile_set_by, "compiled_by": compiled.by,
         # A stream's batches are its own.
         "global_batch_size": None if data.is_stream else harness.global_batch_size,
         "train_examples": data.n_all, "trained_examples_per_epoch": data.n_train,

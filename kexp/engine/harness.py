@@ -58,8 +58,8 @@ class Harness(RunOutputs):
             chief, written to): `run_dir/backup`, or on other workers of a
             resumed multi-worker run, the chief's folder's.
         fit_settings: What each `fit` ran with, by its fit name (`model`,
-            `model_2`, or its `name`): `steps_per_execution`, `jit_compile`,
-            `fused_steps` (whether its batches ran fused), `compiled_by`,
+            `model_2`, or its `name`): `steps_per_execution`, `jit_compile` (and
+            `jit_compile_set_by`, why), `fused_steps` (batches fused), `compiled_by`,
             example counts, `examples_per_s` (its epochs after the first,
             which holds tracing), and what trained it (`optimizers` with their
             learning rate or schedule, `loss`, `params`); `results.json`
@@ -326,9 +326,9 @@ class Harness(RunOutputs):
             loss=loss, metrics=metrics, loss_weights=loss_weights, weighted_metrics=weighted_metrics,
             optimizer=optimizer, optimizer_options=optimizer_options))
         data, plan = self._plan(train, keras_args, name, epochs, validation_freq, class_weight, pad)
-        model, compiled_by, data = compiling.prepare_model(self, model, compile_args, plan, data)
+        model, compiled, data = compiling.prepare_model(self, model, compile_args, plan, data)
         group = fitrun.fused_group(self, model, data, pad)
-        self.fit_settings[plan.name] = fitrun.settings_before_training(self, model, data, compiled_by, group)
+        self.fit_settings[plan.name] = fitrun.settings_before_training(self, model, data, compiled, group)
         if plan.finished_before:
             # Trained to the end before the resume: nothing to train, nothing to write (a later fit's
             # state that does not fit then leaves the folder as it was).

@@ -35,9 +35,10 @@ _XLA_MIN_PARAMS = 50_000
 # AMD EPYC, per-step time without over with XLA): LSTM(64) x 100 steps at batch 128
 # 1.7x, GRU(64) 1.4x, LSTM(256) x 80 at batch 32 1.45x, LSTM(64) x 20 at batch 32 1.9x,
 # LSTM(256) x 100 at batch 128 1.03x. SimpleRNN ran 0.8x, so only LSTM and GRU count.
-# XLA's compile costs a recurrent net 2-4 s more than TensorFlow's tracing: a fit
-# shorter than this many optimizer steps (a smoke run, a one-epoch test) keeps it off.
-_XLA_MIN_RECURRENT_STEPS = 50
+# XLA's compile costs a recurrent net 3-6 s more than TensorFlow's tracing. lstm_sine's
+# 630 steps gained less than that (its whole command ran slower with XLA); rnn_memory's
+# fits of 3,000 steps saved about 20 ms a step. Shorter fits keep XLA off.
+_XLA_MIN_RECURRENT_STEPS = 1_000
 
 
 def jit_compile(train: TrainConfig, model: keras.Model | None, num_replicas: int, total_steps: int | None = None,
@@ -53,20 +54,47 @@ def jit_compile(train: TrainConfig, model: keras.Model | None, num_replicas: int
         pad: Whether the fit's batches are padded to their longest example: each
             new shape would compile again, so `auto` keeps XLA off for recurrent nets.
     """
+    return jit_choice(train, model, num_replicas, total_steps, pad)[0]
+
+
+def jit_choice(train: TrainConfig, model: keras.Model | None, num_replicas: int, total_steps: int | None = None,
+               pad: bool = False) -> tuple[bool | str, str]:
+    """Returns `jit_compile`'s value and why, in words (`results.json` `fits.FIT.jit_compile_set_by`).
+
+    Args:
+        train: The training settings.
+        model: The model to be compiled.
+        num_replicas: Replicas training in sync.
+        total_steps: The fit's optimizer steps, when known.
+        pad: Whether the fit's batches are padded.
+    """
     if train.jit_compile != "auto":
-        return train.jit_compile == "true"
+        return train.jit_compile == "true", f"train.jit_compile={train.jit_compile}"
+    auto = "train.jit_compile=auto: "
     if tf.config.list_logical_devices("GPU") or model is None:
-        return "auto"  # Keras: XLA on GPU where the model supports it
+        return "auto", auto + "Keras' choice (a GPU, or no model)"  # XLA on GPU where the model supports it
     if num_replicas > 1:
         # XLA clusters cannot reach a mirrored variable's copy on another
         # logical CPU ("Trying to access resource ... located in device CPU:1").
-        return False
+        return False, auto + f"off with {num_replicas} replicas (XLA cannot reach a mirrored variable's copies)"
     if not model.built:
-        return False  # no Input: nothing to count until the first batch builds it
-    if _xla_friendly(model, recurrent=False):
-        return model.count_params() >= _XLA_MIN_PARAMS
-    return (not pad and total_steps is not None and total_steps >= _XLA_MIN_RECURRENT_STEPS
-            and _xla_friendly(model, recurrent=True) and _has_gated_recurrent_layer(model))
+        return False, auto + "off: the model was not built when compiled (no Input)"
+    if _first_unfriendly(model, recurrent=False) is None:
+        params = model.count_params()
+        on = params >= _XLA_MIN_PARAMS
+        return on, auto + f"{'on' if on else 'off'}: a dense-only net of {params:,} parameters " \
+                          f"({'>=' if on else '<'} {_XLA_MIN_PARAMS:,})"
+    # Not dense-only: with every layer friendly here, the rest are LSTMs and GRUs.
+    blocking = _first_unfriendly(model, recurrent=True)
+    if blocking is not None:
+        return False, auto + f"off: layer {blocking.name!r} ({type(blocking).__name__}); XLA is on for " \
+                             "dense-only and LSTM/GRU nets"
+    if pad:
+        return False, auto + "off: an LSTM/GRU net on padded batches (a compile for each shape)"
+    on = total_steps is not None and total_steps >= _XLA_MIN_RECURRENT_STEPS
+    steps = "an unknown number of" if total_steps is None else f"{total_steps:,}"
+    return on, auto + f"{'on' if on else 'off'}: an LSTM/GRU net in a fit of {steps} steps " \
+                      f"({'>=' if on else 'under'} {_XLA_MIN_RECURRENT_STEPS:,})"
 
 
 def steps_per_execution(train: TrainConfig, steps_per_epoch: int | None, num_replicas: int) -> int:
@@ -105,15 +133,19 @@ def steps_per_execution(train: TrainConfig, steps_per_epoch: int | None, num_rep
     return divisor if divisor >= _MIN_AUTO_DIVISOR else _MAX_AUTO_STEPS_PER_EXECUTION
 
 
-def _xla_friendly(model: keras.Model, recurrent: bool) -> bool:
-    """Returns whether every layer, nested models included, is XLA-friendly on CPU.
+def _first_unfriendly(model: keras.Model, recurrent: bool) -> keras.layers.Layer | None:
+    """Returns the first layer, nested models included, that is not XLA-friendly on CPU; None if all are.
 
     Args:
         model: The model.
         recurrent: Also count LSTM and GRU layers (alone or in `Bidirectional`) as friendly.
     """
-    return all(_xla_friendly(layer, recurrent) if isinstance(layer, keras.Model) else
-               _layer_friendly(layer, recurrent) for layer in model.layers)
+    for layer in model.layers:
+        found = _first_unfriendly(layer, recurrent) if isinstance(layer, keras.Model) else \
+            None if _layer_friendly(layer, recurrent) else layer
+        if found is not None:
+            return found
+    return None
 
 
 def _layer_friendly(layer: keras.layers.Layer, recurrent: bool) -> bool:
@@ -131,9 +163,3 @@ def _layer_friendly(layer: keras.layers.Layer, recurrent: bool) -> bool:
 def _is_gated_recurrent(layer: keras.layers.Layer) -> bool:
     """Returns whether `layer` is an LSTM or GRU: Keras' own, kexp's, or a subclass of either."""
     return isinstance(layer, (keras.layers.LSTM, keras.layers.GRU))
-
-
-def _has_gated_recurrent_layer(model: keras.Model) -> bool:
-    return any(_has_gated_recurrent_layer(layer) if isinstance(layer, keras.Model) else
-               _is_gated_recurrent(layer) or isinstance(layer, keras.layers.Bidirectional)
-               for layer in model.layers)
