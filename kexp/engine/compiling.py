@@ -25,7 +25,7 @@ OptimizerArg = keras.optimizers.Optimizer | Callable[[], keras.optimizers.Optimi
 
 def compile_options(train: TrainConfig, num_replicas: int, model: keras.Model | None = None,
                     steps_per_epoch: int | None = None, epochs: int | None = None,
-                    pad: bool = False) -> dict[str, Any]:
+                    plan: FitPlan | None = None) -> dict[str, Any]:
     """Returns the `steps_per_execution` and `jit_compile` arguments for `Model.compile`.
 
     Args:
@@ -33,20 +33,24 @@ def compile_options(train: TrainConfig, num_replicas: int, model: keras.Model | 
         num_replicas: Replicas training in sync.
         model: The model to be compiled; `jit_compile=auto` looks at its layers.
         steps_per_epoch: The fit's steps per epoch, which `steps_per_execution=0` (auto) divides.
-        epochs: The fit's epochs (None: `train.epochs`); with `steps_per_epoch`, its
-            length, which `jit_compile=auto` weighs for recurrent nets.
-        pad: Whether the fit pads batches to their longest example.
+        epochs: The fit's epochs (None: the plan's, else `train.epochs`); with
+            `steps_per_epoch`, its length, which `jit_compile=auto` weighs for recurrent nets.
+        plan: The fit the model is compiled for, when known: its length, and
+            whether its batches may differ in shape.
     """
-    total_steps = steps_per_epoch * (epochs or train.epochs) if steps_per_epoch else None
+    epochs = epochs or (plan.epochs if plan else train.epochs)
+    total_steps = steps_per_epoch * epochs if steps_per_epoch else None
+    shapes_may_vary = plan is not None and plan.shapes_may_vary
     return {
         "steps_per_execution": speed.steps_per_execution(train, steps_per_epoch, num_replicas),
-        "jit_compile": speed.jit_compile(train, model, num_replicas, total_steps, pad),
+        "jit_compile": speed.jit_compile(train, model, num_replicas, total_steps, shapes_may_vary),
     }
 
 
 def compile_model(model: keras.Model, train: TrainConfig, num_replicas: int, *, loss: Any, metrics: Any,
                   optimizer: OptimizerArg, optimizer_options: Mapping[str, Any] | None, steps_per_epoch: int | None,
-                  epochs: int | None, loss_weights: Any, weighted_metrics: Any, pad: bool = False) -> keras.Model:
+                  epochs: int | None, loss_weights: Any, weighted_metrics: Any,
+                  plan: FitPlan | None = None) -> keras.Model:
     """Compiles `model` as `Harness.compile` documents; call inside the strategy's scope.
 
     Returns:
@@ -60,7 +64,7 @@ def compile_model(model: keras.Model, train: TrainConfig, num_replicas: int, *, 
             return optim.make_optimizer(train, total_steps, **options)
         return optimizer() if callable(optimizer) else optimizer
 
-    speed_options = compile_options(train, num_replicas, model, steps_per_epoch, epochs, pad)
+    speed_options = compile_options(train, num_replicas, model, steps_per_epoch, epochs, plan)
     if isinstance(model, GAN):
         if optimizer is not None and not callable(optimizer):
             raise UsageError(f"fit: received optimizer {type(optimizer).__name__} (one instance) for a "
@@ -108,7 +112,8 @@ def prepare_model(harness: Harness, model: Any, compile_args: dict[str, Any], pl
         if not model.compiled:
             fitargs.needs_loss(model, compile_args, isinstance(model, GAN))
             # The words of the choice `harness.compile` makes from the same model and plan.
-            jit_why = speed.jit_choice(harness.train, model, harness.num_replicas, plan.total_steps, plan.pad)[1]
+            jit_why = speed.jit_choice(harness.train, model, harness.num_replicas, plan.total_steps,
+                                       plan.shapes_may_vary)[1]
             harness.compile(model, **compile_args, steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs)
             compiled = Compiled("harness", jit_why)
         else:

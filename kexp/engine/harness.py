@@ -232,7 +232,7 @@ class Harness(RunOutputs):
         return compiling.compile_model(
             model, self.train, self.num_replicas, loss=loss, metrics=metrics, optimizer=optimizer,
             optimizer_options=optimizer_options, steps_per_epoch=steps_per_epoch, epochs=epochs,
-            loss_weights=loss_weights, weighted_metrics=weighted_metrics, pad=building is not None and building.pad)
+            loss_weights=loss_weights, weighted_metrics=weighted_metrics, plan=building)
 
     def compile_options(self, model: keras.Model | None = None, steps_per_epoch: int | None = None) -> dict[str, Any]:
         """Returns the `steps_per_execution` and `jit_compile` arguments for `Model.compile`.
@@ -246,8 +246,7 @@ class Harness(RunOutputs):
         """
         building = self._building  # set: a builder's call, for the fit it builds for
         steps_per_epoch = steps_per_epoch or (building.steps_per_epoch if building else None)
-        return compiling.compile_options(self.train, self.num_replicas, model, steps_per_epoch,
-                                         building and building.epochs, building is not None and building.pad)
+        return compiling.compile_options(self.train, self.num_replicas, model, steps_per_epoch, plan=building)
 
     @contextlib.contextmanager
     def building(self, plan: FitPlan) -> Iterator[None]:
@@ -353,7 +352,8 @@ class Harness(RunOutputs):
                                global_batch_size=self.global_batch_size, num_replicas=self.num_replicas,
                                should_stop=self.stop.check)
         plan = make_plan(self.run_dir, self.backup_root, self._fit_name(name or "model"), epochs=epochs,
-                         steps_per_epoch=data.steps_per_epoch, validation_freq=validation_freq, pad=pad)
+                         steps_per_epoch=data.steps_per_epoch, validation_freq=validation_freq, pad=pad,
+                         streamed=data.is_stream)
         return data, plan
 
     def count_trained(self, seconds: float, examples: int) -> None:

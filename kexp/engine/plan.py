@@ -32,6 +32,8 @@ class FitPlan:
         steps_per_epoch: Optimizer steps per epoch, None where the data does not say (a generator).
         validation_freq: Validate every this many epochs.
         pad: Whether batches are padded to their longest example.
+        streamed: Whether batches come from the caller's stream (a PyDataset or a
+            generator), in whatever shapes it makes.
         log_dir: Where its TensorBoard logs and history go: the run folder for
             the first unnamed fit, else `RUN_DIR/NAME`.
         backup_dir: Where its state file is read from and (on the chief) written to.
@@ -44,6 +46,7 @@ class FitPlan:
     steps_per_epoch: int | None
     validation_freq: int
     pad: bool
+    streamed: bool
     log_dir: Path
     backup_dir: Path
     state: checkpoint.TrainingState | None
@@ -54,13 +57,18 @@ class FitPlan:
         return self.steps_per_epoch * self.epochs if self.steps_per_epoch else None
 
     @property
+    def shapes_may_vary(self) -> bool:
+        """Whether batches may differ in shape (padded, or a stream's), so each shape compiles on its own."""
+        return self.pad or self.streamed
+
+    @property
     def finished_before(self) -> bool:
         """Whether a resumed run had trained this fit to its end: nothing is left to train or write."""
         return self.state is not None and self.initial_epoch >= self.epochs
 
 
 def make_plan(run_dir: Path, backup_root: Path, name: str, *, epochs: int, steps_per_epoch: int | None,
-              validation_freq: int, pad: bool) -> FitPlan:
+              validation_freq: int, pad: bool, streamed: bool = False) -> FitPlan:
     """Returns a fit's plan, reading the state a resumed run left for it.
 
     Args:
@@ -71,6 +79,7 @@ def make_plan(run_dir: Path, backup_root: Path, name: str, *, epochs: int, steps
         steps_per_epoch: Optimizer steps per epoch, if known.
         validation_freq: Validate every this many epochs.
         pad: Whether batches are padded.
+        streamed: Whether batches come from the caller's stream.
 
     Raises:
         UsageError: For a state file that is not kexp's or is torn (`kexp.store.checkpoint.load`).
@@ -80,7 +89,7 @@ def make_plan(run_dir: Path, backup_root: Path, name: str, *, epochs: int, steps
     state = checkpoint.load(path) if path.exists() else None
     return FitPlan(
         name=name, epochs=epochs, initial_epoch=min(state.epochs_done, epochs) if state else 0,
-        steps_per_epoch=steps_per_epoch, validation_freq=validation_freq, pad=pad,
+        steps_per_epoch=steps_per_epoch, validation_freq=validation_freq, pad=pad, streamed=streamed,
         log_dir=layout.fit_log_dir(run_dir, name), backup_dir=backup_dir, state=state)
 
 

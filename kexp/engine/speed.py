@@ -10,8 +10,10 @@ import warnings
 
 import keras
 import tensorflow as tf
+from keras.src.models.functional import Functional
 
 from kexp.config import TrainConfig
+from kexp.models.lstm import LSTM
 
 # Upper bound of batches per compiled call when chosen automatically: enough
 # to amortize Keras' per-call Python overhead (keras#18648), small enough that
@@ -30,6 +32,9 @@ _XLA_FRIENDLY_LAYERS = (
     "Reshape", "Softmax", "Normalization", "Add", "Concatenate", "Identity",
 )
 _XLA_MIN_PARAMS = 50_000
+# The model classes whose `call` is their graph of layers, nothing else. Keras exports no
+# name for the class `keras.Model(inputs, outputs)` returns.
+_GRAPH_MODELS = (keras.Sequential, Functional)
 # Gated recurrent layers XLA speeds up on CPU: it fuses each step's gate math, which
 # otherwise runs as a dozen small ops per time step. Measured through the harness (2-core
 # AMD EPYC, per-step time without over with XLA): LSTM(64) x 100 steps at batch 128
@@ -42,7 +47,7 @@ _XLA_MIN_RECURRENT_STEPS = 1_000
 
 
 def jit_compile(train: TrainConfig, model: keras.Model | None, num_replicas: int, total_steps: int | None = None,
-                pad: bool = False) -> bool | str:
+                shapes_may_vary: bool = False) -> bool | str:
     """Returns the `jit_compile` argument for `Model.compile`: `train.jit_compile`, or the auto rule.
 
     Args:
@@ -51,14 +56,15 @@ def jit_compile(train: TrainConfig, model: keras.Model | None, num_replicas: int
         num_replicas: Replicas training in sync.
         total_steps: The fit's optimizer steps, when known; `auto` turns XLA on
             for a gated recurrent net only when there are enough to pay its compile.
-        pad: Whether the fit's batches are padded to their longest example: each
-            new shape would compile again, so `auto` keeps XLA off for recurrent nets.
+        shapes_may_vary: Whether the fit's batches may differ in shape (padded, or
+            a stream's): each new shape would compile again, so `auto` keeps XLA off
+            for recurrent nets.
     """
-    return jit_choice(train, model, num_replicas, total_steps, pad)[0]
+    return jit_choice(train, model, num_replicas, total_steps, shapes_may_vary)[0]
 
 
 def jit_choice(train: TrainConfig, model: keras.Model | None, num_replicas: int, total_steps: int | None = None,
-               pad: bool = False) -> tuple[bool | str, str]:
+               shapes_may_vary: bool = False) -> tuple[bool | str, str]:
     """Returns `jit_compile`'s value and why, in words (`results.json` `fits.FIT.jit_compile_set_by`).
 
     Args:
@@ -66,7 +72,7 @@ def jit_choice(train: TrainConfig, model: keras.Model | None, num_replicas: int,
         model: The model to be compiled.
         num_replicas: Replicas training in sync.
         total_steps: The fit's optimizer steps, when known.
-        pad: Whether the fit's batches are padded.
+        shapes_may_vary: Whether the fit's batches may differ in shape.
     """
     if train.jit_compile != "auto":
         return train.jit_compile == "true", f"train.jit_compile={train.jit_compile}"
@@ -84,13 +90,14 @@ def jit_choice(train: TrainConfig, model: keras.Model | None, num_replicas: int,
         on = params >= _XLA_MIN_PARAMS
         return on, auto + f"{'on' if on else 'off'}: a dense-only net of {params:,} parameters " \
                           f"({'>=' if on else '<'} {_XLA_MIN_PARAMS:,})"
-    # Not dense-only: with every layer friendly here, the rest are LSTMs and GRUs.
+    # Not dense-only: with every part friendly here, the rest are LSTMs and GRUs.
     blocking = _first_unfriendly(model, recurrent=True)
     if blocking is not None:
-        return False, auto + f"off: layer {blocking.name!r} ({type(blocking).__name__}); XLA is on for " \
-                             "dense-only and LSTM/GRU nets"
-    if pad:
-        return False, auto + "off: an LSTM/GRU net on padded batches (a compile for each shape)"
+        return False, auto + f"off: {blocking.name!r} ({type(blocking).__name__}) is outside the rule (Keras' " \
+                             "dense layers, or LSTM/GRU nets, in Sequential or functional models)"
+    if shapes_may_vary:
+        return False, auto + "off: an LSTM/GRU net on batches that may differ in shape (padded, or a stream's: " \
+                             "a compile for each shape)"
     on = total_steps is not None and total_steps >= _XLA_MIN_RECURRENT_STEPS
     steps = "an unknown number of" if total_steps is None else f"{total_steps:,}"
     return on, auto + f"{'on' if on else 'off'}: an LSTM/GRU net in a fit of {steps} steps " \
@@ -133,33 +140,49 @@ def steps_per_execution(train: TrainConfig, steps_per_epoch: int | None, num_rep
     return divisor if divisor >= _MIN_AUTO_DIVISOR else _MAX_AUTO_STEPS_PER_EXECUTION
 
 
-def _first_unfriendly(model: keras.Model, recurrent: bool) -> keras.layers.Layer | None:
-    """Returns the first layer, nested models included, that is not XLA-friendly on CPU; None if all are.
+def _first_unfriendly(model: keras.Model, recurrent: bool) -> keras.Operation | None:
+    """Returns the first part of `model` not known to be XLA-friendly on CPU; None if all are.
+
+    Only Keras' own layers count, in Keras' Sequential or functional models: a
+    subclassed model or layer runs its own `call` (an assertion XLA would drop, a
+    `py_function` it cannot compile), and a `keras.ops` call in a functional model
+    (a `take`) can index past a table, which XLA clamps where TensorFlow raises.
 
     Args:
         model: The model.
         recurrent: Also count LSTM and GRU layers (alone or in `Bidirectional`) as friendly.
     """
-    for layer in model.layers:
-        found = _first_unfriendly(layer, recurrent) if isinstance(layer, keras.Model) else \
-            None if _layer_friendly(layer, recurrent) else layer
+    if type(model) not in _GRAPH_MODELS:
+        return model
+    # A functional model's operations include its `keras.ops` calls; its layers do not.
+    for part in model.operations if type(model) is Functional else model.layers:
+        found = _first_unfriendly(part, recurrent) if isinstance(part, keras.Model) else \
+            None if _layer_friendly(part, recurrent) else part
         if found is not None:
             return found
     return None
 
 
-def _layer_friendly(layer: keras.layers.Layer, recurrent: bool) -> bool:
-    if type(layer).__name__ in _XLA_FRIENDLY_LAYERS:
+def _layer_friendly(part: keras.Operation, recurrent: bool) -> bool:
+    if not isinstance(part, keras.layers.Layer) or not _keras_activations(part):
+        return False
+    if type(part).__name__ in _XLA_FRIENDLY_LAYERS and type(part).__module__.startswith("keras."):
         return True
     if not recurrent:
         return False
-    if isinstance(layer, keras.layers.Bidirectional):
-        return _is_gated_recurrent(layer.forward_layer) and _is_gated_recurrent(layer.backward_layer)
+    if type(part) is keras.layers.Bidirectional:
+        return _is_gated_recurrent(part.forward_layer) and _is_gated_recurrent(part.backward_layer)
     # No Embedding: XLA's gather clamps an out-of-range id where TensorFlow's
     # kernel raises, so a vocabulary set too small would train silently.
-    return _is_gated_recurrent(layer)
+    return _is_gated_recurrent(part)
 
 
 def _is_gated_recurrent(layer: keras.layers.Layer) -> bool:
-    """Returns whether `layer` is an LSTM or GRU: Keras' own, kexp's, or a subclass of either."""
-    return isinstance(layer, (keras.layers.LSTM, keras.layers.GRU))
+    """Returns whether `layer` is Keras' LSTM or GRU, or kexp's LSTM (not a subclass: its `call` is unknown)."""
+    return type(layer) in (keras.layers.LSTM, keras.layers.GRU, LSTM) and _keras_activations(layer)
+
+
+def _keras_activations(layer: keras.layers.Layer) -> bool:
+    """Returns whether the layer's activations, if any, are Keras' own (a user's function may hold anything)."""
+    return all(getattr(getattr(layer, name, None), "__module__", "keras.").startswith("keras.")
+               for name in ("activation", "recurrent_activation"))
