@@ -93,6 +93,15 @@ def test_auto_keeps_xla_off_for_code_it_cannot_see():
     assert speed.jit_choice(train, dense, 1)[0] is False  # the dense rule checks the same
 
 
+def test_a_dense_gan_keeps_the_dense_rule():
+    from kexp.models import GAN, gan_1d_discriminator, gan_1d_generator
+
+    # 4-200-200-1 and 1-200-200-1: 41,401 + 40,801 parameters.
+    gan = GAN(gan_1d_generator(4, 1, hidden=(200, 200)), gan_1d_discriminator(1, hidden=(200, 200)))
+    assert speed.jit_choice(TrainConfig(), gan, 1)[1] == \
+        "train.jit_compile=auto: on: a dense-only net of 82,202 parameters (>= 50,000)"
+
+
 def test_an_embedding_id_past_the_vocabulary_still_fails_the_fit(logdir):
     import keras
 

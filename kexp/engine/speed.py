@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras.src.models.functional import Functional
 
 from kexp.config import TrainConfig
+from kexp.models.gan import GAN
 from kexp.models.lstm import LSTM
 
 # Upper bound of batches per compiled call when chosen automatically: enough
@@ -32,9 +33,9 @@ _XLA_FRIENDLY_LAYERS = (
     "Reshape", "Softmax", "Normalization", "Add", "Concatenate", "Identity",
 )
 _XLA_MIN_PARAMS = 50_000
-# The model classes whose `call` is their graph of layers, nothing else. Keras exports no
-# name for the class `keras.Model(inputs, outputs)` returns.
-_GRAPH_MODELS = (keras.Sequential, Functional)
+# The model classes whose `call` is their graph of layers, nothing else (and kexp's GAN,
+# whose steps are kexp's). Keras exports no name for the class `keras.Model(inputs, outputs)` returns.
+_GRAPH_MODELS = (keras.Sequential, Functional, GAN)
 # Gated recurrent layers XLA speeds up on CPU: it fuses each step's gate math, which
 # otherwise runs as a dozen small ops per time step. Measured through the harness (2-core
 # AMD EPYC, per-step time without over with XLA): LSTM(64) x 100 steps at batch 128
