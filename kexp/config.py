@@ -77,9 +77,9 @@ class TrainConfig:
     )
     jit_compile: str = param(
         "auto", choices=("auto", "true", "false"),
-        help="XLA; auto: on CPU, on for dense-only nets of >= 50k parameters and for LSTM/GRU nets (no Embedding, "
-        "mask or padding) in fits of >= 1,000 steps; Keras' choice on GPU; results.json fits.FIT.jit_compile_set_by "
-        "says why",
+        help="XLA; auto: on CPU, on for dense-only nets of >= 50k parameters and for LSTM/GRU nets (no Embedding or "
+        "Masking, no padded or streamed batches) in fits of >= 1,000 steps, of Keras' own layers and functions only; "
+        "Keras' choice on GPU; results.json fits.FIT.jit_compile_set_by says why",
     )
     fuse_steps: bool = param(
         True, help="run a compiled call's batches in one loop inside it (Keras' own train_step or one declared "

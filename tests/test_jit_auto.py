@@ -87,8 +87,10 @@ def test_auto_keeps_xla_off_for_code_it_cannot_see():
     choices = [speed.jit_choice(train, model, 1, total_steps=5_000)
                for model in (checked, taken, subclassed_layer, own_activation, nested)]
     assert [value for value, _ in choices] == [False, False, False, False, True]
-    assert "(Checked) is outside the rule" in choices[0][1] and "(Take) is outside the rule" in choices[1][1]
-    assert "(MyLSTM)" in choices[2][1] and "(LSTM)" in choices[3][1]
+    assert "(Checked) is a subclassed model" in choices[0][1]
+    assert "(Take) is a keras.ops call in the functional model" in choices[1][1]
+    assert "(MyLSTM) is outside the rule" in choices[2][1]
+    assert "(LSTM) holds a function or object not from Keras (activation)" in choices[3][1]
     dense = keras.Sequential([keras.Input((784,)), keras.layers.Dense(500, activation=lambda x: x)])
     assert speed.jit_choice(train, dense, 1)[0] is False  # the dense rule checks the same
 
@@ -153,3 +155,46 @@ def test_fit_records_the_auto_choice_from_its_own_length_and_why(logdir):
                                                             "that may differ in shape")
     assert fits["users"]["jit_compile_set_by"] == "the model came compiled: its own compile's jit_compile"
     assert np.isfinite(loss)
+
+
+def test_auto_keeps_xla_off_for_a_users_regularizer_constraint_loss_metric_or_schedule():
+    import keras
+
+    train = TrainConfig()
+
+    def net(**lstm_options):
+        return keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, **lstm_options), keras.layers.Dense(1)])
+
+    def own_penalty(weights):
+        return keras.ops.sum(weights) * 0.0
+
+    whys = [speed.jit_choice(train, net(**options), 1, total_steps=5_000)[1] for options in (
+        {"recurrent_regularizer": own_penalty}, {"kernel_constraint": lambda w: w},
+        {"kernel_regularizer": keras.regularizers.L2(1e-4)})]
+    assert whys[0].endswith("holds a function or object not from Keras (recurrent_regularizer)")
+    assert whys[1].endswith("holds a function or object not from Keras (kernel_constraint)")
+    assert whys[2].endswith("on: an LSTM/GRU net in a fit of 5,000 steps (>= 1,000)")  # Keras' own: kept on
+
+    class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            return 1e-3
+
+    compile_args = [{"loss": "mse", "metrics": ["mae", keras.metrics.MeanSquaredError()]},
+                    {"loss": lambda y, p: keras.ops.mean((y - p) ** 2)},
+                    {"loss": "mse", "metrics": {"out": [own_penalty]}},
+                    {"loss": "mse", "optimizer": keras.optimizers.Adam(Schedule())},
+                    {"loss": keras.losses.Huber(), "optimizer": keras.optimizers.Adam(1e-3)}]
+    assert [speed.user_code_in(args) for args in compile_args] == ["", "loss", "metrics", "optimizer", ""]
+    assert speed.jit_choice(train, net(), 1, total_steps=5_000, user_code="loss")[1] == \
+        "train.jit_compile=auto: off: the fit's loss holds a function or object not from Keras"
+
+
+def test_a_fit_with_a_loss_of_the_users_trains_without_xla(logdir):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(250, 5, 3)).astype("float32")
+    y = x.sum(axis=(1, 2))[:, None]
+    with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=4, batch_size=1), verbose=0) as run:
+        model = run.fit(lambda: _recurrent("gru"), (x, y), loss=lambda t, p: (t - p) ** 2)
+    assert model.jit_compile is False
+    assert run.fit_settings["model"]["jit_compile_set_by"].endswith("off: the fit's loss holds a function or object "
+                                                                   "not from Keras")

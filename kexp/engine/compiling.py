@@ -25,7 +25,7 @@ OptimizerArg = keras.optimizers.Optimizer | Callable[[], keras.optimizers.Optimi
 
 def compile_options(train: TrainConfig, num_replicas: int, model: keras.Model | None = None,
                     steps_per_epoch: int | None = None, epochs: int | None = None,
-                    plan: FitPlan | None = None) -> dict[str, Any]:
+                    plan: FitPlan | None = None, user_code: str = "") -> dict[str, Any]:
     """Returns the `steps_per_execution` and `jit_compile` arguments for `Model.compile`.
 
     Args:
@@ -37,13 +37,14 @@ def compile_options(train: TrainConfig, num_replicas: int, model: keras.Model | 
             `steps_per_epoch`, its length, which `jit_compile=auto` weighs for recurrent nets.
         plan: The fit the model is compiled for, when known: its length, and
             whether its batches may differ in shape.
+        user_code: The compile argument holding the user's code (`speed.user_code_in`), or "".
     """
     epochs = epochs or (plan.epochs if plan else train.epochs)
     total_steps = steps_per_epoch * epochs if steps_per_epoch else None
     shapes_may_vary = plan is not None and plan.shapes_may_vary
     return {
         "steps_per_execution": speed.steps_per_execution(train, steps_per_epoch, num_replicas),
-        "jit_compile": speed.jit_compile(train, model, num_replicas, total_steps, shapes_may_vary),
+        "jit_compile": speed.jit_compile(train, model, num_replicas, total_steps, shapes_may_vary, user_code),
     }
 
 
@@ -64,7 +65,9 @@ def compile_model(model: keras.Model, train: TrainConfig, num_replicas: int, *, 
             return optim.make_optimizer(train, total_steps, **options)
         return optimizer() if callable(optimizer) else optimizer
 
-    speed_options = compile_options(train, num_replicas, model, steps_per_epoch, epochs, plan)
+    user_code = speed.user_code_in(dict(loss=loss, metrics=metrics, weighted_metrics=weighted_metrics,
+                                        optimizer=optimizer))
+    speed_options = compile_options(train, num_replicas, model, steps_per_epoch, epochs, plan, user_code)
     if isinstance(model, GAN):
         if optimizer is not None and not callable(optimizer):
             raise UsageError(f"fit: received optimizer {type(optimizer).__name__} (one instance) for a "
@@ -113,7 +116,7 @@ def prepare_model(harness: Harness, model: Any, compile_args: dict[str, Any], pl
             fitargs.needs_loss(model, compile_args, isinstance(model, GAN))
             # The words of the choice `harness.compile` makes from the same model and plan.
             jit_why = speed.jit_choice(harness.train, model, harness.num_replicas, plan.total_steps,
-                                       plan.shapes_may_vary)[1]
+                                       plan.shapes_may_vary, speed.user_code_in(compile_args))[1]
             harness.compile(model, **compile_args, steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs)
             compiled = Compiled("harness", jit_why)
         else:

@@ -7,6 +7,7 @@ the measurements behind each constant are in docs/performance.md.
 from __future__ import annotations
 
 import warnings
+from typing import Any, Mapping
 
 import keras
 import tensorflow as tf
@@ -48,7 +49,7 @@ _XLA_MIN_RECURRENT_STEPS = 1_000
 
 
 def jit_compile(train: TrainConfig, model: keras.Model | None, num_replicas: int, total_steps: int | None = None,
-                shapes_may_vary: bool = False) -> bool | str:
+                shapes_may_vary: bool = False, user_code: str = "") -> bool | str:
     """Returns the `jit_compile` argument for `Model.compile`: `train.jit_compile`, or the auto rule.
 
     Args:
@@ -60,12 +61,13 @@ def jit_compile(train: TrainConfig, model: keras.Model | None, num_replicas: int
         shapes_may_vary: Whether the fit's batches may differ in shape (padded, or
             a stream's): each new shape would compile again, so `auto` keeps XLA off
             for recurrent nets.
+        user_code: The compile argument that holds the user's code (`user_code_in`), or "".
     """
-    return jit_choice(train, model, num_replicas, total_steps, shapes_may_vary)[0]
+    return jit_choice(train, model, num_replicas, total_steps, shapes_may_vary, user_code)[0]
 
 
 def jit_choice(train: TrainConfig, model: keras.Model | None, num_replicas: int, total_steps: int | None = None,
-               shapes_may_vary: bool = False) -> tuple[bool | str, str]:
+               shapes_may_vary: bool = False, user_code: str = "") -> tuple[bool | str, str]:
     """Returns `jit_compile`'s value and why, in words (`results.json` `fits.FIT.jit_compile_set_by`).
 
     Args:
@@ -74,6 +76,7 @@ def jit_choice(train: TrainConfig, model: keras.Model | None, num_replicas: int,
         num_replicas: Replicas training in sync.
         total_steps: The fit's optimizer steps, when known.
         shapes_may_vary: Whether the fit's batches may differ in shape.
+        user_code: The compile argument that holds the user's code (`user_code_in`), or "".
     """
     if train.jit_compile != "auto":
         return train.jit_compile == "true", f"train.jit_compile={train.jit_compile}"
@@ -86,6 +89,8 @@ def jit_choice(train: TrainConfig, model: keras.Model | None, num_replicas: int,
         return False, auto + f"off with {num_replicas} replicas (XLA cannot reach a mirrored variable's copies)"
     if not model.built:
         return False, auto + "off: the model was not built when compiled (no Input)"
+    if user_code:
+        return False, auto + f"off: the fit's {user_code} holds a function or object not from Keras"
     if _first_unfriendly(model, recurrent=False) is None:
         params = model.count_params()
         on = params >= _XLA_MIN_PARAMS
@@ -94,8 +99,8 @@ def jit_choice(train: TrainConfig, model: keras.Model | None, num_replicas: int,
     # Not dense-only: with every part friendly here, the rest are LSTMs and GRUs.
     blocking = _first_unfriendly(model, recurrent=True)
     if blocking is not None:
-        return False, auto + f"off: {blocking.name!r} ({type(blocking).__name__}) is outside the rule (Keras' " \
-                             "dense layers, or LSTM/GRU nets, in Sequential or functional models)"
+        part, why = blocking
+        return False, auto + f"off: {part.name!r} ({type(part).__name__}) {why}"
     if shapes_may_vary:
         return False, auto + "off: an LSTM/GRU net on batches that may differ in shape (padded, or a stream's: " \
                              "a compile for each shape)"
@@ -141,8 +146,37 @@ def steps_per_execution(train: TrainConfig, steps_per_epoch: int | None, num_rep
     return divisor if divisor >= _MIN_AUTO_DIVISOR else _MAX_AUTO_STEPS_PER_EXECUTION
 
 
-def _first_unfriendly(model: keras.Model, recurrent: bool) -> keras.Operation | None:
-    """Returns the first part of `model` not known to be XLA-friendly on CPU; None if all are.
+def user_code_in(compile_args: Mapping[str, Any]) -> str:
+    """Returns the first compile argument that holds a function or class of the user's, or "".
+
+    XLA would compile it unseen: it drops a `tf.debugging` assertion in a loss or
+    metric, and cannot compile a `py_function` in one or in a learning-rate schedule.
+
+    Args:
+        compile_args: `loss`, `metrics`, `weighted_metrics`, `optimizer`, as `fit` or `compile` took them.
+    """
+    for name in ("loss", "metrics", "weighted_metrics", "optimizer"):
+        value = compile_args.get(name)
+        if isinstance(value, keras.optimizers.Optimizer):
+            value = (value, getattr(value, "_learning_rate", None))  # a schedule of the user's
+        if _foreign(value):
+            return name
+    return ""
+
+
+def _foreign(value: Any) -> bool:
+    """Returns whether `value` (nested in lists, tuples and dicts) holds a callable or object not from Keras."""
+    if isinstance(value, (list, tuple)):
+        return any(_foreign(item) for item in value)
+    if isinstance(value, dict):
+        return any(_foreign(item) for item in value.values())
+    if value is None or isinstance(value, (str, int, float, tf.Variable, keras.Variable)):
+        return False
+    return not (getattr(value, "__module__", None) or "").startswith("keras.")
+
+
+def _first_unfriendly(model: keras.Model, recurrent: bool) -> tuple[keras.Operation, str] | None:
+    """Returns the first part of `model` not known to be XLA-friendly on CPU, and why; None if all are.
 
     Only Keras' own layers count, in Keras' Sequential or functional models: a
     subclassed model or layer runs its own `call` (an assertion XLA would drop, a
@@ -154,36 +188,41 @@ def _first_unfriendly(model: keras.Model, recurrent: bool) -> keras.Operation | 
         recurrent: Also count LSTM and GRU layers (alone or in `Bidirectional`) as friendly.
     """
     if type(model) not in _GRAPH_MODELS:
-        return model
+        return model, "is a subclassed model (its own call)"
     # A functional model's operations include its `keras.ops` calls; its layers do not.
     for part in model.operations if type(model) is Functional else model.layers:
         found = _first_unfriendly(part, recurrent) if isinstance(part, keras.Model) else \
-            None if _layer_friendly(part, recurrent) else part
+            _unfriendly_layer(part, recurrent)
         if found is not None:
             return found
     return None
 
 
-def _layer_friendly(part: keras.Operation, recurrent: bool) -> bool:
-    if not isinstance(part, keras.layers.Layer) or not _keras_activations(part):
-        return False
+def _unfriendly_layer(part: keras.Operation, recurrent: bool) -> tuple[keras.Operation, str] | None:
+    """Returns `(part, why)` when the layer or op is not XLA-friendly on CPU, else None."""
+    if not isinstance(part, keras.layers.Layer):
+        return part, "is a keras.ops call in the functional model"
+    # A recurrent layer keeps its functions on its cell; Bidirectional on its two layers' cells.
+    layers = [part]
+    for layer in layers:
+        layers += [inner for inner in (getattr(layer, attr, None) for attr in ("cell", "forward_layer",
+                   "backward_layer")) if isinstance(inner, keras.layers.Layer)]
+    for layer in layers:
+        for name, value in vars(layer).items():
+            if name.endswith(("activation", "_regularizer", "_constraint")) and _foreign(value):
+                return part, f"holds a function or object not from Keras ({name})"
     if type(part).__name__ in _XLA_FRIENDLY_LAYERS and type(part).__module__.startswith("keras."):
-        return True
-    if not recurrent:
-        return False
-    if type(part) is keras.layers.Bidirectional:
-        return _is_gated_recurrent(part.forward_layer) and _is_gated_recurrent(part.backward_layer)
+        return None
+    if recurrent and type(part) is keras.layers.Bidirectional and _is_gated_recurrent(part.forward_layer) \
+            and _is_gated_recurrent(part.backward_layer):
+        return None
     # No Embedding: XLA's gather clamps an out-of-range id where TensorFlow's
     # kernel raises, so a vocabulary set too small would train silently.
-    return _is_gated_recurrent(part)
+    if recurrent and _is_gated_recurrent(part):
+        return None
+    return part, "is outside the rule (Keras' dense layers, or LSTM/GRU nets, in Sequential or functional models)"
 
 
 def _is_gated_recurrent(layer: keras.layers.Layer) -> bool:
     """Returns whether `layer` is Keras' LSTM or GRU, or kexp's LSTM (not a subclass: its `call` is unknown)."""
-    return type(layer) in (keras.layers.LSTM, keras.layers.GRU, LSTM) and _keras_activations(layer)
-
-
-def _keras_activations(layer: keras.layers.Layer) -> bool:
-    """Returns whether the layer's activations, if any, are Keras' own (a user's function may hold anything)."""
-    return all(getattr(getattr(layer, name, None), "__module__", "keras.").startswith("keras.")
-               for name in ("activation", "recurrent_activation"))
+    return type(layer) in (keras.layers.LSTM, keras.layers.GRU, LSTM)
