@@ -139,8 +139,9 @@ def test_fit_records_the_auto_choice_from_its_own_length_and_why(logdir):
     with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=4, batch_size=1), verbose=0) as run:
         long_fit = run.fit(lambda: _recurrent("gru"), (x, y), loss="mse", name="long")
         short_fit = run.fit(lambda: _recurrent("gru"), (x[:200], y[:200]), loss="mse", name="short", epochs=3)
-        padded = run.fit(lambda: _recurrent("gru"), (x, y), loss="mse", name="padded", pad=True)
-        streamed = run.fit(lambda: _recurrent("gru"), _Batches(x, y), loss="mse", name="streamed")  # 1,000 steps
+        # Short fits suffice below: the rule weighs shapes and the user's code before the length, and says so.
+        padded = run.fit(lambda: _recurrent("gru"), (x[:20], y[:20]), loss="mse", name="padded", pad=True, epochs=1)
+        streamed = run.fit(lambda: _recurrent("gru"), _Batches(x[:20], y[:20]), loss="mse", name="streamed", epochs=1)
         users = _recurrent("gru")
         users.compile(optimizer="adam", loss="mse")
         run.fit(users, (x[:20], y[:20]), name="users", epochs=1)
@@ -151,6 +152,7 @@ def test_fit_records_the_auto_choice_from_its_own_length_and_why(logdir):
     assert [fits[name]["jit_compile"] for name in ("long", "short", "padded")] == [True, False, False]
     assert fits["short"]["jit_compile_set_by"] == \
         "train.jit_compile=auto: off: an LSTM/GRU net in a fit of 600 steps (under 1,000)"
+    assert fits["streamed"]["jit_compile_set_by"] == fits["padded"]["jit_compile_set_by"]
     assert fits["padded"]["jit_compile_set_by"].startswith("train.jit_compile=auto: off: an LSTM/GRU net on batches "
                                                             "that may differ in shape")
     assert fits["users"]["jit_compile_set_by"] == "the model came compiled: its own compile's jit_compile"
@@ -194,6 +196,7 @@ def test_a_fit_with_a_loss_of_the_users_trains_without_xla(logdir):
     x = rng.normal(size=(250, 5, 3)).astype("float32")
     y = x.sum(axis=(1, 2))[:, None]
     with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=4, batch_size=1), verbose=0) as run:
+        # 1,000 steps: off for the loss, not for the length.
         model = run.fit(lambda: _recurrent("gru"), (x, y), loss=lambda t, p: (t - p) ** 2)
     assert model.jit_compile is False
     assert run.fit_settings["model"]["jit_compile_set_by"].endswith("off: the fit's loss holds a function or object "
