@@ -185,8 +185,12 @@ def test_auto_keeps_xla_off_for_a_users_regularizer_constraint_loss_metric_or_sc
                     {"loss": lambda y, p: keras.ops.mean((y - p) ** 2)},
                     {"loss": "mse", "metrics": {"out": [own_penalty]}},
                     {"loss": "mse", "optimizer": keras.optimizers.Adam(Schedule())},
-                    {"loss": keras.losses.Huber(), "optimizer": keras.optimizers.Adam(1e-3)}]
-    assert [speed.user_code_in(args) for args in compile_args] == ["", "loss", "metrics", "optimizer", ""]
+                    {"loss": keras.losses.Huber(), "optimizer": keras.optimizers.Adam(1e-3)},
+                    {"loss": "mse", "weighted_metrics": [keras.metrics.MeanMetricWrapper(fn=own_penalty)]},
+                    {"loss": "mse", "optimizer": keras.optimizers.Adam(
+                        keras.optimizers.schedules.ExponentialDecay(1e-3, 100, 0.9))}]
+    assert [speed.user_code_in(args) for args in compile_args] == ["", "loss", "metrics", "optimizer", "",
+                                                                   "weighted_metrics", ""]
     assert speed.jit_choice(train, net(), 1, total_steps=5_000, user_code="loss")[1] == \
         "train.jit_compile=auto: off: the fit's loss holds a function or object not from Keras"
 

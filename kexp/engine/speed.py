@@ -172,7 +172,11 @@ def _foreign(value: Any) -> bool:
         return any(_foreign(item) for item in value.values())
     if value is None or isinstance(value, (str, int, float, tf.Variable, keras.Variable)):
         return False
-    return not (getattr(value, "__module__", None) or "").startswith("keras.")
+    if not (getattr(value, "__module__", None) or "").startswith("keras."):
+        return True
+    # Keras' wrappers (`MeanMetricWrapper(fn=...)`, a loss's `fn`) call the function they hold.
+    held = vars(value) if hasattr(value, "__dict__") and not isinstance(value, type) else {}
+    return any(_foreign(held[name]) for name in ("fn", "_fn") if name in held)
 
 
 def _first_unfriendly(model: keras.Model, recurrent: bool) -> tuple[keras.Operation, str] | None:
