@@ -176,6 +176,10 @@ def test_auto_keeps_xla_off_for_a_users_regularizer_constraint_loss_metric_or_sc
     assert whys[0].endswith("holds a function or object not from Keras (recurrent_regularizer)")
     assert whys[1].endswith("holds a function or object not from Keras (kernel_constraint)")
     assert whys[2].endswith("on: an LSTM/GRU net in a fit of 5,000 steps (>= 1,000)")  # Keras' own: kept on
+    # Keras' own layers around the user's function, as an activation or a constraint.
+    wrapped = [net(recurrent_activation=keras.layers.Lambda(own_penalty)),
+               net(kernel_constraint=keras.layers.Activation(own_penalty)), net(activation=keras.layers.ReLU())]
+    assert [speed.jit_choice(train, model, 1, total_steps=5_000)[0] for model in wrapped] == [False, False, True]
 
     class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
@@ -188,9 +192,11 @@ def test_auto_keeps_xla_off_for_a_users_regularizer_constraint_loss_metric_or_sc
                     {"loss": keras.losses.Huber(), "optimizer": keras.optimizers.Adam(1e-3)},
                     {"loss": "mse", "weighted_metrics": [keras.metrics.MeanMetricWrapper(fn=own_penalty)]},
                     {"loss": "mse", "optimizer": keras.optimizers.Adam(
-                        keras.optimizers.schedules.ExponentialDecay(1e-3, 100, 0.9))}]
+                        keras.optimizers.schedules.ExponentialDecay(1e-3, 100, 0.9))},
+                    {"loss": "mse",
+                     "optimizer": keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(Schedule()))}]
     assert [speed.user_code_in(args) for args in compile_args] == ["", "loss", "metrics", "optimizer", "",
-                                                                   "weighted_metrics", ""]
+                                                                   "weighted_metrics", "", "optimizer"]
     assert speed.jit_choice(train, net(), 1, total_steps=5_000, user_code="loss")[1] == \
         "train.jit_compile=auto: off: the fit's loss holds a function or object not from Keras"
 

@@ -156,10 +156,7 @@ def user_code_in(compile_args: Mapping[str, Any]) -> str:
         compile_args: `loss`, `metrics`, `weighted_metrics`, `optimizer`, as `fit` or `compile` took them.
     """
     for name in ("loss", "metrics", "weighted_metrics", "optimizer"):
-        value = compile_args.get(name)
-        if isinstance(value, keras.optimizers.Optimizer):
-            value = (value, getattr(value, "_learning_rate", None))  # a schedule of the user's
-        if _foreign(value):
+        if _foreign(compile_args.get(name)):
             return name
     return ""
 
@@ -174,9 +171,12 @@ def _foreign(value: Any) -> bool:
         return False
     if not (getattr(value, "__module__", None) or "").startswith("keras."):
         return True
-    # Keras' wrappers (`MeanMetricWrapper(fn=...)`, a loss's `fn`) call the function they hold.
+    if isinstance(value, keras.layers.Layer):  # a Lambda or Activation layer as an activation or constraint
+        return _unfriendly_layer(value, recurrent=False) is not None
+    # What Keras' own objects call: a wrapper's function (`MeanMetricWrapper(fn=...)`, a loss's `fn`),
+    # an optimizer's schedule, a LossScaleOptimizer's inner optimizer.
     held = vars(value) if hasattr(value, "__dict__") and not isinstance(value, type) else {}
-    return any(_foreign(held[name]) for name in ("fn", "_fn") if name in held)
+    return any(_foreign(held[name]) for name in ("fn", "_fn", "_learning_rate", "inner_optimizer") if name in held)
 
 
 def _first_unfriendly(model: keras.Model, recurrent: bool) -> tuple[keras.Operation, str] | None:
