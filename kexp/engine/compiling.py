@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import keras
 
 from kexp.config import TrainConfig
-from kexp.engine import building, fitargs, fitdata, optim, speed
+from kexp.engine import building, fitargs, fitdata, labels, optim, speed
 from kexp.engine.plan import FitPlan
 from kexp.errors import UsageError
 from kexp.models.gan import GAN
@@ -122,6 +122,7 @@ def prepare_model(harness: Harness, model: Any, compile_args: dict[str, Any], pl
         else:
             compiled = Compiled(_adopt_compiled(harness, model, compile_args, plan.steps_per_epoch),
                                 "the model came compiled: its own compile's jit_compile")
+        labels.check_sparse_labels(model, data.train, data.validation)
         if plan.state is not None:
             # Before any callback writes: a state that does not fit fails with the folder untouched.
             one_batch, data = fitdata.first_batch(data, harness.dataset) if building.needs_build(model) \
