@@ -54,12 +54,25 @@ def _leaves_as_arrays(value: Any, what: str) -> Any:
     if isinstance(value, (tuple, list)) and value and all(map(_holds_arrays, value)):
         # A list of arrays is several inputs; a list of numbers is one array.
         return tuple(_leaves_as_arrays(v, what) for v in value)
+    if _is_sparse(value):
+        # Keras' fit trains on these; the harness's cache, shuffle and batch pipeline takes dense slices only.
+        raise UsageError(f"{what}: received a sparse {type(value).__name__} of shape {tuple(value.shape)}; the harness "
+                         "batches dense arrays: allowed: x.toarray() (scipy) or tf.sparse.to_dense(x), or plain "
+                         "model.fit for sparse inputs")
+    if isinstance(value, tf.RaggedTensor):
+        raise UsageError(f"{what}: received a RaggedTensor of shape {tuple(value.shape)}; the harness batches dense "
+                         "arrays: allowed: x.to_tensor() (zero-padded), or plain model.fit for ragged inputs")
     if _is_array(value):
         return value
     try:
         return np.asarray(value)
     except (ValueError, TypeError) as err:
         raise UsageError(f"{what}: a leaf is not an array ({_describe(value)}: {err})") from None
+
+
+def _is_sparse(value: Any) -> bool:
+    """Whether `value` is a `tf.SparseTensor` or a scipy sparse matrix or array (scipy is not imported)."""
+    return isinstance(value, tf.SparseTensor) or type(value).__module__.startswith("scipy.sparse")
 
 
 def _is_array(value: Any) -> bool:

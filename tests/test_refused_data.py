@@ -1,7 +1,11 @@
-"""Sparse labels outside the model's classes are refused before training (`kexp.engine.labels`)."""
+"""Data Keras' fit takes but the harness cannot train as Keras would is refused before training, in one line.
+
+Sparse labels outside the model's classes (`kexp.engine.labels`); sparse and ragged inputs (`kexp.engine.inputs`).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -60,3 +64,28 @@ def test_validation_labels_and_negative_ones_are_refused_but_ignore_class_is_all
                                          r"0\.\.9 \(or ignore_class -1\)$"):
         with kexp.open_run("labels", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
             run.fit(_classifier, (x, np.where(bad == 5, 12, bad)), loss=ignoring)
+
+
+def test_sparse_and_ragged_inputs_are_refused_naming_the_conversion(logdir):
+    import tensorflow as tf
+
+    x, y = _data(10, n=64)
+    dense = np.where(x > 1, x, 0).astype("float32")
+    refused = {"SparseTensor": tf.sparse.from_dense(dense)}
+    if importlib.util.find_spec("scipy") is not None:  # not a kexp dependency; Keras' fit takes its matrices
+        import scipy.sparse
+
+        refused.update(csr_matrix=scipy.sparse.csr_matrix(dense), coo_matrix=scipy.sparse.coo_matrix(dense))
+    for kind, given in refused.items():
+        with pytest.raises(UsageError) as caught:
+            with kexp.open_run("sparse", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+                run.fit(_classifier, (given, y), loss="sparse_categorical_crossentropy")
+        assert str(caught.value) == (f"train: received a sparse {kind} of shape (64, 16); the harness batches "
+                                     "dense arrays: allowed: x.toarray() (scipy) or tf.sparse.to_dense(x), or "
+                                     "plain model.fit for sparse inputs")
+        assert not run.run_dir.exists()
+    ragged = tf.ragged.constant([[1.0, 2.0], [3.0]] * 32)
+    with pytest.raises(UsageError, match=r"^validation: received a RaggedTensor of shape \(64, None\); .*"
+                                         r"allowed: x.to_tensor\(\) \(zero-padded\)"):
+        with kexp.open_run("ragged", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+            run.fit(_classifier, (x, y), (ragged, y), loss="sparse_categorical_crossentropy")
