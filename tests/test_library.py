@@ -123,6 +123,14 @@ def test_variable_length_sequences_train_with_pad(logdir):
         scores = run.evaluate(model, data, pad=True)
     assert int(model.optimizer.iterations) == 2 * 4  # 60 sequences, 16 a batch
     assert run.results["status"] == "ok" and np.isfinite(scores["test_loss"])
+    # The same sequences as slices of a RaggedTensor: padded_batch takes dense examples only.
+    ragged = tf.data.Dataset.from_tensor_slices((tf.ragged.constant(sequences), (lengths > 5).astype("float32")))
+    with kexp.open_run("padded", logdir=logdir, train=TrainConfig(epochs=2, batch_size=16), verbose=0) as run:
+        model = run.fit(build, ragged, loss="binary_crossentropy", pad=True)
+        assert run.evaluate(model, ragged, pad=True)["test_loss"] == pytest.approx(
+            model.evaluate(tf.ragged.constant(sequences).to_tensor(), (lengths > 5).astype("float32"), verbose=0),
+            rel=1e-5)  # masked: padding to the longest of all, not of each batch, scores the same
+    assert int(model.optimizer.iterations) == 2 * 4
 
 
 def test_a_model_compiled_by_its_user_keeps_fused_automatic_steps(logdir):

@@ -90,7 +90,7 @@ class Pipeline:
         """
         shuffle = training and self.train.shuffle
         data = inputs.normalize(data, "train" if training else "data")
-        batch = (lambda ds, size: ds.padded_batch(size)) if pad else (lambda ds, size: ds.batch(size))
+        batch = (lambda ds, size: _dense_elements(ds).padded_batch(size)) if pad else (lambda ds, size: ds.batch(size))
         if num_examples is None:
             num_examples = inputs.count_examples(data, "train" if training else "data")
         if not shuffle and epochs is None and (self.num_replicas == 1 or not training):
@@ -280,3 +280,15 @@ def fixed_shapes(dataset: tf.data.Dataset) -> bool:
     """Returns whether every example of `dataset` is dense tensors of one fixed shape."""
     specs = tf.nest.flatten(dataset.element_spec)
     return all(isinstance(spec, tf.TensorSpec) and spec.shape.is_fully_defined() for spec in specs)
+
+
+def _dense_elements(data: tf.data.Dataset) -> tf.data.Dataset:
+    """Returns `data` with ragged examples (slices of a `tf.RaggedTensor`) made dense, which `padded_batch` needs."""
+    if not any(isinstance(spec, tf.RaggedTensorSpec) for spec in tf.nest.flatten(data.element_spec)):
+        return data
+
+    def dense(value: Any) -> Any:
+        return value.to_tensor() if isinstance(value, tf.RaggedTensor) else value
+
+    return data.map(lambda *parts: tf.nest.map_structure(dense, parts if len(parts) > 1 else parts[0]),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
