@@ -24,6 +24,13 @@ def _classifier(classes: int = 10):
                              keras.layers.Dense(256, activation="relu"), keras.layers.Dense(classes)])
 
 
+def _functional():
+    import keras
+
+    inputs = keras.Input((16,))
+    return keras.Model(inputs, keras.layers.Dense(10, name="head")(keras.layers.Dense(8)(inputs)))
+
+
 def _data(high: int, n: int = 256):
     rng = np.random.default_rng(0)
     return rng.normal(size=(n, 16)).astype("float32"), rng.integers(0, high, n)
@@ -75,17 +82,47 @@ def test_sparse_and_ragged_inputs_are_refused_naming_the_conversion(logdir):
     if importlib.util.find_spec("scipy") is not None:  # not a kexp dependency; Keras' fit takes its matrices
         import scipy.sparse
 
-        refused.update(csr_matrix=scipy.sparse.csr_matrix(dense), coo_matrix=scipy.sparse.coo_matrix(dense))
+        # dok_matrix is a dict: it must not be walked as a dict of inputs.
+        refused.update(csr_matrix=scipy.sparse.csr_matrix(dense), dok_matrix=scipy.sparse.dok_matrix(dense))
     for kind, given in refused.items():
         with pytest.raises(UsageError) as caught:
             with kexp.open_run("sparse", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
                 run.fit(_classifier, (given, y), loss="sparse_categorical_crossentropy")
-        assert str(caught.value) == (f"train: received a sparse {kind} of shape (64, 16); the harness batches "
-                                     "dense arrays: allowed: x.toarray() (scipy) or tf.sparse.to_dense(x), or "
-                                     "plain model.fit for sparse inputs")
+        assert str(caught.value) == (f"train: x is a sparse {kind} of shape (64, 16); the harness batches dense "
+                                     "arrays: allowed: .toarray() (scipy) or tf.sparse.to_dense(...), or Keras' "
+                                     "own fit and evaluate for sparse data")
         assert not run.run_dir.exists()
     ragged = tf.ragged.constant([[1.0, 2.0], [3.0]] * 32)
-    with pytest.raises(UsageError, match=r"^validation: received a RaggedTensor of shape \(64, None\); .*"
-                                         r"allowed: x.to_tensor\(\) \(zero-padded\)"):
+    with pytest.raises(UsageError, match=r"^validation: x\['a'\] is a RaggedTensor of shape \(64, None\); .*"
+                                         r"allowed: .to_tensor\(\) \(zero-padded\), or a tf.data.Dataset of "
+                                         r"its slices with pad=True"):
         with kexp.open_run("ragged", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
-            run.fit(_classifier, (x, y), (ragged, y), loss="sparse_categorical_crossentropy")
+            run.fit(_classifier, (x, y), ({"a": ragged}, y), loss="sparse_categorical_crossentropy")
+
+
+def test_one_element_losses_and_labels_nan_labels_and_evaluate_are_checked_but_a_loss_subclass_is_not(logdir):
+    import keras
+
+    x, y = _data(10)
+    wrong = np.where(y == 3, 10, y)
+    for loss, given in ((["sparse_categorical_crossentropy"], wrong), ({"head": "SparseCategoricalCrossentropy"},
+                                                                        [wrong])):
+        with pytest.raises(UsageError, match=r"^train y: labels run 0\.\.10, but the model's output has 10 classes"):
+            with kexp.open_run("labels", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+                run.fit(_functional, (x, given), loss=loss)
+    with pytest.raises(UsageError, match=r"^train y: labels hold NaN or inf; allowed for "
+                                         r"sparse_categorical_crossentropy: class indices 0\.\.9$"):
+        with kexp.open_run("labels", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+            run.fit(_classifier, (x, np.where(y == 3, np.nan, y)), loss="sparse_categorical_crossentropy")
+
+    class OneBased(keras.losses.SparseCategoricalCrossentropy):  # labels 1..10: its own call maps them
+        def call(self, y_true, y_pred):
+            return super().call(y_true - 1, y_pred)
+
+    with kexp.open_run("labels", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+        model = run.fit(_classifier, (x, y + 1), loss=OneBased(from_logits=True))
+        with pytest.raises(UsageError, match=r"^data y: labels run 0\.\.10, .* allowed for "
+                                             r"sparse_categorical_crossentropy: 0\.\.9$"):
+            model.compile(loss="sparse_categorical_crossentropy")
+            run.evaluate(model, (x, wrong))
+    assert run.results["status"] == "ok"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import keras
 import tensorflow as tf
 
-from kexp.engine import fitdata, fused, inputs, modelinfo, streams
+from kexp.engine import fitdata, fused, inputs, labels, modelinfo, streams
 from kexp.engine.callbacks import (EpochGate, EpochTimer, HistoryCSV, ReportToTrial, SaveState, StopOnRequest,
                                    TensorBoardLogger)
 from kexp.engine.trial_link import current as current_trial
@@ -180,6 +180,7 @@ def evaluate_model(harness: Harness, model: keras.Model, data: Any, prefix: str,
     else:
         data = inputs.normalize(data, "data")
         n = inputs.count_examples(data, "data", harness.stop.check)
+        labels.check_sparse_labels(model, data=data)
         ds = harness.dataset(data, training=False, num_examples=n, pad=pad)
     with harness.strategy.scope(), built_locally(model, ds, harness.strategy):
         values = model.evaluate(ds, verbose=0, return_dict=True)

@@ -12,6 +12,7 @@ multi-input models on as many examples as they had inputs.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -45,23 +46,24 @@ def normalize(data: Any, what: str = "data") -> Any:
         raise UsageError(
             f"{what}: received {_describe(data)}; allowed: a tuple (x,), (x, y) or (x, y, sample_weight) "
             "of arrays or nests of arrays, or an unbatched tf.data.Dataset")
-    return tuple(_leaves_as_arrays(part, what) for part in data)
+    return tuple(_leaves_as_arrays(part, what, name) for part, name in zip(data, ("x", "y", "sample_weight")))
 
 
-def _leaves_as_arrays(value: Any, what: str) -> Any:
+def _leaves_as_arrays(value: Any, what: str, path: str) -> Any:
+    if _is_sparse(value):  # before the dict branch: scipy's dok_matrix is a dict
+        # Keras' fit trains on these; the harness's cache, shuffle and batch pipeline takes dense slices only.
+        raise UsageError(f"{what}: {path} is a sparse {type(value).__name__} of shape {tuple(value.shape)}; the "
+                         "harness batches dense arrays: allowed: .toarray() (scipy) or tf.sparse.to_dense(...), or "
+                         "Keras' own fit and evaluate for sparse data")
+    if isinstance(value, tf.RaggedTensor):
+        raise UsageError(f"{what}: {path} is a RaggedTensor of shape {tuple(value.shape)}; the harness batches "
+                         "dense arrays: allowed: .to_tensor() (zero-padded), or a tf.data.Dataset of its slices "
+                         "with pad=True (each batch padded to its longest)")
     if isinstance(value, dict):
-        return {key: _leaves_as_arrays(v, what) for key, v in value.items()}
+        return {key: _leaves_as_arrays(v, what, f"{path}[{key!r}]") for key, v in value.items()}
     if isinstance(value, (tuple, list)) and value and all(map(_holds_arrays, value)):
         # A list of arrays is several inputs; a list of numbers is one array.
-        return tuple(_leaves_as_arrays(v, what) for v in value)
-    if _is_sparse(value):
-        # Keras' fit trains on these; the harness's cache, shuffle and batch pipeline takes dense slices only.
-        raise UsageError(f"{what}: received a sparse {type(value).__name__} of shape {tuple(value.shape)}; the harness "
-                         "batches dense arrays: allowed: x.toarray() (scipy) or tf.sparse.to_dense(x), or plain "
-                         "model.fit for sparse inputs")
-    if isinstance(value, tf.RaggedTensor):
-        raise UsageError(f"{what}: received a RaggedTensor of shape {tuple(value.shape)}; the harness batches dense "
-                         "arrays: allowed: x.to_tensor() (zero-padded), or plain model.fit for ragged inputs")
+        return tuple(_leaves_as_arrays(v, what, f"{path}[{i}]") for i, v in enumerate(value))
     if _is_array(value):
         return value
     try:
@@ -71,8 +73,13 @@ def _leaves_as_arrays(value: Any, what: str) -> Any:
 
 
 def _is_sparse(value: Any) -> bool:
-    """Whether `value` is a `tf.SparseTensor` or a scipy sparse matrix or array (scipy is not imported)."""
-    return isinstance(value, tf.SparseTensor) or type(value).__module__.startswith("scipy.sparse")
+    """Whether `value` is a `tf.SparseTensor` or a scipy sparse matrix or array (scipy is not imported here)."""
+    if isinstance(value, tf.SparseTensor):
+        return True
+    scipy_sparse = sys.modules.get("scipy.sparse")  # loaded wherever such a value was made
+    if scipy_sparse is not None:
+        return bool(scipy_sparse.issparse(value))
+    return False
 
 
 def _is_array(value: Any) -> bool:
