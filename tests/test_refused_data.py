@@ -60,7 +60,8 @@ def test_validation_labels_and_negative_ones_are_refused_but_ignore_class_is_all
     bad = y.copy()
     bad[3] = -1
     with pytest.raises(UsageError, match=r"^validation y: labels run -1\.\.9, .* allowed for "
-                                         r"sparse_categorical_crossentropy: 0\.\.9$"):
+                                         r"sparse_categorical_crossentropy: 0\.\.9; a placeholder label for "
+                                         r"'no class' takes the loss's ignore_class$"):
         with kexp.open_run("labels", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
             run.fit(_classifier, (x, y), (x, bad), loss="sparse_categorical_crossentropy")
     ignoring = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
@@ -126,3 +127,40 @@ def test_one_element_losses_and_labels_nan_labels_and_evaluate_are_checked_but_a
             model.compile(loss="sparse_categorical_crossentropy")
             run.evaluate(model, (x, wrong))
     assert run.results["status"] == "ok"
+
+
+def test_one_hot_labels_with_a_sparse_loss_are_refused_pointing_to_categorical_crossentropy(logdir):
+    x, y = _data(10)
+    with pytest.raises(UsageError) as refused:
+        with kexp.open_run("labels", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+            run.fit(_classifier, (x, np.eye(10)[y]), loss="sparse_categorical_crossentropy")
+    assert str(refused.value) == ("train y: shape (256, 10) for the model's output (None, 10); allowed for "
+                                  "sparse_categorical_crossentropy: class indices of shape (256,) (one-hot labels "
+                                  "take loss categorical_crossentropy)")
+    assert not run.run_dir.exists()
+
+
+def test_examples_of_varying_shape_without_pad_are_named_in_one_line(logdir):
+    import tensorflow as tf
+
+    sequences = [np.ones(n, "float32") for n in (3, 3, 5, 4)]
+    with pytest.raises(UsageError, match=r"^train: arrays of different lengths \(x\[0\]: 3, x\[1\]: 3, x\[2\]: 5, "
+                                         r"x\[3\]: 4, y: 4\); .* examples of varying length go in a tf.data.Dataset "
+                                         r"with pad=True$"):
+        with kexp.open_run("shapes", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+            run.fit(_classifier, (sequences, np.zeros(4)), loss="mse")
+    data = tf.data.Dataset.from_generator(lambda: ((s, np.float32(1)) for s in sequences), output_signature=(
+        tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.float32)))
+    with pytest.raises(UsageError, match=r"^train: examples of different shapes cannot be batched \(.*\); "
+                                         r"allowed: pad=True \(each batch padded to its longest example\), or "
+                                         r"examples of one shape$"):
+        with kexp.open_run("shapes", logdir=logdir, train=TrainConfig(epochs=1, batch_size=4), verbose=0) as run:
+            run.fit(lambda: _recurrent_sum(), data, loss="mse")
+    assert json.loads((run.run_dir / "results.json").read_text())["status"] == "failed"  # it was training
+
+
+def _recurrent_sum():
+    import keras
+
+    inputs = keras.Input((None,))
+    return keras.Model(inputs, keras.layers.Dense(1)(keras.ops.sum(inputs, axis=1, keepdims=True)))

@@ -20,7 +20,7 @@ from kexp.engine import fitdata, fused, inputs, labels, modelinfo, streams
 from kexp.engine.callbacks import (EpochGate, EpochTimer, HistoryCSV, ReportToTrial, SaveState, StopOnRequest,
                                    TensorBoardLogger)
 from kexp.engine.trial_link import current as current_trial
-from kexp.errors import RunPruned
+from kexp.errors import RunPruned, UsageError
 from kexp.engine.compat import built_locally, is_multi_worker, prepare_multi_worker_fit
 from kexp.engine.outputs import events_error_in
 from kexp.engine.pipeline import fixed_shapes
@@ -120,7 +120,7 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
         _raise_if_pruned(all_callbacks, plan)
         return history
     except tf.errors.OpError as err:
-        named = events_error_in(err)  # Keras' own TensorBoard writes failed (a full disk): one line, not 40
+        named = _one_line_error(err, plan.pad)
         if named is None:
             raise
         raise named from None
@@ -135,6 +135,17 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
             settings["examples_per_s"] = examples / max(sum(steady), 1e-9)
         if data.is_stream:
             settings["input"] = streams.describe(data.source, data.counter, data.steps_per_epoch)
+
+
+def _one_line_error(err: tf.errors.OpError, pad: bool) -> Exception | None:
+    """Returns what a fit's TensorFlow error means in one line, where that is known, else None."""
+    if not pad and isinstance(err, tf.errors.InvalidArgumentError) and "Cannot batch tensors with different shapes" \
+            in str(err):
+        # A dataset's shapes are only seen as it streams: (None,) in its spec may still be one length throughout.
+        detail = str(err).strip().splitlines()[0]
+        return UsageError(f"train: examples of different shapes cannot be batched ({detail[:160]}); allowed: "
+                          "pad=True (each batch padded to its longest example), or examples of one shape")
+    return events_error_in(err)  # Keras' own TensorBoard writes failed (a full disk): one line, not 40
 
 
 def fit_heading(plan: FitPlan) -> str:

@@ -143,8 +143,10 @@ def count_examples(data: Any, what: str = "data", should_stop: Callable[[], None
             lengths[path] = int(shape[0])
         if len(set(lengths.values())) > 1:
             shown = ", ".join(f"{path}: {n}" for path, n in lengths.items())
+            several = "; a list or tuple of arrays is one model input each, as in Keras' fit: examples of " \
+                "varying length go in a tf.data.Dataset with pad=True" if any("[" in path for path in lengths) else ""
             raise UsageError(f"{what}: arrays of different lengths ({_cut(shown, 300)}); "
-                             "allowed: every array with the same number of examples (rows)")
+                             f"allowed: every array with the same number of examples (rows){several}")
         n = next(iter(lengths.values()))
     if n == 0:
         raise UsageError(f"{what}: received no examples; allowed: at least one example")

@@ -38,26 +38,37 @@ def check_sparse_labels(model: keras.Model, **named_data: Any) -> None:
     if found is None or len(getattr(model, "outputs", None) or ()) != 1:
         return  # a model built lazily has no outputs yet: Keras checks its labels as they train
     loss_name, ignore_class = found
-    classes = model.outputs[0].shape[-1]
-    if not classes:
+    output_shape = tuple(model.outputs[0].shape)
+    if not output_shape or not output_shape[-1]:
         return
     for what, data in named_data.items():
         labels = _single(data[1]) if isinstance(data, tuple) and len(data) >= 2 else None
         if labels is None or isinstance(labels, (dict, tuple, list)):
             continue
         labels = np.asarray(labels)
-        if not labels.size or not np.issubdtype(labels.dtype, np.number):
-            continue
-        if not np.isfinite(labels).all():
-            raise UsageError(f"{what} y: labels hold NaN or inf; allowed for {loss_name}: class indices "
-                             f"0..{classes - 1}")
-        labels = labels.astype(np.int64)  # as Keras casts them
-        if ignore_class is not None:
-            labels = labels[labels != ignore_class]
-        if labels.size and (labels.min() < 0 or labels.max() >= classes):
-            ignored = "" if ignore_class is None else f" (or ignore_class {ignore_class})"
-            raise UsageError(f"{what} y: labels run {labels.min()}..{labels.max()}, but the model's output has "
-                             f"{classes} classes; allowed for {loss_name}: 0..{classes - 1}{ignored}")
+        if labels.size and np.issubdtype(labels.dtype, np.number):
+            _check(f"{what} y", labels, output_shape, loss_name, ignore_class)
+
+
+def _check(what: str, labels: np.ndarray, output_shape: tuple, loss_name: str, ignore_class: int | None) -> None:
+    """Refuses one array of labels as Keras' loss would refuse it, or score it wrongly under XLA."""
+    classes = output_shape[-1]
+    # Keras' rule: one axis fewer than the output, or as many with a last axis of 1.
+    if not (labels.ndim == len(output_shape) - 1 or (labels.ndim == len(output_shape) and labels.shape[-1] == 1)):
+        onehot = " (one-hot labels take loss categorical_crossentropy)" if labels.shape[-1:] == (classes,) else ""
+        raise UsageError(f"{what}: shape {labels.shape} for the model's output {output_shape}; allowed for "
+                         f"{loss_name}: class indices of shape {(len(labels),) + output_shape[1:-1]}{onehot}")
+    if not np.isfinite(labels).all():
+        raise UsageError(f"{what}: labels hold NaN or inf; allowed for {loss_name}: class indices 0..{classes - 1}")
+    labels = labels.astype(np.int64)  # as Keras casts them
+    if ignore_class is not None:
+        labels = labels[labels != ignore_class]
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        ignored = "" if ignore_class is None else f" (or ignore_class {ignore_class})"
+        hint = "; a placeholder label for 'no class' takes the loss's ignore_class" \
+            if ignore_class is None and labels.min() < 0 else ""
+        raise UsageError(f"{what}: labels run {labels.min()}..{labels.max()}, but the model's output has {classes} "
+                         f"classes; allowed for {loss_name}: 0..{classes - 1}{ignored}{hint}")
 
 
 def _single(value: Any) -> Any:
