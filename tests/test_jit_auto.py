@@ -135,10 +135,10 @@ def test_fit_records_the_auto_choice_from_its_own_length_and_why(logdir):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(250, 5, 3)).astype("float32")
     y = x.sum(axis=(1, 2))[:, None]
-    # At batch 1: 250 examples for 4 epochs are 1,000 steps; 200 for 3, 600.
+    # At batch 1: 250 examples for 4 epochs are 1,000 steps; 20 for 1, 20.
     with kexp.open_run("own", logdir=logdir, train=TrainConfig(epochs=4, batch_size=1), verbose=0) as run:
         long_fit = run.fit(lambda: _recurrent("gru"), (x, y), loss="mse", name="long")
-        short_fit = run.fit(lambda: _recurrent("gru"), (x[:200], y[:200]), loss="mse", name="short", epochs=3)
+        short_fit = run.fit(lambda: _recurrent("gru"), (x[:20], y[:20]), loss="mse", name="short", epochs=1)
         # Short fits suffice below: the rule weighs shapes and the user's code before the length, and says so.
         padded = run.fit(lambda: _recurrent("gru"), (x[:20], y[:20]), loss="mse", name="padded", pad=True, epochs=1)
         streamed = run.fit(lambda: _recurrent("gru"), _Batches(x[:20], y[:20]), loss="mse", name="streamed", epochs=1)
@@ -151,7 +151,7 @@ def test_fit_records_the_auto_choice_from_its_own_length_and_why(logdir):
     fits = json.loads((run.run_dir / "results.json").read_text())["fits"]
     assert [fits[name]["jit_compile"] for name in ("long", "short", "padded")] == [True, False, False]
     assert fits["short"]["jit_compile_set_by"] == \
-        "train.jit_compile=auto: off: an LSTM/GRU net in a fit of 600 steps (under 1,000)"
+        "train.jit_compile=auto: off: an LSTM/GRU net in a fit of 20 steps (under 1,000)"
     assert fits["streamed"]["jit_compile_set_by"] == fits["padded"]["jit_compile_set_by"]
     assert fits["padded"]["jit_compile_set_by"].startswith("train.jit_compile=auto: off: an LSTM/GRU net on batches "
                                                             "that may differ in shape")
