@@ -101,7 +101,8 @@ def prepare_model(harness: Harness, model: Any, compile_args: dict[str, Any], pl
 
     The model is built and compiled in the strategy's scope and, on a resume,
     restored from the plan's state; a lazily built model is built by one batch
-    taken from the data first.
+    taken from the data first. In-memory labels a sparse categorical loss
+    cannot score are refused here, once the loss is known (`kexp.engine.labels`).
 
     Args:
         harness: The run's harness.

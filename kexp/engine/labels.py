@@ -58,9 +58,9 @@ def _check(what: str, labels: np.ndarray, output_shape: tuple, loss_name: str, i
         onehot = " (one-hot labels take loss categorical_crossentropy)" if labels.shape[-1:] == (classes,) else ""
         raise UsageError(f"{what}: shape {labels.shape} for the model's output {output_shape}; allowed for "
                          f"{loss_name}: class indices of shape {(len(labels),) + output_shape[1:-1]}{onehot}")
-    if not np.isfinite(labels).all():
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():  # integer labels are finite
         raise UsageError(f"{what}: labels hold NaN or inf; allowed for {loss_name}: class indices 0..{classes - 1}")
-    labels = labels.astype(np.int64)  # as Keras casts them
+    labels = labels.astype(np.int64, copy=False)  # as Keras casts them
     if ignore_class is not None:
         labels = labels[labels != ignore_class]
     if labels.size and (labels.min() < 0 or labels.max() >= classes):
