@@ -338,3 +338,23 @@ def test_a_tensorflow_that_fails_to_import_shows_what_it_printed(tmp_path, failu
     assert proc.returncode == code
     assert "F0000 loader.cc:1] libfoo.so: cannot open shared object file" in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.rstrip().endswith(last_line), proc.stderr[-2000:]
+
+
+def test_a_deterministic_run_leaves_op_determinism_as_the_caller_had_it(logdir):
+    """Op determinism is a setting of the whole process: on while a `train.deterministic` run is open (an error
+    in it included), then off again, unless the caller had turned it on."""
+    from tensorflow.python.framework import config as tf_config
+
+    deterministic = TrainConfig(epochs=1, deterministic=True)
+    with pytest.raises(ValueError, match="the user's own error"):
+        with kexp.open_run("det", logdir=logdir, train=deterministic, verbose=0):
+            assert tf_config.is_op_determinism_enabled()
+            raise ValueError("the user's own error")
+    assert not tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        with kexp.open_run("det", logdir=logdir, train=deterministic, verbose=0) as run:
+            run.fit(_dense, _xy(), loss="mse")
+        assert run.results["status"] == "ok" and tf_config.is_op_determinism_enabled()
+    finally:
+        tf_config.disable_op_determinism()

@@ -47,22 +47,6 @@ def _as_overrides(args: list[str]) -> list[str]:
     return args[1::2]
 
 
-def _deterministic_here(call):
-    """Returns `call()`, made in this process, then turns op determinism off again.
-
-    `train.deterministic` enables TensorFlow's op determinism for the whole
-    process; the other tests of this pytest worker must not inherit it.
-    """
-    from tensorflow.python.framework import config as tf_config
-
-    was_on = tf_config.is_op_determinism_enabled()
-    try:
-        return call()
-    finally:
-        if not was_on:
-            tf_config.disable_op_determinism()
-
-
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     """Only the killed run is a process of its own (SIGKILL is the point): the command's `run --resume` runs its
     `main()` here (it was a second process), and the uninterrupted reference runs here (the same `run_experiment`).
@@ -80,13 +64,19 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     assert checkpoint.load(state_file).epochs_done == 2  # epoch 3 was in progress
     assert not (run_dir / "results.json").exists()
 
-    resumed = _deterministic_here(lambda: run_cli_here("run", "lstm_sine", "--resume", str(run_dir)))
+    from tensorflow.python.framework import config as tf_config
+
+    assert not tf_config.is_op_determinism_enabled()
+    resumed = run_cli_here("run", "lstm_sine", "--resume", str(run_dir))
+    # A deterministic run turns op determinism off again: this worker's later tests (a user's later fits) run
+    # TensorFlow's usual ops.
+    assert not tf_config.is_op_determinism_enabled()
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.strip().splitlines()[-1] == f"run_dir: {run_dir}"
     assert "Epoch 1/4" not in resumed.stdout and "Epoch 3/4" in resumed.stdout
-    whole = _deterministic_here(lambda: kexp.run(
-        "lstm_sine", ["train.epochs=4", *_as_overrides(EXACT), "train.precision=float32"], logdir=whole_logs,
-        verbose=0))
+    whole = kexp.run("lstm_sine", ["train.epochs=4", *_as_overrides(EXACT), "train.precision=float32"],
+                     logdir=whole_logs, verbose=0)
+    assert not tf_config.is_op_determinism_enabled()
     assert whole["status"] == "ok"
     whole_dir = Path(whole["run_dir"])
 

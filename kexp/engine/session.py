@@ -28,6 +28,7 @@ from kexp.config import ExperimentConfig, TrainConfig, to_dict, validate
 from kexp.errors import RunError, RunPruned, UsageError, WriteError, tag_run_dir
 from kexp.engine.harness import Harness
 from kexp.engine import precision
+from kexp.engine.determinism import op_determinism
 from kexp.engine.outputs import events_error
 from kexp.engine.interrupt import RunInterrupted, StopRequest
 from kexp.engine.trial_link import current as current_trial
@@ -64,7 +65,8 @@ def open_run(
     TensorFlow) and the data order come from `train.seed`; with
     `TrainConfig(seed=None)` a seed set by the caller is left alone (the data
     order's seed is then drawn from Python's `random`). `results.json`
-    records the seed as `seed` and `seeded_globally`.
+    records the seed as `seed` and `seeded_globally`. `train.deterministic`
+    turns TensorFlow's op determinism on for the open run only.
 
     Args:
         name: Experiment name; the run folder is `logdir/name/RUN_ID`. One
@@ -97,25 +99,23 @@ def open_run(
     stop = StopRequest()
     # Signals are caught from before the run folder exists until its lock is released: a SIGINT or
     # SIGTERM at any moment is a clean stop (interrupted, resumable), or before the folder, nothing left.
-    with stop:
-        train, tf_strategy, seeded = _prepare(train, config, strategy)
+    with stop, contextlib.ExitStack() as cleanup:
+        train, tf_strategy, seeded = _prepare(train, config, strategy, cleanup)
         chief = is_chief(tf_strategy)
         config_data = to_dict(config) if config is not None else {"train": to_dict(train)}
         stop.check()
         run_dir, lock = _open_folder(name, logdir, resume, chief, config_data, label or "")
-        try:
-            if on_open is not None and chief:
-                on_open(run_dir)
-            previous_policy = keras.mixed_precision.dtype_policy()
-            harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, seeded_globally=seeded,
-                              backup_root=_backup_root(resume), run_info={"experiment": name, "config": config_data},
-                              resumed=resume is not None, precision=_set_precision(train, resume))
-            with _recorded(harness, name, config_data, stop, chief=chief, resumed=resume is not None,
-                           previous_policy=previous_policy):
-                yield harness
-        finally:
-            if lock is not None:
-                lock.release()
+        if lock is not None:
+            cleanup.callback(lock.release)
+        if on_open is not None and chief:
+            on_open(run_dir)
+        previous_policy = keras.mixed_precision.dtype_policy()
+        harness = Harness(run_dir, train, tf_strategy, strategy, verbose=verbose, stop=stop, seeded_globally=seeded,
+                          backup_root=_backup_root(resume), run_info={"experiment": name, "config": config_data},
+                          resumed=resume is not None, precision=_set_precision(train, resume))
+        with _recorded(harness, name, config_data, stop, chief=chief, resumed=resume is not None,
+                       previous_policy=previous_policy):
+            yield harness
 
 
 @contextlib.contextmanager
@@ -164,9 +164,15 @@ def _recorded(harness: Harness, name: str, config_data: dict, stop: StopRequest,
         raise interrupted
 
 
-def _prepare(train: TrainConfig | None, config: ExperimentConfig | None, strategy: str
-             ) -> tuple[TrainConfig, Any, bool]:
+def _prepare(train: TrainConfig | None, config: ExperimentConfig | None, strategy: str,
+             cleanup: contextlib.ExitStack) -> tuple[TrainConfig, Any, bool]:
     """Returns the run's train settings (checked, seed drawn if None), its strategy, and whether it seeded globally.
+
+    Args:
+        train: The run's training settings, or None for the config's.
+        config: The experiment's config, if any.
+        strategy: The strategy's name.
+        cleanup: Undoes the run's process-wide settings (op determinism) when the run closes.
 
     Raises:
         UsageError: A setting `--set` would refuse, or a bad strategy.
@@ -185,7 +191,7 @@ def _prepare(train: TrainConfig | None, config: ExperimentConfig | None, strateg
         # needs a seed, drawn from Python's (which set_random_seed seeds).
         train = dataclasses.replace(train, seed=random.randrange(2**31))
     if train.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        cleanup.enter_context(op_determinism())
     return train, tf_strategy, seeded
 
 
