@@ -16,14 +16,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 from kexp.engine.strategy import configure_cpu_devices  # noqa: E402
+import schedule  # noqa: E402
 from runkit import KILLABLE, killed_run, made_once  # noqa: E402
 
 configure_cpu_devices(2)
 
 
+@pytest.hookimpl(trylast=True)  # after `-m` deselected: the shares are of the tests that run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Starts the slow tests first, so that the two workers finish together instead of one waiting on a long test."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Orders the tests so that the xdist workers finish together instead of some waiting on a long test."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    items[:] = schedule.order(items, workers, schedule.load_seconds(Path(__file__).parent / "durations.txt"))
 
 
 @pytest.fixture
