@@ -157,6 +157,10 @@ def test_examples_of_varying_shape_without_pad_are_named_in_one_line(logdir):
         with kexp.open_run("shapes", logdir=logdir, train=TrainConfig(epochs=1, batch_size=4), verbose=0) as run:
             run.fit(lambda: _recurrent_sum(), data, loss="mse")
     assert json.loads((run.run_dir / "results.json").read_text())["status"] == "failed"  # it was training
+    with pytest.raises(UsageError, match=r"^data: examples of different shapes cannot be batched \(.*\); "
+                                         r"allowed: pad=True"):  # and where the model is scored
+        with kexp.open_run("shapes", logdir=logdir, train=TrainConfig(epochs=1, batch_size=4), verbose=0) as run:
+            run.evaluate(run.fit(lambda: _recurrent_sum(), data.take(2), loss="mse"), data)
 
 
 def _recurrent_sum():

@@ -120,7 +120,7 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
         _raise_if_pruned(all_callbacks, plan)
         return history
     except tf.errors.OpError as err:
-        named = _one_line_error(err, plan.pad)
+        named = _one_line_error(err, plan.pad, "train")
         if named is None:
             raise
         raise named from None
@@ -137,13 +137,14 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
             settings["input"] = streams.describe(data.source, data.counter, data.steps_per_epoch)
 
 
-def _one_line_error(err: tf.errors.OpError, pad: bool) -> Exception | None:
-    """Returns what a fit's TensorFlow error means in one line, where that is known, else None."""
+def _one_line_error(err: tf.errors.OpError, pad: bool, where: str) -> Exception | None:
+    """Returns what a TensorFlow error of a fit (`where` "train") or an evaluation ("data") means in one line,
+    where that is known, else None."""
     if not pad and isinstance(err, tf.errors.InvalidArgumentError) and "Cannot batch tensors with different shapes" \
             in str(err):
         # A dataset's shapes are only seen as it streams: (None,) in its spec may still be one length throughout.
         detail = str(err).strip().splitlines()[0]
-        return UsageError(f"train: examples of different shapes cannot be batched ({detail[:160]}); allowed: "
+        return UsageError(f"{where}: examples of different shapes cannot be batched ({detail[:160]}); allowed: "
                           "pad=True (each batch padded to its longest example), or examples of one shape")
     return events_error_in(err)  # Keras' own TensorBoard writes failed (a full disk): one line, not 40
 
@@ -193,8 +194,14 @@ def evaluate_model(harness: Harness, model: keras.Model, data: Any, prefix: str,
         n = inputs.count_examples(data, "data", harness.stop.check)
         labels.check_sparse_labels(model, data=data)
         ds = harness.dataset(data, training=False, num_examples=n, pad=pad)
-    with harness.strategy.scope(), built_locally(model, ds, harness.strategy):
-        values = model.evaluate(ds, verbose=0, return_dict=True)
+    try:
+        with harness.strategy.scope(), built_locally(model, ds, harness.strategy):
+            values = model.evaluate(ds, verbose=0, return_dict=True)
+    except tf.errors.OpError as err:
+        named = _one_line_error(err, pad, "data")
+        if named is None:
+            raise
+        raise named from None
     return {f"{prefix}{k}": float(v) for k, v in values.items()}
 
 
