@@ -48,13 +48,14 @@ def open_storage(url: str) -> Any:
     for attempt in range(6):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as err:
             # Processes that start together on an empty database all create Optuna's tables; all but one
             # collide on the catalog (PostgreSQL's pg_type: an integrity error) or on a table another made
-            # between Optuna's check and its CREATE (42P07 duplicate_table, 42710 duplicate_object). Once one
-            # has made them, the others find them.
+            # between Optuna's check and its CREATE (42P07 duplicate_table, 42710 duplicate_object; SQLite's
+            # "table studies already exists", an operational error). Once one has made them, the others find them.
             collided = isinstance(err, sqlalchemy.exc.IntegrityError) or (
-                (getattr(err.orig, "sqlstate", None) or getattr(err.orig, "pgcode", None)) in ("42P07", "42710"))
+                (getattr(err.orig, "sqlstate", None) or getattr(err.orig, "pgcode", None)) in ("42P07", "42710")) or (
+                isinstance(err, sqlalchemy.exc.OperationalError) and "already exists" in str(err.orig))
             if attempt == 5 or not collided:
                 raise
             time.sleep(0.2 + random.random())
