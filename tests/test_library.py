@@ -358,3 +358,23 @@ def test_a_deterministic_run_leaves_op_determinism_as_the_caller_had_it(logdir):
         assert run.results["status"] == "ok" and tf_config.is_op_determinism_enabled()
     finally:
         tf_config.disable_op_determinism()
+    # Runs that overlap in two threads: on until the last one closes (the first closing turned it off under B).
+    import threading
+
+    a_open, b_open, a_closed, inside_b = threading.Event(), threading.Event(), threading.Event(), []
+
+    def run_a():
+        with kexp.open_run("det_a", logdir=logdir, train=deterministic, verbose=0):
+            a_open.set()
+            b_open.wait(60)
+        a_closed.set()
+
+    thread = threading.Thread(target=run_a)
+    thread.start()
+    a_open.wait(60)
+    with kexp.open_run("det_b", logdir=logdir, train=deterministic, verbose=0):
+        b_open.set()
+        assert a_closed.wait(60)
+        inside_b.append(tf_config.is_op_determinism_enabled())
+    thread.join(60)
+    assert inside_b == [True] and not tf_config.is_op_determinism_enabled()

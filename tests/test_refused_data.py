@@ -151,16 +151,21 @@ def test_examples_of_varying_shape_without_pad_are_named_in_one_line(logdir):
             run.fit(_classifier, (sequences, np.zeros(4)), loss="mse")
     data = tf.data.Dataset.from_generator(lambda: ((s, np.float32(1)) for s in sequences), output_signature=(
         tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.float32)))
-    with pytest.raises(UsageError, match=r"^train: examples of different shapes cannot be batched \(.*\); "
-                                         r"allowed: pad=True \(each batch padded to its longest example\), or "
-                                         r"examples of one shape$"):
+    with pytest.raises(UsageError, match=r"^train: examples of different shapes cannot be batched \(Cannot batch "
+                                         r"tensors with different shapes in component 0\. First element had shape "
+                                         r"\[\d\] and element \d had shape \[\d\]\.\); allowed: pad=True \(each batch "
+                                         r"padded to its longest example\), or examples of one shape$"):
         with kexp.open_run("shapes", logdir=logdir, train=TrainConfig(epochs=1, batch_size=4), verbose=0) as run:
             run.fit(lambda: _recurrent_sum(), data, loss="mse")
     assert json.loads((run.run_dir / "results.json").read_text())["status"] == "failed"  # it was training
-    with pytest.raises(UsageError, match=r"^data: examples of different shapes cannot be batched \(.*\); "
-                                         r"allowed: pad=True"):  # and where the model is scored
+    # Where the model is scored, and the validation data of a fit whose training data is of one shape.
+    with pytest.raises(UsageError, match=r"^data: examples of different shapes cannot be batched \(Cannot batch "
+                                         r"tensors .* element \d had shape \[\d\]\.\); allowed: pad=True"):
         with kexp.open_run("shapes", logdir=logdir, train=TrainConfig(epochs=1, batch_size=4), verbose=0) as run:
             run.evaluate(run.fit(lambda: _recurrent_sum(), data.take(2), loss="mse"), data)
+    with pytest.raises(UsageError, match=r"^validation: examples of different shapes cannot be batched"):
+        with kexp.open_run("shapes", logdir=logdir, train=TrainConfig(epochs=1, batch_size=4), verbose=0) as run:
+            run.fit(lambda: _recurrent_sum(), data.take(2), validation_data=data, loss="mse")
 
 
 def _recurrent_sum():

@@ -1,11 +1,18 @@
-"""TensorFlow's op determinism for one run: a process-wide setting, put back as the caller had it."""
+"""TensorFlow's op determinism for the runs that ask for it: a process-wide setting, put back as the caller had it."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator
 
 import tensorflow as tf
+
+# Runs may overlap (threads, nested blocks): determinism stays on until the last
+# deterministic run closes, then goes back to what it was before the first opened.
+_lock = threading.Lock()
+_open_runs = 0
+_was_on_before = False
 
 
 @contextlib.contextmanager
@@ -20,10 +27,16 @@ def op_determinism() -> Iterator[None]:
     """
     from tensorflow.python.framework import config as tf_config  # no public switch back off
 
-    was_on = tf_config.is_op_determinism_enabled()
-    tf.config.experimental.enable_op_determinism()
+    global _open_runs, _was_on_before
+    with _lock:
+        if _open_runs == 0:
+            _was_on_before = tf_config.is_op_determinism_enabled()
+        _open_runs += 1
+        tf.config.experimental.enable_op_determinism()
     try:
         yield
     finally:
-        if not was_on:
-            tf_config.disable_op_determinism()
+        with _lock:
+            _open_runs -= 1
+            if _open_runs == 0 and not _was_on_before:
+                tf_config.disable_op_determinism()

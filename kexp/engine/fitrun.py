@@ -95,6 +95,7 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
         prepare_multi_worker_fit(model, harness.strategy, train_ds)
     calls = (plan.epochs - plan.initial_epoch) * math.ceil((data.steps_per_epoch or 1) / steps_per_execution)
     all_callbacks, timer = fit_callbacks(harness, plan, data, calls, one_stream, callbacks)
+    phase = _Phase()
     fusing = fused.fused_steps(model, train_ds.element_spec, tail=data.n_train % harness.global_batch_size != 0
                                ) if group > 1 else built_locally(model, train_ds, harness.strategy)
     verbose = harness.verbose if verbose is None else verbose
@@ -112,7 +113,7 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
                 initial_epoch=plan.initial_epoch,
                 # A stream's epoch is Keras' to end (a PyDataset's length), unless steps were given.
                 steps_per_epoch=data.steps_per_epoch if one_stream else data.given_steps,
-                callbacks=all_callbacks,
+                callbacks=[*all_callbacks, phase],
                 verbose=verbose,
                 shuffle=False,  # the pipeline already shuffles, seeded
                 class_weight=data.class_weight,  # a stream's (the pipeline weighs the others' examples)
@@ -120,7 +121,7 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
         _raise_if_pruned(all_callbacks, plan)
         return history
     except tf.errors.OpError as err:
-        named = _one_line_error(err, plan.pad, "train")
+        named = _one_line_error(err, plan.pad, "validation" if phase.validating else "train")
         if named is None:
             raise
         raise named from None
@@ -137,14 +138,29 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
             settings["input"] = streams.describe(data.source, data.counter, data.steps_per_epoch)
 
 
+class _Phase(keras.callbacks.Callback):
+    """Whether a fit is scoring its validation data: where an input error then comes from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.validating = False
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self.validating = True
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        self.validating = False
+
+
 def _one_line_error(err: tf.errors.OpError, pad: bool, where: str) -> Exception | None:
-    """Returns what a TensorFlow error of a fit (`where` "train") or an evaluation ("data") means in one line,
-    where that is known, else None."""
-    if not pad and isinstance(err, tf.errors.InvalidArgumentError) and "Cannot batch tensors with different shapes" \
-            in str(err):
+    """Returns what a TensorFlow error of a fit's data (`where` "train" or "validation") or an evaluation's
+    ("data") means in one line, where that is known, else None."""
+    batching = "Cannot batch tensors with different shapes"
+    if not pad and isinstance(err, tf.errors.InvalidArgumentError) and batching in str(err):
         # A dataset's shapes are only seen as it streams: (None,) in its spec may still be one length throughout.
-        detail = str(err).strip().splitlines()[0]
-        return UsageError(f"{where}: examples of different shapes cannot be batched ({detail[:160]}); allowed: "
+        # TensorFlow's first line is "Graph execution error:"; the shapes are on the line that names them.
+        detail = next(line for line in str(err).splitlines() if batching in line).split("[[", 1)[0].strip()
+        return UsageError(f"{where}: examples of different shapes cannot be batched ({detail[:200]}); allowed: "
                           "pad=True (each batch padded to its longest example), or examples of one shape")
     return events_error_in(err)  # Keras' own TensorBoard writes failed (a full disk): one line, not 40
 
