@@ -212,3 +212,19 @@ def test_second_ctrl_c_in_a_library_call_raises_and_keeps_the_interpreter(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-2:] == ["CAUGHT KeyboardInterrupt", "ALIVE interrupted"]
     assert time.monotonic() - started < 60
+
+
+def test_runs_ended_out_of_order_put_back_the_callers_signal_handlers(logdir):
+    """Run b opened inside run a, a ended first (a library holding both, say): b's end raised `OSError: [Errno 9]`
+    restoring a's closed wakeup socket. Both end `ok` and the caller's handlers and wakeup fd come back."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    wakeup_fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup_fd)
+    first, second = (kexp.open_run(name, logdir=logdir, verbose=0) for name in ("a", "b"))
+    runs = [first.__enter__(), second.__enter__()]
+    first.__exit__(None, None, None)
+    assert signal.getsignal(signal.SIGINT) is not handlers[signal.SIGINT]  # b is still open: its handler holds
+    second.__exit__(None, None, None)
+    assert [run.results["status"] for run in runs] == ["ok", "ok"]
+    assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
+    assert signal.set_wakeup_fd(wakeup_fd) == wakeup_fd

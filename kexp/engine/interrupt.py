@@ -158,11 +158,17 @@ class StopRequest:
     def __exit__(self, *exc: Any) -> None:
         if not self.active:
             return
+        if self in _ACTIVE and _ACTIVE[-1] is not self:
+            # Closed before a request opened after it (runs ended out of order): that one keeps the signals
+            # and, when it ends, puts back what this one found, not this one's handlers and closed socket.
+            above = _ACTIVE[_ACTIVE.index(self) + 1]
+            above._previous, above._previous_fd = self._previous, self._previous_fd
+        else:
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+            signal.set_wakeup_fd(self._previous_fd if self._previous_fd is not None else -1)
         if self in _ACTIVE:
             _ACTIVE.remove(self)
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        signal.set_wakeup_fd(self._previous_fd if self._previous_fd is not None else -1)
         reader, writer = self._sockets  # type: ignore[misc]
         writer.close()  # wakes the watcher with end-of-file
         if self._thread is not None:
