@@ -7,11 +7,12 @@ folders, settings) and the plan, never state an earlier fit left.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import keras
 import tensorflow as tf
@@ -104,7 +105,8 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
         # its judge) would print blocks of `Epoch 1/N` that nothing tells apart.
         print(fit_heading(plan), flush=True)
     try:
-        with harness.strategy.scope(), fusing:
+        data_named = _errors_in_one_line(plan.pad, lambda: "validation" if phase.validating else "train")
+        with data_named, harness.strategy.scope(), fusing:
             history = model.fit(
                 train_ds,
                 validation_data=val_ds,
@@ -120,11 +122,6 @@ def run_fit(harness: Harness, model: keras.Model, data: fitdata.FitData, plan: F
             )
         _raise_if_pruned(all_callbacks, plan)
         return history
-    except tf.errors.OpError as err:
-        named = _one_line_error(err, plan.pad, "validation" if phase.validating else "train")
-        if named is None:
-            raise
-        raise named from None
     finally:
         # Completed epochs count towards throughput however the fit ends.
         steady = timer.durations[1:] or timer.durations
@@ -150,6 +147,18 @@ class _Phase(keras.callbacks.Callback):
 
     def on_test_end(self, logs: dict | None = None) -> None:
         self.validating = False
+
+
+@contextlib.contextmanager
+def _errors_in_one_line(pad: bool, where: Callable[[], str]) -> Iterator[None]:
+    """Turns a TensorFlow error whose meaning is known (`_one_line_error`) into one line; `where()` names the data."""
+    try:
+        yield
+    except tf.errors.OpError as err:
+        named = _one_line_error(err, pad, where())
+        if named is None:
+            raise
+        raise named from None
 
 
 def _one_line_error(err: tf.errors.OpError, pad: bool, where: str) -> Exception | None:
@@ -210,14 +219,8 @@ def evaluate_model(harness: Harness, model: keras.Model, data: Any, prefix: str,
         n = inputs.count_examples(data, "data", harness.stop.check)
         labels.check_sparse_labels(model, data=data)
         ds = harness.dataset(data, training=False, num_examples=n, pad=pad)
-    try:
-        with harness.strategy.scope(), built_locally(model, ds, harness.strategy):
-            values = model.evaluate(ds, verbose=0, return_dict=True)
-    except tf.errors.OpError as err:
-        named = _one_line_error(err, pad, "data")
-        if named is None:
-            raise
-        raise named from None
+    with _errors_in_one_line(pad, lambda: "data"), harness.strategy.scope(), built_locally(model, ds, harness.strategy):
+        values = model.evaluate(ds, verbose=0, return_dict=True)
     return {f"{prefix}{k}": float(v) for k, v in values.items()}
 
 
