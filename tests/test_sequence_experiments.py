@@ -18,7 +18,7 @@ from kexp import quality, registry
 
 @bars_tier("rnn_memory")
 def test_rnn_memory_gated_cells_remember_where_a_simple_rnn_cannot(logdir):
-    # At defaults (length 100, 64 units, batch 128, the same step budget for every cell), the clipped runs too.
+    # At defaults (length 100, 64 units, batch 32, the same step budget for every cell), the clipped runs too.
     results = kexp.run("rnn_memory", logdir=logdir, verbose=0)
     metrics = results["metrics"]
     assert results["status"] == "ok"

@@ -10,7 +10,8 @@ This layer transposes the recurrent kernel (and the input kernel) once per
 batch, outside the loop, and gives the step's products gradients that use
 them. Without a mask, with the standard gates (tanh, sigmoid), in float32
 or float64, and at a batch known to be at most `STACKED_MAX_BATCH` (kexp's
-harness fuses its steps at a fixed batch; Keras' fit traces an unknown one),
+harness's fused steps under XLA know theirs; without XLA they hide it as
+Keras' own steps do, and Keras' fit traces an unknown one),
 the whole sequence runs as one op with a hand-written backward pass instead
 (`kexp.models.lstm_sequence`). Everything
 else is Keras' own: the loop (`keras.src.backend.rnn`, with masks,
@@ -85,7 +86,7 @@ class LSTM(keras.layers.LSTM):
             mask = mask[0]
         if mask is None and not self.unroll and self._standard_gates() and self.compute_dtype in _SEQUENCE_DTYPES:
             batch = sequences.shape[0]
-            # Larger or unknown batches (Keras' own fit; the harness's fused steps know theirs) run the step loop.
+            # Larger or unknown batches (Keras' own fit; the harness's fused steps without XLA) run the step loop.
             if batch is not None and batch <= STACKED_MAX_BATCH:
                 return self._sequence_op(sequences, initial_state)
         return self._step_loop(sequences, initial_state, mask)
