@@ -13,8 +13,8 @@ input step: for the SimpleRNN it falls off exponentially towards the
 early steps.
 
 `--set model.cells=simple,gru,lstm,bi_lstm,deep_lstm` adds a bidirectional
-and a two-layer LSTM (`mse_bi_lstm`, `mse_deep_lstm`, and `_clipped`; 32 and
-57 ms a step against the LSTM's 30, so about 9 minutes more on 2 cores).
+and a two-layer LSTM (`mse_bi_lstm`, `mse_deep_lstm`, and `_clipped`; about 26
+and 26-51 ms a step of 32 against the LSTM's 12, so 5-8 minutes more on 2 cores).
 Length (measured, seed 0, the default 3,000 steps): at `data.length=20` the
 SimpleRNN solves the task too (MSE 0.010); at 50 and at 100 it stays at the
 baseline (0.168, 0.178) while the gated cells solve 100. The contrast opens
