@@ -49,7 +49,7 @@ METRIC_NAMES = {"simple": "simple_rnn", "gru": "gru", "lstm": "lstm", "bi_lstm":
 class AddingData:
     """The adding problem's sequences."""
 
-    length: int = param(100, ge=2, le=10_000, help="steps per sequence; the two marked values are a half apart")
+    length: int = param(100, ge=2, le=10_000, help="steps per sequence; one marked value in each half")
     train_size: int = param(24_000, ge=128, le=2_000_000, help="training sequences (a fixed set, reshuffled)")
     test_size: int = param(5_000, ge=100, le=1_000_000, help="held-out test sequences")
 

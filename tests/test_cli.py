@@ -36,7 +36,7 @@ def test_show_prints_resolved_config_with_overrides():
     assert proc.stdout.splitlines()[:3] == [
         "# lstm_sine: LSTM forecasts sin(x) from its own past values and rolls out on unseen x (tutorial 003).",
         "# quality bar: rollout_mse ≤ 1e-3, test_mse ≤ 1e-3",
-        "# time at defaults: ~8 s (whole command, 2-core development machine)"]
+        "# time at defaults: ~8 s (whole command, 2-core CPU; the README's table says which)"]
 
 
 def test_runs_of_a_mistyped_experiment_suggests_the_name(tmp_path):

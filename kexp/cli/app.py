@@ -253,7 +253,7 @@ def _show(name: str, overrides: Sequence[str]) -> int:
     bars = getattr(module, "EXPECTED", None) or {}
     print("# quality bar: " + (", ".join(f"{key} {quality.describe(bar)}" for key, bar in bars.items()) or "none"))
     seconds = getattr(module, "EXPECTED_TIME_S", None)
-    print(f"# time at defaults: ~{seconds:g} s (whole command, 2-core development machine)" if seconds
+    print(f"# time at defaults: ~{seconds:g} s (whole command, 2-core CPU; the README's table says which)" if seconds
           else "# time at defaults: not declared")
     for line in describe(config):
         print(line)
