@@ -334,5 +334,22 @@ def run_experiment(
 
     with open_run(name, logdir=logdir, strategy=strategy, config=config, verbose=verbose,
                   resume=resume, on_open=_recording(on_open), label=label) as harness:
-        harness.record(**module.run(config, harness))
+        harness.record(**_run_experiment(module, name, config, harness))
     return harness.results
+
+
+def _run_experiment(module: Any, name: str, config: ExperimentConfig, harness: Any) -> dict[str, float]:
+    """Returns the experiment's metrics; data too large to hold, before any fit, is bad input refused in one line.
+
+    Each setting has its limits, but two within theirs can still ask for more memory together than the
+    machine has (`rnn_memory`'s `data.length` times `data.train_size`): numpy then raises `MemoryError`
+    while the data is made. Refused as a `UsageError`, the new run folder is removed and the command
+    exits 2. Once a fit has started the run failed instead (its folder stays, status `failed`).
+    """
+    try:
+        return module.run(config, harness)
+    except MemoryError as err:
+        if harness.fit_settings:
+            raise
+        raise UsageError(f"{name}: its settings need more memory than this machine has ({err or 'MemoryError'}); "
+                         f"allowed: smaller data settings (kexp show {name} lists them and their limits)") from None

@@ -173,3 +173,56 @@ def _recurrent_sum():
 
     inputs = keras.Input((None,))
     return keras.Model(inputs, keras.layers.Dense(1)(keras.ops.sum(inputs, axis=1, keepdims=True)))
+
+
+TOO_LARGE = '''
+"""Makes its data, after a fit when data.fit_first, in an array no machine holds (128 TiB)."""
+import dataclasses
+
+import numpy as np
+
+from kexp import ExperimentConfig, TrainConfig, param
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    fit_first: bool = param(False, help="train a tiny fit before making the data")
+
+
+CONFIG = ExperimentConfig(data=Data(), model=None, train=TrainConfig(epochs=1, batch_size=4))
+
+
+def run(config, harness):
+    import keras
+
+    if config.data.fit_first:
+        harness.fit(lambda: keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]),
+                    (np.zeros((8, 2), "float32"), np.zeros((8, 1), "float32")), loss="mse")
+    np.empty(2**47, np.uint8)
+    return {}
+'''
+
+
+@pytest.mark.parametrize("fit_first", [False, True])
+def test_data_too_large_for_memory_is_refused_in_one_line_before_any_fit(fit_first, tmp_path, logdir):
+    from helpers import run_cli_here
+
+    (tmp_path / "exps").mkdir()
+    (tmp_path / "exps" / "too_large.py").write_text(TOO_LARGE)
+    args = ("run", "too_large", "--set", f"data.fit_first={str(fit_first).lower()}", "--logdir", str(logdir))
+    env = {"KEXP_EXPERIMENTS_PATH": str(tmp_path / "exps")}
+    if not fit_first:
+        # Settings within their limits that together ask for more than the machine has: bad input.
+        proc = run_cli_here(*args, env=env)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines() == [
+            "kexp: error: too_large: its settings need more memory than this machine has (Unable to allocate "
+            "128. TiB for an array with shape (140737488355328,) and data type uint8); allowed: smaller data "
+            "settings (kexp show too_large lists them and their limits)"]
+        assert not (logdir / "too_large").exists() or not any((logdir / "too_large").iterdir())
+    else:
+        # After a fit the run failed, as any error in it does: its folder and the fit stay, status failed.
+        with pytest.raises(MemoryError):
+            run_cli_here(*args, env=env)
+        (run_dir,) = (logdir / "too_large").iterdir()
+        assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
