@@ -351,5 +351,5 @@ def _run_experiment(module: Any, name: str, config: ExperimentConfig, harness: A
     except MemoryError as err:
         if harness.fit_settings:
             raise
-        raise UsageError(f"{name}: its settings need more memory than this machine has ({err or 'MemoryError'}); "
+        raise UsageError(f"{name}: its settings need more memory than this machine has ({str(err) or 'MemoryError'}); "
                          f"allowed: smaller data settings (kexp show {name} lists them and their limits)") from None
