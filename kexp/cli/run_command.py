@@ -141,7 +141,8 @@ def _print_summary(name: str, results: dict) -> None:
             print(f"{key}: {value:.6g}")
     if repeated:
         named = " and ".join(table for table, names in shown.items() if repeated & set(names))
-        print(f"({len(repeated)} more metrics are in the {named} table above; results.json has every metric)")
+        print(f"(the {named} table above shows {len(repeated)} metrics not repeated here; results.json has every "
+              "metric)")
     bar_line = _quality_bar_line(name, results["metrics"])
     if bar_line:
         print(bar_line)
@@ -166,10 +167,16 @@ def _quality_bar_line(name: str, metrics: dict[str, float]) -> str:
     expected = getattr(registry.load(name), "EXPECTED", None) or {}
     if not expected or not metrics:
         return ""
-    missed = quality.failures(expected, metrics)
-    if missed:
-        return "quality bar: missed: " + "; ".join(missed)
-    return "quality bar: met (" + ", ".join(f"{key} {quality.describe(bar)}" for key, bar in expected.items()) + ")"
+    # A bar whose metric the run's settings left out (rnn_memory with model.cells=gru) is not a miss of this run.
+    unmeasured = [key for key in expected if key not in metrics]
+    measured = {key: bar for key, bar in expected.items() if key in metrics}
+    left_out = f"not measured by these settings: {', '.join(unmeasured)}"
+    if not measured:
+        return f"quality bar: {left_out}"
+    missed = quality.failures(measured, metrics)
+    line = ("quality bar: missed: " + "; ".join(missed) if missed else
+            "quality bar: met (" + ", ".join(f"{key} {quality.describe(bar)}" for key, bar in measured.items()) + ")")
+    return line + (f"; {left_out}" if unmeasured else "")
 
 
 def interrupted_exit(err: KeyboardInterrupt) -> int:
