@@ -142,8 +142,16 @@ def test_a_model_compiled_by_its_user_keeps_fused_automatic_steps(logdir):
         return model
 
     with kexp.open_run("self_compiled", logdir=logdir, train=TrainConfig(epochs=2, batch_size=20), verbose=0) as run:
-        run.fit(build, (x, y))
+        model = run.fit(build, (x, y))
     fit = run.results["fits"]["model"]
+    # The harness's 20 steps a call were for its fit: the model goes back as compiled, one step a call, so the
+    # user's own fit calls a per-batch callback for every batch (it was once an epoch), and so does the saved one.
+    batches = []
+    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))
+    model.fit(x, y, batch_size=20, epochs=1, callbacks=[counter], verbose=0)
+    assert batches == list(range(20))
+    assert model.steps_per_execution == 1
+    assert kexp.load_model(run.run_dir, fit="model").steps_per_execution == 1
     assert fit["compiled_by"] == "user (steps_per_execution chosen by the harness)"
     assert fit["steps_per_execution"] == 20 and fit["fused_steps"] is True
     # What trained is what is recorded: the user's schedule, not the config's adam 0.001.

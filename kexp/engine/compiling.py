@@ -6,8 +6,9 @@ schedule come from `kexp.engine.optim` with the fit's own length.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import keras
 
@@ -142,5 +143,29 @@ def _adopt_compiled(harness: Harness, model: keras.Model, compile_args: dict[str
         # Keras' default of one step per call: the harness's choice
         # costs the user nothing and is worth 1.2-4x on small models.
         model.steps_per_execution = speed.steps_per_execution(harness.train, steps_per_epoch, harness.num_replicas)
-        return "user (steps_per_execution chosen by the harness)"
+        return HARNESS_CHOSE_STEPS
     return "user"
+
+
+HARNESS_CHOSE_STEPS = "user (steps_per_execution chosen by the harness)"
+
+
+@contextlib.contextmanager
+def users_compile_restored(model: keras.Model, compiled: Compiled) -> Iterator[None]:
+    """Gives a model its user compiled back with its own `steps_per_execution` of 1 once the fit ends, however.
+
+    The harness's choice is for its own fit: the user's later `fit`, `evaluate` or `predict` (and the saved
+    model's compile config) run one step per call, as they compiled it, and their per-batch callbacks see
+    every batch.
+
+    Args:
+        model: The fit's model.
+        compiled: Who compiled it (`prepare_model`).
+    """
+    try:
+        yield
+    finally:
+        if compiled.by == HARNESS_CHOSE_STEPS:
+            model.steps_per_execution = 1
+            # Keras keeps its compiled functions, and with them the harness's steps per call, until rebuilt.
+            model.train_function = model.test_function = model.predict_function = None

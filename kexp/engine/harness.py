@@ -2,9 +2,8 @@
 
 It owns the run: the `tf.distribute` strategy, the run folder, seeded
 `tf.data` pipelines, compile and fit inside `strategy.scope()`, the standard
-callbacks (TensorBoard, the per-epoch state file `--resume` continues from,
-TerminateOnNaN, CSV history, clean stops on SIGINT/SIGTERM),
-figures, and what `results.json` reports of each fit (`kexp.engine.session` writes it).
+callbacks (TensorBoard, the per-epoch state file `--resume` continues from, TerminateOnNaN, CSV
+history, clean stops on SIGINT/SIGTERM), figures, and what `results.json` reports of each fit.
 
 Use it on your own Keras model without writing an experiment file:
 
@@ -328,16 +327,17 @@ class Harness(RunOutputs):
         model, compiled, data = compiling.prepare_model(self, model, compile_args, plan, data)
         group = fitrun.fused_group(self, model, data, pad)
         self.fit_settings[plan.name] = fitrun.settings_before_training(self, model, data, compiled, group)
-        if plan.finished_before:
-            # Trained to the end before the resume: nothing to train, nothing to write (a later fit's
-            # state that does not fit then leaves the folder as it was).
-            history = model.history = keras.callbacks.History()
-            history.set_model(model)
-        else:
-            if self.is_chief and plan.initial_epoch == 0:
-                self.images.write_text(f"model_summary/{plan.name}", modelinfo.summary_markdown(model))
-            history = fitrun.run_fit(self, model, data, plan, group, callbacks, keras_args.verbose)
-            self.stop.check()
+        with compiling.users_compile_restored(model, compiled):
+            if plan.finished_before:
+                # Trained to the end before the resume: nothing to train, nothing to write (a later
+                # fit's state that does not fit then leaves the folder as it was).
+                history = model.history = keras.callbacks.History()
+                history.set_model(model)
+            else:
+                if self.is_chief and plan.initial_epoch == 0:
+                    self.images.write_text(f"model_summary/{plan.name}", modelinfo.summary_markdown(model))
+                history = fitrun.run_fit(self, model, data, plan, group, callbacks, keras_args.verbose)
+                self.stop.check()
         fitrun.record_fit(self, model, history, plan.name, finished_before=plan.finished_before)
         return model
 
