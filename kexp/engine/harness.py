@@ -329,8 +329,7 @@ class Harness(RunOutputs):
         self.fit_settings[plan.name] = fitrun.settings_before_training(self, model, data, compiled, group)
         with compiling.users_compile_restored(model, compiled):
             if plan.finished_before:
-                # Trained to the end before the resume: nothing to train, nothing to write (a later
-                # fit's state that does not fit then leaves the folder as it was).
+                # Trained to the end before the resume: nothing to train, nothing to write.
                 history = model.history = keras.callbacks.History()
                 history.set_model(model)
             else:
