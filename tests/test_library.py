@@ -55,6 +55,13 @@ def test_model_instance_trains_and_history_is_exposed(logdir):
     assert model.history.epoch == [0, 1, 2] and len(model.history.history["val_loss"]) == 3
     assert run.results["fits"]["model"]["train_examples"] == 90  # 0.25 held out
     assert run.results["fits"]["model"]["validation_examples"] == 30
+    # The harness compiled it with 5 steps a call (90 examples of 20) for its fit; it comes back with Keras'
+    # default of 1, so a per-batch callback of the user's own fit sees every batch.
+    assert run.results["fits"]["model"]["steps_per_execution"] == 5 and model.steps_per_execution == 1
+    batches = []
+    model.fit(x, y, batch_size=20, epochs=1, verbose=0,
+              callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))])
+    assert batches == list(range(6))
 
 
 def test_model_instance_built_outside_a_mirrored_scope_is_refused_with_the_fix(logdir):

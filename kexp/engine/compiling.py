@@ -151,12 +151,13 @@ HARNESS_CHOSE_STEPS = "user (steps_per_execution chosen by the harness)"
 
 
 @contextlib.contextmanager
-def users_compile_restored(model: keras.Model, compiled: Compiled) -> Iterator[None]:
-    """Gives a model its user compiled back with its own `steps_per_execution` of 1 once the fit ends, however.
+def one_step_per_call_after(model: keras.Model, compiled: Compiled) -> Iterator[None]:
+    """Hands the model back with Keras' default `steps_per_execution` of 1 once the fit ends, however it ends.
 
-    The harness's choice is for its own fit: the user's later `fit`, `evaluate` or `predict` (and the saved
-    model's compile config) run one step per call, as they compiled it, and their per-batch callbacks see
-    every batch.
+    The harness's choice is for its own fit. A model its user compiled at 1 gets its own setting back; one
+    the harness compiled gets Keras' default, which the user never chose against. Either way the user's
+    later `fit`, `evaluate` or `predict` (and the saved model's compile config) run one step per call, and
+    per-batch callbacks see every batch. A `steps_per_execution` the user chose themselves stays.
 
     Args:
         model: The fit's model.
@@ -165,7 +166,7 @@ def users_compile_restored(model: keras.Model, compiled: Compiled) -> Iterator[N
     try:
         yield
     finally:
-        if compiled.by == HARNESS_CHOSE_STEPS:
+        if compiled.by in (HARNESS_CHOSE_STEPS, "harness"):
             model.steps_per_execution = 1
             # Keras keeps its compiled functions, and with them the harness's steps per call, until rebuilt.
             model.train_function = model.test_function = model.predict_function = None

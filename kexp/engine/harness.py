@@ -327,7 +327,7 @@ class Harness(RunOutputs):
         model, compiled, data = compiling.prepare_model(self, model, compile_args, plan, data)
         group = fitrun.fused_group(self, model, data, pad)
         self.fit_settings[plan.name] = fitrun.settings_before_training(self, model, data, compiled, group)
-        with compiling.users_compile_restored(model, compiled):
+        with compiling.one_step_per_call_after(model, compiled):
             if plan.finished_before:
                 # Trained to the end before the resume: nothing to train, nothing to write.
                 history = model.history = keras.callbacks.History()
