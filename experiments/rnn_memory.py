@@ -123,6 +123,6 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
                          model.count_params()])
     harness.log_figure("gradient_norms", plots.gradient_norm_figure(curves, d.length))
     compare.write_table(harness, "comparison", ["network", "test_mse", "mse / baseline", "optimizer_steps", "params"],
-                        rows, title=f"adding problem, length {d.length}; baseline MSE (always 1): "
+                        rows, title=f"adding problem, length {d.length}; baseline MSE (always answering 1): "
                                     f"{metrics['mse_baseline']:.4f}", shows=list(metrics))
     return metrics

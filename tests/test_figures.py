@@ -153,7 +153,7 @@ def test_run_prints_a_number_in_its_table_once(tmp_path):
     assert [line for line in lines if line.startswith(("mse_simple_rnn:", "mse_baseline:"))] == []
     row = next(line for line in lines if line.startswith("| simple_rnn |"))
     assert row.split(" | ")[1] == f"{metrics['mse_simple_rnn']:.4g}"
-    assert "(the comparison table above shows 2 metrics not repeated here; results.json has every metric)" in lines
+    assert "(2 metrics are not listed here: the comparison table above shows them; results.json has every metric)" in lines
     # The contracts stay: the bar, the status line and run_dir last.
     # The bars of the cells these settings leave out are named as not measured, not as missed with a value None.
     bar_line = next(line for line in lines if line.startswith("quality bar: "))
@@ -174,3 +174,7 @@ def test_gradient_figure_marks_its_points_when_there_are_few():
     assert [line.get_linestyle() for line in left.get_lines()] == ["-", "--"]
     assert [line.get_marker() for line in left_many.get_lines()] == ["None"]
     assert "after each compiled call" in left.get_xlabel()
+    # An LSTM keeps its color whichever networks the run trained.
+    (_, right_many) = plots.gradient_norm_figure(
+        {"simple_rnn": many["lstm"], "lstm": many["lstm"]}, 10).axes
+    assert left.get_lines()[0].get_color() == right_many.get_lines()[1].get_color() == "C2"

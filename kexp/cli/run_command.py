@@ -141,8 +141,8 @@ def _print_summary(name: str, results: dict) -> None:
             print(f"{key}: {value:.6g}")
     if repeated:
         named = " and ".join(table for table, names in shown.items() if repeated & set(names))
-        print(f"(the {named} table above shows {len(repeated)} metrics not repeated here; results.json has every "
-              "metric)")
+        print(f"({len(repeated)} metrics are not listed here: the {named} table above shows them; results.json has "
+              "every metric)")
     bar_line = _quality_bar_line(name, results["metrics"])
     if bar_line:
         print(bar_line)

@@ -249,9 +249,10 @@ def gradient_norm_figure(curves: Any, length: int) -> Any:
         length: Time steps per sequence.
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
-    bases = list(dict.fromkeys(name.removesuffix("_clipped") for name in curves))
+    # One color per network, the same whichever networks a run trained (the docs' figure shows all three).
+    bases = list(dict.fromkeys([*_GRADIENT_NETWORKS, *(name.removesuffix("_clipped") for name in curves)]))
     for name, (steps, weight_norms, input_norms) in curves.items():
-        # One color per network; its clipped run dashed.
+        # Its clipped run dashed.
         style = {"color": f"C{bases.index(name.removesuffix('_clipped'))}",
                  "linestyle": "--" if name.endswith("_clipped") else "-"}
         # A resumed fit's recorder saw only the steps after the resume.
@@ -269,8 +270,12 @@ def gradient_norm_figure(curves: Any, length: int) -> Any:
     right.set_ylabel("|d loss / d x_t| (probe batch)")
     right.set_title("after training: how much the loss feels step t")
     left.legend(fontsize="small")
+    right.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+_GRADIENT_NETWORKS = ("simple_rnn", "gru", "lstm", "bi_lstm", "deep_lstm")  # rnn_memory's, in its cells' order
 
 
 def _style(axes: Any, xlabel: str, ylabel: str, title: str, yscale: str = "linear", legend: bool = False) -> None:
