@@ -5,9 +5,7 @@ batch holding it trains, after the run folder has filled; under XLA (which
 `train.jit_compile=auto` picks for some nets) the same label gives a NaN loss
 instead. Both end a fit without naming the label, so the harness reads the
 labels of in-memory data once and refuses such a fit with one line, as Keras
-would refuse the batch. A `tf.data.Dataset` of examples of one fixed shape
-counts as in memory (the pipeline holds it as tensors): its labels are read
-in one extra pass. Streams, and datasets of varying shapes, are left to Keras.
+would refuse the batch.
 """
 
 from __future__ import annotations
@@ -16,9 +14,7 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from kexp.engine.pipeline import fixed_shapes
 from kexp.errors import UsageError
 
 _SPARSE_NAMES = ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy")  # as keras.losses.get names them
@@ -27,7 +23,7 @@ _SPARSE_NAMES = ("sparse_categorical_crossentropy", "SparseCategoricalCrossentro
 def check_sparse_labels(model: keras.Model, **named_data: Any) -> None:
     """Refuses labels outside `0..classes-1` when a single-output model trains with a sparse categorical loss.
 
-    Only in-memory data is read: arrays, and datasets of one fixed shape; streams are left to Keras (labels
+    Only in-memory data is read: datasets and streams are left to Keras (labels
     are checked as their batches train). A loss's `ignore_class` is allowed.
 
     Args:
@@ -46,8 +42,7 @@ def check_sparse_labels(model: keras.Model, **named_data: Any) -> None:
     if not output_shape or not output_shape[-1]:
         return
     for what, data in named_data.items():
-        labels = _dataset_labels(data) if isinstance(data, tf.data.Dataset) else (
-            _single(data[1]) if isinstance(data, tuple) and len(data) >= 2 else None)
+        labels = _single(data[1]) if isinstance(data, tuple) and len(data) >= 2 else None
         if labels is None or isinstance(labels, (dict, tuple, list)):
             continue
         labels = np.asarray(labels)
@@ -74,16 +69,6 @@ def _check(what: str, labels: np.ndarray, output_shape: tuple, loss_name: str, i
             if ignore_class is None and labels.min() < 0 else ""
         raise UsageError(f"{what}: labels run {labels.min()}..{labels.max()}, but the model's output has {classes} "
                          f"classes; allowed for {loss_name}: 0..{classes - 1}{ignored}{hint}")
-
-
-def _dataset_labels(dataset: tf.data.Dataset) -> np.ndarray | None:
-    """Returns the single-output labels of a dataset of `(x, y)` or `(x, y, w)` examples of one fixed shape, or None."""
-    spec = dataset.element_spec
-    if not (isinstance(spec, tuple) and len(spec) >= 2 and isinstance(_single(spec[1]), tf.TensorSpec)
-            and fixed_shapes(dataset)):
-        return None
-    batches = [batch.numpy() for batch in dataset.map(lambda *example: _single(example[1])).batch(1 << 16)]
-    return np.concatenate(batches) if batches else None
 
 
 def _single(value: Any) -> Any:
