@@ -157,8 +157,8 @@ def test_run_prints_a_number_in_its_table_once(tmp_path):
     # The contracts stay: the bar, the status line and run_dir last.
     # The bars of the cells these settings leave out are named as not measured, not as missed with a value None.
     bar_line = next(line for line in lines if line.startswith("quality bar: "))
-    assert bar_line.startswith(("quality bar: met (mse_simple_rnn ≥ 0.1);", "quality bar: missed: mse_simple_rnn "))
-    assert bar_line.endswith("; not measured by these settings: mse_lstm, mse_gru, mse_lstm_clipped, mse_gru_clipped, "
+    assert bar_line.startswith(("quality bar: met (mse_simple_rnn ≥ 0.1).", "quality bar: missed: mse_simple_rnn "))
+    assert bar_line.endswith(". Not measured by these settings: mse_lstm, mse_gru, mse_lstm_clipped, mse_gru_clipped, "
                              "mse_simple_rnn_clipped")
     assert "None" not in bar_line
     assert any(line.startswith("status: ") for line in lines)

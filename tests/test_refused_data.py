@@ -226,3 +226,20 @@ def test_data_too_large_for_memory_is_refused_in_one_line_before_any_fit(fit_fir
             run_cli_here(*args, env=env)
         (run_dir,) = (logdir / "too_large").iterdir()
         assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
+
+
+def test_a_refused_fit_leaves_a_users_compiled_model_as_it_was(logdir):
+    """The harness sets its steps_per_execution on a model its user compiled; a refusal after that undoes it."""
+    import keras
+
+    x, y = _data(10)
+    model = _classifier()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    with pytest.raises(UsageError, match=r"^train y: labels run 0\.\.12"):
+        with kexp.open_run("labels", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+            run.fit(model, (x, np.where(y == 3, 12, y)))
+    assert model.steps_per_execution == 1
+    batches = []
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0,
+              callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))])
+    assert batches == list(range(8))

@@ -170,13 +170,14 @@ def _quality_bar_line(name: str, metrics: dict[str, float]) -> str:
     # A bar whose metric the run's settings left out (rnn_memory with model.cells=gru) is not a miss of this run.
     unmeasured = [key for key in expected if key not in metrics]
     measured = {key: bar for key, bar in expected.items() if key in metrics}
-    left_out = f"not measured by these settings: {', '.join(unmeasured)}"
+    names = ", ".join(unmeasured)
     if not measured:
-        return f"quality bar: {left_out}"
+        return f"quality bar: not measured by these settings: {names}"
     missed = quality.failures(measured, metrics)
     line = ("quality bar: missed: " + "; ".join(missed) if missed else
             "quality bar: met (" + ", ".join(f"{key} {quality.describe(bar)}" for key, bar in measured.items()) + ")")
-    return line + (f"; {left_out}" if unmeasured else "")
+    # A sentence of its own, not another ';': in the missed form, the misses are ';'-separated.
+    return line + (f". Not measured by these settings: {names}" if unmeasured else "")
 
 
 def interrupted_exit(err: KeyboardInterrupt) -> int:

@@ -124,13 +124,17 @@ def prepare_model(harness: Harness, model: Any, compile_args: dict[str, Any], pl
         else:
             compiled = Compiled(_adopt_compiled(harness, model, compile_args, plan.steps_per_epoch),
                                 "the model came compiled: its own compile's jit_compile")
-        labels.check_sparse_labels(model, train=data.train, validation=data.validation)
-        if plan.state is not None:
-            # Before any callback writes: a state that does not fit fails with the folder untouched.
-            one_batch, data = fitdata.first_batch(data, harness.dataset) if building.needs_build(model) \
-                else (None, data)
-            building.restore_built(model, plan.state, f"--resume {str(harness.run_dir)!r}", one_batch,
-                                   harness.strategy)
+        try:
+            labels.check_sparse_labels(model, train=data.train, validation=data.validation)
+            if plan.state is not None:
+                # Before any callback writes: a state that does not fit fails with the folder untouched.
+                one_batch, data = fitdata.first_batch(data, harness.dataset) if building.needs_build(model) \
+                    else (None, data)
+                building.restore_built(model, plan.state, f"--resume {str(harness.run_dir)!r}", one_batch,
+                                       harness.strategy)
+        except BaseException:
+            hand_back(model, compiled)  # a refused fit leaves no steps_per_execution of the harness's behind
+            raise
     return model, compiled, data
 
 
@@ -142,8 +146,10 @@ def _adopt_compiled(harness: Harness, model: keras.Model, compile_args: dict[str
             and model.train_function is None and steps_per_epoch:
         # Keras' default of one step per call: the harness's choice
         # costs the user nothing and is worth 1.2-4x on small models.
-        model.steps_per_execution = speed.steps_per_execution(harness.train, steps_per_epoch, harness.num_replicas)
-        return HARNESS_CHOSE_STEPS
+        chosen = speed.steps_per_execution(harness.train, steps_per_epoch, harness.num_replicas)
+        if chosen != 1:  # (with several replicas it is 1: nothing changed)
+            model.steps_per_execution = chosen
+            return HARNESS_CHOSE_STEPS
     return "user"
 
 
@@ -166,7 +172,17 @@ def one_step_per_call_after(model: keras.Model, compiled: Compiled) -> Iterator[
     try:
         yield
     finally:
-        if compiled.by in (HARNESS_CHOSE_STEPS, "harness"):
-            model.steps_per_execution = 1
-            # Keras keeps its compiled functions, and with them the harness's steps per call, until rebuilt.
-            model.train_function = model.test_function = model.predict_function = None
+        hand_back(model, compiled)
+
+
+def hand_back(model: keras.Model, compiled: Compiled) -> None:
+    """Sets a model's `steps_per_execution` back to 1 unless its user chose it (`one_step_per_call_after`).
+
+    Args:
+        model: The fit's model.
+        compiled: Who compiled it.
+    """
+    if compiled.by in (HARNESS_CHOSE_STEPS, "harness"):
+        model.steps_per_execution = 1
+        # Keras keeps its compiled functions, and with them the harness's steps per call, until rebuilt.
+        model.train_function = model.test_function = model.predict_function = None

@@ -325,9 +325,9 @@ class Harness(RunOutputs):
             optimizer=optimizer, optimizer_options=optimizer_options))
         data, plan = self._plan(train, keras_args, name, epochs, validation_freq, class_weight, pad)
         model, compiled, data = compiling.prepare_model(self, model, compile_args, plan, data)
-        group = fitrun.fused_group(self, model, data, pad)
-        self.fit_settings[plan.name] = fitrun.settings_before_training(self, model, data, compiled, group)
         with compiling.one_step_per_call_after(model, compiled):
+            group = fitrun.fused_group(self, model, data, pad)
+            self.fit_settings[plan.name] = fitrun.settings_before_training(self, model, data, compiled, group)
             if plan.finished_before:
                 # Trained to the end before the resume: nothing to train, nothing to write.
                 history = model.history = keras.callbacks.History()
