@@ -74,6 +74,38 @@ def test_validation_labels_and_negative_ones_are_refused_but_ignore_class_is_all
             run.fit(_classifier, (x, np.where(bad == 5, 12, bad)), loss=ignoring)
 
 
+def test_a_datasets_labels_are_refused_as_arrays_are_and_it_is_read_once(logdir):
+    """A tf.data dataset of one fixed shape is held in memory: under XLA its bad label gave NaN and `diverged`."""
+    import tensorflow as tf
+
+    x, y = _data(10)
+    bad = np.where(y == 3, 12, y)
+    for train, validation, named in (((x, bad), None, "train"), ((x, y), (x, bad), "validation"),
+                                     ((x, bad, np.ones(len(y), "float32")), None, "train")):
+        with pytest.raises(UsageError) as refused:
+            with kexp.open_run("labels", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+                run.fit(_classifier, tf.data.Dataset.from_tensor_slices(train),
+                        validation and tf.data.Dataset.from_tensor_slices(validation),
+                        loss="sparse_categorical_crossentropy")
+        assert str(refused.value) == (f"{named} y: labels run 0..12, but the model's output has 10 classes; "
+                                      "allowed for sparse_categorical_crossentropy: 0..9")
+        assert not run.run_dir.exists()
+    huge = tf.data.Dataset.from_tensor_slices((x, np.where(y == 3, 1e30, y).astype("float32")))
+    with pytest.raises(UsageError, match=r"^train y: labels run 0\.\.1e\+30, but the model's output has 10 classes; "
+                                         r"allowed for sparse_categorical_crossentropy: 0\.\.9$"):
+        with kexp.open_run("labels", logdir=logdir, train=TrainConfig(epochs=1), verbose=0) as run:
+            run.fit(_classifier, huge, loss="sparse_categorical_crossentropy")
+    # A dataset that can be read only once (a one-shot generator, its length declared) still trains on every
+    # example, under XLA as auto chose: the labels were read from the one pass the fit trains on.
+    examples = iter(list(zip(x, y)))
+    once = tf.data.Dataset.from_generator(lambda: examples, output_signature=(
+        tf.TensorSpec((16,), tf.float32), tf.TensorSpec((), tf.int64))).apply(tf.data.experimental.assert_cardinality(256))
+    with kexp.open_run("labels", logdir=logdir, train=TrainConfig(epochs=2, batch_size=32), verbose=0) as run:
+        model = run.fit(_classifier, once, loss="sparse_categorical_crossentropy")
+    assert run.results["status"] == "ok" and run.results["fits"]["model"]["jit_compile"] is True
+    assert int(model.optimizer.iterations) == 2 * 8
+
+
 def test_sparse_and_ragged_inputs_are_refused_naming_the_conversion(logdir):
     import tensorflow as tf
 

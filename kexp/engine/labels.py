@@ -5,7 +5,11 @@ batch holding it trains, after the run folder has filled; under XLA (which
 `train.jit_compile=auto` picks for some nets) the same label gives a NaN loss
 instead. Both end a fit without naming the label, so the harness reads the
 labels of in-memory data once and refuses such a fit with one line, as Keras
-would refuse the batch.
+would refuse the batch. A `tf.data.Dataset` of examples of one fixed shape is
+read into tensors here, as the pipeline would hold it, and the fit goes on with
+those tensors: its examples are read once, as before (a dataset that can be
+read only once still trains). Streams and datasets of varying shapes are left
+to Keras.
 """
 
 from __future__ import annotations
@@ -14,33 +18,42 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from kexp.engine.pipeline import fixed_shapes
 from kexp.errors import UsageError
 
 _SPARSE_NAMES = ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy")  # as keras.losses.get names them
 
 
-def check_sparse_labels(model: keras.Model, **named_data: Any) -> None:
+def check_sparse_labels(model: keras.Model, **named_data: Any) -> dict[str, Any]:
     """Refuses labels outside `0..classes-1` when a single-output model trains with a sparse categorical loss.
 
-    Only in-memory data is read: datasets and streams are left to Keras (labels
-    are checked as their batches train). A loss's `ignore_class` is allowed.
+    In-memory data is read: arrays, and datasets of `(x, y)` or `(x, y, w)` examples of one fixed shape,
+    which are read into tensors once (the pipeline holds such data as tensors anyway). Streams and
+    datasets of varying shapes are left to Keras (labels are checked as their batches train). A loss's
+    `ignore_class` is allowed.
 
     Args:
         model: The compiled model.
         **named_data: Normalized data (`kexp.engine.inputs.normalize`) by the name errors give it
             (`train`, `validation`, `data`); None is skipped.
 
+    Returns:
+        `named_data`, with each dataset that was read replaced by its examples as a tuple of tensors: the
+        caller trains on those, so that the dataset is not read again.
+
     Raises:
         UsageError: Naming the data, the labels' range and the classes allowed.
     """
     found = _sparse_loss(_single(getattr(model, "loss", None)))
     if found is None or len(getattr(model, "outputs", None) or ()) != 1:
-        return  # a model built lazily has no outputs yet: Keras checks its labels as they train
+        return named_data  # a model built lazily has no outputs yet: Keras checks its labels as they train
     loss_name, ignore_class = found
     output_shape = tuple(model.outputs[0].shape)
     if not output_shape or not output_shape[-1]:
-        return
+        return named_data
+    named_data = {what: _held(data) for what, data in named_data.items()}
     for what, data in named_data.items():
         labels = _single(data[1]) if isinstance(data, tuple) and len(data) >= 2 else None
         if labels is None or isinstance(labels, (dict, tuple, list)):
@@ -48,6 +61,19 @@ def check_sparse_labels(model: keras.Model, **named_data: Any) -> None:
         labels = np.asarray(labels)
         if labels.size and np.issubdtype(labels.dtype, np.number):
             _check(f"{what} y", labels, output_shape, loss_name, ignore_class)
+    return named_data
+
+
+def _held(data: Any) -> Any:
+    """Returns a dataset of `(x, y[, w])` examples of one fixed shape as a tuple of tensors; other data as it is."""
+    if not isinstance(data, tf.data.Dataset):
+        return data
+    spec = data.element_spec
+    if not (isinstance(spec, tuple) and 2 <= len(spec) <= 3 and isinstance(_single(spec[1]), tf.TensorSpec)
+            and fixed_shapes(data)):
+        return data
+    # One batch of every example (an empty dataset is refused before this): what the pipeline gathers from.
+    return tuple(data.batch(2**31 - 1).get_single_element())
 
 
 def _check(what: str, labels: np.ndarray, output_shape: tuple, loss_name: str, ignore_class: int | None) -> None:
@@ -60,15 +86,16 @@ def _check(what: str, labels: np.ndarray, output_shape: tuple, loss_name: str, i
                          f"{loss_name}: class indices of shape {(len(labels),) + output_shape[1:-1]}{onehot}")
     if labels.dtype.kind == "f" and not np.isfinite(labels).all():  # integer labels are finite
         raise UsageError(f"{what}: labels hold NaN or inf; allowed for {loss_name}: class indices 0..{classes - 1}")
-    labels = labels.astype(np.int64, copy=False)  # as Keras casts them
+    # As Keras casts them, toward zero; floats stay floats, so that a huge one (1e30) is not wrapped by a cast.
+    labels = np.trunc(labels) if labels.dtype.kind == "f" else labels.astype(np.int64, copy=False)
     if ignore_class is not None:
         labels = labels[labels != ignore_class]
     if labels.size and (labels.min() < 0 or labels.max() >= classes):
         ignored = "" if ignore_class is None else f" (or ignore_class {ignore_class})"
         hint = "; a placeholder label for 'no class' takes the loss's ignore_class" \
             if ignore_class is None and labels.min() < 0 else ""
-        raise UsageError(f"{what}: labels run {labels.min()}..{labels.max()}, but the model's output has {classes} "
-                         f"classes; allowed for {loss_name}: 0..{classes - 1}{ignored}{hint}")
+        raise UsageError(f"{what}: labels run {labels.min():g}..{labels.max():g}, but the model's output has "
+                         f"{classes} classes; allowed for {loss_name}: 0..{classes - 1}{ignored}{hint}")
 
 
 def _single(value: Any) -> Any:

@@ -261,16 +261,10 @@ def gradient_norm_figure(curves: Any, length: int) -> Any:
         left.plot(steps, weight_norms, label=label, marker="o" if len(steps) <= 20 else None, markersize=3, **style)
         if input_norms is not None:
             right.plot(range(length), input_norms, label=name, **style)
-    left.set_yscale("log")
-    left.set_xlabel("optimizer step (measured after each compiled call)")
-    left.set_ylabel("|d loss / d weights| (probe batch)")
-    left.set_title("gradient norm over training")
-    right.set_yscale("log")
-    right.set_xlabel("input time step t")
-    right.set_ylabel("|d loss / d x_t| (probe batch)")
-    right.set_title("after training: how much the loss feels step t")
-    left.legend(fontsize="small")
-    right.legend(fontsize="small")
+    _style(left, "optimizer step (measured after each compiled call)", "|d loss / d weights| (probe batch)",
+           "gradient norm over training", "log", legend=True)
+    _style(right, "input time step t", "|d loss / d x_t| (probe batch)",
+           "after training: how much the loss feels step t", "log", legend=True)
     fig.tight_layout()
     return fig
 
