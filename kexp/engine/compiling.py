@@ -125,8 +125,8 @@ def prepare_model(harness: Harness, model: Any, compile_args: dict[str, Any], pl
             compiled = Compiled(_adopt_compiled(harness, model, compile_args, plan.steps_per_epoch),
                                 "the model came compiled: its own compile's jit_compile")
         try:
-            data = dataclasses.replace(data, **labels.check_sparse_labels(model, train=data.train,
-                                                                          validation=data.validation))
+            data = dataclasses.replace(data, train=labels.held_in_memory(model, data.train, data.n_all or 0))
+            labels.check_sparse_labels(model, train=data.train, validation=data.validation)
             if plan.state is not None:
                 # Before any callback writes: a state that does not fit fails with the folder untouched.
                 one_batch, data = fitdata.first_batch(data, harness.dataset) if building.needs_build(model) \

@@ -217,7 +217,7 @@ def evaluate_model(harness: Harness, model: keras.Model, data: Any, prefix: str,
     else:
         data = inputs.normalize(data, "data")
         n = inputs.count_examples(data, "data", harness.stop.check)
-        data = labels.check_sparse_labels(model, data=data)["data"]
+        labels.check_sparse_labels(model, data=data)
         ds = harness.dataset(data, training=False, num_examples=n, pad=pad)
     with _errors_in_one_line(pad, lambda: "data"), harness.strategy.scope(), built_locally(model, ds, harness.strategy):
         values = model.evaluate(ds, verbose=0, return_dict=True)

@@ -5,11 +5,11 @@ batch holding it trains, after the run folder has filled; under XLA (which
 `train.jit_compile=auto` picks for some nets) the same label gives a NaN loss
 instead. Both end a fit without naming the label, so the harness reads the
 labels of in-memory data once and refuses such a fit with one line, as Keras
-would refuse the batch. A `tf.data.Dataset` of examples of one fixed shape is
-read into tensors here, as the pipeline would hold it, and the fit goes on with
-those tensors: its examples are read once, as before (a dataset that can be
-read only once still trains). Streams and datasets of varying shapes are left
-to Keras.
+would refuse the batch. A training `tf.data.Dataset` of examples of one fixed
+shape is read into tensors first, as the pipeline would hold it, and the fit
+goes on with those tensors: its examples are read once, as before. Validation
+and evaluation datasets, streams and datasets of varying shapes are left to
+Keras.
 """
 
 from __future__ import annotations
@@ -26,12 +26,11 @@ from kexp.errors import UsageError
 _SPARSE_NAMES = ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy")  # as keras.losses.get names them
 
 
-def check_sparse_labels(model: keras.Model, **named_data: Any) -> dict[str, Any]:
+def check_sparse_labels(model: keras.Model, **named_data: Any) -> None:
     """Refuses labels outside `0..classes-1` when a single-output model trains with a sparse categorical loss.
 
-    In-memory data is read: arrays, and datasets of `(x, y)` or `(x, y, w)` examples of one fixed shape,
-    which are read into tensors once (the pipeline holds such data as tensors anyway). Streams and
-    datasets of varying shapes are left to Keras (labels are checked as their batches train). A loss's
+    Only in-memory data is read (arrays, and a training dataset `held_in_memory` made tensors); other
+    datasets and streams are left to Keras (labels are checked as their batches train). A loss's
     `ignore_class` is allowed.
 
     Args:
@@ -39,21 +38,13 @@ def check_sparse_labels(model: keras.Model, **named_data: Any) -> dict[str, Any]
         **named_data: Normalized data (`kexp.engine.inputs.normalize`) by the name errors give it
             (`train`, `validation`, `data`); None is skipped.
 
-    Returns:
-        `named_data`, with each dataset that was read replaced by its examples as a tuple of tensors: the
-        caller trains on those, so that the dataset is not read again.
-
     Raises:
         UsageError: Naming the data, the labels' range and the classes allowed.
     """
-    found = _sparse_loss(_single(getattr(model, "loss", None)))
-    if found is None or len(getattr(model, "outputs", None) or ()) != 1:
-        return named_data  # a model built lazily has no outputs yet: Keras checks its labels as they train
-    loss_name, ignore_class = found
-    output_shape = tuple(model.outputs[0].shape)
-    if not output_shape or not output_shape[-1]:
-        return named_data
-    named_data = {what: _held(data) for what, data in named_data.items()}
+    found = _checked_loss(model)
+    if found is None:
+        return
+    loss_name, ignore_class, output_shape = found
     for what, data in named_data.items():
         labels = _single(data[1]) if isinstance(data, tuple) and len(data) >= 2 else None
         if labels is None or isinstance(labels, (dict, tuple, list)):
@@ -61,19 +52,42 @@ def check_sparse_labels(model: keras.Model, **named_data: Any) -> dict[str, Any]
         labels = np.asarray(labels)
         if labels.size and np.issubdtype(labels.dtype, np.number):
             _check(f"{what} y", labels, output_shape, loss_name, ignore_class)
-    return named_data
 
 
-def _held(data: Any) -> Any:
-    """Returns a dataset of `(x, y[, w])` examples of one fixed shape as a tuple of tensors; other data as it is."""
-    if not isinstance(data, tf.data.Dataset):
-        return data
-    spec = data.element_spec
+def held_in_memory(model: keras.Model, train: Any, num_examples: int) -> Any:
+    """Returns a training dataset whose labels `check_sparse_labels` should read as a tuple of tensors.
+
+    Only for a model it checks, and a dataset of `(x, y)` or `(x, y, w)` examples of one fixed shape:
+    the pipeline holds such training data as tensors anyway (a seeded permutation each epoch), so reading
+    it here costs no more memory, and the fit trains on what was read: a dataset that can be read only
+    once still trains. Validation and evaluation datasets stream through a cache instead and are left.
+
+    Args:
+        model: The compiled model.
+        train: The fit's normalized training data.
+        num_examples: Its examples as counted (the first this many are read, as the pipeline would).
+
+    Returns:
+        The tensors, or `train` as it was.
+    """
+    if not isinstance(train, tf.data.Dataset) or _checked_loss(model) is None:
+        return train
+    spec = train.element_spec
     if not (isinstance(spec, tuple) and 2 <= len(spec) <= 3 and isinstance(_single(spec[1]), tf.TensorSpec)
-            and fixed_shapes(data)):
-        return data
-    # One batch of every example (an empty dataset is refused before this): what the pipeline gathers from.
-    return tuple(data.batch(2**31 - 1).get_single_element())
+            and fixed_shapes(train)):
+        return train
+    return tuple(train.take(num_examples).batch(max(num_examples, 1)).get_single_element())
+
+
+def _checked_loss(model: keras.Model) -> tuple[str, int | None, tuple] | None:
+    """Returns the sparse loss's name, its `ignore_class` and the output shape, if `check_sparse_labels` applies."""
+    found = _sparse_loss(_single(getattr(model, "loss", None)))
+    if found is None or len(getattr(model, "outputs", None) or ()) != 1:
+        return None  # a model built lazily has no outputs yet: Keras checks its labels as they train
+    output_shape = tuple(model.outputs[0].shape)
+    if not output_shape or not output_shape[-1]:
+        return None
+    return (*found, output_shape)
 
 
 def _check(what: str, labels: np.ndarray, output_shape: tuple, loss_name: str, ignore_class: int | None) -> None:
