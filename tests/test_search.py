@@ -285,11 +285,12 @@ def _open_storage_at(url: str, barrier, results) -> None:
 
 def test_processes_that_open_a_new_sqlite_study_at_once_all_get_it(tmp_path):
     """Each creates Optuna's tables: all but one collided ("table studies already exists", SQLite's operational
-    error) in 6 of 10 rounds of 4 processes (here 3 rounds), and `kexp search` then exited 2. Forked processes,
-    no TensorFlow."""
+    error) in 6 of 10 rounds of 4 processes (here 3 rounds), and `kexp search` then exited 2. Processes forked
+    from a fresh server, no TensorFlow: a test worker that ran TensorFlow before holds its threads, and a plain
+    fork of it hung a child (a CI run of 2026-12-05 waited out the 120 s)."""
     import multiprocessing
 
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
     for round_ in range(3):
         url = f"sqlite:///{tmp_path / f'round{round_}.db'}"
         barrier, results = context.Barrier(4), context.Queue()
