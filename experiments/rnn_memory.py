@@ -121,7 +121,7 @@ def run(config: ExperimentConfig, harness: Harness) -> dict[str, float]:
             curves[name] = (recorder.steps, recorder.weight_norms, recorder.input_norms)
             rows.append([name, mse, mse / metrics["mse_baseline"], recorder.steps[-1] if recorder.steps else 0,
                          model.count_params()])
-    harness.log_figure("gradient_norms", plots.gradient_norm_figure(curves, d.length))
+    harness.log_figure("gradient_norms", plots.gradient_norm_figure(curves, d.length, list(METRIC_NAMES.values())))
     compare.write_table(harness, "comparison", ["network", "test_mse", "mse / baseline", "optimizer_steps", "params"],
                         rows, title=f"adding problem, length {d.length}; baseline MSE (always answering 1): "
                                     f"{metrics['mse_baseline']:.4f}", shows=list(metrics))

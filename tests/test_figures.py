@@ -153,7 +153,8 @@ def test_run_prints_a_number_in_its_table_once(tmp_path):
     assert [line for line in lines if line.startswith(("mse_simple_rnn:", "mse_baseline:"))] == []
     row = next(line for line in lines if line.startswith("| simple_rnn |"))
     assert row.split(" | ")[1] == f"{metrics['mse_simple_rnn']:.4g}"
-    assert "(2 metrics are not listed here: the comparison table above shows them; results.json has every metric)" in lines
+    assert ("(2 metrics are not listed here: the comparison table above shows them; results.json has every metric)"
+            in lines)
     # The contracts stay: the bar, the status line and run_dir last.
     # The bars of the cells these settings leave out are named as not measured, not as missed with a value None.
     bar_line = next(line for line in lines if line.startswith("quality bar: "))
@@ -169,12 +170,12 @@ def test_gradient_figure_marks_its_points_when_there_are_few():
     """A fit of few compiled calls has few measurements: markers keep two points from reading as a smooth curve."""
     few = {"lstm": ([0, 75], [1.0, 0.5], np.ones(10)), "lstm_clipped": ([0, 75], [1.0, 0.4], None)}
     many = {"lstm": (list(range(0, 3075, 75)), list(np.linspace(1, 2, 41)), np.ones(10))}
-    (left, _), (left_many, _) = (plots.gradient_norm_figure(curves, 10).axes for curves in (few, many))
+    networks = ("simple_rnn", "gru", "lstm")
+    (left, _), (left_many, _) = (plots.gradient_norm_figure(curves, 10, networks).axes for curves in (few, many))
     assert [line.get_marker() for line in left.get_lines()] == ["o", "o"]
     assert [line.get_linestyle() for line in left.get_lines()] == ["-", "--"]
     assert [line.get_marker() for line in left_many.get_lines()] == ["None"]
     assert "after each compiled call" in left.get_xlabel()
     # An LSTM keeps its color whichever networks the run trained.
-    (_, right_many) = plots.gradient_norm_figure(
-        {"simple_rnn": many["lstm"], "lstm": many["lstm"]}, 10).axes
+    (_, right_many) = plots.gradient_norm_figure({"simple_rnn": many["lstm"], "lstm": many["lstm"]}, 10, networks).axes
     assert left.get_lines()[0].get_color() == right_many.get_lines()[1].get_color() == "C2"

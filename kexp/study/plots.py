@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import matplotlib
 import numpy as np  # matplotlib imports it anyway
@@ -241,16 +241,16 @@ def gan_1d_figure(snapshots: Any, mu: float, sigma: float) -> Any:
     return fig
 
 
-def gradient_norm_figure(curves: Any, length: int) -> Any:
+def gradient_norm_figure(curves: Any, length: int, networks: Sequence[str] = ()) -> Any:
     """Returns two panels: weight-gradient norm over training, and input-gradient norm per time step after it.
 
     Args:
         curves: `{name: (steps, weight_norms, input_norms)}` (`kexp.study.gradients.GradientNormRecorder`).
         length: Time steps per sequence.
+        networks: Every network a run may train, in order: each keeps its color whichever ones this run trained.
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
-    # One color per network, the same whichever networks a run trained (the docs' figure shows all three).
-    bases = list(dict.fromkeys([*_GRADIENT_NETWORKS, *(name.removesuffix("_clipped") for name in curves)]))
+    bases = list(dict.fromkeys([*networks, *(name.removesuffix("_clipped") for name in curves)]))
     for name, (steps, weight_norms, input_norms) in curves.items():
         # Its clipped run dashed.
         style = {"color": f"C{bases.index(name.removesuffix('_clipped'))}",
@@ -267,9 +267,6 @@ def gradient_norm_figure(curves: Any, length: int) -> Any:
            "after training: how much the loss feels step t", "log", legend=True)
     fig.tight_layout()
     return fig
-
-
-_GRADIENT_NETWORKS = ("simple_rnn", "gru", "lstm", "bi_lstm", "deep_lstm")  # rnn_memory's, in its cells' order
 
 
 def _style(axes: Any, xlabel: str, ylabel: str, title: str, yscale: str = "linear", legend: bool = False) -> None:
