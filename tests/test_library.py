@@ -64,30 +64,6 @@ def test_model_instance_trains_and_history_is_exposed(logdir):
     assert batches == list(range(6))
 
 
-def test_the_harness_evaluates_with_its_fits_test_function_until_the_user_changes_the_model(logdir):
-    """The harness's own `evaluate` after its fit reuses the fit's traced test function (no second trace) and
-    hands the model back at 1 step a call; once the user compiles again, it scores what the user compiled."""
-    x, y = _xy()
-    with kexp.open_run("kept", logdir=logdir, train=TrainConfig(epochs=2, batch_size=20), verbose=0) as run:
-        model = run.fit(lambda: _dense(activation="sigmoid"), (x, y), 0.25, loss="binary_crossentropy",
-                        metrics=["accuracy"])
-        fits_function = model._kexp_kept_test.test_function
-        assert fits_function is not None and model.test_function is None
-        scores = run.evaluate(model, (x, y))
-        assert model._kexp_kept_test.test_function is fits_function
-        assert model.steps_per_execution == 1 and model.test_function is None
-        keras_scores = model.evaluate(x, y, batch_size=20, verbose=0, return_dict=True)
-        assert scores == {f"test_{k}": pytest.approx(v, rel=1e-6) for k, v in keras_scores.items()}
-        # The user's own evaluate left its function (1 step a call): the harness uses it, not its own.
-        users_function = model.test_function
-        run.evaluate(model, (x, y))
-        assert model.test_function is users_function
-        model.compile("sgd", "mse", metrics=["mae"])  # compiled again: the kept function is stale
-        scores = run.evaluate(model, (x, y))
-    assert set(scores) == {"test_loss", "test_mae"}
-    assert scores["test_loss"] == pytest.approx(float(np.mean((model.predict(x, verbose=0) - y) ** 2)), rel=1e-5)
-
-
 def test_model_instance_built_outside_a_mirrored_scope_is_refused_with_the_fix(logdir):
     x, y = _xy()
     with pytest.raises(UsageError, match="built outside the scope of --strategy mirrored .2 replicas.; allowed: "

@@ -184,49 +184,6 @@ def hand_back(model: keras.Model, compiled: Compiled) -> None:
         compiled: Who compiled it.
     """
     if compiled.by in (HARNESS_CHOSE_STEPS, "harness"):
-        if int(model.steps_per_execution) != 1:
-            # Kept for the harness's own `evaluate` (`harness_test_function`): tracing it again cost
-            # 0.1-0.4 s an evaluate, and the harness's steps per call are its own business.
-            model._kexp_kept_test = _KeptTest(int(model.steps_per_execution), model.test_function,
-                                              _compile_token(model), model.jit_compile)
         model.steps_per_execution = 1
         # Keras keeps its compiled functions, and with them the harness's steps per call, until rebuilt.
         model.train_function = model.test_function = model.predict_function = None
-
-
-@dataclasses.dataclass
-class _KeptTest:
-    """What the harness ran a handed-back model's evaluation with (`hand_back`)."""
-
-    steps_per_execution: int
-    test_function: Any
-    compile_token: Any
-    jit_compile: Any
-
-
-def _compile_token(model: keras.Model) -> Any:
-    """Returns an object that Keras replaces at each `compile` of `model`."""
-    return getattr(model, "_compile_config", None)
-
-
-@contextlib.contextmanager
-def harness_test_function(model: keras.Model) -> Iterator[None]:
-    """Lends a handed-back model the harness's steps per call and test function for the harness's own `evaluate`.
-
-    Only while nobody changed the model since `hand_back`: not compiled again, no `steps_per_execution` or
-    `jit_compile` of the user's, no test function of the user's own `evaluate`. The model goes back as it was.
-
-    Args:
-        model: The model the harness evaluates.
-    """
-    kept = getattr(model, "_kexp_kept_test", None)
-    if kept is None or int(model.steps_per_execution) != 1 or model.test_function is not None \
-            or _compile_token(model) is not kept.compile_token or model.jit_compile != kept.jit_compile:
-        yield
-        return
-    model.steps_per_execution, model.test_function = kept.steps_per_execution, kept.test_function
-    try:
-        yield
-    finally:
-        kept.test_function = model.test_function  # traced by this evaluate when the fit had none
-        model.steps_per_execution, model.test_function = 1, None

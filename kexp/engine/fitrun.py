@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import keras
 import tensorflow as tf
 
-from kexp.engine import compiling, fitdata, fused, inputs, labels, modelinfo, streams
+from kexp.engine import fitdata, fused, inputs, labels, modelinfo, streams
 from kexp.engine.callbacks import (EpochGate, EpochTimer, HistoryCSV, ReportToTrial, SaveState, StopOnRequest,
                                    TensorBoardLogger)
 from kexp.engine.trial_link import current as current_trial
@@ -219,8 +219,7 @@ def evaluate_model(harness: Harness, model: keras.Model, data: Any, prefix: str,
         n = inputs.count_examples(data, "data", harness.stop.check)
         labels.check_sparse_labels(model, data=data)
         ds = harness.dataset(data, training=False, num_examples=n, pad=pad)
-    with _errors_in_one_line(pad, lambda: "data"), harness.strategy.scope(), built_locally(model, ds, harness.strategy), \
-            compiling.harness_test_function(model):
+    with _errors_in_one_line(pad, lambda: "data"), harness.strategy.scope(), built_locally(model, ds, harness.strategy):
         values = model.evaluate(ds, verbose=0, return_dict=True)
     return {f"{prefix}{k}": float(v) for k, v in values.items()}
 
