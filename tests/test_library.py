@@ -62,6 +62,10 @@ def test_model_instance_trains_and_history_is_exposed(logdir):
     model.fit(x, y, batch_size=20, epochs=1, verbose=0,
               callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))])
     assert batches == list(range(6))
+    # So does the model it saved, and one the user saves (Keras keeps the compile call's arguments for both).
+    assert kexp.load_model(run.run_dir).steps_per_execution == 1
+    model.save(logdir / "own.keras")
+    assert keras.models.load_model(logdir / "own.keras").steps_per_execution == 1
 
 
 def test_model_instance_built_outside_a_mirrored_scope_is_refused_with_the_fix(logdir):

@@ -187,3 +187,7 @@ def hand_back(model: keras.Model, compiled: Compiled) -> None:
         model.steps_per_execution = 1
         # Keras keeps its compiled functions, and with them the harness's steps per call, until rebuilt.
         model.train_function = model.test_function = model.predict_function = None
+        # And the compile call's arguments, which a saved model is compiled with again when loaded.
+        compile_arguments = getattr(getattr(model, "_compile_config", None), "config", None)
+        if isinstance(compile_arguments, dict) and "steps_per_execution" in compile_arguments:
+            compile_arguments["steps_per_execution"] = 1
