@@ -68,6 +68,34 @@ def test_model_instance_trains_and_history_is_exposed(logdir):
     assert keras.models.load_model(logdir / "own.keras").steps_per_execution == 1
 
 
+def test_the_harness_evaluates_a_model_changed_after_its_fit_as_keras_does(logdir):
+    """A fit with validation traced a test function; changes that Keras' `evaluate` traces again for, without a
+    new compile, are scored as the changed model computes (a kept copy of the fit's function gave the unchanged
+    model's loss: tried and reverted)."""
+    x, y = _xy()
+
+    def loss_now(model):  # an eager call: the model as it is now
+        return float(keras.ops.mean(keras.losses.binary_crossentropy(y, model(x))))
+
+    def to_logits(model):
+        model.layers[-1].activation = keras.activations.linear
+
+    def replace_head(model):
+        model.pop()
+        model.add(keras.layers.Dense(1, activation="sigmoid"))
+
+    for change in (to_logits, replace_head):
+        with kexp.open_run(change.__name__, logdir=logdir, train=TrainConfig(epochs=2, batch_size=20),
+                           verbose=0) as run:
+            model = run.fit(lambda: _dense(activation="sigmoid"), (x, y), validation_data=(x, y),
+                            loss="binary_crossentropy")
+            before = loss_now(model)
+            change(model)
+            after = run.evaluate(model, (x, y))["test_loss"]
+        assert after != pytest.approx(before, rel=1e-3), change.__name__
+        assert after == pytest.approx(loss_now(model), rel=1e-5), change.__name__
+
+
 def test_model_instance_built_outside_a_mirrored_scope_is_refused_with_the_fix(logdir):
     x, y = _xy()
     with pytest.raises(UsageError, match="built outside the scope of --strategy mirrored .2 replicas.; allowed: "
