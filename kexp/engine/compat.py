@@ -13,8 +13,13 @@ reasons found here with two worker processes on 127.0.0.1:
    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalar loss
    and metric values ("Invalid reduction dimension 0 for input with 0
    dimensions"). Scalars are averaged with `axis=None` instead.
+3. `predict` gathers each worker's outputs with `strategy.gather`, whose
+   collective op takes no bfloat16 ("DataType bfloat16 not in list of
+   allowed values"): a model under `mixed_bfloat16` whose last layer
+   computes in bfloat16 failed at its first `predict`. Such outputs are
+   gathered as float32 and cast back, which loses nothing.
 
-Both patches touch Keras internals; they apply only in multi-worker mode and
+These patches touch Keras internals; they apply only in multi-worker mode and
 are checked by the two-process test (`tests/test_multiworker.py`). A third,
 `built_locally`, serves `MirroredStrategy` fits and evaluations whose last
 batch leaves replicas short (`tests/test_integrity.py`).
@@ -70,7 +75,22 @@ def _patch_log_reduction() -> None:
         return original(values, strategy, reduction)
 
     trainer.reduce_per_replica = reduce_per_replica
+    trainer._multi_worker_concat = _gathering_bfloat16_as_float32(trainer._multi_worker_concat)
     _PATCHED = True
+
+
+def _gathering_bfloat16_as_float32(concat: Any) -> Any:
+    """Wraps Keras' `_multi_worker_concat(value, strategy)` so that bfloat16 values pass the gather as float32."""
+    import tensorflow as tf
+
+    def multi_worker_concat(value: Any, strategy: Any) -> Any:
+        # A PerReplica value is a composite tensor: look at, and map, its replicas' tensors.
+        if tf.nest.flatten(value, expand_composites=True)[0].dtype != tf.bfloat16:
+            return concat(value, strategy)
+        widened = tf.nest.map_structure(lambda part: tf.cast(part, tf.float32), value, expand_composites=True)
+        return tf.cast(concat(widened, strategy), tf.bfloat16)
+
+    return multi_worker_concat
 
 
 @contextlib.contextmanager
