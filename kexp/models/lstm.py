@@ -20,10 +20,17 @@ else is Keras' own: the loop (`keras.src.backend.rnn`, with masks,
 arithmetic op for op, so predictions are bit for bit Keras'; gradients are
 the same sums, in the last bits rounded as another order of sums rounds them.
 
+Under a mixed precision policy (float32 variables, bfloat16 or float16
+math) the step loop multiplies in the half precision, on kernels cast
+once per batch, and keeps the gates, the carry and the bias sum in float32,
+as cuDNN's LSTM does under mixed_float16; outputs and states come back in
+the compute dtype. Outputs then differ from Keras' (which rounds every gate
+to bfloat16) within bfloat16's rounding; the step ran 1.3x faster than with
+the gates in bfloat16 (`docs/performance.md`).
+
 Keras' own loop runs instead where this one cannot apply or would not help:
 dropout or recurrent dropout while training, `implementation=1`,
-`use_cudnn=True`, a mixed precision policy (Keras casts the kernels in every
-step and sums their gradients in float32), inputs of another dtype than the
+`use_cudnn=True`, inputs of another dtype than the
 layer computes in (Keras promotes them), and any machine with a visible GPU
 (cuDNN's kernel).
 """
@@ -52,6 +59,22 @@ def _matmul(values: tf.Tensor, kernel: tf.Tensor, kernel_t: tf.Tensor) -> Any:
     def grad(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, None]:
         # kernel_t is kernel's transpose: its share of the gradient is kernel's, counted once here.
         return tf.matmul(upstream, kernel_t), tf.matmul(values, upstream, transpose_a=True), None
+
+    return tf.matmul(values, kernel), grad
+
+
+@tf.custom_gradient
+def _matmul_widened(values: tf.Tensor, kernel: tf.Tensor, kernel_t: tf.Tensor, weight: tf.Tensor) -> Any:
+    """Returns `values @ kernel` (kernel = `weight` cast to the values' half precision); the gradient goes to `weight`.
+
+    The kernel's share of the gradient is cast to `weight`'s float32 in every
+    step, as Keras' own cast does: the loop then sums the steps' gradients in
+    float32 (summed in bfloat16, a bias gradient stalled at 512 over 1,000 steps).
+    """
+
+    def grad(upstream: tf.Tensor) -> tuple[tf.Tensor, None, None, tf.Tensor]:
+        weight_grad = tf.cast(tf.matmul(values, upstream, transpose_a=True), weight.dtype)
+        return tf.matmul(upstream, kernel_t), None, None, weight_grad
 
     return tf.matmul(values, kernel), grad
 
@@ -96,18 +119,14 @@ class LSTM(keras.layers.LSTM):
         cell = self.cell
         # Values, not variables: a stateful layer's state variables are assigned after the loop, and the
         # gradient must see the values the loop saw (a variable passed as a state stays differentiable).
-        initial_state = [tf.convert_to_tensor(state) for state in initial_state]
-        kernel = tf.convert_to_tensor(cell.kernel)
-        kernel_t = tf.transpose(kernel)
-        recurrent = tf.convert_to_tensor(cell.recurrent_kernel)
-        recurrent_t = tf.transpose(recurrent)
-        bias = tf.convert_to_tensor(cell.bias) if cell.use_bias else None
+        initial_state = [tf.cast(tf.convert_to_tensor(state), self.variable_dtype) for state in initial_state]
+        input_product, recurrent_product, bias = self._step_products()
 
         def step(inputs: Any, states: Any) -> tuple[Any, list[Any]]:
             h_prev, c_prev = states
             # Keras' LSTMCell (implementation 2), op for op.
-            z = _matmul(inputs, kernel, kernel_t)
-            z = ops.add(z, _matmul(h_prev, recurrent, recurrent_t))
+            z = input_product(inputs)
+            z = ops.add(z, recurrent_product(h_prev))
             if bias is not None:
                 z = ops.add(z, bias)
             z0, z1, z2, z3 = ops.split(z, 4, axis=1)
@@ -118,11 +137,46 @@ class LSTM(keras.layers.LSTM):
             h = o * cell.activation(c)
             return h, [h, c]
 
-        return keras_backend.rnn(
+        last, outputs, states = keras_backend.rnn(
             step, sequences, initial_state, go_backwards=self.go_backwards, mask=mask, unroll=self.unroll,
             input_length=sequences.shape[1], zero_output_for_mask=self.zero_output_for_mask,
             return_all_outputs=self.return_sequences,
         )
+        if self.compute_dtype == self.variable_dtype:
+            return last, outputs, states
+        return tf.cast(last, self.compute_dtype), tf.cast(outputs, self.compute_dtype), [
+            tf.cast(state, self.compute_dtype) for state in states]
+
+    def _step_products(self) -> tuple[Any, Any, Any]:
+        """The step's input and recurrent products, on kernels read (and transposed) once, and the bias.
+
+        Under a mixed policy the products multiply in the compute dtype
+        (bfloat16: twice the float32 rate where the CPU has it) on kernels
+        cast once, and give float32: the gates, the carry and the bias sum
+        stay in float32, as cuDNN's kernel keeps them under mixed_float16
+        (bfloat16 element-wise math also ran slower than float32 here), and
+        each step's kernel gradients are cast back to float32 before the
+        loop sums them (summed in bfloat16, a bias gradient stalled at 512
+        over 1,000 steps).
+
+        Returns:
+            `(input_product, recurrent_product, bias)`: functions of one
+            tensor, and the bias tensor (None for a layer without one).
+        """
+        cell = self.cell
+        with keras_backend.AutocastScope(None):  # the variables' own values: Keras' autocast would cast them
+            kernel, recurrent = tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.recurrent_kernel)
+            bias = tf.convert_to_tensor(cell.bias) if cell.use_bias else None
+        if self.compute_dtype == self.variable_dtype:
+            kernel_t, recurrent_t = tf.transpose(kernel), tf.transpose(recurrent)
+            return (lambda values: _matmul(values, kernel, kernel_t),
+                    lambda values: _matmul(values, recurrent, recurrent_t), bias)
+        half = self.compute_dtype
+        (kernel_h, kernel_t), (recurrent_h, recurrent_t) = (
+            (cast, tf.transpose(cast)) for cast in (tf.cast(kernel, half), tf.cast(recurrent, half)))
+        return (lambda values: tf.cast(_matmul_widened(values, kernel_h, kernel_t, kernel), kernel.dtype),
+                lambda values: tf.cast(_matmul_widened(tf.cast(values, half), recurrent_h, recurrent_t, recurrent),
+                                       recurrent.dtype), bias)
 
     def _standard_gates(self) -> bool:
         """Whether the cell has the gates `lstm_sequence` differentiates by hand (tanh, sigmoid)."""
@@ -156,16 +210,14 @@ class LSTM(keras.layers.LSTM):
             sequences_dtype: The inputs' dtype; None: the compute dtype.
 
         Returns:
-            True where the loop computes what Keras' does: one precision for
-            variables, inputs and math (under a mixed policy, Keras casts the
-            kernels inside every step and sums their gradients in float32,
-            which a cast made once would sum in bfloat16), no dropout, no
-            cuDNN.
+            True where the loop computes what Keras' does: inputs in the
+            compute dtype, variables in it or (a mixed policy) in float32,
+            no dropout, no cuDNN.
         """
         dropping = bool(training) and (self.dropout > 0 or self.recurrent_dropout > 0)
         if dropping or self.cell.implementation != 2 or self.use_cudnn is True:
             return False
-        if self.compute_dtype != self.variable_dtype:
+        if self.compute_dtype != self.variable_dtype and self.variable_dtype != "float32":
             return False
         if sequences_dtype is not None and keras.backend.standardize_dtype(sequences_dtype) != self.compute_dtype:
             return False  # integer or other inputs: Keras' matmul promotes them
