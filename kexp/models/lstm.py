@@ -125,7 +125,7 @@ class LSTM(keras.layers.LSTM):
 
         def step(inputs: Any, states: Any) -> tuple[Any, list[Any]]:
             h_prev, c_prev = states
-            # Keras' LSTMCell (implementation 2), op for op.
+            # Keras' LSTMCell (implementation 2), op for op (under a mixed policy, in float32 past the products).
             z = input_product(inputs)
             z = ops.add(z, recurrent_product(h_prev))
             if bias is not None:
