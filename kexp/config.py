@@ -87,7 +87,7 @@ class TrainConfig:
     )
     precision: str = param(
         "global", choices=("global", "auto", "float32", "mixed_float16", "mixed_bfloat16"),
-        help="Keras dtype policy while the run builds and trains models (mixed_float16 for GPUs); global: the "
+        help="Keras dtype policy while the run builds and trains models (mixed_float16 suits GPUs); global: the "
         "policy in force when the run opens (keras.mixed_precision.set_global_policy; float32 unless set); "
         "auto: mixed_bfloat16 on a CPU with avx512_bf16 or amx_bf16 and no GPU, else float32",
     )
