@@ -147,13 +147,13 @@ def test_keras_own_loop_runs_for_dropout_while_training_and_for_implementation_1
 
 
 def _long_sequence_gradients(layer_class, policy: str) -> tuple[np.ndarray, list[np.ndarray]]:
-    """A 1,000-step LSTM(7) under `policy`: its outputs and the gradients of their sum (every step's bias share
+    """A 400-step LSTM(7) under `policy`: its outputs and the gradients of their sum (every step's bias share
     adds up to hundreds, where a bfloat16 running sum stalls)."""
     keras.mixed_precision.set_global_policy(policy)
     try:
         keras.utils.set_random_seed(2)
-        model = keras.Sequential([keras.Input((1000, 5)), layer_class(7, return_sequences=True)])
-        x = np.random.default_rng(3).normal(size=(4, 1000, 5)).astype("float32")
+        model = keras.Sequential([keras.Input((400, 5)), layer_class(7, return_sequences=True)])
+        x = np.random.default_rng(3).normal(size=(4, 400, 5)).astype("float32")
         with tf.GradientTape() as tape:
             outputs = model(x, training=True)
             total = tf.reduce_sum(tf.cast(outputs, "float32"))
@@ -165,7 +165,7 @@ def _long_sequence_gradients(layer_class, policy: str) -> tuple[np.ndarray, list
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_under_a_mixed_policy_its_loop_keeps_gates_and_sums_in_float32_and_stays_as_close_as_keras(policy):
     """Products in the half precision on kernels cast once, gates, carry and the steps' gradient sums in float32
-    (summed in bfloat16, a bias gradient stalled at 512): over 1,000 steps, outputs and gradients at least as close
+    (summed in bfloat16, a bias gradient stalled at 512): over 400 steps, outputs and gradients at least as close
     to float32's as Keras' mixed ones, and the dtypes Keras gives."""
     keras.mixed_precision.set_global_policy(policy)
     try:
