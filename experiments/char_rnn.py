@@ -26,7 +26,7 @@ Runtime:  about 8.6 minutes on a 2-core CPU (14 epochs of 108 steps, ~33 s each;
           running Python's own standard library, so figures vary a little
           between Python versions.
 Precision: train.precision=auto: mixed_bfloat16 on a CPU with avx512_bf16 or amx_bf16, else
-          float32. On such a 2-core EPYC: 288 s against 456 s in float32; seeds 0, 1, 2 met
+          float32. On such a 2-core EPYC: 288 s against 385 s in float32; seeds 0, 1, 2 met
           the bars (bpc_margin 0.012, 0.030, 0.050; bracket_margin 0.20, 0.14, 0.31).
 """
 
