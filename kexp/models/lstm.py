@@ -151,14 +151,10 @@ class LSTM(keras.layers.LSTM):
     def _step_products(self) -> tuple[Any, Any, Any]:
         """The step's input and recurrent products, on kernels read (and transposed) once, and the bias.
 
-        Under a mixed policy the products multiply in the compute dtype
-        (bfloat16: twice the float32 rate where the CPU has it) on kernels
-        cast once, and give float32: the gates, the carry and the bias sum
-        stay in float32, as cuDNN's kernel keeps them under mixed_float16
-        (bfloat16 element-wise math also ran slower than float32 here), and
-        each step's kernel gradients are cast back to float32 before the
-        loop sums them (summed in bfloat16, a bias gradient stalled at 512
-        over 1,000 steps).
+        Under a mixed policy the products multiply in the compute dtype on
+        kernels cast once and give float32, so that the gates, the carry
+        and the bias sum stay in float32 (see the module docstring and
+        `_matmul_widened`).
 
         Returns:
             `(input_product, recurrent_product, bias)`: functions of one
@@ -173,8 +169,8 @@ class LSTM(keras.layers.LSTM):
             return (lambda values: _matmul(values, kernel, kernel_t),
                     lambda values: _matmul(values, recurrent, recurrent_t), bias)
         half = self.compute_dtype
-        (kernel_h, kernel_t), (recurrent_h, recurrent_t) = (
-            (cast, tf.transpose(cast)) for cast in (tf.cast(kernel, half), tf.cast(recurrent, half)))
+        kernel_h, recurrent_h = tf.cast(kernel, half), tf.cast(recurrent, half)
+        kernel_t, recurrent_t = tf.transpose(kernel_h), tf.transpose(recurrent_h)
         return (lambda values: tf.cast(_matmul_widened(values, kernel_h, kernel_t, kernel), kernel.dtype),
                 lambda values: tf.cast(_matmul_widened(tf.cast(values, half), recurrent_h, recurrent_t, recurrent),
                                        recurrent.dtype), bias)
